@@ -1,0 +1,391 @@
+package procctl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sink receives a child's output. Calls come from one goroutine per stream,
+// so an implementation that writes both streams to one place must serialize.
+// p is only valid during the call. An error stops delivery: the child is
+// terminated and the rest of its output discarded.
+type Sink interface {
+	Stdout(p []byte) error
+	Stderr(p []byte) error
+}
+
+// ExitStatus is how a child ended.
+type ExitStatus struct {
+	Code   int            // exit status when Signal is 0
+	Signal syscall.Signal // the signal that killed it, or 0
+}
+
+func (s ExitStatus) String() string {
+	if s.Signal != 0 {
+		return fmt.Sprintf("killed by signal %d (%v)", int(s.Signal), s.Signal)
+	}
+	return fmt.Sprintf("exit status %d", s.Code)
+}
+
+// readBuf is the largest read from a pipe, and so the largest Sink call.
+const readBuf = 64 << 10
+
+// Child is one running OS process and its tree.
+type Child struct {
+	spec   Spec
+	pid    int
+	pidfd  *os.File
+	window *Window
+	sink   Sink
+	stdin  *stdinQueue
+
+	readers  sync.WaitGroup
+	pipes    []*os.File // read ends of stdout/stderr pipes
+	draining atomic.Bool
+	lost     atomic.Bool // the sink failed: discard the rest
+
+	exited chan struct{} // closed when the child itself has been reaped
+	done   chan struct{} // closed when Wait may return
+	status ExitStatus
+
+	termOnce     sync.Once
+	killDeadline atomic.Int64 // unix nanos after which leftovers get SIGKILL; 0 = not terminating
+}
+
+// Start starts the child described by spec. Its output goes to sink.
+func Start(spec Spec, sink Sink) (*Child, error) {
+	if spec.Window <= 0 {
+		spec.Window = DefaultWindow
+	}
+	if spec.DelayToSIGKILL <= 0 {
+		spec.DelayToSIGKILL = DefaultDelayToSIGKILL
+	}
+	path, err := resolve(&spec)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Dir != "" {
+		if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
+			return nil, &SpawnError{Reason: "enoent", Path: spec.Dir,
+				Err: fmt.Errorf("%w: working directory does not exist or is not a directory", syscall.ENOENT)}
+		}
+	}
+	c := &Child{
+		spec:   spec,
+		window: NewWindow(spec.Window),
+		sink:   sink,
+		exited: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	var st stdioSet
+	defer st.closeChildEnds()
+	if err := st.open(spec); err != nil {
+		st.closeParentEnds()
+		return nil, &SpawnError{Reason: "badarg", Path: path, Err: err}
+	}
+	argv := append([]string{spec.Arg0}, spec.Args...)
+	if spec.Arg0 == "" {
+		argv[0] = spec.Path
+	}
+	env := spec.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	pidfd := -1
+	sys := &syscall.SysProcAttr{
+		Setsid:     true,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: spec.Credential,
+		PidFD:      &pidfd,
+	}
+	if spec.Placement != nil {
+		if fd := spec.Placement.CgroupFD(); fd >= 0 {
+			sys.UseCgroupFD, sys.CgroupFD = true, fd
+		}
+	}
+	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: st.childFds(), Sys: sys}
+	_, err = onForkerThread(func() (int, error) {
+		registry.Lock()
+		defer registry.Unlock()
+		if spec.Placement != nil {
+			leave, err := spec.Placement.EnterThread()
+			if err != nil {
+				return 0, err
+			}
+			defer func() {
+				if err := leave(); err != nil {
+					fmt.Fprintf(os.Stderr, "ps_port: moving the forker thread back out of the cgroup: %v\n", err)
+				}
+			}()
+		}
+		pid, _, err := syscall.StartProcess(path, argv, attr)
+		if err != nil {
+			return 0, err
+		}
+		c.pid = pid
+		registry.children[pid] = c
+		return pid, nil
+	})
+	if err != nil {
+		st.closeParentEnds()
+		var se *SpawnError
+		if errors.As(err, &se) {
+			return nil, se
+		}
+		return nil, spawnError(path, err)
+	}
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		return nil, fmt.Errorf("pidfd of child %d: %w", c.pid, err)
+	}
+	c.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	if st.stdinW != nil {
+		c.stdin = newStdinQueue(st.stdinW)
+	}
+	if st.stdoutR != nil {
+		c.startReader(st.stdoutR, sink.Stdout)
+	}
+	if st.stderrR != nil {
+		c.startReader(st.stderrR, sink.Stderr)
+	}
+	go c.supervise()
+	return c, nil
+}
+
+// Pid is the child's OS pid.
+func (c *Child) Pid() int { return c.pid }
+
+// Window is the child's flow-control window; the owner's acks go to its Ack.
+func (c *Child) Window() *Window { return c.window }
+
+// Write queues p for the child's stdin and returns at once. The child owns p
+// from then on.
+func (c *Child) Write(p []byte) error {
+	if c.stdin == nil {
+		return ErrStdinClosed
+	}
+	return c.stdin.write(p)
+}
+
+// StdinQueued is the number of stdin bytes queued and not yet written.
+func (c *Child) StdinQueued() int {
+	if c.stdin == nil {
+		return 0
+	}
+	return c.stdin.pending()
+}
+
+// CloseStdin closes the child's stdin after what is queued has been written.
+func (c *Child) CloseStdin() {
+	if c.stdin != nil {
+		c.stdin.closeAfterQueued()
+	}
+}
+
+// Signal sends sig to the child process (not its group). It is a no-op once
+// the child has been reaped, so it can never hit a recycled pid.
+func (c *Child) Signal(sig syscall.Signal) error {
+	select {
+	case <-c.exited:
+		return nil
+	default:
+	}
+	rc, err := c.pidfd.SyscallConn()
+	if err != nil {
+		return err
+	}
+	cerr := rc.Control(func(fd uintptr) { err = unix.PidfdSendSignal(int(fd), sig, nil, 0) })
+	if cerr != nil || errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// Terminate takes the child's tree down: SIGTERM to its process group, then,
+// after DelayToSIGKILL or as soon as the child has exited, SIGKILL to the group,
+// to every descendant that escaped it and to its cgroup. It returns at once;
+// Wait tells when it is over. Calling it again does nothing.
+func (c *Child) Terminate() {
+	c.termOnce.Do(func() {
+		deadline := time.Now().Add(c.spec.DelayToSIGKILL)
+		c.killDeadline.Store(deadline.UnixNano())
+		go func() {
+			select {
+			case <-c.exited:
+				return // supervise takes care of leftovers
+			default:
+			}
+			c.signalAll(syscall.SIGTERM)
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			select {
+			case <-c.exited:
+			case <-t.C:
+				c.killAll()
+			}
+		}()
+	})
+}
+
+// Done is closed when the child has exited, all its output has been handed to
+// the sink and its tree is gone.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Wait waits for Done and returns how the child ended.
+func (c *Child) Wait() ExitStatus {
+	<-c.done
+	return c.status
+}
+
+// supervise waits for the child's exit, clears its tree, drains its pipes and
+// then releases Wait.
+func (c *Child) supervise() {
+	c.status = c.reap()
+	close(c.exited)
+	c.stopLeftovers()
+	c.draining.Store(true)
+	for _, f := range c.pipes {
+		f.SetReadDeadline(time.Now()) // wake readers blocked on an empty pipe
+	}
+	c.readers.Wait()
+	if c.stdin != nil {
+		c.stdin.abort()
+	}
+	c.pidfd.Close()
+	close(c.done)
+}
+
+// reap waits for the child to exit and collects its status.
+func (c *Child) reap() ExitStatus {
+	rc, err := c.pidfd.SyscallConn()
+	if err == nil {
+		err = rc.Read(func(fd uintptr) bool {
+			var info unix.Siginfo
+			err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+			if err == unix.EINTR {
+				return false
+			}
+			// info is all zero while the child runs.
+			return err != nil || info != (unix.Siginfo{})
+		})
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ps_port: waiting on child %d: %v\n", c.pid, err)
+	}
+	var ws syscall.WaitStatus
+	registry.Lock()
+	_, werr := syscall.Wait4(c.pid, &ws, 0, nil)
+	for werr == syscall.EINTR {
+		_, werr = syscall.Wait4(c.pid, &ws, 0, nil)
+	}
+	delete(registry.children, c.pid)
+	registry.Unlock()
+	switch {
+	case werr != nil:
+		fmt.Fprintf(os.Stderr, "ps_port: reaping child %d: %v\n", c.pid, werr)
+		return ExitStatus{Signal: syscall.SIGKILL}
+	case ws.Signaled():
+		return ExitStatus{Signal: ws.Signal()}
+	default:
+		return ExitStatus{Code: ws.ExitStatus()}
+	}
+}
+
+// startReader reads one output pipe until EOF (or, once the child is gone,
+// until it is empty) and hands what it reads to emit, within the window.
+func (c *Child) startReader(f *os.File, emit func([]byte) error) {
+	c.pipes = append(c.pipes, f)
+	c.readers.Add(1)
+	go func() {
+		defer c.readers.Done()
+		defer f.Close()
+		c.pump(f, emit)
+	}()
+}
+
+type readResult int
+
+const (
+	readData readResult = iota
+	readEOF
+	readEmpty  // pipe empty and the child is gone: done
+	readNoCred // another reader took the credit
+	readFailed
+)
+
+func (c *Child) pump(f *os.File, emit func([]byte) error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, readBuf)
+	for {
+		c.window.wait()
+		var n int
+		res := readFailed
+		err := rc.Read(func(fd uintptr) bool {
+			credit := c.window.take(len(buf))
+			if credit == 0 {
+				res = readNoCred
+				return true
+			}
+			var rerr error
+			n, rerr = unix.Read(int(fd), buf[:credit])
+			switch {
+			case rerr == unix.EAGAIN || rerr == unix.EINTR:
+				c.window.giveBack(credit)
+				if c.draining.Load() && rerr == unix.EAGAIN {
+					res = readEmpty
+					return true
+				}
+				return false // wait until readable
+			case rerr != nil:
+				c.window.giveBack(credit)
+				res = readFailed
+			case n == 0:
+				c.window.giveBack(credit)
+				res = readEOF
+			default:
+				c.window.giveBack(credit - n)
+				res = readData
+			}
+			return true
+		})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			f.SetReadDeadline(time.Time{})
+			continue
+		}
+		if err != nil {
+			return
+		}
+		switch res {
+		case readData:
+			if c.lost.Load() {
+				continue
+			}
+			if err := emit(buf[:n]); err != nil {
+				c.lose(err)
+			}
+		case readNoCred:
+			continue
+		default:
+			return
+		}
+	}
+}
+
+// lose is called when the sink fails: nobody will read the output any more,
+// so the child is terminated and the rest of its output discarded.
+func (c *Child) lose(err error) {
+	if c.lost.CompareAndSwap(false, true) {
+		fmt.Fprintf(os.Stderr, "ps_port: output of child %d cannot be delivered (%v); terminating it\n", c.pid, err)
+		c.window.Close()
+		c.Terminate()
+	}
+}

@@ -1,0 +1,237 @@
+package procctl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stdio says where one of the child's standard streams goes.
+type Stdio int
+
+const (
+	// Pipe connects the stream to ps_port: stdin is fed by Child.Write,
+	// stdout and stderr are read and handed to the Sink.
+	Pipe Stdio = iota
+	// Null connects the stream to /dev/null.
+	Null
+	// Inherit gives the child ps_port's own stream (for stderr: logs).
+	Inherit
+	// ToStdout sends stderr into the stdout pipe (only for Spec.Stderr).
+	ToStdout
+)
+
+// Spec describes a child to start.
+type Spec struct {
+	Path string   // program: an absolute or relative path, or a name looked up in PATH
+	Args []string // arguments after argv[0]
+	Arg0 string   // argv[0]; Path when empty
+	Dir  string   // working directory; ps_port's when empty
+	Env  []string // the whole environment, "KEY=VALUE"; ps_port's when nil
+
+	// Credential, when not nil, is the uid/gid the child runs as. See
+	// LookupCredential.
+	Credential *syscall.Credential
+
+	Stdin, Stdout, Stderr Stdio
+
+	// Window is the flow-control window in bytes (DefaultWindow when 0).
+	Window int
+	// DelayToSIGKILL is how long Terminate waits after SIGTERM before SIGKILL.
+	DelayToSIGKILL time.Duration
+	// Placement puts the child in a cgroup before its first instruction.
+	Placement Placement
+	// Sweep makes termination also kill every descendant of this program
+	// that does not belong to another live Child: right for a program that
+	// runs one child (port mode), where every orphan reparented to the
+	// subreaper came from that child.
+	Sweep bool
+}
+
+// DefaultWindow is the default flow-control window. See docs/protocol.md for
+// how it was chosen.
+const DefaultWindow = 256 << 10
+
+// DefaultDelayToSIGKILL is how long termination waits after SIGTERM.
+const DefaultDelayToSIGKILL = 500 * time.Millisecond
+
+// SpawnError is a child that could not be started.
+type SpawnError struct {
+	Reason string // lower-case errno name or one of enoent, eacces, baduser, badgroup, badarg
+	Path   string
+	Err    error
+}
+
+func (e *SpawnError) Error() string {
+	return fmt.Sprintf("cannot start %q: %v", e.Path, e.Err)
+}
+
+func (e *SpawnError) Unwrap() error { return e.Err }
+
+func spawnError(path string, err error) *SpawnError {
+	reason := "badarg"
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		reason = strings.ToLower(unix.ErrnoName(errno))
+		if reason == "" {
+			reason = "errno" + strconv.Itoa(int(errno))
+		}
+	}
+	return &SpawnError{Reason: reason, Path: path, Err: err}
+}
+
+// LookupCredential resolves a uid and gid given as numbers or names; either
+// may be empty. A user given without a group runs with that user's primary
+// group. Supplementary groups are dropped.
+func LookupCredential(uid, gid string) (*syscall.Credential, error) {
+	if uid == "" && gid == "" {
+		return nil, nil
+	}
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	if uid != "" {
+		u, err := lookupUser(uid)
+		if err != nil {
+			return nil, &SpawnError{Reason: "baduser", Path: uid, Err: err}
+		}
+		n, _ := strconv.ParseUint(u.Uid, 10, 32)
+		cred.Uid = uint32(n)
+		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+			cred.Gid = uint32(g)
+		}
+	}
+	if gid != "" {
+		g, err := lookupGroup(gid)
+		if err != nil {
+			return nil, &SpawnError{Reason: "badgroup", Path: gid, Err: err}
+		}
+		cred.Gid = g
+	}
+	return cred, nil
+}
+
+func lookupUser(s string) (*user.User, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		u, err := user.LookupId(s)
+		if err != nil { // a bare number need not have a passwd entry
+			return &user.User{Uid: strconv.FormatUint(n, 10), Gid: strconv.Itoa(os.Getgid())}, nil
+		}
+		return u, nil
+	}
+	u, err := user.Lookup(s)
+	if err != nil {
+		return nil, fmt.Errorf("no such user %q: give a user name from /etc/passwd or a numeric uid", s)
+	}
+	return u, nil
+}
+
+func lookupGroup(s string) (uint32, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, fmt.Errorf("no such group %q: give a group name from /etc/group or a numeric gid", s)
+	}
+	n, _ := strconv.ParseUint(g.Gid, 10, 32)
+	return uint32(n), nil
+}
+
+// resolve finds the program like execvp would, using the child's PATH.
+func resolve(spec *Spec) (string, error) {
+	if strings.Contains(spec.Path, "/") {
+		path := spec.Path
+		if !filepath.IsAbs(path) && spec.Dir != "" {
+			path = filepath.Join(spec.Dir, path)
+		}
+		return path, nil
+	}
+	if spec.Path == "" {
+		return "", &SpawnError{Reason: "badarg", Path: spec.Path, Err: errors.New("empty program name")}
+	}
+	pathEnv := os.Getenv("PATH")
+	if spec.Env != nil {
+		pathEnv = ""
+		for _, kv := range spec.Env {
+			if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+				pathEnv = v
+			}
+		}
+	}
+	denied := false
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, spec.Path)
+		st, err := os.Stat(p)
+		if err != nil || st.IsDir() {
+			continue
+		}
+		if st.Mode()&0o111 == 0 {
+			denied = true
+			continue
+		}
+		return p, nil
+	}
+	if denied {
+		return "", &SpawnError{Reason: "eacces", Path: spec.Path,
+			Err: fmt.Errorf("%w: found in PATH but not executable; chmod +x it", syscall.EACCES)}
+	}
+	return "", &SpawnError{Reason: "enoent", Path: spec.Path,
+		Err: fmt.Errorf("%w: not found in PATH (%s); give an absolute path or fix PATH", syscall.ENOENT, pathEnv)}
+}
+
+// registry holds every live child. Forking and registering happen under its
+// lock, so the orphan reaper never reaps a child before its owner knows it.
+var registry = struct {
+	sync.Mutex
+	children map[int]*Child
+}{children: make(map[int]*Child)}
+
+type forkRequest struct {
+	run  func() (int, error)
+	done chan forkResult
+}
+
+type forkResult struct {
+	pid int
+	err error
+}
+
+var (
+	forkerOnce sync.Once
+	forks      chan forkRequest
+)
+
+// forker runs every fork on one OS thread that never exits, so that the
+// parent-death signal fires when the program dies, not when the Go runtime
+// retires the thread that happened to fork.
+func forker() {
+	runtime.LockOSThread() // never unlocked: this thread lives as long as the program
+	for req := range forks {
+		pid, err := req.run()
+		req.done <- forkResult{pid, err}
+	}
+}
+
+// onForkerThread runs fn on the forker thread.
+func onForkerThread(fn func() (int, error)) (int, error) {
+	forkerOnce.Do(func() {
+		forks = make(chan forkRequest)
+		go forker()
+	})
+	done := make(chan forkResult, 1)
+	forks <- forkRequest{run: fn, done: done}
+	r := <-done
+	return r.pid, r.err
+}

@@ -1,0 +1,92 @@
+package procctl
+
+import "sync"
+
+// Window is flow-control credit shared by a child's stdout and stderr: the
+// number of payload bytes that may be handed to the Sink before the owner
+// acknowledges them. A reader takes credit only when its pipe has data, so a
+// quiet stdout never starves a busy stderr.
+type Window struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	size   int // total credit when nothing is in flight
+	avail  int // credit left
+	closed bool
+}
+
+// NewWindow returns a window of size bytes (at least 1).
+func NewWindow(size int) *Window {
+	if size < 1 {
+		size = 1
+	}
+	w := &Window{size: size, avail: size}
+	w.cond.L = &w.mu
+	return w
+}
+
+// Size is the window's total credit.
+func (w *Window) Size() int { return w.size }
+
+// InFlight is the number of bytes handed out and not yet acknowledged.
+func (w *Window) InFlight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.size - w.avail
+}
+
+// Ack returns n bytes of credit. It reports false when n was more than was in
+// flight; the credit is then clamped to the window size.
+func (w *Window) Ack(n int) bool {
+	if n <= 0 {
+		return n == 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ok := w.avail+n <= w.size
+	w.avail = min(w.avail+n, w.size)
+	w.cond.Broadcast()
+	return ok
+}
+
+// Close wakes every waiter for good; from then on credit is unlimited, so
+// readers can drain their pipes when nobody is going to ack any more.
+func (w *Window) Close() {
+	w.mu.Lock()
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+// wait blocks until some credit is available or the window is closed.
+func (w *Window) wait() {
+	w.mu.Lock()
+	for w.avail == 0 && !w.closed {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
+}
+
+// take reserves up to max bytes of credit without blocking.
+func (w *Window) take(max int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return max
+	}
+	n := min(max, w.avail)
+	w.avail -= n
+	return n
+}
+
+// giveBack returns credit that was reserved but not used.
+func (w *Window) giveBack(n int) {
+	if n <= 0 {
+		return
+	}
+	w.mu.Lock()
+	if !w.closed {
+		w.avail += n
+		w.cond.Broadcast()
+	}
+	w.mu.Unlock()
+}
