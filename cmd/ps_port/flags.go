@@ -1,0 +1,110 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// config is the command line of one ps_port in port mode.
+type config struct {
+	packet        bool
+	arg0          string
+	controllers   list
+	group         string
+	sets          list
+	delay         time.Duration
+	uid, gid      string
+	window        int
+	captureOutput bool
+	captureStderr bool
+	stderrOnly    bool
+	dir           string
+	env           list
+	unset         list
+	program       string
+	args          []string
+}
+
+type list []string
+
+func (l *list) String() string     { return strings.Join(*l, ",") }
+func (l *list) Set(s string) error { *l = append(*l, s); return nil }
+
+const usageHead = `usage: ps_port [flags] [--] program [args...]
+       ps_port node --name NAME@HOST [node flags]   (see ps_port node --help)
+
+Runs program contained: closing the port (EOF on stdin), SIGTERM or :stop
+terminates it and everything it started. Flags are MuonTrap's, plus:
+--packet (the {packet,4} protocol of docs/protocol.md), --cd, --env, --unset.
+
+`
+
+// parseFlags parses port-mode arguments. It returns flag.ErrHelp for --help.
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("ps_port", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var delayMS int
+	str := func(p *string, long, short, help string) {
+		fs.StringVar(p, long, "", help)
+		if short != "" {
+			fs.StringVar(p, short, "", "short for --"+long)
+		}
+	}
+	lst := func(p *list, long, short, help string) {
+		fs.Var(p, long, help)
+		if short != "" {
+			fs.Var(p, short, "short for --"+long)
+		}
+	}
+	fs.BoolVar(&c.packet, "packet", false, "speak the {packet,4} term protocol on stdin/stdout")
+	str(&c.arg0, "arg0", "0", "argv[0] for the program")
+	lst(&c.controllers, "controller", "c", "cgroup controller to use (repeatable)")
+	str(&c.group, "group", "g", "cgroup path to create for the program")
+	lst(&c.sets, "set", "s", "cgroup setting KEY=VALUE, e.g. memory.limit_in_bytes=268435456 (repeatable)")
+	fs.IntVar(&delayMS, "delay-to-sigkill", 500, "ms between SIGTERM and SIGKILL")
+	fs.IntVar(&delayMS, "k", 500, "short for --delay-to-sigkill")
+	str(&c.uid, "uid", "", "run the program as this user (name or number)")
+	str(&c.gid, "gid", "", "run the program with this group (name or number)")
+	fs.IntVar(&c.window, "stdio-window", 0, "bytes of output in flight before ps_port waits for acks")
+	fs.BoolVar(&c.captureOutput, "capture-output", false, "raw mode: copy the program's stdout to ps_port's stdout")
+	fs.BoolVar(&c.captureStderr, "capture-stderr", false, "send the program's stderr where its stdout goes")
+	fs.BoolVar(&c.stderrOnly, "capture-stderr-only", false, "capture stderr and discard stdout")
+	str(&c.dir, "cd", "", "working directory of the program")
+	lst(&c.env, "env", "", "set KEY=VALUE in the program's environment (repeatable)")
+	lst(&c.unset, "unset", "", "remove KEY from the program's environment (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("no program given")
+	}
+	if delayMS < 0 {
+		return nil, fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
+	}
+	if c.window < 0 {
+		return nil, fmt.Errorf("--stdio-window must be > 0, got %d", c.window)
+	}
+	if c.captureStderr && c.stderrOnly {
+		return nil, fmt.Errorf("--capture-stderr and --capture-stderr-only exclude each other")
+	}
+	if len(c.controllers) > 0 && c.group == "" {
+		return nil, fmt.Errorf("--controller needs --group")
+	}
+	for _, kv := range c.env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("--env wants KEY=VALUE, got %q", kv)
+		}
+	}
+	c.delay = time.Duration(delayMS) * time.Millisecond
+	c.program, c.args = fs.Arg(0), fs.Args()[1:]
+	return c, nil
+}
