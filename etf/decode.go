@@ -47,6 +47,10 @@ var emptyList Term = List{}
 // format, starting with the version byte 131. Errors are of type
 // *[DecodeError].
 //
+// Decode is stricter than binary_to_term: bytes after the term, improper
+// lists and bignums with a sign byte other than 0 or 1 are errors, and so
+// is nesting deeper than [MaxDepth].
+//
 // Binaries in the result are not copied: they share memory with b (with
 // their capacity capped so that appending to them cannot overwrite b).
 // A caller that reuses b must copy them first.
