@@ -1,0 +1,68 @@
+// Package cgroup contains ps_port's children in Linux control groups and
+// applies limits to them. It works on cgroup v1 (legacy), hybrid and v2
+// (unified) hosts, creating groups through github.com/containerd/cgroups/v3.
+//
+// A Spec names the controllers, a group path relative to each hierarchy's
+// root (MuonTrap's --group), and key=value settings (MuonTrap's --set).
+// Create makes the group; the resulting *Group implements
+// procctl.Placement:
+//
+//   - v1 and hybrid: EnterThread writes the calling OS thread's id to the
+//     "tasks" file of each v1 group, so a child forked from that thread is
+//     born inside them; leave moves the thread back to the groups it came
+//     from. The caller must hold runtime.LockOSThread from EnterThread until
+//     leave has returned, and fork in between. Measured on kernel 6.18
+//     (hybrid): the single-thread move works for every mounted v1 controller
+//     (cpu, cpuacct, cpuset, memory, devices, freezer, blkio, pids,
+//     name=systemd), and the child starts in all of them. No gate is needed.
+//   - hybrid and v2: the group also exists in the cgroup2 tree (on hybrid the
+//     controller-less one at /sys/fs/cgroup/unified). CgroupFD returns an open
+//     directory fd of it for clone3(CLONE_INTO_CGROUP)
+//     (syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}), so even a child
+//     that forks at once is tracked without a race. On v2 EnterThread does
+//     nothing.
+//   - Kill SIGKILLs every member and returns only when the group is empty.
+//     It writes "cgroup.kill" when there is a cgroup2 group (kernel 5.14+).
+//     Otherwise it repeats read-members/SIGKILL until none is left, freezing
+//     the group around each round when a freezer is available (the v1
+//     freezer controller when it was asked for, or cgroup.freeze on v2). It
+//     never waits on pids, so the child's exit status stays with its
+//     reaper.
+//   - Delete removes every directory Create made, retrying briefly while the
+//     kernel finishes releasing the last tasks.
+//
+// The process that calls these methods is never a member as far as Procs and
+// Kill are concerned: its forker thread passes through the v1 groups during
+// EnterThread, which makes its pid appear in their cgroup.procs for a moment.
+//
+// # Settings on v2
+//
+// Settings are written in the order given, each as one write of the value to
+// the file named by its key. On a v2 host these v1 keys are translated:
+//
+//	memory.limit_in_bytes=N          memory.max=N ("max" for -1)
+//	cpu.cfs_quota_us=Q, cpu.cfs_period_us=P
+//	                                 cpu.max="Q P" (one write, where the first of
+//	                                 the two was; Q "max" for -1 or absent,
+//	                                 P 100000 when absent)
+//	cpu.shares=S                     cpu.weight=W (containerd's mapping:
+//	                                 2→1, 1024→100, 262144→10000)
+//
+// Every other key is written as is, so v2 keys (memory.high, pids.max,
+// io.max, ...) work, and a v1-only key fails with an error naming it. The v1
+// controller names cpuacct, devices, freezer, net_cls, net_prio and
+// perf_event have no cgroup.subtree_control entry on v2 (their function is
+// built in) and are accepted without enabling anything; blkio means io.
+//
+// # Limits worth knowing
+//
+//   - pids.max counts the forker thread while it is inside, so a limit below
+//     2 makes the fork itself fail with EAGAIN.
+//   - A cpu quota that the group has already used up can delay the forker
+//     thread inside EnterThread…leave by up to one period.
+//   - Moving the forker thread through a cpuset resets its CPU affinity to
+//     the cpuset of the group it returns to.
+//   - Delete removes only the directories Create made: a pre-existing group
+//     (for example one made with cgcreate to grant a user access) is reused
+//     and left in place.
+package cgroup

@@ -1,0 +1,468 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	"golang.org/x/sys/unix"
+)
+
+// ErrDeleted is returned by methods that need the group's directories after
+// Delete removed them.
+var ErrDeleted = errors.New("cgroup: group already deleted")
+
+// options says where the hierarchies are; tests inject their own to run the
+// v2 and pure-v1 code paths on this hybrid host.
+type options struct {
+	mode        cgroups.CGMode
+	v1Root      string // directory holding one mount per v1 hierarchy (Legacy, Hybrid)
+	unifiedRoot string // cgroup2 mount (Hybrid: the controller-less one; Unified: the only one)
+
+	killTimeout   time.Duration // Kill gives up after this long
+	deleteTimeout time.Duration // Delete retries EBUSY this long per directory
+	noKillFile    bool          // tests: behave as on a kernel without cgroup.kill
+}
+
+const sysfsCgroup = "/sys/fs/cgroup"
+
+func hostOptions() (options, error) {
+	o := options{
+		mode:          cgroups.Mode(),
+		killTimeout:   2 * time.Second,
+		deleteTimeout: time.Second,
+	}
+	switch o.mode {
+	case cgroups.Legacy:
+		o.v1Root = sysfsCgroup
+	case cgroups.Hybrid:
+		o.v1Root = sysfsCgroup
+		o.unifiedRoot = filepath.Join(sysfsCgroup, "unified")
+	case cgroups.Unified:
+		o.unifiedRoot = sysfsCgroup
+	default:
+		return o, fmt.Errorf("cgroup: no cgroup filesystem is mounted at %s; mount one (cgroup2, or one cgroup v1 mount per controller) or run without --group", sysfsCgroup)
+	}
+	return o, nil
+}
+
+// Group is a created control group: the same relative path in every v1
+// hierarchy asked for and, on hybrid and v2 hosts, in the cgroup2 tree. It
+// implements procctl.Placement. Its methods may be called from several
+// goroutines, but Delete must come after the last fork that used
+// EnterThread or CgroupFD.
+type Group struct {
+	path string
+	opts options
+
+	v1  []*v1Hierarchy // one per distinct v1 hierarchy; empty on v2
+	cg1 cgroup1.Cgroup // the library's handle over v1; nil when v1 is empty
+
+	v2        *cgroup2.Manager // the cgroup2 group; nil on pure v1 or when unusable
+	v2Dir     string           // its directory, "" when v2 is nil
+	v2Created []string         // directories Create made in the cgroup2 tree
+	v2Memory  bool             // pure v2 with the memory controller enabled
+
+	freezer string // file to freeze the group with during Kill, "" for none
+
+	// threadMu is held from EnterThread until leave, so Kill never freezes
+	// the group while the forker thread is inside (frozen, it would hold
+	// its runtime P and could stall the whole Go program).
+	threadMu sync.Mutex
+
+	mu      sync.Mutex
+	fd      int // cgroup2 directory fd for CLONE_INTO_CGROUP, -1 for none
+	deleted bool
+}
+
+// Create creates the group described by spec on the host's cgroup mode
+// (cgroups.Mode()), writes spec.Sets in order, and returns it. On failure it
+// removes whatever it had created.
+func Create(spec Spec) (*Group, error) {
+	o, err := hostOptions()
+	if err != nil {
+		return nil, err
+	}
+	return create(spec, o)
+}
+
+func create(spec Spec, o options) (*Group, error) {
+	spec, err := spec.normalized()
+	if err != nil {
+		return nil, err
+	}
+	// A concurrent Delete of a sibling group may remove a shared parent
+	// between our existence check and mkdir; that shows up as ENOENT.
+	for attempt := 0; ; attempt++ {
+		g, err := createOnce(spec, o)
+		if err == nil || attempt == 3 || !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, errMkdir) {
+			return g, err
+		}
+	}
+}
+
+// errMkdir marks errors from making directories (see create's retry).
+var errMkdir = errors.New("mkdir")
+
+type mkdirError struct{ err error }
+
+func (e mkdirError) Error() string   { return e.err.Error() }
+func (e mkdirError) Unwrap() []error { return []error{e.err, errMkdir} }
+
+func createOnce(spec Spec, o options) (g *Group, err error) {
+	g = &Group{path: spec.Path, opts: o, fd: -1}
+	defer func() {
+		if err != nil {
+			g.rollback()
+			g = nil
+		}
+	}()
+	switch o.mode {
+	case cgroups.Legacy, cgroups.Hybrid:
+		if len(spec.Controllers) == 0 && o.mode == cgroups.Legacy {
+			return g, fmt.Errorf("cgroup: group %s: this cgroup v1 host needs at least one controller (--controller); mounted: %s",
+				spec.Path, strings.Join(mountedV1(o.v1Root), ", "))
+		}
+		if err := g.createV1(spec); err != nil {
+			return g, err
+		}
+		if o.mode == cgroups.Hybrid {
+			if err := g.createUnified(); err != nil {
+				return g, err
+			}
+		}
+		if err := g.writeV1Sets(spec); err != nil {
+			return g, err
+		}
+	case cgroups.Unified:
+		if err := g.createV2(spec); err != nil {
+			return g, err
+		}
+	default:
+		return g, fmt.Errorf("cgroup: unsupported cgroup mode %v", o.mode)
+	}
+	if g.v2Dir != "" {
+		fd, err := unix.Open(g.v2Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return g, fmt.Errorf("cgroup: open %s: %s", g.v2Dir, errnoText(err))
+		}
+		g.fd = fd
+	}
+	return g, nil
+}
+
+// rollback undoes a failed Create.
+func (g *Group) rollback() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_ = g.deleteLocked()
+}
+
+// Path returns the group's path relative to the hierarchy roots.
+func (g *Group) Path() string { return g.path }
+
+// CgroupFD returns an open directory fd of the group's cgroup2 directory for
+// clone3(CLONE_INTO_CGROUP), or -1 on a pure v1 host. The fd belongs to the
+// group and is closed by Delete.
+func (g *Group) CgroupFD() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.fd
+}
+
+func (g *Group) isDeleted() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.deleted
+}
+
+// members returns every pid in the group, in any hierarchy and any
+// subgroup, except the calling process. inV2 tells which are in the cgroup2
+// group.
+func (g *Group) members() (pids map[int]bool, err error) {
+	self := os.Getpid()
+	pids = map[int]bool{}
+	for _, h := range g.v1 {
+		procs, err := g.cg1.Processes(h.sub.Name(), true)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup: list processes of %s: %s", h.label(g.path), errnoText(err))
+		}
+		for _, p := range procs {
+			if p.Pid != self {
+				pids[p.Pid] = false
+			}
+		}
+	}
+	if g.v2 != nil {
+		procs, err := g.v2.Procs(true)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup: list processes of %s: %s", g.v2Label(), errnoText(err))
+		}
+		for _, p := range procs {
+			if int(p) != self {
+				pids[int(p)] = true
+			}
+		}
+	}
+	return pids, nil
+}
+
+// Procs returns every process in the group, in any hierarchy (including
+// subgroups its members made), sorted, except the calling process.
+func (g *Group) Procs() ([]int, error) {
+	if g.isDeleted() {
+		return nil, ErrDeleted
+	}
+	m, err := g.members()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// populated reports whether the cgroup2 group (with subgroups) still has
+// live tasks.
+func (g *Group) populated() (bool, error) {
+	if g.v2Dir == "" {
+		return false, nil
+	}
+	n, ok, err := readKey(filepath.Join(g.v2Dir, "cgroup.events"), "populated")
+	if err != nil {
+		return false, fmt.Errorf("cgroup: read %s/cgroup.events: %s", g.v2Label(), errnoText(err))
+	}
+	return ok && n != 0, nil
+}
+
+// Kill SIGKILLs every process in the group and returns when none is left,
+// or an error after a bounded time (2 s) naming the survivors. It does not
+// reap: the children's exit statuses stay with their parents. Killing a
+// deleted group is a no-op.
+func (g *Group) Kill() error {
+	if g.isDeleted() {
+		return nil
+	}
+	deadline := time.Now().Add(g.opts.killTimeout)
+	useKillFile := g.v2Dir != "" && !g.opts.noKillFile
+	delay := 200 * time.Microsecond
+	for {
+		if useKillFile {
+			err := writeFile(filepath.Join(g.v2Dir, "cgroup.kill"), "1")
+			if errors.Is(err, fs.ErrNotExist) {
+				useKillFile = false // kernel older than 5.14
+			} else if err != nil {
+				return fmt.Errorf("cgroup: kill %s: write cgroup.kill: %s", g.v2Label(), errnoText(err))
+			}
+		}
+		pids, err := g.members()
+		if err != nil {
+			return err
+		}
+		busy, err := g.populated()
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 && !busy {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			left := slices.Sorted(mapKeys(pids))
+			return fmt.Errorf("cgroup: kill %s: processes %v still in the group after %s (stuck in uninterruptible sleep? see /proc/PID/stack)",
+				g.path, left, g.opts.killTimeout)
+		}
+		if useKillFile {
+			// cgroup.kill covers the cgroup2 members; signal only those that
+			// left the cgroup2 group but stayed in a v1 one.
+			for pid, inV2 := range pids {
+				if !inV2 {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+			}
+		} else if err := g.killRound(pids); err != nil {
+			return err
+		}
+		backoff(&delay, 10*time.Millisecond)
+	}
+}
+
+// killRound SIGKILLs the members once, inside a freeze when the group has a
+// freezer and no forker thread is inside, so that no member can fork a new
+// one between the listing and the signals.
+func (g *Group) killRound(pids map[int]bool) error {
+	if g.freezer == "" || !g.threadMu.TryLock() {
+		for pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		return nil
+	}
+	defer g.threadMu.Unlock()
+	frozen, thawed := "1", "0"
+	if filepath.Base(g.freezer) == "freezer.state" {
+		frozen, thawed = "FROZEN", "THAWED"
+	}
+	if err := writeFile(g.freezer, frozen); err != nil {
+		return fmt.Errorf("cgroup: kill %s: freeze via %s: %s", g.path, g.freezer, errnoText(err))
+	}
+	g.waitFrozen(50 * time.Millisecond)
+	if fresh, err := g.members(); err == nil {
+		pids = fresh
+	}
+	for pid := range pids {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	if err := writeFile(g.freezer, thawed); err != nil {
+		return fmt.Errorf("cgroup: kill %s: thaw via %s: %s; processes stay frozen until you write %s to it",
+			g.path, g.freezer, errnoText(err), thawed)
+	}
+	return nil
+}
+
+// waitFrozen polls until the freeze has taken effect, or for at most limit.
+func (g *Group) waitFrozen(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	delay := 100 * time.Microsecond
+	for time.Now().Before(deadline) {
+		if filepath.Base(g.freezer) == "freezer.state" {
+			b, err := os.ReadFile(g.freezer)
+			if err != nil || strings.TrimSpace(string(b)) == "FROZEN" {
+				return
+			}
+		} else {
+			n, ok, err := readKey(filepath.Join(filepath.Dir(g.freezer), "cgroup.events"), "frozen")
+			if err != nil || ok && n == 1 {
+				return
+			}
+		}
+		backoff(&delay, 5*time.Millisecond)
+	}
+}
+
+func mapKeys(m map[int]bool) func(func(int) bool) {
+	return func(yield func(int) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// OOMKills returns how many processes the kernel's OOM killer killed in the
+// group: "oom_kill" of memory.oom_control on v1, of memory.events on v2. It
+// is 0 when the group has no memory controller. Read it before Delete.
+func (g *Group) OOMKills() (uint64, error) {
+	if g.isDeleted() {
+		return 0, ErrDeleted
+	}
+	var file, label string
+	if h := g.hierarchy("memory"); h != nil {
+		file, label = filepath.Join(h.dir, "memory.oom_control"), h.label(g.path)
+	} else if g.v2Memory {
+		file, label = filepath.Join(g.v2Dir, "memory.events"), g.v2Label()
+	} else {
+		return 0, nil
+	}
+	n, ok, err := readKey(file, "oom_kill")
+	if err != nil {
+		return 0, fmt.Errorf("cgroup: read %s/%s: %s", label, filepath.Base(file), errnoText(err))
+	}
+	if !ok {
+		return 0, fmt.Errorf("cgroup: %s has no oom_kill line; the kernel is too old (needs 4.13+) to count OOM kills", file)
+	}
+	return n, nil
+}
+
+// Delete removes every directory Create made (the v1 groups and the cgroup2
+// group, with any subgroups the members made, and the parents Create had to
+// make when no other group uses them). The kernel refuses for a moment after
+// the last task died, so it retries briefly. Call Kill first. Delete is
+// idempotent; it closes the CgroupFD.
+func (g *Group) Delete() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.deleteLocked()
+}
+
+func (g *Group) deleteLocked() error {
+	if g.deleted {
+		return nil
+	}
+	if g.fd >= 0 {
+		unix.Close(g.fd)
+		g.fd = -1
+	}
+	var errs []error
+	for _, h := range g.v1 {
+		if err := g.removeDirs(&h.created, h.dir, h.label(g.path)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := g.removeDirs(&g.v2Created, g.v2Dir, g.v2Label()); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	g.deleted = true
+	return nil
+}
+
+// removeDirs removes *dirs (outermost first, the group's own directory leaf
+// last) from the inside out, and forgets each one removed. Only leaf is
+// retried on EBUSY; a parent that is busy belongs to other groups as well and
+// stays, with its own parents.
+func (g *Group) removeDirs(dirs *[]string, leaf, label string) error {
+	for len(*dirs) > 0 {
+		last := len(*dirs) - 1
+		dir := (*dirs)[last]
+		if dir == leaf {
+			err := removeSubgroups(dir, g.opts.deleteTimeout)
+			if err == nil {
+				err = rmdirBusy(dir, g.opts.deleteTimeout)
+			}
+			if err != nil {
+				return g.deleteError(label, err)
+			}
+		} else if err := unix.Rmdir(dir); err != nil && err != unix.ENOENT {
+			if isErrno(err, unix.EBUSY, unix.ENOTEMPTY, unix.EEXIST) {
+				*dirs = nil
+				return nil
+			}
+			return fmt.Errorf("cgroup: delete parent %s of %s: %s", dir, label, errnoText(err))
+		}
+		*dirs = (*dirs)[:last]
+	}
+	return nil
+}
+
+func (g *Group) deleteError(label string, err error) error {
+	msg := fmt.Sprintf("cgroup: delete %s: %s", label, errnoText(err))
+	if isErrno(err, unix.EBUSY) {
+		if pids, perr := g.members(); perr == nil && len(pids) > 0 {
+			msg += fmt.Sprintf("; processes %v are still inside: call Kill first", slices.Sorted(mapKeys(pids)))
+		} else {
+			msg += "; the kernel still holds exiting tasks, try again"
+		}
+	}
+	return errors.New(msg)
+}
+
+func (g *Group) v2Label() string {
+	if g.opts.mode == cgroups.Hybrid {
+		return "unified:/" + g.path
+	}
+	return "cgroup2:/" + g.path
+}

@@ -1,0 +1,312 @@
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// v1Hierarchy is the group's directory in one v1 hierarchy. Controllers
+// mounted together (e.g. "cpu,cpuacct") share one.
+type v1Hierarchy struct {
+	names   []string // controllers asked for that live here, e.g. ["cpu", "cpuacct"]
+	sub     cgroup1.Subsystem
+	mount   string   // the hierarchy's root directory, symlinks resolved
+	dir     string   // the group's directory: mount/path
+	created []string // directories Create made, outermost first
+}
+
+func (h *v1Hierarchy) label(path string) string {
+	return strings.Join(h.names, ",") + ":/" + path
+}
+
+// has reports whether controller c lives in this hierarchy.
+func (h *v1Hierarchy) has(c string) bool { return asked(h.names, c) }
+
+// hierarchy returns the v1 hierarchy of controller c, or nil.
+func (g *Group) hierarchy(c string) *v1Hierarchy {
+	for _, h := range g.v1 {
+		if h.has(c) {
+			return h
+		}
+	}
+	return nil
+}
+
+// isFS reports whether dir is the root or a directory of a file system
+// with the given magic number.
+func isFS(dir string, magic int64) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && int64(st.Type) == magic
+}
+
+// mountedV1 lists the v1 hierarchies mounted below root.
+func mountedV1(root string) []string {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return []string{"none (" + errnoText(err) + ")"}
+	}
+	var out []string
+	for _, e := range entries {
+		if isFS(filepath.Join(root, e.Name()), unix.CGROUP_SUPER_MAGIC) {
+			out = append(out, e.Name())
+		}
+	}
+	if len(out) == 0 {
+		return []string{"none"}
+	}
+	return out
+}
+
+// v1Subsystem returns containerd's subsystem for controller name under root;
+// unknown names and "name=X" hierarchies get a plain named one.
+func v1Subsystem(root, name string) (cgroup1.Subsystem, error) {
+	switch cgroup1.Name(name) {
+	case cgroup1.Memory:
+		return cgroup1.NewMemory(root), nil
+	case cgroup1.Cpu:
+		return cgroup1.NewCpu(root), nil
+	case cgroup1.Cpuacct:
+		return cgroup1.NewCpuacct(root), nil
+	case cgroup1.Cpuset:
+		return cgroup1.NewCpuset(root), nil // copies cpuset.cpus/mems from the parent
+	case cgroup1.Pids:
+		return cgroup1.NewPids(root), nil
+	case cgroup1.Freezer:
+		return cgroup1.NewFreezer(root), nil
+	case cgroup1.Blkio:
+		return cgroup1.NewBlkio(root), nil
+	case cgroup1.Devices:
+		return cgroup1.NewDevices(root), nil
+	case cgroup1.Hugetlb:
+		return cgroup1.NewHugetlb(root)
+	case cgroup1.NetCLS:
+		return cgroup1.NewNetCls(root), nil
+	case cgroup1.NetPrio:
+		return cgroup1.NewNetPrio(root), nil
+	case cgroup1.PerfEvent:
+		return cgroup1.NewPerfEvent(root), nil
+	case cgroup1.Rdma:
+		return cgroup1.NewRdma(root), nil
+	}
+	return cgroup1.NewNamed(root, cgroup1.Name(strings.TrimPrefix(name, "name="))), nil
+}
+
+// createV1 makes the group in the v1 hierarchy of every controller asked for.
+func (g *Group) createV1(spec Spec) error {
+	root := g.opts.v1Root
+	var subs []cgroup1.Subsystem
+	for _, name := range spec.Controllers {
+		mount := filepath.Join(root, strings.TrimPrefix(name, "name="))
+		if !isFS(mount, unix.CGROUP_SUPER_MAGIC) {
+			return fmt.Errorf("cgroup: controller %q is not mounted at %s; mounted v1 controllers: %s",
+				name, mount, strings.Join(mountedV1(root), ", "))
+		}
+		real, err := filepath.EvalSymlinks(mount)
+		if err != nil {
+			return fmt.Errorf("cgroup: controller %q: %s", name, errnoText(err))
+		}
+		if i := slices.IndexFunc(g.v1, func(h *v1Hierarchy) bool { return h.mount == real }); i >= 0 {
+			g.v1[i].names = append(g.v1[i].names, name)
+			continue
+		}
+		sub, err := v1Subsystem(root, name)
+		if err != nil {
+			return fmt.Errorf("cgroup: controller %q: %s", name, errnoText(err))
+		}
+		subs = append(subs, sub)
+		g.v1 = append(g.v1, &v1Hierarchy{
+			names:   []string{name},
+			sub:     sub,
+			mount:   real,
+			dir:     filepath.Join(real, g.path),
+			created: missingDirs(real, g.path),
+		})
+	}
+	if len(subs) == 0 {
+		return nil
+	}
+	// Empty resources: settings are written as plain files afterwards
+	// (cgroup1.New panics on nil).
+	cg, err := cgroup1.New(cgroup1.StaticPath("/"+g.path), &specs.LinuxResources{},
+		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
+	if err != nil {
+		return wrapMkdir(fmt.Errorf("cgroup: create %s:/%s: %s%s", strings.Join(spec.Controllers, ","), g.path,
+			errnoText(err), createHint(err, spec.Controllers[0], g.path, false)))
+	}
+	g.cg1 = cg
+	for _, h := range g.v1 {
+		if h.has("freezer") {
+			g.freezer = filepath.Join(h.dir, "freezer.state")
+		}
+	}
+	return nil
+}
+
+func wrapMkdir(err error) error { return mkdirError{err} }
+
+// createHint suggests what to do about a failed mkdir.
+func createHint(err error, controller, path string, v2 bool) string {
+	base, _, _ := strings.Cut(path, "/")
+	switch {
+	case isErrno(err, unix.EACCES, unix.EPERM) && v2:
+		return fmt.Sprintf("; delegate the base to your user (chown -R $USER %s/%s) or run as root", sysfsCgroup, base)
+	case isErrno(err, unix.EACCES, unix.EPERM):
+		return fmt.Sprintf("; create the base with `cgcreate -a $USER -t $USER -g %s:%s` or run as root", controller, base)
+	case isErrno(err, unix.EROFS):
+		return "; the cgroup file system is mounted read-only (in a container?): mount it read-write or run without --group"
+	}
+	return ""
+}
+
+// writeV1Sets writes each setting into its controller's group, in order.
+func (g *Group) writeV1Sets(spec Spec) error {
+	for _, s := range spec.Sets {
+		h := g.hierarchy(s.Controller)
+		if h == nil {
+			return fmt.Errorf("cgroup: setting %s: controller %s was not asked for; add --controller %s",
+				s, s.Controller, s.Controller)
+		}
+		if err := writeSet(filepath.Join(h.dir, s.Key), s, h.label(g.path)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeSet writes one setting and explains a failure.
+func writeSet(file string, s Set, label string) error {
+	err := writeFile(file, s.Value)
+	if err == nil {
+		return nil
+	}
+	hint := ""
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		hint = fmt.Sprintf("; %s has no file %s (list the valid keys with ls %s)", label, s.Key, filepath.Dir(file))
+	case isErrno(err, unix.EINVAL, unix.ERANGE):
+		hint = "; the kernel rejected the value"
+	case isErrno(err, unix.EBUSY):
+		hint = "; the value conflicts with the group's current state or its parent's"
+	case isErrno(err, unix.EACCES, unix.EPERM):
+		hint = "; run as root or own the group's files"
+	}
+	return fmt.Errorf("cgroup: set %s=%s in %s: %s%s", s.Key, s.Value, label, errnoText(err), hint)
+}
+
+// createUnified makes the group in the controller-less cgroup2 tree of a
+// hybrid host, for CLONE_INTO_CGROUP and cgroup.kill. If that tree is not
+// writable (read-only, or not ours to change) the group works as on pure v1.
+func (g *Group) createUnified() error {
+	if err := g.createCgroup2(nil); err != nil {
+		if isErrno(err, unix.EACCES, unix.EPERM, unix.EROFS) && len(g.v1) > 0 {
+			if g.removeDirs(&g.v2Created, g.v2Dir, g.v2Label()) == nil {
+				g.v2, g.v2Dir, g.v2Created, g.freezer = nil, "", nil, ""
+				return nil
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+// threadGroups parses /proc/thread-self/cgroup: for each v1 hierarchy line
+// its controller list and the calling thread's path in it.
+func threadGroups() ([][2]string, error) {
+	f, err := os.Open("/proc/thread-self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out [][2]string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) == 3 && parts[1] != "" {
+			out = append(out, [2]string{parts[1], parts[2]})
+		}
+	}
+	return out, sc.Err()
+}
+
+// origin returns the directory of the calling thread's current group in h.
+func (h *v1Hierarchy) origin(lines [][2]string) (string, error) {
+	for _, l := range lines {
+		for _, c := range strings.Split(l[0], ",") {
+			if h.has(c) {
+				dir := filepath.Join(h.mount, l[1])
+				if _, err := os.Stat(filepath.Join(dir, "tasks")); err != nil {
+					return "", fmt.Errorf("cgroup: the calling thread's %s group %s is not reachable at %s (%s); is the hierarchy mounted from a different root?",
+						c, l[1], dir, errnoText(err))
+				}
+				return dir, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("cgroup: /proc/thread-self/cgroup has no line for %s", strings.Join(h.names, ","))
+}
+
+// EnterThread moves the calling OS thread into the group's v1 groups, so a
+// child it forks starts inside them, and returns leave, which moves the
+// thread back where it came from. The caller must hold runtime.LockOSThread
+// until leave has returned, and must call leave (exactly once; more calls
+// are no-ops). On v2 (and for the cgroup2 part of a hybrid group) there is
+// nothing to enter: use CgroupFD.
+func (g *Group) EnterThread() (leave func() error, err error) {
+	if g.isDeleted() {
+		return nil, ErrDeleted
+	}
+	if len(g.v1) == 0 {
+		return func() error { return nil }, nil
+	}
+	tid := strconv.Itoa(unix.Gettid())
+	lines, err := threadGroups()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: enter %s: read /proc/thread-self/cgroup: %s", g.path, errnoText(err))
+	}
+	origins := make([]string, len(g.v1))
+	for i, h := range g.v1 {
+		if origins[i], err = h.origin(lines); err != nil {
+			return nil, err
+		}
+	}
+	g.threadMu.Lock()
+	moveBack := func(n int) error {
+		var errs []error
+		for i := n - 1; i >= 0; i-- {
+			if err := writeFile(filepath.Join(origins[i], "tasks"), tid); err != nil {
+				errs = append(errs, fmt.Errorf("cgroup: move thread %s back to %s: %s; later children of this thread would start in %s",
+					tid, origins[i], errnoText(err), g.v1[i].label(g.path)))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	for i, h := range g.v1 {
+		if err := writeFile(filepath.Join(h.dir, "tasks"), tid); err != nil {
+			err = fmt.Errorf("cgroup: move thread %s into %s: %s", tid, h.label(g.path), errnoText(err))
+			err = errors.Join(err, moveBack(i))
+			g.threadMu.Unlock()
+			return nil, err
+		}
+	}
+	var once sync.Once
+	return func() error {
+		err := error(nil)
+		once.Do(func() {
+			err = moveBack(len(g.v1))
+			g.threadMu.Unlock()
+		})
+		return err
+	}, nil
+}
