@@ -24,6 +24,8 @@ type DecodeError struct {
 	Err error
 }
 
+// Error returns the error text: "etf: offset N: " followed by the tag, if
+// any, and the problem.
 func (e *DecodeError) Error() string {
 	if e.Tag == 0 {
 		return fmt.Sprintf("etf: offset %d: %v", e.Offset, e.Err)
