@@ -62,7 +62,9 @@
 //     thread inside EnterThread…leave by up to one period.
 //   - Moving the forker thread through a cpuset resets its CPU affinity to
 //     the cpuset of the group it returns to.
-//   - Delete removes only the directories Create made: a pre-existing group
-//     (for example one made with cgcreate to grant a user access) is reused
-//     and left in place.
+//   - Like MuonTrap, Create refuses a group directory that already exists
+//     (another run may be using it). Parents are created as needed; Delete
+//     removes the ones this group created unless another group still lives
+//     in them, and leaves parents that existed before (for example a base
+//     made with cgcreate to grant a user access).
 package cgroup

@@ -74,21 +74,25 @@ func readKey(name, key string) (uint64, bool, error) {
 	return 0, false, sc.Err()
 }
 
-// missingDirs returns the directories of root/rel that do not exist yet,
-// outermost first: the ones creating root/rel will make.
-func missingDirs(root, rel string) []string {
-	var out []string
+// makeGroupDir creates root/rel and its missing parents, appending to
+// *created each directory it made, outermost first. Like MuonTrap it
+// refuses a group directory that already exists (EEXIST): another run may
+// be using it.
+func makeGroupDir(root, rel string, created *[]string) error {
 	dir := root
-	for _, c := range strings.Split(rel, "/") {
+	comps := strings.Split(rel, "/")
+	for i, c := range comps {
 		dir = filepath.Join(dir, c)
-		if out == nil {
-			if _, err := os.Lstat(dir); err == nil {
-				continue
-			}
+		err := unix.Mkdir(dir, 0o755)
+		switch {
+		case err == nil:
+			*created = append(*created, dir)
+		case err == unix.EEXIST && i < len(comps)-1:
+		default:
+			return wrapMkdir(&fs.PathError{Op: "mkdir", Path: dir, Err: err})
 		}
-		out = append(out, dir)
 	}
-	return out
+	return nil
 }
 
 // rmdirBusy removes the (empty) cgroup directory dir. The kernel refuses with

@@ -127,12 +127,16 @@ func (g *Group) createV1(spec Spec) error {
 		}
 		subs = append(subs, sub)
 		g.v1 = append(g.v1, &v1Hierarchy{
-			names:   []string{name},
-			sub:     sub,
-			mount:   real,
-			dir:     filepath.Join(real, g.path),
-			created: missingDirs(real, g.path),
+			names: []string{name},
+			sub:   sub,
+			mount: real,
+			dir:   filepath.Join(real, g.path),
 		})
+	}
+	for _, h := range g.v1 {
+		if err := makeGroupDir(h.mount, g.path, &h.created); err != nil {
+			return createError(h.label(g.path), err, h.names[0], g.path, false)
+		}
 	}
 	if len(subs) == 0 {
 		return nil
@@ -142,8 +146,7 @@ func (g *Group) createV1(spec Spec) error {
 	cg, err := cgroup1.New(cgroup1.StaticPath("/"+g.path), &specs.LinuxResources{},
 		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
 	if err != nil {
-		return wrapMkdir(fmt.Errorf("cgroup: create %s:/%s: %s%s", strings.Join(spec.Controllers, ","), g.path,
-			errnoText(err), createHint(err, spec.Controllers[0], g.path, false)))
+		return createError(strings.Join(spec.Controllers, ",")+":/"+g.path, err, spec.Controllers[0], g.path, false)
 	}
 	g.cg1 = cg
 	for _, h := range g.v1 {
@@ -156,18 +159,26 @@ func (g *Group) createV1(spec Spec) error {
 
 func wrapMkdir(err error) error { return mkdirError{err} }
 
-// createHint suggests what to do about a failed mkdir.
-func createHint(err error, controller, path string, v2 bool) string {
+// createError explains a failure to create the group directory label.
+func createError(label string, err error, controller, path string, v2 bool) error {
 	base, _, _ := strings.Cut(path, "/")
+	hint := ""
 	switch {
+	case isErrno(err, unix.EEXIST):
+		var pe *fs.PathError
+		dir := label
+		if errors.As(err, &pe) {
+			dir = pe.Path
+		}
+		hint = fmt.Sprintf("; another run may be using it: pick another group path, or kill its processes and rmdir %s", dir)
 	case isErrno(err, unix.EACCES, unix.EPERM) && v2:
-		return fmt.Sprintf("; delegate the base to your user (chown -R $USER %s/%s) or run as root", sysfsCgroup, base)
+		hint = fmt.Sprintf("; delegate the base to your user (chown -R $USER %s/%s) or run as root", sysfsCgroup, base)
 	case isErrno(err, unix.EACCES, unix.EPERM):
-		return fmt.Sprintf("; create the base with `cgcreate -a $USER -t $USER -g %s:%s` or run as root", controller, base)
+		hint = fmt.Sprintf("; create the base with `cgcreate -a $USER -t $USER -g %s:%s` or run as root", controller, base)
 	case isErrno(err, unix.EROFS):
-		return "; the cgroup file system is mounted read-only (in a container?): mount it read-write or run without --group"
+		hint = "; the cgroup file system is mounted read-only (in a container?): mount it read-write or run without --group"
 	}
-	return ""
+	return wrapMkdir(fmt.Errorf("cgroup: create %s: %s%s", label, errnoText(err), hint))
 }
 
 // writeV1Sets writes each setting into its controller's group, in order.

@@ -67,10 +67,12 @@ func (g *Group) createCgroup2(enable []string) error {
 		}
 	}
 	g.v2Dir = filepath.Join(root, g.path)
-	g.v2Created = missingDirs(root, g.path)
+	if err := makeGroupDir(root, g.path, &g.v2Created); err != nil {
+		return createError(g.v2Label(), err, "", g.path, true)
+	}
 	mgr, err := cgroup2.NewManager(root, "/"+g.path, &cgroup2.Resources{})
 	if err != nil {
-		return wrapMkdir(fmt.Errorf("cgroup: create %s: %s%s", g.v2Label(), errnoText(err), createHint(err, "", g.path, true)))
+		return createError(g.v2Label(), err, "", g.path, true)
 	}
 	g.v2 = mgr
 	if len(enable) > 0 {

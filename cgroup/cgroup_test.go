@@ -1,0 +1,506 @@
+package cgroup
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+)
+
+func TestParseSet(t *testing.T) {
+	good := map[string]Set{
+		"memory.limit_in_bytes=268435456": {"memory", "memory.limit_in_bytes", "268435456"},
+		"cpu.cfs_quota_us=-1":             {"cpu", "cpu.cfs_quota_us", "-1"},
+		"cpuset.cpus=0-1":                 {"cpuset", "cpuset.cpus", "0-1"},
+		"memory.high=a=b":                 {"memory", "memory.high", "a=b"},
+	}
+	for in, want := range good {
+		got, err := ParseSet(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSet(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{
+		"", "memory.limit_in_bytes", "=1", "memory=1", ".x=1", "memory.=1",
+		"memory/x.y=1", "../memory.x=1", "..=1", "memory.limit_in_bytes=",
+		"memory.x=1\n2", "mem ory.x=1", "memory.x\x00=1",
+	} {
+		if s, err := ParseSet(in); err == nil {
+			t.Errorf("ParseSet(%q) = %+v, want an error", in, s)
+		} else if !strings.HasPrefix(err.Error(), "cgroup: setting") {
+			t.Errorf("ParseSet(%q): error %q does not say what failed", in, err)
+		}
+	}
+	if err := (Set{"cpu", "memory.x", "1"}).validate(); err == nil {
+		t.Error("a Set whose controller is not its key's prefix was accepted")
+	}
+}
+
+func TestBadSpecs(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	for _, p := range []string{"../x", "/abs", "a//b", "", ".", "a/./b", "a/..", "a/", "x/../../y", "a\x00b", "a\nb"} {
+		_, err := create(Spec{Controllers: []string{"memory"}, Path: p}, o)
+		if err == nil || !strings.Contains(err.Error(), "group path") {
+			t.Errorf("path %q: got %v, want a group path error", p, err)
+		}
+	}
+	for _, c := range []string{"", "mem/ory", "..", "cpu,cpuacct"} {
+		_, err := create(Spec{Controllers: []string{c}, Path: testBase + "/x"}, o)
+		if err == nil || !strings.Contains(err.Error(), "not a controller name") {
+			t.Errorf("controller %q: got %v", c, err)
+		}
+	}
+	assertGone(t, groupDirs(o, []string{"memory"}, testBase+"/x"))
+}
+
+func TestCreateLimitsAndDelete(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	path := randomPath(t)
+	ctrls := []string{"memory", "cpu"}
+	var sets []Set
+	for _, s := range []string{"memory.limit_in_bytes=67108864", "cpu.cfs_period_us=50000", "cpu.cfs_quota_us=25000"} {
+		set, err := ParseSet(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sets = append(sets, set)
+	}
+	g, err := Create(Spec{Controllers: ctrls, Path: path, Sets: sets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := groupDirs(o, ctrls, path)
+	assertExist(t, dirs)
+	if g.Path() != path {
+		t.Errorf("Path() = %q, want %q", g.Path(), path)
+	}
+	for file, want := range map[string]string{
+		"memory/" + path + "/memory.limit_in_bytes": "67108864",
+		"cpu/" + path + "/cpu.cfs_period_us":        "50000",
+		"cpu/" + path + "/cpu.cfs_quota_us":         "25000",
+	} {
+		if got := readText(t, filepath.Join(o.v1Root, file)); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	if (cgroups.Mode() == cgroups.Hybrid) != (g.CgroupFD() >= 0) {
+		t.Errorf("CgroupFD() = %d on mode %v", g.CgroupFD(), cgroups.Mode())
+	}
+	if n, err := g.OOMKills(); err != nil || n != 0 {
+		t.Errorf("OOMKills() = %d, %v on a fresh group", n, err)
+	}
+	if procs, err := g.Procs(); err != nil || len(procs) != 0 {
+		t.Errorf("Procs() = %v, %v on a fresh group", procs, err)
+	}
+	if err := g.Kill(); err != nil {
+		t.Errorf("Kill on an empty group: %v", err)
+	}
+	if err := g.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, dirs)
+	if g.CgroupFD() != -1 {
+		t.Errorf("CgroupFD() = %d after Delete", g.CgroupFD())
+	}
+	if err := g.Delete(); err != nil {
+		t.Errorf("second Delete: %v", err)
+	}
+	if _, err := g.Procs(); !errors.Is(err, ErrDeleted) {
+		t.Errorf("Procs after Delete: %v", err)
+	}
+	if _, err := g.EnterThread(); !errors.Is(err, ErrDeleted) {
+		t.Errorf("EnterThread after Delete: %v", err)
+	}
+	if err := g.Kill(); err != nil {
+		t.Errorf("Kill after Delete: %v", err)
+	}
+}
+
+func TestCreateErrors(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	path := randomPath(t)
+	t.Run("exists", func(t *testing.T) {
+		spec := Spec{Controllers: []string{"memory", "cpu"}, Path: path}
+		g, _ := mustCreate(t, spec, o)
+		_, err := create(spec, o)
+		if err == nil || !strings.Contains(err.Error(), "EEXIST") {
+			t.Fatalf("creating an existing group: %v", err)
+		}
+		t.Log(err)
+		assertExist(t, groupDirs(o, spec.Controllers, path))
+		if err := g.Delete(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	cases := []struct {
+		spec Spec
+		want []string // substrings of the error
+	}{
+		{Spec{Controllers: []string{"memory"}, Sets: []Set{{"memory", "memory.no_such_key", "1"}}},
+			[]string{"memory.no_such_key=1", "memory:/" + path, "ENOENT"}},
+		{Spec{Controllers: []string{"memory"}, Sets: []Set{{"memory", "memory.limit_in_bytes", "lots"}}},
+			[]string{"memory.limit_in_bytes=lots", "EINVAL"}},
+		{Spec{Controllers: []string{"memory", "cpu"}, Sets: []Set{{"memory", "memory.limit_in_bytes", "1048576"}, {"pids", "pids.max", "1"}}},
+			[]string{"pids.max=1", "--controller pids"}},
+		{Spec{Controllers: []string{"memory", "no_such_controller"}},
+			[]string{`"no_such_controller" is not mounted`, "memory", "cpu"}},
+	}
+	for _, c := range cases {
+		c.spec.Path = path
+		g, err := create(c.spec, o)
+		if err == nil {
+			g.Delete()
+			t.Errorf("create %+v succeeded, want an error", c.spec)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("create %+v: error %q lacks %q", c.spec, err, w)
+			}
+		}
+		t.Logf("%v", err)
+		assertGone(t, groupDirs(o, []string{"memory", "cpu"}, path))
+	}
+}
+
+// TestEnterThreadForkKillDelete is the procctl path on this host: a child
+// forked from a thread inside the group starts in every group.
+func TestEnterThreadForkKillDelete(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	path := randomPath(t)
+	ctrls := []string{"memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices", "name=systemd"}
+	var present []string
+	for _, c := range ctrls {
+		if isFS(filepath.Join(o.v1Root, strings.TrimPrefix(c, "name=")), 0x27e0eb) {
+			present = append(present, c)
+		}
+	}
+	g, pids := mustCreate(t, Spec{Controllers: present, Path: path,
+		Sets: []Set{{"memory", "memory.limit_in_bytes", "67108864"}}}, o)
+	pid := forkInGroup(t, g, pids, []string{"sleep", "30"})
+
+	in := procGroups(t, pid)
+	for _, c := range present {
+		if got := in[c]; got != "/"+path {
+			t.Errorf("child's %s group is %q, want /%s (all: %v)", c, got, path, in)
+		}
+	}
+	if o.mode == cgroups.Hybrid {
+		if got := in[""]; got != "/"+path {
+			t.Errorf("child's unified group is %q, want /%s", got, path)
+		}
+	}
+	procs, err := g.Procs()
+	if err != nil || !reflect.DeepEqual(procs, []int{pid}) {
+		t.Errorf("Procs() = %v, %v; want [%d]", procs, err, pid)
+	}
+	start := time.Now()
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Kill took %v", time.Since(start))
+	if ws := reap(t, pid); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("child status %v, want killed by SIGKILL", ws)
+	}
+	start = time.Now()
+	if err := g.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Delete took %v", time.Since(start))
+	assertGone(t, groupDirs(o, present, path))
+}
+
+// TestKillManyChildren: a child that forked 50 more inside the group; Kill
+// leaves none alive.
+func TestKillManyChildren(t *testing.T) {
+	requireHost(t)
+	for _, mode := range []string{"host", "legacy+freezer", "legacy", "no-cgroup.kill"} {
+		t.Run(mode, func(t *testing.T) {
+			o := testOptions(t)
+			ctrls := []string{"memory", "pids"}
+			switch mode {
+			case "legacy+freezer":
+				o.mode, o.unifiedRoot = cgroups.Legacy, ""
+				ctrls = append(ctrls, "freezer")
+			case "legacy":
+				o.mode, o.unifiedRoot = cgroups.Legacy, ""
+			case "no-cgroup.kill":
+				o.noKillFile = true
+			}
+			path := randomPath(t)
+			g, pids := mustCreate(t, Spec{Controllers: ctrls, Path: path}, o)
+			sh := forkInGroup(t, g, pids, []string{"sh", "-c", "for i in $(seq 50); do sleep 30 & done; wait"})
+			procs := waitProcs(t, g, 51)
+			ids := identities(procs)
+			start := time.Now()
+			if err := g.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("Kill of %d processes took %v", len(procs), time.Since(start))
+			if left := alive(ids); len(left) > 0 {
+				t.Errorf("alive after Kill: %v", left)
+			}
+			if p, err := g.Procs(); err != nil || len(p) != 0 {
+				t.Errorf("Procs() after Kill = %v, %v", p, err)
+			}
+			reap(t, sh)
+			start = time.Now()
+			if err := g.Delete(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("Delete took %v", time.Since(start))
+			assertGone(t, groupDirs(o, ctrls, path))
+		})
+	}
+}
+
+func TestOOMKill(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	path := randomPath(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, pids := mustCreate(t, Spec{Controllers: []string{"memory"}, Path: path,
+		Sets: []Set{{"memory", "memory.limit_in_bytes", "33554432"}}}, o)
+	pid := forkInGroup(t, g, pids, []string{self, "-test.run=^$"}, helperEnv+"=alloc")
+	ws := reap(t, pid)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("allocating child: status %v (exit %d), want killed by SIGKILL", ws, ws.ExitStatus())
+	}
+	n, err := g.OOMKills()
+	if err != nil || n < 1 {
+		t.Errorf("OOMKills() = %d, %v; want >= 1", n, err)
+	}
+}
+
+// TestV2Paths runs the cgroup v2 code (clone into the group, cgroup.kill,
+// cgroup.freeze, delete) against the controller-less unified tree.
+func TestV2Paths(t *testing.T) {
+	requireHost(t)
+	unified := filepath.Join(sysfsCgroup, "unified")
+	if !isFS(unified, 0x63677270) {
+		t.Fatalf("no cgroup2 mount at %s to test the v2 paths with", unified)
+	}
+	for _, noKillFile := range []bool{false, true} {
+		name := "cgroup.kill"
+		if noKillFile {
+			name = "freeze+signal"
+		}
+		t.Run(name, func(t *testing.T) {
+			o := options{mode: cgroups.Unified, unifiedRoot: unified, killTimeout: 2 * time.Second,
+				deleteTimeout: time.Second, noKillFile: noKillFile}
+			path := randomPath(t)
+			g, pids := mustCreate(t, Spec{Controllers: []string{"cpuacct", "freezer"}, Path: path,
+				Sets: []Set{{"cgroup", "cgroup.max.descendants", "5"}}}, o)
+			dir := filepath.Join(unified, path)
+			if got := readText(t, filepath.Join(dir, "cgroup.max.descendants")); got != "5" {
+				t.Errorf("cgroup.max.descendants = %q", got)
+			}
+			if g.CgroupFD() < 0 {
+				t.Fatal("no CgroupFD on v2")
+			}
+			if g.freezer != filepath.Join(dir, "cgroup.freeze") {
+				t.Errorf("freezer = %q", g.freezer)
+			}
+			if n, err := g.OOMKills(); err != nil || n != 0 {
+				t.Errorf("OOMKills() = %d, %v without a memory controller", n, err)
+			}
+			pid := forkInGroup(t, g, pids, []string{"sh", "-c", "for i in $(seq 20); do sleep 30 & done; wait"})
+			if got := procGroups(t, pid)[""]; got != "/"+path {
+				t.Errorf("child's cgroup2 group is %q, want /%s", got, path)
+			}
+			if got := procGroups(t, os.Getpid())[""]; got == "/"+path {
+				t.Error("the test process itself landed in the group")
+			}
+			procs := waitProcs(t, g, 21)
+			ids := identities(procs)
+			if err := g.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			if left := alive(ids); len(left) > 0 {
+				t.Errorf("alive after Kill: %v", left)
+			}
+			if ws := reap(t, pid); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Errorf("child status %v, want killed by SIGKILL", ws)
+			}
+			if err := g.Delete(); err != nil {
+				t.Fatal(err)
+			}
+			assertGone(t, []string{dir})
+		})
+	}
+	t.Run("errors", func(t *testing.T) {
+		o := options{mode: cgroups.Unified, unifiedRoot: unified, killTimeout: time.Second, deleteTimeout: time.Second}
+		path := randomPath(t)
+		for _, c := range []struct {
+			spec Spec
+			want string
+		}{
+			{Spec{Controllers: []string{"memory"}}, `"memory" is not available`},
+			{Spec{Controllers: []string{"name=systemd"}}, "named hierarchies"},
+			{Spec{Sets: []Set{{"memory", "memory.max", "1"}}}, "--controller memory"},
+			{Spec{Sets: []Set{{"cgroup", "cgroup.no_such_file", "1"}}}, "ENOENT"},
+		} {
+			c.spec.Path = path
+			if _, err := create(c.spec, o); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("create %+v: %v, want an error with %q", c.spec, err, c.want)
+			}
+		}
+		assertGone(t, []string{filepath.Join(unified, path)})
+	})
+}
+
+func TestTranslateV2(t *testing.T) {
+	sets := func(kv ...string) []Set {
+		var out []Set
+		for _, s := range kv {
+			set, err := ParseSet(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, set)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		in, want []Set
+	}{
+		{sets("memory.limit_in_bytes=67108864"), sets("memory.max=67108864")},
+		{sets("memory.limit_in_bytes=-1"), sets("memory.max=max")},
+		{sets("pids.max=10", "cpu.cfs_quota_us=25000", "memory.high=1000", "cpu.cfs_period_us=50000"),
+			[]Set{{"pids", "pids.max", "10"}, {"cpu", "cpu.max", "25000 50000"}, {"memory", "memory.high", "1000"}}},
+		{sets("cpu.cfs_quota_us=-1"), []Set{{"cpu", "cpu.max", "max 100000"}}},
+		{sets("cpu.cfs_period_us=20000"), []Set{{"cpu", "cpu.max", "max 20000"}}},
+		{sets("cpu.shares=1024"), sets("cpu.weight=100")},
+		{sets("cpu.shares=2", "cpu.shares=262144"), sets("cpu.weight=1", "cpu.weight=10000")},
+		{sets("io.max=8:0 rbps=1"), sets("io.max=8:0 rbps=1")},
+	} {
+		got, err := translateV2(c.in)
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("translateV2(%v) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+	for _, in := range [][]Set{sets("cpu.shares=0"), sets("cpu.shares=x"), sets("cpu.cfs_quota_us=0"), sets("cpu.cfs_period_us=-5")} {
+		if got, err := translateV2(in); err == nil {
+			t.Errorf("translateV2(%v) = %v, want an error", in, got)
+		}
+	}
+	got, err := v2Controllers([]string{"cpu", "cpuacct", "memory", "blkio", "freezer", "devices", "cpu"})
+	if err != nil || !slices.Equal(got, []string{"cpu", "memory", "io"}) {
+		t.Errorf("v2Controllers = %v, %v", got, err)
+	}
+}
+
+// TestKillSparesForkerThread: while the forker thread is inside the v1
+// groups the process's pid shows in their cgroup.procs; Kill must neither
+// signal nor freeze it.
+func TestKillSparesForkerThread(t *testing.T) {
+	requireHost(t)
+	for _, legacy := range []bool{false, true} {
+		o := testOptions(t)
+		if legacy {
+			o.mode, o.unifiedRoot = cgroups.Legacy, ""
+		}
+		path := randomPath(t)
+		g, _ := mustCreate(t, Spec{Controllers: []string{"memory", "freezer"}, Path: path}, o)
+		done := make(chan error, 1)
+		func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			leave, err := g.EnterThread()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tasks := readText(t, filepath.Join(o.v1Root, "freezer", path, "cgroup.procs")); tasks != itoa(os.Getpid()) {
+				t.Errorf("cgroup.procs while inside = %q, want our pid %d", tasks, os.Getpid())
+			}
+			go func() { done <- g.Kill() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Kill while the forker thread is inside: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("Kill hangs while the forker thread is inside")
+			}
+			if got := readText(t, filepath.Join(o.v1Root, "freezer", path, "freezer.state")); got != "THAWED" {
+				t.Errorf("freezer.state = %q", got)
+			}
+			if err := leave(); err != nil {
+				t.Fatal(err)
+			}
+			if err := leave(); err != nil {
+				t.Errorf("second leave: %v", err)
+			}
+		}()
+		if err := g.Delete(); err != nil {
+			t.Fatal(err)
+		}
+		assertGone(t, groupDirs(o, []string{"memory", "freezer"}, path))
+	}
+}
+
+// TestDeleteBusy: Delete of a group with a live member fails, says why, and
+// works after Kill.
+func TestDeleteBusy(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	o.deleteTimeout = 50 * time.Millisecond
+	path := randomPath(t)
+	ctrls := []string{"memory", "cpu"}
+	g, pids := mustCreate(t, Spec{Controllers: ctrls, Path: path}, o)
+	pid := forkInGroup(t, g, pids, []string{"sleep", "30"})
+	err := g.Delete()
+	if err == nil || !strings.Contains(err.Error(), "call Kill first") || !strings.Contains(err.Error(), itoa(pid)) {
+		t.Errorf("Delete with a live member: %v", err)
+	}
+	if g.CgroupFD() != -1 {
+		t.Error("CgroupFD still open after a Delete attempt")
+	}
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	reap(t, pid)
+	if err := g.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, groupDirs(o, ctrls, path))
+}
+
+// TestSharedParent: the base directory Create made stays while another
+// group uses it and goes with the last one.
+func TestSharedParent(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	a, b := randomPath(t), randomPath(t)
+	ctrls := []string{"memory"}
+	ga, _ := mustCreate(t, Spec{Controllers: ctrls, Path: a}, o)
+	gb, _ := mustCreate(t, Spec{Controllers: ctrls, Path: b}, o)
+	if err := ga.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	assertExist(t, groupDirs(o, ctrls, b))
+	// gb did not create the base, so it leaves it; a leftover base would be
+	// reported by TestMain, so remove it the way ga would have.
+	if err := gb.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range groupDirs(o, ctrls, testBase) {
+		os.Remove(d)
+	}
+	assertGone(t, groupDirs(o, ctrls, b))
+}
