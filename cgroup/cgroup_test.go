@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseSet(t *testing.T) {
@@ -183,7 +184,7 @@ func TestEnterThreadForkKillDelete(t *testing.T) {
 	ctrls := []string{"memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices", "name=systemd"}
 	var present []string
 	for _, c := range ctrls {
-		if isFS(filepath.Join(o.v1Root, strings.TrimPrefix(c, "name=")), 0x27e0eb) {
+		if isFS(filepath.Join(o.v1Root, strings.TrimPrefix(c, "name=")), unix.CGROUP_SUPER_MAGIC) {
 			present = append(present, c)
 		}
 	}
@@ -256,11 +257,11 @@ func TestKillManyChildren(t *testing.T) {
 				t.Errorf("Procs() after Kill = %v, %v", p, err)
 			}
 			reap(t, sh)
-			start = time.Now()
+			start, retries := time.Now(), rmdirRetries.Load()
 			if err := g.Delete(); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("Delete took %v", time.Since(start))
+			t.Logf("Delete took %v, %d EBUSY retries", time.Since(start), rmdirRetries.Load()-retries)
 			assertGone(t, groupDirs(o, ctrls, path))
 		})
 	}
@@ -285,6 +286,7 @@ func TestOOMKill(t *testing.T) {
 	if err != nil || n < 1 {
 		t.Errorf("OOMKills() = %d, %v; want >= 1", n, err)
 	}
+	t.Logf("child killed by %v, OOMKills() = %d", ws.Signal(), n)
 }
 
 // TestV2Paths runs the cgroup v2 code (clone into the group, cgroup.kill,
@@ -292,7 +294,7 @@ func TestOOMKill(t *testing.T) {
 func TestV2Paths(t *testing.T) {
 	requireHost(t)
 	unified := filepath.Join(sysfsCgroup, "unified")
-	if !isFS(unified, 0x63677270) {
+	if !isFS(unified, unix.CGROUP2_SUPER_MAGIC) {
 		t.Fatalf("no cgroup2 mount at %s to test the v2 paths with", unified)
 	}
 	for _, noKillFile := range []bool{false, true} {
@@ -407,7 +409,7 @@ func TestTranslateV2(t *testing.T) {
 
 // TestKillSparesForkerThread: while the forker thread is inside the v1
 // groups the process's pid shows in their cgroup.procs; Kill must neither
-// signal nor freeze it.
+// signal nor freeze it, and still kill the child it just forked.
 func TestKillSparesForkerThread(t *testing.T) {
 	requireHost(t)
 	for _, legacy := range []bool{false, true} {
@@ -416,8 +418,8 @@ func TestKillSparesForkerThread(t *testing.T) {
 			o.mode, o.unifiedRoot = cgroups.Legacy, ""
 		}
 		path := randomPath(t)
-		g, _ := mustCreate(t, Spec{Controllers: []string{"memory", "freezer"}, Path: path}, o)
-		done := make(chan error, 1)
+		ctrls := []string{"memory", "freezer"}
+		g, pids := mustCreate(t, Spec{Controllers: ctrls, Path: path}, o)
 		func() {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
@@ -425,9 +427,28 @@ func TestKillSparesForkerThread(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tasks := readText(t, filepath.Join(o.v1Root, "freezer", path, "cgroup.procs")); tasks != itoa(os.Getpid()) {
-				t.Errorf("cgroup.procs while inside = %q, want our pid %d", tasks, os.Getpid())
+			defer func() {
+				if err := leave(); err != nil {
+					t.Fatal(err)
+				}
+				if err := leave(); err != nil {
+					t.Errorf("second leave: %v", err)
+				}
+			}()
+			procsFile := filepath.Join(o.v1Root, "freezer", path, "cgroup.procs")
+			if got := readText(t, procsFile); got != itoa(os.Getpid()) {
+				t.Errorf("cgroup.procs while inside = %q, want our pid %d", got, os.Getpid())
 			}
+			sys := &syscall.SysProcAttr{}
+			if fd := g.CgroupFD(); fd >= 0 {
+				sys.UseCgroupFD, sys.CgroupFD = true, fd
+			}
+			pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "30"}, &syscall.ProcAttr{Sys: sys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			*pids = append(*pids, pid)
+			done := make(chan error, 1)
 			go func() { done <- g.Kill() }()
 			select {
 			case err := <-done:
@@ -435,23 +456,44 @@ func TestKillSparesForkerThread(t *testing.T) {
 					t.Errorf("Kill while the forker thread is inside: %v", err)
 				}
 			case <-time.After(5 * time.Second):
-				t.Error("Kill hangs while the forker thread is inside")
+				t.Fatal("Kill hangs while the forker thread is inside")
+			}
+			if ws := reap(t, pid); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Errorf("child status %v, want killed by SIGKILL", ws)
+			}
+			if got := readText(t, procsFile); got != itoa(os.Getpid()) {
+				t.Errorf("cgroup.procs after Kill = %q, want only our pid %d", got, os.Getpid())
 			}
 			if got := readText(t, filepath.Join(o.v1Root, "freezer", path, "freezer.state")); got != "THAWED" {
 				t.Errorf("freezer.state = %q", got)
-			}
-			if err := leave(); err != nil {
-				t.Fatal(err)
-			}
-			if err := leave(); err != nil {
-				t.Errorf("second leave: %v", err)
 			}
 		}()
 		if err := g.Delete(); err != nil {
 			t.Fatal(err)
 		}
-		assertGone(t, groupDirs(o, []string{"memory", "freezer"}, path))
+		assertGone(t, groupDirs(o, ctrls, path))
 	}
+}
+
+// TestPidsMaxOne: the forker thread does not use up pids.max; a group
+// limited to one process can still get its child.
+func TestPidsMaxOne(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	path := randomPath(t)
+	g, pids := mustCreate(t, Spec{Controllers: []string{"pids"}, Path: path,
+		Sets: []Set{{"pids", "pids.max", "1"}}}, o)
+	pid := forkInGroup(t, g, pids, []string{"sleep", "30"})
+	if got := readText(t, filepath.Join(o.v1Root, "pids", path, "pids.max")); got != "1" {
+		t.Errorf("pids.max after leave = %q, want 1", got)
+	}
+	if got := readText(t, filepath.Join(o.v1Root, "pids", path, "pids.current")); got != "1" {
+		t.Errorf("pids.current = %q, want 1", got)
+	}
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	reap(t, pid)
 }
 
 // TestDeleteBusy: Delete of a group with a live member fails, says why, and

@@ -56,8 +56,10 @@
 //
 // # Limits worth knowing
 //
-//   - pids.max counts the forker thread while it is inside, so a limit below
-//     2 makes the fork itself fail with EAGAIN.
+//   - pids.max counts the forker thread while it is inside (with pids.max=1
+//     the fork itself fails with EAGAIN), so EnterThread raises a numeric
+//     pids.max by one until leave. In the microseconds between the child's
+//     exec and leave, the child could start one process more than the limit.
 //   - A cpu quota that the group has already used up can delay the forker
 //     thread inside EnterThread…leave by up to one period.
 //   - Moving the forker thread through a cpuset resets its CPU affinity to

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,6 +96,9 @@ func makeGroupDir(root, rel string, created *[]string) error {
 	return nil
 }
 
+// rmdirRetries counts rmdir attempts refused with EBUSY (for tests).
+var rmdirRetries atomic.Int64
+
 // rmdirBusy removes the (empty) cgroup directory dir. The kernel refuses with
 // EBUSY for a moment after the last task died; it retries with a short
 // backoff until timeout. A directory that is already gone is not an error.
@@ -109,6 +113,7 @@ func rmdirBusy(dir string, timeout time.Duration) error {
 		if err != unix.EBUSY && err != unix.EAGAIN || time.Now().After(deadline) {
 			return &fs.PathError{Op: "rmdir", Path: dir, Err: err}
 		}
+		rmdirRetries.Add(1)
 		time.Sleep(delay)
 		delay = min(2*delay, 20*time.Millisecond)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -279,7 +280,7 @@ func (g *Group) Kill() error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			left := slices.Sorted(mapKeys(pids))
+			left := slices.Sorted(maps.Keys(pids))
 			return fmt.Errorf("cgroup: kill %s: processes %v still in the group after %s (stuck in uninterruptible sleep? see /proc/PID/stack)",
 				g.path, left, g.opts.killTimeout)
 		}
@@ -347,16 +348,6 @@ func (g *Group) waitFrozen(limit time.Duration) {
 			}
 		}
 		backoff(&delay, 5*time.Millisecond)
-	}
-}
-
-func mapKeys(m map[int]bool) func(func(int) bool) {
-	return func(yield func(int) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 
@@ -452,7 +443,7 @@ func (g *Group) deleteError(label string, err error) error {
 	msg := fmt.Sprintf("cgroup: delete %s: %s", label, errnoText(err))
 	if isErrno(err, unix.EBUSY) {
 		if pids, perr := g.members(); perr == nil && len(pids) > 0 {
-			msg += fmt.Sprintf("; processes %v are still inside: call Kill first", slices.Sorted(mapKeys(pids)))
+			msg += fmt.Sprintf("; processes %v are still inside: call Kill first", slices.Sorted(maps.Keys(pids)))
 		} else {
 			msg += "; the kernel still holds exiting tasks, try again"
 		}

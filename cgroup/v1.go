@@ -293,6 +293,11 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 		}
 	}
 	g.threadMu.Lock()
+	restorePids, err := g.bumpPidsMax()
+	if err != nil {
+		g.threadMu.Unlock()
+		return nil, err
+	}
 	moveBack := func(n int) error {
 		var errs []error
 		for i := n - 1; i >= 0; i-- {
@@ -301,7 +306,7 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 					tid, origins[i], errnoText(err), g.v1[i].label(g.path)))
 			}
 		}
-		return errors.Join(errs...)
+		return errors.Join(append(errs, restorePids())...)
 	}
 	for i, h := range g.v1 {
 		if err := writeFile(filepath.Join(h.dir, "tasks"), tid); err != nil {
@@ -319,5 +324,38 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 			g.threadMu.Unlock()
 		})
 		return err
+	}, nil
+}
+
+// bumpPidsMax raises a numeric pids.max of the group by one while the
+// forker thread is inside: the thread counts against the limit, and with
+// pids.max=1 the fork would fail with EAGAIN (measured on kernel 6.18). The
+// returned func puts the limit back. For the few microseconds between the
+// child's exec and leave, the child could start one process more than the
+// limit.
+func (g *Group) bumpPidsMax() (restore func() error, err error) {
+	restore = func() error { return nil }
+	h := g.hierarchy("pids")
+	if h == nil {
+		return restore, nil
+	}
+	file := filepath.Join(h.dir, "pids.max")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: enter %s: read pids.max: %s", h.label(g.path), errnoText(err))
+	}
+	old := strings.TrimSpace(string(b))
+	n, err := strconv.ParseInt(old, 10, 64)
+	if err != nil {
+		return restore, nil // "max"
+	}
+	if err := writeFile(file, strconv.FormatInt(n+1, 10)); err != nil {
+		return nil, fmt.Errorf("cgroup: enter %s: raise pids.max to %d for the forker thread: %s", h.label(g.path), n+1, errnoText(err))
+	}
+	return func() error {
+		if err := writeFile(file, old); err != nil {
+			return fmt.Errorf("cgroup: put pids.max of %s back to %s: %s", h.label(g.path), old, errnoText(err))
+		}
+		return nil
 	}, nil
 }
