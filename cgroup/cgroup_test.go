@@ -366,6 +366,17 @@ func TestV2Paths(t *testing.T) {
 	})
 }
 
+func TestCreateErrorChain(t *testing.T) {
+	err := createError("memory:/a/b", &os.PathError{Op: "mkdir", Path: "/x/a/b", Err: unix.ENOENT}, "memory", "a/b", false)
+	if !errors.Is(err, os.ErrNotExist) || !errors.Is(err, errMkdir) {
+		t.Errorf("%v: lost its cause, so create would not retry", err)
+	}
+	err = createError("memory:/a/b", &os.PathError{Op: "mkdir", Path: "/x/a", Err: unix.EACCES}, "memory", "a/b", false)
+	if want := "cgcreate -a $USER -t $USER -g memory:a"; !strings.Contains(err.Error(), want) {
+		t.Errorf("%v: no hint %q", err, want)
+	}
+}
+
 func TestTranslateV2(t *testing.T) {
 	sets := func(kv ...string) []Set {
 		var out []Set
@@ -545,4 +556,40 @@ func TestSharedParent(t *testing.T) {
 		os.Remove(d)
 	}
 	assertGone(t, groupDirs(o, ctrls, b))
+}
+
+// TestConcurrentSiblings: groups under one base created and deleted at the
+// same time (a Delete may remove the base another Create is about to use).
+func TestConcurrentSiblings(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	ctrls := []string{"memory", "cpu"}
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		go func() {
+			for i := 0; i < 25; i++ {
+				g, err := create(Spec{Controllers: ctrls, Path: randomPath(t)}, o)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if err := g.Delete(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < 8; w++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	// A base made by a group that was not the last to go stays behind.
+	for _, d := range groupDirs(o, ctrls, testBase) {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("leftover base %s: %v", d, err)
+		}
+	}
 }

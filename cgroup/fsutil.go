@@ -90,7 +90,7 @@ func makeGroupDir(root, rel string, created *[]string) error {
 			*created = append(*created, dir)
 		case err == unix.EEXIST && i < len(comps)-1:
 		default:
-			return wrapMkdir(&fs.PathError{Op: "mkdir", Path: dir, Err: err})
+			return &fs.PathError{Op: "mkdir", Path: dir, Err: err}
 		}
 	}
 	return nil

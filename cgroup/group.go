@@ -102,10 +102,10 @@ func create(spec Spec, o options) (*Group, error) {
 		return nil, err
 	}
 	// A concurrent Delete of a sibling group may remove a shared parent
-	// between our existence check and mkdir; that shows up as ENOENT.
+	// between our mkdir of it (EEXIST) and of the next level (ENOENT).
 	for attempt := 0; ; attempt++ {
 		g, err := createOnce(spec, o)
-		if err == nil || attempt == 3 || !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, errMkdir) {
+		if err == nil || attempt == 8 || !(errors.Is(err, fs.ErrNotExist) && errors.Is(err, errMkdir)) {
 			return g, err
 		}
 	}
@@ -114,10 +114,15 @@ func create(spec Spec, o options) (*Group, error) {
 // errMkdir marks errors from making directories (see create's retry).
 var errMkdir = errors.New("mkdir")
 
-type mkdirError struct{ err error }
+// createErr is a failure to make a group directory: its own message, and
+// both the cause and errMkdir for errors.Is.
+type createErr struct {
+	msg   string
+	cause error
+}
 
-func (e mkdirError) Error() string   { return e.err.Error() }
-func (e mkdirError) Unwrap() []error { return []error{e.err, errMkdir} }
+func (e *createErr) Error() string   { return e.msg }
+func (e *createErr) Unwrap() []error { return []error{e.cause, errMkdir} }
 
 func createOnce(spec Spec, o options) (g *Group, err error) {
 	g = &Group{path: spec.Path, opts: o, fd: -1}

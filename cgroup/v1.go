@@ -157,8 +157,6 @@ func (g *Group) createV1(spec Spec) error {
 	return nil
 }
 
-func wrapMkdir(err error) error { return mkdirError{err} }
-
 // createError explains a failure to create the group directory label.
 func createError(label string, err error, controller, path string, v2 bool) error {
 	base, _, _ := strings.Cut(path, "/")
@@ -178,7 +176,7 @@ func createError(label string, err error, controller, path string, v2 bool) erro
 	case isErrno(err, unix.EROFS):
 		hint = "; the cgroup file system is mounted read-only (in a container?): mount it read-write or run without --group"
 	}
-	return wrapMkdir(fmt.Errorf("cgroup: create %s: %s%s", label, errnoText(err), hint))
+	return &createErr{msg: fmt.Sprintf("cgroup: create %s: %s%s", label, errnoText(err), hint), cause: err}
 }
 
 // writeV1Sets writes each setting into its controller's group, in order.
