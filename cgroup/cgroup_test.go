@@ -171,6 +171,9 @@ func TestCreateErrors(t *testing.T) {
 			}
 		}
 		t.Logf("%v", err)
+		if strings.Contains(err.Error(), "EINVAL") && !errors.Is(err, unix.EINVAL) {
+			t.Errorf("%v does not unwrap to EINVAL", err)
+		}
 		assertGone(t, groupDirs(o, []string{"memory", "cpu"}, path))
 	}
 }
@@ -484,6 +487,29 @@ func TestKillSparesForkerThread(t *testing.T) {
 		}
 		assertGone(t, groupDirs(o, ctrls, path))
 	}
+}
+
+// TestNamedHierarchyByDirName: "systemd" works like "name=systemd".
+func TestNamedHierarchyByDirName(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	if !isFS(filepath.Join(o.v1Root, "systemd"), unix.CGROUP_SUPER_MAGIC) {
+		t.Fatalf("no name=systemd hierarchy at %s/systemd on this host", o.v1Root)
+	}
+	path := randomPath(t)
+	g, pids := mustCreate(t, Spec{Controllers: []string{"systemd"}, Path: path}, o)
+	pid := forkInGroup(t, g, pids, []string{"sleep", "30"})
+	if got := procGroups(t, pid)["name=systemd"]; got != "/"+path {
+		t.Errorf("child's name=systemd group is %q, want /%s", got, path)
+	}
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	reap(t, pid)
+	if err := g.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, groupDirs(o, []string{"systemd"}, path))
 }
 
 // TestPidsMaxOne: the forker thread does not use up pids.max; a group

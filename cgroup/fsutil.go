@@ -28,6 +28,23 @@ func errnoText(err error) string {
 	return err.Error()
 }
 
+// causeError has its own message (which already tells the cause) and
+// unwraps to its causes, so callers can still test errors.Is(err,
+// unix.EACCES) or errors.Is(err, fs.ErrNotExist).
+type causeError struct {
+	msg    string
+	causes []error
+}
+
+func (e *causeError) Error() string   { return e.msg }
+func (e *causeError) Unwrap() []error { return e.causes }
+
+// withCause returns an error with the formatted message that unwraps to
+// cause.
+func withCause(cause error, format string, args ...any) error {
+	return &causeError{msg: fmt.Sprintf(format, args...), causes: []error{cause}}
+}
+
 func isErrno(err error, errnos ...unix.Errno) bool {
 	for _, e := range errnos {
 		if errors.Is(err, e) {

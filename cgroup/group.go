@@ -114,16 +114,6 @@ func create(spec Spec, o options) (*Group, error) {
 // errMkdir marks errors from making directories (see create's retry).
 var errMkdir = errors.New("mkdir")
 
-// createErr is a failure to make a group directory: its own message, and
-// both the cause and errMkdir for errors.Is.
-type createErr struct {
-	msg   string
-	cause error
-}
-
-func (e *createErr) Error() string   { return e.msg }
-func (e *createErr) Unwrap() []error { return []error{e.cause, errMkdir} }
-
 func createOnce(spec Spec, o options) (g *Group, err error) {
 	g = &Group{path: spec.Path, opts: o, fd: -1}
 	defer func() {
@@ -200,7 +190,7 @@ func (g *Group) members() (pids map[int]bool, err error) {
 	for _, h := range g.v1 {
 		procs, err := g.cg1.Processes(h.sub.Name(), true)
 		if err != nil {
-			return nil, fmt.Errorf("cgroup: list processes of %s: %s", h.label(g.path), errnoText(err))
+			return nil, withCause(err, "cgroup: list processes of %s: %s", h.label(g.path), errnoText(err))
 		}
 		for _, p := range procs {
 			if p.Pid != self {
@@ -211,7 +201,7 @@ func (g *Group) members() (pids map[int]bool, err error) {
 	if g.v2 != nil {
 		procs, err := g.v2.Procs(true)
 		if err != nil {
-			return nil, fmt.Errorf("cgroup: list processes of %s: %s", g.v2Label(), errnoText(err))
+			return nil, withCause(err, "cgroup: list processes of %s: %s", g.v2Label(), errnoText(err))
 		}
 		for _, p := range procs {
 			if int(p) != self {
@@ -248,7 +238,7 @@ func (g *Group) populated() (bool, error) {
 	}
 	n, ok, err := readKey(filepath.Join(g.v2Dir, "cgroup.events"), "populated")
 	if err != nil {
-		return false, fmt.Errorf("cgroup: read %s/cgroup.events: %s", g.v2Label(), errnoText(err))
+		return false, withCause(err, "cgroup: read %s/cgroup.events: %s", g.v2Label(), errnoText(err))
 	}
 	return ok && n != 0, nil
 }
@@ -274,15 +264,20 @@ func (g *Group) Kill() error {
 			}
 		}
 		pids, err := g.members()
-		if err != nil {
-			return err
+		if err == nil {
+			var busy bool
+			busy, err = g.populated()
+			if err == nil && len(pids) == 0 && !busy {
+				return nil
+			}
 		}
-		busy, err := g.populated()
 		if err != nil {
-			return err
-		}
-		if len(pids) == 0 && !busy {
-			return nil
+			// A subgroup a member made may vanish while it is listed.
+			if !errors.Is(err, fs.ErrNotExist) || time.Now().After(deadline) {
+				return err
+			}
+			backoff(&delay, 10*time.Millisecond)
+			continue
 		}
 		if time.Now().After(deadline) {
 			left := slices.Sorted(maps.Keys(pids))

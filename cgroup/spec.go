@@ -133,10 +133,12 @@ func (spec Spec) normalized() (Spec, error) {
 	return out, nil
 }
 
-// asked reports whether controller c (or its "name=" form) is in list.
+// asked reports whether controller c is in list; a named hierarchy matches
+// with or without its "name=" prefix.
 func asked(list []string, c string) bool {
+	c = strings.TrimPrefix(c, "name=")
 	for _, x := range list {
-		if x == c || strings.TrimPrefix(x, "name=") == c {
+		if strings.TrimPrefix(x, "name=") == c {
 			return true
 		}
 	}

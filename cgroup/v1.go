@@ -176,7 +176,10 @@ func createError(label string, err error, controller, path string, v2 bool) erro
 	case isErrno(err, unix.EROFS):
 		hint = "; the cgroup file system is mounted read-only (in a container?): mount it read-write or run without --group"
 	}
-	return &createErr{msg: fmt.Sprintf("cgroup: create %s: %s%s", label, errnoText(err), hint), cause: err}
+	return &causeError{
+		msg:    fmt.Sprintf("cgroup: create %s: %s%s", label, errnoText(err), hint),
+		causes: []error{err, errMkdir},
+	}
 }
 
 // writeV1Sets writes each setting into its controller's group, in order.
@@ -211,7 +214,7 @@ func writeSet(file string, s Set, label string) error {
 	case isErrno(err, unix.EACCES, unix.EPERM):
 		hint = "; run as root or own the group's files"
 	}
-	return fmt.Errorf("cgroup: set %s=%s in %s: %s%s", s.Key, s.Value, label, errnoText(err), hint)
+	return withCause(err, "cgroup: set %s=%s in %s: %s%s", s.Key, s.Value, label, errnoText(err), hint)
 }
 
 // createUnified makes the group in the controller-less cgroup2 tree of a
@@ -308,7 +311,7 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 	}
 	for i, h := range g.v1 {
 		if err := writeFile(filepath.Join(h.dir, "tasks"), tid); err != nil {
-			err = fmt.Errorf("cgroup: move thread %s into %s: %s", tid, h.label(g.path), errnoText(err))
+			err = withCause(err, "cgroup: move thread %s into %s: %s", tid, h.label(g.path), errnoText(err))
 			err = errors.Join(err, moveBack(i))
 			g.threadMu.Unlock()
 			return nil, err
