@@ -25,11 +25,17 @@
 //     It writes "cgroup.kill" when there is a cgroup2 group (kernel 5.14+).
 //     Otherwise it repeats read-members/SIGKILL until none is left, freezing
 //     the group around each round when a freezer is available (the v1
-//     freezer controller when it was asked for, or cgroup.freeze on v2). It
-//     never waits on pids, so the child's exit status stays with its
-//     reaper.
-//   - Delete removes every directory Create made, retrying briefly while the
-//     kernel finishes releasing the last tasks.
+//     freezer controller when it was asked for, or cgroup.freeze on v2; never
+//     while a forker thread is inside, which would freeze ps_port itself).
+//     It never waits on pids, so the child's exit status stays with its
+//     reaper: zombies are not members (measured: cgroup.procs, "populated"
+//     and rmdir all treat a killed, unreaped child as gone).
+//   - Delete removes every directory Create made, retrying on EBUSY with a
+//     short backoff for up to a second while the kernel finishes releasing
+//     the last tasks (on kernel 6.18 rmdir right after Kill has not needed a
+//     retry in any test run).
+//   - Hybrid hosts whose cgroup2 tree is not writable (EACCES, EPERM, EROFS)
+//     get groups that work as on pure v1: CgroupFD is -1, Kill loops.
 //
 // The process that calls these methods is never a member as far as Procs and
 // Kill are concerned: its forker thread passes through the v1 groups during
