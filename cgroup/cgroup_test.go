@@ -579,7 +579,9 @@ func TestSharedParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range groupDirs(o, ctrls, testBase) {
-		os.Remove(d)
+		if !preexisting[d] {
+			os.Remove(d)
+		}
 	}
 	assertGone(t, groupDirs(o, ctrls, b))
 }
@@ -614,6 +616,9 @@ func TestConcurrentSiblings(t *testing.T) {
 	}
 	// A base made by a group that was not the last to go stays behind.
 	for _, d := range groupDirs(o, ctrls, testBase) {
+		if preexisting[d] {
+			continue
+		}
 		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("leftover base %s: %v", d, err)
 		}
