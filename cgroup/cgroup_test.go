@@ -624,3 +624,13 @@ func TestConcurrentSiblings(t *testing.T) {
 		}
 	}
 }
+
+// placement is procctl.Placement, restated so these tests do not depend on
+// procctl building.
+type placement interface {
+	EnterThread() (leave func() error, err error)
+	CgroupFD() int
+	Kill() error
+}
+
+var _ placement = (*Group)(nil)
