@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/protonstream/ps_port/node"
+	"github.com/protonstream/ps_port/procctl"
+)
+
+const nodeUsage = `usage: ps_port node --name NAME@HOST (--allow PATTERN ... | --allow-any) [flags]
+
+Joins an Erlang cluster as the distributed node NAME@HOST and runs OS
+processes for remote owners (docs/node.md). The cookie comes from
+--cookie-file, else the PS_PORT_COOKIE environment variable, else
+~/.erlang.cookie; it is never taken from the command line. epmd is started
+("epmd -daemon") when none runs. SIGTERM, SIGINT or SIGHUP terminate every
+child as a port close does, then ps_port exits.
+
+`
+
+// nodeMain is "ps_port node ...".
+func nodeMain(args []string) int {
+	fs := flag.NewFlagSet("ps_port node", flag.ContinueOnError)
+	var (
+		name, cookieFile, cgroupBase string
+		allow                        list
+		allowAny                     bool
+		maxChildren, port            int
+		shutdownMS                   int
+	)
+	fs.StringVar(&name, "name", "", "node name NAME@HOST (required)")
+	fs.StringVar(&cookieFile, "cookie-file", "", "file holding the distribution cookie")
+	fs.Var(&allow, "allow", "glob on the absolute path of programs owners may run, e.g. /usr/bin/* (repeatable)")
+	fs.BoolVar(&allowAny, "allow-any", false, "let owners run any program")
+	fs.StringVar(&cgroupBase, "cgroup-base", "", "cgroup path under which children's groups are made; without it cgroup options are refused")
+	fs.IntVar(&maxChildren, "max-children", 0, "most children at once (0: no limit)")
+	fs.IntVar(&port, "port", 0, "distribution listen port (0: a free one, registered with epmd)")
+	fs.IntVar(&shutdownMS, "shutdown-timeout", 5000, "ms to wait on shutdown for owners to take the children's last output")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), nodeUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	fail := func(format string, a ...interface{}) int {
+		fmt.Fprintf(os.Stderr, "ps_port node: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return fail("unexpected argument %q (see ps_port node --help)", fs.Arg(0))
+	}
+	if name == "" {
+		return fail("--name NAME@HOST is required")
+	}
+	if !allowAny && len(allow) == 0 {
+		return fail("refusing to start: no program is allowed; give --allow PATTERN (repeatable, a glob on the program's absolute path) or --allow-any")
+	}
+	if allowAny && len(allow) > 0 {
+		return fail("--allow and --allow-any exclude each other")
+	}
+	if maxChildren < 0 || port < 0 || port > 65535 || shutdownMS < 0 {
+		return fail("--max-children, --port and --shutdown-timeout must be non-negative (and --port at most 65535)")
+	}
+	cookie, err := readCookie(cookieFile)
+	// Children inherit the environment: never the cookie.
+	os.Unsetenv("PS_PORT_COOKIE")
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// epmd first: it is a daemon, and as a subreaper we would adopt it.
+	if err := node.EnsureEPMD(); err != nil {
+		return fail("%v", err)
+	}
+	if err := procctl.BecomeSubreaper(); err != nil {
+		fmt.Fprintf(os.Stderr, "ps_port node: %v; orphans may escape\n", err)
+	}
+	n, err := node.Start(context.Background(), node.Config{
+		Name:        name,
+		Cookie:      cookie,
+		Allow:       allow,
+		AllowAny:    allowAny,
+		CgroupBase:  cgroupBase,
+		MaxChildren: maxChildren,
+		ListenPort:  uint16(port),
+	})
+	if err != nil {
+		return fail("%v", err)
+	}
+	fmt.Fprintf(os.Stderr, "ps_port node: %s is up\n", n.Name())
+	stopped := make(chan struct{})
+	go func() { n.Wait(); close(stopped) }()
+	select {
+	case sig := <-stop:
+		fmt.Fprintf(os.Stderr, "ps_port node: %v: terminating %d children\n", sig, n.Children())
+		n.Shutdown(time.Duration(shutdownMS) * time.Millisecond)
+	case <-stopped:
+	}
+	return 0
+}
+
+// readCookie finds the cookie: --cookie-file, $PS_PORT_COOKIE, ~/.erlang.cookie.
+func readCookie(file string) (string, error) {
+	from := file
+	var raw string
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--cookie-file: %v", err)
+		}
+		raw = string(b)
+	case os.Getenv("PS_PORT_COOKIE") != "":
+		from, raw = "PS_PORT_COOKIE", os.Getenv("PS_PORT_COOKIE")
+	default:
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no cookie: give --cookie-file or PS_PORT_COOKIE (no home directory for ~/.erlang.cookie: %v)", err)
+		}
+		from = filepath.Join(home, ".erlang.cookie")
+		b, err := os.ReadFile(from)
+		if err != nil {
+			return "", fmt.Errorf("no cookie: give --cookie-file, PS_PORT_COOKIE or %s (%v)", from, err)
+		}
+		raw = string(b)
+	}
+	cookie := strings.TrimSpace(raw)
+	if cookie == "" {
+		return "", fmt.Errorf("the cookie from %s is empty", from)
+	}
+	if strings.ContainsAny(cookie, "\n\r\x00") {
+		return "", fmt.Errorf("the cookie from %s spans lines; want one line", from)
+	}
+	return cookie, nil
+}

@@ -1,0 +1,413 @@
+package node
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/ergo-services/ergo/gen"
+	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/procctl"
+)
+
+var (
+	atomData      = etf.Atom("data")
+	atomErrorData = etf.Atom("error")
+	atomEXIT      = etf.Atom("EXIT")
+	atomNormal    = etf.Atom("normal")
+)
+
+// outKind says what an outItem sends.
+type outKind int
+
+const (
+	outData    outKind = iota // {pid, {tag, bytes}} to the owner; counted by flow control
+	outMsg                    // {pid, term} to the owner
+	outRaw                    // term to an explicit destination (call replies)
+	outConnect                // {pid, :connected} to the old owner, then the new owner takes over
+	outExit                   // {:EXIT, pid, reason} to the owner; last item
+)
+
+type outItem struct {
+	kind outKind
+	tag  etf.Atom
+	data []byte
+	term etf.Term
+	to   interface{}
+	pid  etf.Pid
+}
+
+// outQueue holds what a child sends, in order, for its sender goroutine.
+// Data in it is bounded by the child's window; other items are few.
+type outQueue struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	items   []outItem
+	discard bool // no more data: the owner closed the child or is gone
+}
+
+func (q *outQueue) push(it outItem) {
+	q.mu.Lock()
+	q.items = append(q.items, it)
+	q.cond.Signal()
+	q.mu.Unlock()
+}
+
+func (q *outQueue) pop() outItem {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 {
+		q.cond.Wait()
+	}
+	it := q.items[0]
+	q.items[0] = outItem{}
+	q.items = q.items[1:]
+	return it
+}
+
+// child is one OS process and the ergo process that stands for it.
+type child struct {
+	n      *Node
+	req    *openRequest
+	path   string
+	loop   *loopProc
+	proc   gen.Process
+	self   etf.Pid
+	pc     *procctl.Child
+	group  *cgroup.Group
+	window *procctl.Window
+	flow   *flowCtl // nil with flow: :ack
+
+	out      outQueue
+	finished chan struct{}
+
+	mu        sync.Mutex // guards owner, closing, eof
+	owner     etf.Pid    // whose messages are obeyed
+	closing   bool       // :close received
+	eof       bool       // :eof received
+	ownerGone atomic.Bool
+	ackWarned atomic.Bool
+}
+
+func newChild(n *Node, req *openRequest) *child {
+	c := &child{n: n, req: req, owner: req.owner, finished: make(chan struct{})}
+	c.out.cond.L = &c.out.mu
+	c.loop = newLoopProc(c.handle, nil)
+	return c
+}
+
+// Stdout implements procctl.Sink.
+func (c *child) Stdout(p []byte) error { return c.emit(atomData, p) }
+
+// Stderr implements procctl.Sink.
+func (c *child) Stderr(p []byte) error { return c.emit(atomErrorData, p) }
+
+func (c *child) emit(tag etf.Atom, p []byte) error {
+	c.out.mu.Lock()
+	defer c.out.mu.Unlock()
+	if c.out.discard {
+		return nil // the window is closed: nothing to account for
+	}
+	c.out.items = append(c.out.items, outItem{kind: outData, tag: tag, data: append([]byte(nil), p...)})
+	c.out.cond.Signal()
+	return nil
+}
+
+// handle runs on the ergo process's loop goroutine for every message.
+func (c *child) handle(msg interface{}) {
+	switch m := msg.(type) {
+	case gen.MessageDown:
+		c.mu.Lock()
+		mine := m.Pid == c.owner
+		c.mu.Unlock()
+		if mine {
+			c.ownerDown("owner " + m.Pid.String() + " is down: " + m.Reason)
+		}
+	case exitSignal:
+		c.mu.Lock()
+		mine := m.from == c.owner
+		c.mu.Unlock()
+		if mine && m.reason != "normal" {
+			c.n.log.Printf("child %d: exit signal %q from its owner: closing", c.pc.Pid(), m.reason)
+			c.close(false)
+		}
+	case etf.Tuple:
+		if from, req, ok := parseCall(m); ok {
+			c.handleCall(from, req)
+			return
+		}
+		if len(m) == 2 {
+			if from, ok := m[0].(etf.Pid); ok {
+				c.mu.Lock()
+				owner := c.owner
+				c.mu.Unlock()
+				if from != owner {
+					c.n.log.Printf("child %d: ignoring %s from %s, who is not its owner %s",
+						c.pc.Pid(), describe(m[1]), from, owner)
+					return
+				}
+				c.ownerMsg(m[1])
+				return
+			}
+		}
+		c.n.log.Printf("child %d: ignoring unexpected message %s", c.pc.Pid(), describe(m))
+	default:
+		c.n.log.Printf("child %d: ignoring unexpected message %s", c.pc.Pid(), describe(m))
+	}
+}
+
+func (c *child) handleCall(from callFrom, req etf.Term) {
+	var reply etf.Term
+	switch {
+	case isAtom(req, "$os_pid"):
+		reply = c.pc.Pid()
+	case isAtom(req, "$stdin_queued"):
+		reply = c.pc.StdinQueued()
+	default:
+		reply = errorTerm(etf.Tuple{etf.Atom("badcall"), req})
+	}
+	to, msg := from.replyTo(reply)
+	c.out.push(outItem{kind: outRaw, to: to, term: msg})
+}
+
+// errMsg queues {pid, {:error, reason, message}} for the owner.
+func (c *child) errMsg(reason, format string, a ...interface{}) {
+	text := fmt.Sprintf(format, a...)
+	c.n.log.Printf("child %d: %s", c.pc.Pid(), text)
+	c.out.push(outItem{kind: outMsg, term: etf.Tuple{atomError, etf.Atom(reason), []byte(text)}})
+}
+
+func (c *child) ownerMsg(t etf.Term) {
+	c.mu.Lock()
+	closing, eof := c.closing, c.eof
+	c.mu.Unlock()
+	if closing {
+		return // a closed port ignores what follows too
+	}
+	switch {
+	case isAtom(t, "close"):
+		c.close(true)
+	case isAtom(t, "eof"):
+		c.mu.Lock()
+		c.eof = true
+		c.mu.Unlock()
+		c.pc.CloseStdin()
+	default:
+		if cmd, ok := tagged(t, "command", 2); ok {
+			c.command(cmd[1], eof)
+			return
+		}
+		if con, ok := tagged(t, "connect", 2); ok {
+			newOwner, ok := con[1].(etf.Pid)
+			if !ok {
+				c.errMsg("badarg", "{:connect, new_owner}: want a pid, got %s", describe(con[1]))
+				return
+			}
+			c.mu.Lock()
+			c.owner = newOwner
+			c.mu.Unlock()
+			c.out.push(outItem{kind: outConnect, pid: newOwner})
+			return
+		}
+		if sig, ok := tagged(t, "signal", 2); ok {
+			n, ok := intOf(sig[1])
+			if !ok || n < 1 || n > 64 {
+				c.errMsg("badarg", "{:signal, n}: want a signal number 1..64, got %s", describe(sig[1]))
+				return
+			}
+			if err := c.pc.Signal(sigNum(n)); err != nil {
+				c.errMsg("signal", "signal %d to child %d: %v", n, c.pc.Pid(), err)
+			}
+			return
+		}
+		if ack, ok := tagged(t, "ack", 2); ok {
+			n, ok := intOf(ack[1])
+			if !ok || n < 0 {
+				c.errMsg("badarg", "{:ack, bytes}: want a non-negative integer, got %s", describe(ack[1]))
+				return
+			}
+			if c.flow != nil {
+				if c.ackWarned.CompareAndSwap(false, true) {
+					c.n.log.Printf("child %d: ignoring {:ack, _}: it was opened with flow: :queue_len", c.pc.Pid())
+				}
+				return
+			}
+			if !c.window.Ack(int(n)) {
+				c.n.log.Printf("child %d: ack of %d bytes is more than was in flight; clamped", c.pc.Pid(), n)
+			}
+			return
+		}
+		c.errMsg("badarg", "unknown message %s", describe(t))
+	}
+}
+
+func (c *child) command(data etf.Term, eof bool) {
+	size := iodataSize(data, 0)
+	if size < 0 {
+		c.errMsg("badarg", "{:command, data}: data is not iodata: %s", describe(data))
+		return
+	}
+	if eof {
+		c.errMsg("stdin_closed", "dropped %d bytes of {:command, _}: stdin was closed by :eof", size)
+		return
+	}
+	queued := c.pc.StdinQueued()
+	if queued+size > c.req.stdinLimit {
+		c.errMsg("stdin_overflow",
+			"dropped a {:command, _} of %d bytes: %d bytes wait for the child to read them and stdin_limit is %d",
+			size, queued, c.req.stdinLimit)
+		return
+	}
+	if size == 0 {
+		return
+	}
+	b, err := appendIodata(make([]byte, 0, size), data, 0)
+	if err != nil {
+		c.errMsg("badarg", "{:command, data}: %v", err)
+		return
+	}
+	if err := c.pc.Write(b); err != nil {
+		c.errMsg("stdin_closed", "dropped %d bytes of {:command, _}: %v", size, err)
+	}
+}
+
+// close terminates the child as a port close does; with reply, the owner
+// gets {pid, :closed} first. Nothing of the child's output follows.
+func (c *child) close(reply bool) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.mu.Unlock()
+	c.out.mu.Lock()
+	c.out.discard = true
+	if reply {
+		c.out.items = append(c.out.items, outItem{kind: outMsg, term: etf.Atom("closed")})
+		c.out.cond.Signal()
+	}
+	c.out.mu.Unlock()
+	c.window.Close()
+	c.pc.Terminate()
+}
+
+// ownerDown terminates the child because nobody owns it any more. Safe from
+// any goroutine.
+func (c *child) ownerDown(why string) {
+	if !c.ownerGone.CompareAndSwap(false, true) {
+		return
+	}
+	c.n.log.Printf("child %d (%s): %s; terminating it", c.pc.Pid(), c.path, why)
+	c.out.mu.Lock()
+	c.out.discard = true
+	c.out.mu.Unlock()
+	c.window.Close()
+	c.pc.Terminate()
+}
+
+// currentOwner is the owner as the loop sees it.
+func (c *child) currentOwner() etf.Pid {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.owner
+}
+
+// sender sends what the child's queue holds, in order. It runs on its own
+// goroutine because sending to a node waits while that connection's send
+// queue is full.
+func (c *child) sender(monitor etf.Ref) {
+	dest := c.req.owner
+	for {
+		it := c.out.pop()
+		gone := c.ownerGone.Load()
+		switch it.kind {
+		case outData:
+			if gone {
+				continue
+			}
+			c.send(dest, etf.Tuple{c.self, etf.Tuple{it.tag, it.data}})
+			if c.flow != nil {
+				c.flow.sent(len(it.data))
+			}
+		case outMsg:
+			if !gone {
+				c.send(dest, etf.Tuple{c.self, it.term})
+			}
+		case outRaw:
+			c.send(it.to, it.term)
+		case outConnect:
+			if !gone {
+				c.send(dest, etf.Tuple{c.self, etf.Atom("connected")})
+			}
+			old := dest
+			dest = it.pid
+			if c.flow != nil {
+				c.flow.reset(dest)
+			}
+			c.proc.DemonitorProcess(monitor)
+			monitor = c.proc.MonitorProcess(dest)
+			if old != dest {
+				go c.checkAlive(dest)
+			}
+		case outExit:
+			if !gone {
+				c.send(dest, etf.Tuple{atomEXIT, c.self, it.term})
+			}
+			return
+		}
+	}
+}
+
+func (c *child) send(to interface{}, msg etf.Term) {
+	if err := c.proc.Send(to, msg); err != nil {
+		c.n.log.Printf("child %d: sending to %v: %v", c.pc.Pid(), to, err)
+	}
+}
+
+// checkAlive closes the gap of a monitor set on a process that died just
+// before: its DOWN may overtake the monitor's registration in ergo and be
+// lost. The check is sent after the monitor on the same connection, so a
+// death it does not see comes after the monitor and is reported by it.
+func (c *child) checkAlive(owner etf.Pid) {
+	alive, err := c.n.rpc.alive(owner, rpcTimeout)
+	if err != nil {
+		c.n.log.Printf("child %d: checking that owner %s lives: %v", c.pc.Pid(), owner, err)
+		return
+	}
+	if !alive && c.currentOwner() == owner {
+		c.ownerDown("owner " + owner.String() + " is not alive")
+	}
+}
+
+// finish waits for the child's end and reports it.
+func (c *child) finish() {
+	st := c.pc.Wait()
+	if c.group != nil {
+		if n, err := c.group.OOMKills(); err == nil && n > 0 {
+			c.n.log.Printf("child %d: its cgroup recorded %d OOM kills", c.pc.Pid(), n)
+			c.out.push(outItem{kind: outMsg, term: etf.Tuple{etf.Atom("oom_killed"), int64(n)}})
+		}
+		if err := c.group.Delete(); err != nil {
+			c.n.log.Printf("child %d: %v", c.pc.Pid(), err)
+		}
+	}
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	var reason etf.Term
+	switch {
+	case closing || (st.Signal == 0 && st.Code == 0):
+		reason = atomNormal
+	case st.Signal != 0:
+		reason = etf.Tuple{etf.Atom("signal"), int(st.Signal)}
+	default:
+		reason = etf.Tuple{etf.Atom("exit_status"), st.Code}
+	}
+	c.out.push(outItem{kind: outExit, term: reason})
+}
+
+// rpcTimeout bounds one rex call.
+const rpcTimeout = 10 * time.Second

@@ -1,0 +1,447 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ergo-services/ergo"
+	"github.com/ergo-services/ergo/etf"
+	"github.com/ergo-services/ergo/gen"
+	ergonode "github.com/ergo-services/ergo/node"
+	"github.com/ergo-services/ergo/proto/dist"
+	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/procctl"
+)
+
+// RegisteredName is the name of the process that opens children.
+const RegisteredName = "proton_stream"
+
+// MaxMessageSize is the largest distribution message ps_port accepts.
+const MaxMessageSize = 128 << 20
+
+// Config configures a node.
+type Config struct {
+	Name        string   // NAME@HOST
+	Cookie      string   // the distribution cookie; never logged
+	Allow       []string // glob patterns on the program's absolute path
+	AllowAny    bool     // allow every program
+	CgroupBase  string   // cgroup path below which children's groups go; "" refuses cgroup options
+	MaxChildren int      // 0: no limit
+	ListenPort  uint16   // distribution port; 0 picks a free one
+	Log         *log.Logger
+}
+
+// Node is a running ps_port node.
+type Node struct {
+	cfg     Config
+	log     *log.Logger
+	ergo    ergonode.Node
+	rpc     *rpcClient
+	spawner gen.Process
+	opens   chan struct{} // bounds concurrent opens
+
+	mu       sync.Mutex
+	children map[*child]struct{}
+	reserved int
+	stopping bool
+	done     chan struct{}
+}
+
+// Start checks cfg, makes sure epmd runs and starts the node.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Log == nil {
+		cfg.Log = log.New(os.Stderr, "ps_port node: ", log.LstdFlags)
+	}
+	if n, h, ok := strings.Cut(cfg.Name, "@"); !ok || n == "" || h == "" || strings.Contains(h, "@") {
+		return nil, fmt.Errorf("node name %q: want NAME@HOST, e.g. ps@127.0.0.1", cfg.Name)
+	}
+	if cfg.Cookie == "" {
+		return nil, errors.New("no cookie")
+	}
+	if !cfg.AllowAny && len(cfg.Allow) == 0 {
+		return nil, errors.New("no program is allowed: give --allow PATTERN (repeatable) or --allow-any")
+	}
+	if err := checkPatterns(cfg.Allow); err != nil {
+		return nil, err
+	}
+	if cfg.CgroupBase != "" {
+		if err := relPath("cgroup-base", cfg.CgroupBase); err != nil {
+			return nil, fmt.Errorf("--cgroup-base %q: want a clean path relative to the cgroup root", cfg.CgroupBase)
+		}
+	}
+	if err := EnsureEPMD(); err != nil {
+		return nil, err
+	}
+	opts := ergonode.Options{}
+	opts.System.DisableAnonMetrics = true
+	// OTP 25 needs handshake version 6; order needs one protocol handler.
+	opts.Handshake = dist.CreateHandshake(dist.HandshakeOptions{Version: dist.HandshakeVersion6})
+	po := ergonode.DefaultProtoOptions()
+	po.NumHandlers = 1
+	po.MaxMessageSize = MaxMessageSize
+	opts.Proto = dist.CreateProto(po)
+	opts.Registrar = dist.CreateRegistrar() // the system epmd
+	if cfg.ListenPort != 0 {
+		opts.Listeners = []ergonode.Listener{{Listen: cfg.ListenPort}}
+	}
+	en, err := ergo.StartNodeWithContext(ctx, cfg.Name, cfg.Cookie, opts)
+	if err != nil {
+		return nil, fmt.Errorf("starting node %s: %w", cfg.Name, err)
+	}
+	n := &Node{
+		cfg:      cfg,
+		log:      cfg.Log,
+		ergo:     en,
+		opens:    make(chan struct{}, 8),
+		children: make(map[*child]struct{}),
+		done:     make(chan struct{}),
+	}
+	n.rpc = newRPCClient()
+	if n.rpc.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mailboxSize}, n.rpc.loop); err != nil {
+		en.Stop()
+		return nil, fmt.Errorf("starting the rpc process: %w", err)
+	}
+	sp := newLoopProc(n.handleSpawner, nil)
+	if n.spawner, err = en.Spawn(RegisteredName, gen.ProcessOptions{MailboxSize: mailboxSize}, sp); err != nil {
+		en.Stop()
+		return nil, fmt.Errorf("registering %s: %w", RegisteredName, err)
+	}
+	go n.watchNodes()
+	return n, nil
+}
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.ergo.Name() }
+
+// EnsureEPMD starts "epmd -daemon" when nothing listens on epmd's port.
+func EnsureEPMD() error {
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(dist.DefaultEPMDPort))
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		return nil
+	}
+	out, err := exec.Command("epmd", "-daemon").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("epmd is not running and \"epmd -daemon\" failed: %v %s", err, strings.TrimSpace(string(out)))
+	}
+	for i := 0; i < 100; i++ {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("started epmd but it does not listen on port 4369")
+}
+
+// handleSpawner runs on the registered process's loop.
+func (n *Node) handleSpawner(msg interface{}) {
+	from, req, ok := parseCall(msg)
+	if !ok {
+		n.log.Printf("%s: ignoring %s", RegisteredName, describe(msg))
+		return
+	}
+	open, ok := tagged(req, "open", 5)
+	if !ok {
+		n.reply(from, errorTerm(etf.Tuple{etf.Atom("badcall"), req}))
+		return
+	}
+	go func() {
+		n.opens <- struct{}{}
+		reply := n.open(open[1], open[2], open[3], open[4])
+		<-n.opens
+		n.reply(from, reply)
+	}()
+}
+
+func (n *Node) reply(from callFrom, reply etf.Term) {
+	to, msg := from.replyTo(reply)
+	if err := n.spawner.Send(to, msg); err != nil {
+		n.log.Printf("replying to %s: %v", from.pid, err)
+	}
+}
+
+// open starts a child and answers {:ok, pid} or {:error, reason}.
+func (n *Node) open(command, args, opts, owner etf.Term) etf.Term {
+	req, err := parseOpen(command, args, opts, owner)
+	if err != nil {
+		return n.openError(err)
+	}
+	if !n.reserve() {
+		n.mu.Lock()
+		stopping := n.stopping
+		n.mu.Unlock()
+		if stopping {
+			return errorTerm(etf.Atom("shutting_down"))
+		}
+		return errorTerm(etf.Tuple{etf.Atom("too_many_children"), n.cfg.MaxChildren})
+	}
+	c, err := n.start(req)
+	if err != nil {
+		n.release()
+		return n.openError(err)
+	}
+	return etf.Tuple{atomOK, c.self}
+}
+
+func (n *Node) openError(err error) etf.Term {
+	var ba *badarg
+	var na *notAllowedError
+	var ne *enoentError
+	var se *procctl.SpawnError
+	var ce *cgroupError
+	switch {
+	case errors.As(err, &ba):
+		return errorTerm(ba.term())
+	case errors.As(err, &na):
+		return errorTerm(etf.Tuple{etf.Atom("not_allowed"), []byte(na.path)})
+	case errors.As(err, &ne):
+		return errorTerm(etf.Tuple{etf.Atom("enoent"), []byte(ne.Error())})
+	case errors.As(err, &se):
+		return errorTerm(etf.Tuple{etf.Atom(se.Reason), []byte(se.Error())})
+	case errors.As(err, &ce):
+		return errorTerm(etf.Tuple{etf.Atom("badcgroup"), []byte(ce.Error())})
+	}
+	return errorTerm(etf.Tuple{etf.Atom("einval"), []byte(err.Error())})
+}
+
+type cgroupError struct{ err error }
+
+func (e *cgroupError) Error() string { return e.err.Error() }
+func (e *cgroupError) Unwrap() error { return e.err }
+
+func (n *Node) reserve() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopping || (n.cfg.MaxChildren > 0 && len(n.children)+n.reserved >= n.cfg.MaxChildren) {
+		return false
+	}
+	n.reserved++
+	return true
+}
+
+func (n *Node) release() {
+	n.mu.Lock()
+	n.reserved--
+	n.mu.Unlock()
+}
+
+// start spawns the OS process and its ergo process.
+func (n *Node) start(req *openRequest) (*child, error) {
+	env := req.environ(os.Environ())
+	prog, err := resolveProgram(req.command, req.dir, env)
+	if err != nil {
+		return nil, err
+	}
+	if !n.cfg.AllowAny && !allowed(n.cfg.Allow, prog) {
+		n.log.Printf("refused %s for %s: no --allow pattern matches", prog, req.owner)
+		return nil, &notAllowedError{path: prog}
+	}
+	cred, err := procctl.LookupCredential(req.uid, req.gid)
+	if err != nil {
+		return nil, err
+	}
+	arg0 := req.arg0
+	if arg0 == "" {
+		arg0 = req.command
+	}
+	spec := procctl.Spec{
+		Path:           prog,
+		Args:           req.args,
+		Arg0:           arg0,
+		Dir:            req.dir,
+		Env:            env,
+		Credential:     cred,
+		Window:         req.window,
+		DelayToSIGKILL: req.delay,
+		Stdin:          procctl.Pipe,
+		Stdout:         procctl.Pipe,
+		Stderr:         procctl.Pipe,
+		// Sweep stays false: this program runs many children.
+	}
+	switch {
+	case req.stderrToStdout:
+		spec.Stderr = procctl.ToStdout
+	case req.stderrOnly:
+		spec.Stdout = procctl.Null
+	}
+	c := newChild(n, req)
+	c.path = prog
+	if req.cgWanted {
+		g, err := n.createGroup(req)
+		if err != nil {
+			return nil, err
+		}
+		c.group = g
+		spec.Placement = g
+	}
+	pc, err := procctl.Start(spec, c)
+	if err != nil {
+		if c.group != nil {
+			c.group.Delete()
+		}
+		return nil, err
+	}
+	c.pc = pc
+	c.window = pc.Window()
+	if req.flow == flowQueueLen {
+		c.flow = newFlowCtl(c, c.window.Size())
+	}
+	proc, err := n.ergo.Spawn("", gen.ProcessOptions{MailboxSize: mailboxSize}, c.loop)
+	if err != nil {
+		pc.Window().Close()
+		pc.Terminate()
+		pc.Wait()
+		if c.group != nil {
+			c.group.Delete()
+		}
+		return nil, fmt.Errorf("spawning the ergo process: %w", err)
+	}
+	c.proc, c.self = proc, proc.Self()
+	monitor := proc.MonitorProcess(req.owner)
+	n.mu.Lock()
+	n.reserved--
+	n.children[c] = struct{}{}
+	n.mu.Unlock()
+	go c.checkAlive(req.owner)
+	if c.flow != nil {
+		go c.flow.run()
+	}
+	go c.finish()
+	go func() {
+		c.sender(monitor)
+		if c.flow != nil {
+			c.flow.stop()
+		}
+		c.loop.Stop("normal")
+		n.mu.Lock()
+		delete(n.children, c)
+		n.mu.Unlock()
+		close(c.finished)
+	}()
+	return c, nil
+}
+
+func (n *Node) createGroup(req *openRequest) (*cgroup.Group, error) {
+	opt := "cgroup_controllers"
+	switch {
+	case req.cgPath != "":
+		opt = "cgroup_path"
+	case req.cgBase != "":
+		opt = "cgroup_base"
+	case len(req.controllers) == 0:
+		opt = "cgroup_sets"
+	}
+	if n.cfg.CgroupBase == "" {
+		return nil, bad(opt, "this node was started without --cgroup-base, so it creates no cgroups")
+	}
+	var p string
+	switch {
+	case req.cgPath != "":
+		p = path.Join(n.cfg.CgroupBase, req.cgPath)
+	case req.cgBase != "":
+		p = path.Join(n.cfg.CgroupBase, req.cgBase, randomName())
+	default:
+		p = path.Join(n.cfg.CgroupBase, randomName())
+	}
+	g, err := cgroup.Create(cgroup.Spec{Controllers: req.controllers, Path: p, Sets: req.sets})
+	if err != nil {
+		return nil, &cgroupError{err}
+	}
+	return g, nil
+}
+
+func randomName() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "ps-" + hex.EncodeToString(b[:])
+}
+
+// watchNodes ends children whose owner's node is no longer connected, in
+// case the DOWN that says so was lost.
+func (n *Node) watchNodes() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		connected := map[string]bool{}
+		for _, name := range n.ergo.Nodes() {
+			connected[name] = true
+		}
+		n.mu.Lock()
+		var lost []*child
+		for c := range n.children {
+			if !connected[string(c.currentOwner().Node)] {
+				lost = append(lost, c)
+			}
+		}
+		n.mu.Unlock()
+		for _, c := range lost {
+			c.ownerDown("the owner's node " + string(c.currentOwner().Node) + " is not connected")
+		}
+	}
+}
+
+// Children is the number of live children.
+func (n *Node) Children() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.children)
+}
+
+// Shutdown refuses new children, terminates every child as a port close
+// does, lets their owners get the rest of their output and exit messages
+// (waiting at most timeout), and stops the node.
+func (n *Node) Shutdown(timeout time.Duration) {
+	n.mu.Lock()
+	if n.stopping {
+		n.mu.Unlock()
+		n.Wait()
+		return
+	}
+	n.stopping = true
+	var all []*child
+	for c := range n.children {
+		all = append(all, c)
+	}
+	n.mu.Unlock()
+	deadline := time.After(timeout)
+	for _, c := range all {
+		c.pc.Terminate()
+	}
+	for _, c := range all {
+		select {
+		case <-c.finished:
+		case <-deadline:
+			// Owners that do not read: stop waiting for their window.
+			c.window.Close()
+			select {
+			case <-c.finished:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let the connections flush
+	close(n.done)
+	n.ergo.Stop()
+}
+
+// Wait blocks until the node has stopped.
+func (n *Node) Wait() {
+	n.ergo.Wait()
+}

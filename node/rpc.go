@@ -1,0 +1,110 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/ergo-services/ergo/gen"
+)
+
+// rpcClient calls functions on other nodes through their rex server, as
+// rpc:call/4 does: {'$gen_call', {Self, Ref}, {call, M, F, A, user}} to
+// {rex, Node}, answered with {Ref, Result}. One ergo process serves every
+// call; callers wait on their own goroutines.
+type rpcClient struct {
+	loop *loopProc
+	proc gen.Process
+
+	mu      sync.Mutex
+	pending map[etf.Ref]chan etf.Term
+}
+
+var errRPCTimeout = errors.New("rpc timed out")
+
+func newRPCClient() *rpcClient {
+	c := &rpcClient{pending: make(map[etf.Ref]chan etf.Term)}
+	c.loop = newLoopProc(c.handle, nil)
+	return c
+}
+
+func (c *rpcClient) handle(msg interface{}) {
+	tu, ok := msg.(etf.Tuple)
+	if !ok || len(tu) != 2 {
+		return
+	}
+	ref, ok := tu[0].(etf.Ref)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	ch := c.pending[ref]
+	delete(c.pending, ref)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- tu[1]
+	}
+}
+
+// call runs M:F(A...) on node and returns its result.
+func (c *rpcClient) call(node string, m, f string, args etf.List, timeout time.Duration) (etf.Term, error) {
+	ref := c.proc.MakeRef()
+	ch := make(chan etf.Term, 1)
+	c.mu.Lock()
+	c.pending[ref] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, ref)
+		c.mu.Unlock()
+	}()
+	req := etf.Tuple{etf.Atom("$gen_call"), etf.Tuple{c.proc.Self(), ref},
+		etf.Tuple{etf.Atom("call"), etf.Atom(m), etf.Atom(f), args, etf.Atom("user")}}
+	if err := c.proc.Send(gen.ProcessID{Name: "rex", Node: node}, req); err != nil {
+		return nil, fmt.Errorf("rpc to %s: %w", node, err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if tu, ok := r.(etf.Tuple); ok && len(tu) == 2 && isAtom(tu[0], "badrpc") {
+			return nil, fmt.Errorf("rpc to %s: badrpc %s", node, describe(tu[1]))
+		}
+		return r, nil
+	case <-t.C:
+		return nil, errRPCTimeout
+	}
+}
+
+// queueLen returns the message_queue_len of pid, or -1 when pid is dead.
+func (c *rpcClient) queueLen(pid etf.Pid, timeout time.Duration) (int, error) {
+	r, err := c.call(string(pid.Node), "erlang", "process_info",
+		etf.List{pid, etf.Atom("message_queue_len")}, timeout)
+	if err != nil {
+		return 0, err
+	}
+	if isAtom(r, "undefined") {
+		return -1, nil
+	}
+	if tu, ok := r.(etf.Tuple); ok && len(tu) == 2 {
+		if n, ok := intOf(tu[1]); ok {
+			return int(n), nil
+		}
+	}
+	return 0, fmt.Errorf("process_info answered %s", describe(r))
+}
+
+// alive reports whether pid is alive.
+func (c *rpcClient) alive(pid etf.Pid, timeout time.Duration) (bool, error) {
+	r, err := c.call(string(pid.Node), "erlang", "is_process_alive", etf.List{pid}, timeout)
+	if err != nil {
+		return false, err
+	}
+	b, ok := boolOf(r)
+	if !ok {
+		return false, fmt.Errorf("is_process_alive answered %s", describe(r))
+	}
+	return b, nil
+}
