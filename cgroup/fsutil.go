@@ -45,6 +45,18 @@ func withCause(cause error, format string, args ...any) error {
 	return &causeError{msg: fmt.Sprintf(format, args...), causes: []error{cause}}
 }
 
+// errDetail renders err in full, adding its errno's name when it has one:
+// "mkdir /sys/fs/cgroup/memory/a: permission denied (EACCES)".
+func errDetail(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		if name := unix.ErrnoName(errno); name != "" {
+			return err.Error() + " (" + name + ")"
+		}
+	}
+	return err.Error()
+}
+
 func isErrno(err error, errnos ...unix.Errno) bool {
 	for _, e := range errnos {
 		if errors.Is(err, e) {

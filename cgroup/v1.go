@@ -168,7 +168,7 @@ func createError(label string, err error, controller, path string, v2 bool) erro
 		if errors.As(err, &pe) {
 			dir = pe.Path
 		}
-		hint = fmt.Sprintf("; another run may be using it: pick another group path, or kill its processes and rmdir %s", dir)
+		hint = fmt.Sprintf("; the group already exists and another run may be using it: pick another group path, or kill its processes and rmdir %s", dir)
 	case isErrno(err, unix.EACCES, unix.EPERM) && v2:
 		hint = fmt.Sprintf("; delegate the base to your user (chown -R $USER %s/%s) or run as root", sysfsCgroup, base)
 	case isErrno(err, unix.EACCES, unix.EPERM):
@@ -177,7 +177,7 @@ func createError(label string, err error, controller, path string, v2 bool) erro
 		hint = "; the cgroup file system is mounted read-only (in a container?): mount it read-write or run without --group"
 	}
 	return &causeError{
-		msg:    fmt.Sprintf("cgroup: create %s: %s%s", label, errnoText(err), hint),
+		msg:    fmt.Sprintf("cgroup: create %s: %s%s", label, errDetail(err), hint),
 		causes: []error{err, errMkdir},
 	}
 }
@@ -221,10 +221,11 @@ func writeSet(file string, s Set, label string) error {
 // hybrid host, for CLONE_INTO_CGROUP and cgroup.kill. If that tree is not
 // writable (read-only, or not ours to change) the group works as on pure v1.
 func (g *Group) createUnified() error {
+	freezer := g.freezer
 	if err := g.createCgroup2(nil); err != nil {
 		if isErrno(err, unix.EACCES, unix.EPERM, unix.EROFS) && len(g.v1) > 0 {
 			if g.removeDirs(&g.v2Created, g.v2Dir, g.v2Label()) == nil {
-				g.v2, g.v2Dir, g.v2Created, g.freezer = nil, "", nil, ""
+				g.v2, g.v2Dir, g.v2Created, g.freezer = nil, "", nil, freezer
 				return nil
 			}
 		}

@@ -81,7 +81,7 @@ func (g *Group) createCgroup2(enable []string) error {
 			if isErrno(err, unix.EBUSY) {
 				hint = "; a parent group has processes of its own (cgroup v2 allows controllers only for groups without them): use a base group that holds no processes"
 			}
-			return fmt.Errorf("cgroup: enable %s for %s: %s%s", strings.Join(enable, ","), g.v2Label(), errnoText(err), hint)
+			return withCause(err, "cgroup: enable %s for %s: %s%s", strings.Join(enable, ","), g.v2Label(), errDetail(err), hint)
 		}
 	}
 	g.v2Memory = slices.Contains(enable, "memory")
