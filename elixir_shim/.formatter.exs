@@ -1,0 +1,8 @@
+[
+  inputs: [
+    "{mix,.formatter}.exs",
+    "mix/*.exs",
+    "{lib,config}/**/*.{ex,exs}",
+    "../test/elixir/**/*.{ex,exs}"
+  ]
+]

@@ -1,0 +1,282 @@
+defmodule ProtonStream.Options do
+  @moduledoc """
+  Validates and normalizes the options of `ProtonStream.open/3` and
+  `ProtonStream.start_link/5`.
+
+  Everything is checked in the calling process before any process or port is
+  started, so a mistake raises right where it was made: `ArgumentError` with a
+  message that names the offending option, or `ErlangError` with reason
+  `:enoent` when the command is not found (as `System.cmd/3` and proton_stream
+  do). Call `validate/4` directly to check options without running anything.
+
+  ## Options
+
+    * `:cd` - directory to run the command in (binary)
+    * `:env` - enumerable of `{key, value}` binaries added to the environment;
+      a `nil` or `false` value removes the variable
+    * `:arg0` - the `argv[0]` the command sees (binary)
+    * `:cgroup_controllers` - list of cgroup controllers (binaries) to put the
+      command under, e.g. `["memory", "cpu"]`
+    * `:cgroup_path` - the cgroup (relative to each controller's root) to create
+      for the command; it is removed when the command is gone
+    * `:cgroup_base` - an existing cgroup under which a fresh random
+      `:cgroup_path` is created (`base <> "/" <> 8 hex digits`); mutually
+      exclusive with `:cgroup_path`
+    * `:cgroup_sets` - list of `{controller, key, value}` written into the new
+      cgroup before the command starts, e.g.
+      `{"memory", "memory.limit_in_bytes", "268435456"}`. The controller must be
+      in `:cgroup_controllers` and be the key's prefix.
+    * `:delay_to_sigkill` - milliseconds between SIGTERM and SIGKILL when the
+      command is terminated (non-negative integer, default 500)
+    * `:uid` / `:gid` - run as this user / group (integer id or binary name)
+    * `:stdio_window` - flow-control window in bytes (positive integer; default
+      ps_port's, 256 KiB)
+    * `:stderr_to_stdout` - deliver stderr as stdout data (boolean)
+    * `:capture_stderr_only` - deliver only stderr, discard stdout (boolean)
+    * `:parallelism` - passed to `Port.open/2` for the helper's port (boolean);
+      it only affects how the VM schedules the port's I/O
+
+  A `:cgroup_path`/`:cgroup_base` without `:cgroup_controllers` creates no
+  cgroup, as in proton_stream.
+  """
+
+  @typedoc """
+  The normalized options: always `:command` (the absolute path of the program)
+  and `:args`, plus every option that was given. `:env` is a list of charlist
+  pairs (`{~c"KEY", ~c"value"}` or `{~c"KEY", false}` to unset), `:cgroup_base`
+  has been turned into a random `:cgroup_path`, `:cgroup_sets` values are
+  binaries.
+  """
+  @type t() :: %{
+          required(:command) => binary(),
+          required(:args) => [binary()],
+          optional(:cd) => binary(),
+          optional(:env) => [{charlist(), charlist() | false}],
+          optional(:arg0) => binary(),
+          optional(:cgroup_controllers) => [binary()],
+          optional(:cgroup_path) => binary(),
+          optional(:cgroup_base) => binary(),
+          optional(:cgroup_sets) => [{binary(), binary(), binary()}],
+          optional(:delay_to_sigkill) => non_neg_integer(),
+          optional(:uid) => non_neg_integer() | binary(),
+          optional(:gid) => non_neg_integer() | binary(),
+          optional(:stdio_window) => pos_integer(),
+          optional(:stderr_to_stdout) => boolean(),
+          optional(:capture_stderr_only) => boolean(),
+          optional(:parallelism) => boolean()
+        }
+
+  @doc """
+  Validates `opts` for running `command` with `args` and returns the
+  normalized map (see `t:t/0`).
+
+  The first argument is the context; only `:stream` (open/start_link) exists in
+  this package. Raises `ArgumentError` for an unknown option, a value of the
+  wrong type, a non-binary argument, a NUL byte in the command or an
+  argument, or both `:cgroup_path` and `:cgroup_base`; raises `ErlangError`
+  with reason `:enoent` when `command` is not an executable found on `PATH`.
+  """
+  @spec validate(:stream, binary(), [binary()], keyword()) :: t()
+  def validate(:stream, command, args, opts) do
+    check_command!(command)
+    check_args!(args)
+
+    unless is_list(opts) do
+      raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    abs_command = System.find_executable(command) || :erlang.error(:enoent, [command, args, opts])
+
+    opts
+    |> Enum.reduce(%{command: abs_command, args: args}, &validate_option/2)
+    |> check_combinations!()
+    |> resolve_cgroup_path()
+  end
+
+  defp check_command!(command) when is_binary(command) do
+    if String.contains?(command, "\0") do
+      raise ArgumentError,
+            "cannot execute ProtonStream.open/3 for program with null byte, got: #{inspect(command)}"
+    end
+  end
+
+  defp check_command!(command) do
+    raise ArgumentError, "the command must be a binary, got: #{inspect(command)}"
+  end
+
+  defp check_args!(args) when is_list(args) do
+    unless Enum.all?(args, &is_binary/1) do
+      raise ArgumentError,
+            "all arguments for ProtonStream.open/3 must be binaries, got: #{inspect(args)}"
+    end
+
+    if Enum.any?(args, &String.contains?(&1, "\0")) do
+      raise ArgumentError, "arguments must not contain null bytes, got: #{inspect(args)}"
+    end
+  end
+
+  defp check_args!(args) do
+    raise ArgumentError, "the arguments must be a list of binaries, got: #{inspect(args)}"
+  end
+
+  defp validate_option({key, _value} = opt, acc) when is_atom(key) do
+    Map.put(acc, key, normalize(opt))
+  end
+
+  defp validate_option(other, _acc) do
+    raise ArgumentError, "options must be a keyword list, got element: #{inspect(other)}"
+  end
+
+  defp normalize({key, value}) when key in [:cd, :arg0, :cgroup_path, :cgroup_base] do
+    if is_binary(value) and value != "" and not String.contains?(value, "\0") do
+      value
+    else
+      invalid!(key, value, "a non-empty binary without null bytes")
+    end
+  end
+
+  defp normalize({key, value}) when key in [:stderr_to_stdout, :capture_stderr_only, :parallelism] do
+    if is_boolean(value), do: value, else: invalid!(key, value, "a boolean")
+  end
+
+  defp normalize({:delay_to_sigkill, ms}) when is_integer(ms) and ms >= 0, do: ms
+  defp normalize({:delay_to_sigkill = key, value}), do: invalid!(key, value, "a non-negative integer (milliseconds)")
+
+  defp normalize({:stdio_window, bytes}) when is_integer(bytes) and bytes > 0, do: bytes
+  defp normalize({:stdio_window = key, value}), do: invalid!(key, value, "a positive integer (bytes)")
+
+  defp normalize({key, id}) when key in [:uid, :gid] and is_integer(id) and id >= 0, do: id
+
+  defp normalize({key, name}) when key in [:uid, :gid] and is_binary(name) and name != "" do
+    if String.contains?(name, "\0"), do: invalid!(key, name, "a name without null bytes"), else: name
+  end
+
+  defp normalize({key, value}) when key in [:uid, :gid],
+    do: invalid!(key, value, "a non-negative integer id or a binary name")
+
+  defp normalize({:cgroup_controllers = key, list}) do
+    if is_list(list) and Enum.all?(list, &controller?/1) do
+      list
+    else
+      invalid!(key, list, "a list of controller names (binaries), like [\"memory\", \"cpu\"]")
+    end
+  end
+
+  defp normalize({:cgroup_sets = key, sets}) when is_list(sets), do: Enum.map(sets, &cgroup_set!(key, &1))
+  defp normalize({:cgroup_sets = key, value}), do: invalid!(key, value, "a list of {controller, key, value}")
+
+  defp normalize({:env = key, env}) do
+    if Enumerable.impl_for(env) == nil or is_binary(env) do
+      invalid!(key, env, "an enumerable of {key, value} binaries")
+    end
+
+    Enum.map(env, &env_pair!/1)
+  end
+
+  defp normalize({key, value}) do
+    raise ArgumentError, "invalid option #{inspect(key)} with value #{inspect(value)}"
+  end
+
+  defp controller?(name), do: is_binary(name) and Regex.match?(~r/\A[a-z0-9_]+\z/, name)
+
+  defp cgroup_set!(key, {controller, var, value} = set) do
+    cond do
+      not controller?(controller) ->
+        invalid!(key, set, "the controller to be a controller name (binary)")
+
+      not (is_binary(var) and Regex.match?(~r/\A[A-Za-z0-9_]+\.[A-Za-z0-9_.]+\z/, var)) ->
+        invalid!(key, set, "the key to be a cgroup file name like \"memory.limit_in_bytes\"")
+
+      hd(String.split(var, ".", parts: 2)) != controller ->
+        invalid!(key, set, "the key to start with the controller's name (#{controller}.)")
+
+      is_integer(value) ->
+        {controller, var, Integer.to_string(value)}
+
+      is_binary(value) and not String.contains?(value, ["\0", "\n"]) ->
+        {controller, var, value}
+
+      true ->
+        invalid!(key, set, "the value to be a binary or an integer")
+    end
+  end
+
+  defp cgroup_set!(key, other), do: invalid!(key, other, "entries of the form {controller, key, value}")
+
+  defp env_pair!({key, value} = pair) do
+    unless is_binary(key) and key != "" and not String.contains?(key, ["=", "\0"]) do
+      raise ArgumentError,
+            "invalid option :env: invalid environment key #{inspect(pair)}; " <>
+              "keys must be non-empty binaries without \"=\" or null bytes"
+    end
+
+    case value do
+      v when v in [nil, false] ->
+        {String.to_charlist(key), false}
+
+      v when is_binary(v) ->
+        if String.contains?(v, "\0") do
+          raise ArgumentError, "invalid option :env: null byte in the value of #{inspect(key)}"
+        end
+
+        {String.to_charlist(key), String.to_charlist(v)}
+
+      _ ->
+        raise ArgumentError,
+              "invalid option :env: invalid environment key-value #{inspect(pair)}; " <>
+                "values must be binaries, or nil/false to unset"
+    end
+  end
+
+  defp env_pair!(other) do
+    raise ArgumentError, "invalid option :env: invalid environment key-value #{inspect(other)}"
+  end
+
+  defp check_combinations!(%{cgroup_path: _, cgroup_base: _}) do
+    raise ArgumentError,
+          "invalid options :cgroup_path and :cgroup_base: cannot specify both a cgroup_path and a cgroup_base"
+  end
+
+  defp check_combinations!(%{stderr_to_stdout: true, capture_stderr_only: true}) do
+    raise ArgumentError,
+          "invalid options :stderr_to_stdout and :capture_stderr_only: they exclude each other"
+  end
+
+  defp check_combinations!(%{cgroup_sets: [_ | _] = sets} = opts) do
+    controllers = Map.get(opts, :cgroup_controllers, [])
+
+    case Enum.find(sets, fn {controller, _, _} -> controller not in controllers end) do
+      nil ->
+        check_group!(opts)
+
+      {controller, _, _} = set ->
+        raise ArgumentError,
+              "invalid option :cgroup_sets: #{inspect(set)} needs #{inspect(controller)} " <>
+                "in :cgroup_controllers (got #{inspect(controllers)})"
+    end
+  end
+
+  defp check_combinations!(opts), do: check_group!(opts)
+
+  defp check_group!(%{cgroup_controllers: [_ | _]} = opts)
+       when not is_map_key(opts, :cgroup_path) and not is_map_key(opts, :cgroup_base) do
+    raise ArgumentError,
+          "invalid option :cgroup_controllers: it needs :cgroup_path or :cgroup_base"
+  end
+
+  defp check_group!(opts), do: opts
+
+  # :cgroup_base stays in the map (as in proton_stream); :cgroup_path is what is used.
+  defp resolve_cgroup_path(%{cgroup_base: base} = opts) do
+    suffix = Base.encode16(:rand.bytes(4), case: :lower)
+
+    Map.put(opts, :cgroup_path, String.trim_trailing(base, "/") <> "/" <> suffix)
+  end
+
+  defp resolve_cgroup_path(opts), do: opts
+
+  defp invalid!(key, value, expected) do
+    raise ArgumentError,
+          "invalid option #{inspect(key)} with value #{inspect(value)}: expected #{expected}"
+  end
+end

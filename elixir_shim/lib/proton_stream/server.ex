@@ -1,0 +1,493 @@
+defmodule ProtonStream.Server do
+  @moduledoc """
+  The GenServer behind every `ProtonStream` process: it owns the `ps_port` port
+  and turns its frames into messages (message mode, `ProtonStream.open/3`) or
+  callback calls (callback mode, `ProtonStream.start_link/5`).
+
+  You do not call this module directly; see `ProtonStream` for the contract.
+
+  Internals worth knowing:
+
+    * `init/1` waits for ps_port's first frame, so a started server always has
+      a running child and `ProtonStream.os_pid/1` its real pid; a child that
+      cannot be started makes the start return
+      `{:error, {:spawn_error, reason, message}}`.
+    * The server traps exits. In message mode it links to the owner only once
+      the child runs, and stops with the owner's exit reason when the owner
+      dies. `terminate/2` closes the port without waiting: ps_port sees EOF and
+      takes the child's process tree down on its own (SIGTERM, then SIGKILL
+      after `:delay_to_sigkill`), so a stopping server never blocks on it.
+    * Every output frame is acknowledged (`{:ack, n}`) right after it was sent
+      to the owner or after the callback returned.
+    * When the child exits, the server waits for ps_port itself to exit (so its
+      cgroup is already removed) before it reports the exit.
+  """
+
+  use GenServer
+  require Logger
+
+  alias ProtonStream.Port, as: PsPort
+
+  # How long init/1 may take to hear from ps_port, and how long to wait for
+  # ps_port to exit after it reported the child's exit.
+  @start_timeout 15_000
+  @exit_grace 5_000
+
+  @gen_server_opts [:name, :timeout, :debug, :spawn_opt, :hibernate_after]
+
+  defstruct [
+    :port,
+    :os_pid,
+    :owner,
+    :module,
+    :mod_state,
+    :command,
+    :cgroup_path,
+    :exit_reason,
+    port_open: true,
+    oom_kills: 0
+  ]
+
+  @typep t :: %__MODULE__{
+           port: port(),
+           os_pid: pos_integer(),
+           owner: pid() | nil,
+           module: module() | nil,
+           mod_state: term(),
+           command: binary(),
+           cgroup_path: binary() | nil,
+           exit_reason: ProtonStream.exit_reason() | nil,
+           port_open: boolean(),
+           oom_kills: non_neg_integer()
+         }
+
+  @doc """
+  Starts a message-mode server for validated `options`, owned (and, once the
+  child runs, linked to) `owner`.
+  """
+  @spec start_owned(ProtonStream.Options.t(), pid()) :: {:ok, pid()} | {:error, term()}
+  def start_owned(options, owner) do
+    GenServer.start(__MODULE__, {:owner, owner, options}, timeout: @start_timeout)
+  end
+
+  @doc """
+  Starts a callback-mode server linked to the caller. `opts` may hold
+  GenServer options (`:name`, `:timeout`, `:debug`, `:spawn_opt`,
+  `:hibernate_after`) next to the ProtonStream options.
+  """
+  @spec start_callback(module(), binary(), [binary()], term(), keyword()) :: GenServer.on_start()
+  def start_callback(module, command, args, init_arg, opts) do
+    {gen_opts, ps_opts} = split_opts(opts)
+    options = ProtonStream.Options.validate(:stream, command, args, ps_opts)
+    gen_opts = Keyword.put_new(gen_opts, :timeout, @start_timeout)
+    GenServer.start_link(__MODULE__, {:callback, module, init_arg, options}, gen_opts)
+  end
+
+  defp split_opts(opts) when is_list(opts) do
+    Enum.split_with(opts, &match?({key, _} when key in @gen_server_opts, &1))
+  end
+
+  defp split_opts(opts), do: {[], opts}
+
+  ## Start
+
+  @impl GenServer
+  def init({:owner, owner, options}) do
+    Process.flag(:trap_exit, true)
+
+    case spawn_child(options) do
+      {:ok, state} ->
+        Process.link(owner)
+        {:ok, %{state | owner: owner}}
+
+      {:error, reason} ->
+        {:stop, reason}
+    end
+  end
+
+  def init({:callback, module, init_arg, options}) do
+    Process.flag(:trap_exit, true)
+    Code.ensure_loaded(module)
+
+    case callback_init(module, init_arg) do
+      {:ok, mod_state, extra} ->
+        case spawn_child(options) do
+          {:ok, state} ->
+            state = %{state | module: module, mod_state: mod_state}
+            if extra == nil, do: {:ok, state}, else: {:ok, state, extra}
+
+          {:error, reason} ->
+            {:stop, reason}
+        end
+
+      other ->
+        other
+    end
+  end
+
+  defp callback_init(module, init_arg) do
+    if function_exported?(module, :init, 1) do
+      case module.init(init_arg) do
+        {:ok, mod_state} -> {:ok, mod_state, nil}
+        {:ok, mod_state, extra} -> {:ok, mod_state, extra}
+        :ignore -> :ignore
+        {:stop, reason} -> {:stop, reason}
+        other -> {:stop, {:bad_return_value, other}}
+      end
+    else
+      {:ok, init_arg, nil}
+    end
+  end
+
+  defp spawn_child(options) do
+    case open_port(options) do
+      {:ok, port} -> await_started(port, options)
+      error -> error
+    end
+  end
+
+  defp open_port(options) do
+    {:ok, PsPort.open(options)}
+  rescue
+    e in ErlangError ->
+      path = PsPort.executable()
+
+      {:error,
+       {:spawn_error, reason_atom(e.original),
+        "could not start the ps_port helper at #{path}: #{Exception.message(e)} " <>
+          "(is proton_stream compiled? its :ps_port compiler builds it)"}}
+  end
+
+  defp reason_atom(reason) when is_atom(reason), do: reason
+  defp reason_atom(_reason), do: :ps_port
+
+  defp await_started(port, options) do
+    receive do
+      {^port, {:data, frame}} ->
+        case PsPort.decode(frame) do
+          {:started, os_pid} ->
+            {:ok,
+             %__MODULE__{
+               port: port,
+               os_pid: os_pid,
+               command: options.command,
+               cgroup_path: Map.get(options, :cgroup_path)
+             }}
+
+          {:spawn_error, reason, message} ->
+            PsPort.close(port)
+            {:error, {:spawn_error, reason, message}}
+
+          other ->
+            PsPort.close(port)
+            {:error, {:spawn_error, :protocol, "unexpected first frame from ps_port: #{inspect(other)}"}}
+        end
+
+      {^port, {:exit_status, status}} ->
+        {:error,
+         {:spawn_error, :ps_port,
+          "ps_port exited with status #{status} before starting the program (see its stderr)"}}
+    end
+  end
+
+  ## Frames from ps_port
+
+  @impl GenServer
+  def handle_info({port, {:data, frame}}, %{port: port} = state) do
+    handle_frame(PsPort.decode(frame), state)
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    state = %{state | port_open: false}
+
+    case state.exit_reason do
+      nil ->
+        reason = {:ps_port_exited, status}
+        Logger.error("ProtonStream: ps_port for #{state.command} exited with status #{status} without reporting the program's exit")
+        finish(reason, state)
+
+      reason ->
+        if status != 0, do: Logger.warning("ProtonStream: ps_port for #{state.command} exited with status #{status}")
+        finish(reason, state)
+    end
+  end
+
+  def handle_info({:EXIT, port, _reason}, %{port: port} = state), do: {:noreply, state}
+
+  def handle_info({:"$proton_stream", :exit_grace, port}, %{port: port, port_open: true} = state) do
+    Logger.warning("ProtonStream: ps_port for #{state.command} did not exit #{@exit_grace} ms after its program did")
+    PsPort.close(port)
+    finish(state.exit_reason, %{state | port_open: false})
+  end
+
+  def handle_info({:"$proton_stream", :exit_grace, _port}, state), do: {:noreply, state}
+
+  ## Requests (message mode: from the owner only; callback mode: from anyone)
+
+  def handle_info({from, request} = msg, state) when is_pid(from) do
+    if request?(request) and (from == state.owner or state.module != nil) do
+      handle_request(from, request, state)
+    else
+      other_message(msg, state)
+    end
+  end
+
+  def handle_info(msg, state), do: other_message(msg, state)
+
+  defp request?({:command, _data}), do: true
+  defp request?(:close), do: true
+  defp request?(:eof), do: true
+  defp request?({:signal, signum}), do: is_integer(signum)
+  defp request?({:connect, new_owner}), do: is_pid(new_owner)
+  defp request?(_other), do: false
+
+  defp handle_request(_from, {:command, data}, state) do
+    case iodata_to_binary(data) do
+      {:ok, bin} ->
+        PsPort.command(state.port, bin)
+
+      :error ->
+        Logger.error("ProtonStream: dropped {:command, data} whose data is not iodata: #{inspect(data, limit: 10)}")
+    end
+
+    {:noreply, state}
+  end
+
+  defp handle_request(_from, :eof, state) do
+    PsPort.eof(state.port)
+    {:noreply, state}
+  end
+
+  defp handle_request(_from, {:signal, signum}, state) do
+    if signum in 1..64 do
+      PsPort.signal(state.port, signum)
+    else
+      Logger.error("ProtonStream: dropped {:signal, #{signum}}: signal numbers are 1..64")
+    end
+
+    {:noreply, state}
+  end
+
+  defp handle_request(from, :close, state) do
+    PsPort.close(state.port)
+    notify_when_down(from, {self(), :closed})
+    {:stop, :normal, %{state | port_open: false}}
+  end
+
+  # Upstream ignores :connect in callback mode; so do we.
+  defp handle_request(_from, {:connect, _new_owner}, %{module: module} = state) when module != nil,
+    do: {:noreply, state}
+
+  defp handle_request(owner, {:connect, owner}, state) do
+    send(owner, {self(), :connected})
+    {:noreply, state}
+  end
+
+  defp handle_request(old_owner, {:connect, new_owner}, state) do
+    Process.link(new_owner)
+    Process.unlink(old_owner)
+    send(old_owner, {self(), :connected})
+    {:noreply, %{state | owner: new_owner}}
+  end
+
+  # `{ps, :closed}` is sent once the server is gone, so a process that sees it
+  # can rely on `Process.alive?(ps) == false`.
+  defp notify_when_down(to, message) do
+    server = self()
+
+    spawn(fn ->
+      ref = Process.monitor(server)
+
+      receive do
+        {:DOWN, ^ref, :process, _, _} -> send(to, message)
+      end
+    end)
+  end
+
+  defp iodata_to_binary(data) when is_binary(data), do: {:ok, data}
+
+  defp iodata_to_binary(data) do
+    {:ok, IO.iodata_to_binary(data)}
+  rescue
+    ArgumentError -> :error
+  end
+
+  ## Other messages
+
+  defp other_message({:EXIT, owner, reason}, %{owner: owner} = state) when owner != nil do
+    {:stop, reason, %{state | owner: nil}}
+  end
+
+  defp other_message(msg, %{module: nil} = state) do
+    case msg do
+      # A link left over from an owner handed over with :connect.
+      {:EXIT, _pid, _reason} -> :ok
+      _ -> Logger.warning("ProtonStream: unexpected message: #{inspect(msg)}")
+    end
+
+    {:noreply, state}
+  end
+
+  defp other_message(msg, %{module: module} = state) do
+    if function_exported?(module, :handle_info, 2) do
+      wrap(module.handle_info(msg, state.mod_state), state)
+    else
+      Logger.warning("ProtonStream: #{inspect(module)} received unexpected message: #{inspect(msg)}")
+      {:noreply, state}
+    end
+  end
+
+  ## Frames
+
+  defp handle_frame({:stdout, data}, %{module: nil} = state) do
+    send(state.owner, {self(), {:data, data}})
+    PsPort.ack(state.port, byte_size(data))
+    {:noreply, state}
+  end
+
+  defp handle_frame({:stderr, data}, %{module: nil} = state) do
+    send(state.owner, {self(), {:error, data}})
+    PsPort.ack(state.port, byte_size(data))
+    {:noreply, state}
+  end
+
+  defp handle_frame({:stdout, data}, state), do: output_callback(:handle_stdout, data, state)
+  defp handle_frame({:stderr, data}, state), do: output_callback(:handle_stderr, data, state)
+
+  defp handle_frame({:exit, status}, state) do
+    Process.send_after(self(), {:"$proton_stream", :exit_grace, state.port}, @exit_grace)
+    {:noreply, %{state | exit_reason: exit_reason(status)}}
+  end
+
+  defp handle_frame({:oom_killed, count}, state) do
+    Logger.warning(
+      "ProtonStream: #{state.command} (os pid #{state.os_pid}) was killed by the kernel's OOM killer " <>
+        "(#{count} OOM kill(s) in cgroup #{state.cgroup_path}); its exit reason stays {:signal, 9}",
+      oom_kills: count,
+      os_pid: state.os_pid
+    )
+
+    {:noreply, %{state | oom_kills: count}}
+  end
+
+  defp handle_frame({:error, reason, message}, state) do
+    Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
+    {:noreply, state}
+  end
+
+  defp handle_frame(other, state) do
+    Logger.warning("ProtonStream: unexpected frame from ps_port: #{inspect(other, limit: 20)}")
+    {:noreply, state}
+  end
+
+  defp output_callback(fun, data, %{module: module} = state) do
+    result =
+      if function_exported?(module, fun, 2) do
+        apply(module, fun, [data, state.mod_state])
+      else
+        {:noreply, state.mod_state}
+      end
+
+    PsPort.ack(state.port, byte_size(data))
+    wrap(result, state)
+  end
+
+  defp exit_reason({:status, 0}), do: :normal
+  defp exit_reason({:status, status}), do: {:exit_status, status}
+  defp exit_reason({:signal, signum}), do: {:signal, signum}
+
+  # Everything the child wrote has been passed on; report the exit.
+  defp finish(reason, %{module: nil, owner: owner} = state) do
+    # Sent as a message, not through the link: an owner that does not trap
+    # exits gets it as a message instead of being killed (as with
+    # proton_stream). The unlink keeps a trapping owner from getting a second
+    # {:EXIT, ps, :normal}.
+    send(owner, {:EXIT, self(), reason})
+    Process.unlink(owner)
+    {:stop, :normal, state}
+  end
+
+  defp finish(reason, %{module: module} = state) do
+    if function_exported?(module, :handle_exit, 2) do
+      case module.handle_exit(reason, state.mod_state) do
+        {:stop, stop_reason, mod_state} -> {:stop, stop_reason, %{state | mod_state: mod_state}}
+        other -> {:stop, {:bad_return_value, other}, state}
+      end
+    else
+      {:stop, reason, state}
+    end
+  end
+
+  ## Calls, casts, continues, termination
+
+  @impl GenServer
+  def handle_call({:"$proton_stream", :os_pid}, _from, state) do
+    {:reply, state.os_pid, state}
+  end
+
+  def handle_call(request, from, %{module: module} = state) when module != nil do
+    if function_exported?(module, :handle_call, 3) do
+      wrap(module.handle_call(request, from, state.mod_state), state)
+    else
+      {:stop, {:bad_call, request}, state}
+    end
+  end
+
+  def handle_call(request, _from, state), do: {:stop, {:bad_call, request}, state}
+
+  @impl GenServer
+  def handle_cast(request, %{module: module} = state) when module != nil do
+    if function_exported?(module, :handle_cast, 2) do
+      wrap(module.handle_cast(request, state.mod_state), state)
+    else
+      {:stop, {:bad_cast, request}, state}
+    end
+  end
+
+  def handle_cast(request, state), do: {:stop, {:bad_cast, request}, state}
+
+  @impl GenServer
+  def handle_continue(arg, %{module: module} = state) when module != nil do
+    if function_exported?(module, :handle_continue, 2) do
+      wrap(module.handle_continue(arg, state.mod_state), state)
+    else
+      {:stop, {:undef, {module, :handle_continue, [arg]}}, state}
+    end
+  end
+
+  @impl GenServer
+  def terminate(reason, state) do
+    # Close first: ps_port starts taking the child down while the callback
+    # module's terminate/2 runs.
+    if state.port_open, do: PsPort.close(state.port)
+
+    if state.module != nil and function_exported?(state.module, :terminate, 2) do
+      state.module.terminate(reason, state.mod_state)
+    end
+
+    :ok
+  end
+
+  @impl GenServer
+  def code_change(old_vsn, %{module: module} = state, extra) when module != nil do
+    if function_exported?(module, :code_change, 3) do
+      case module.code_change(old_vsn, state.mod_state, extra) do
+        {:ok, mod_state} -> {:ok, %{state | mod_state: mod_state}}
+        error -> error
+      end
+    else
+      {:ok, state}
+    end
+  end
+
+  def code_change(_old_vsn, state, _extra), do: {:ok, state}
+
+  @spec wrap(term(), t()) :: term()
+  defp wrap({:noreply, s}, state), do: {:noreply, %{state | mod_state: s}}
+  defp wrap({:noreply, s, extra}, state), do: {:noreply, %{state | mod_state: s}, extra}
+  defp wrap({:reply, r, s}, state), do: {:reply, r, %{state | mod_state: s}}
+  defp wrap({:reply, r, s, extra}, state), do: {:reply, r, %{state | mod_state: s}, extra}
+  defp wrap({:stop, reason, s}, state), do: {:stop, reason, %{state | mod_state: s}}
+  defp wrap({:stop, reason, r, s}, state), do: {:stop, reason, r, %{state | mod_state: s}}
+  defp wrap(other, state), do: {:stop, {:bad_return_value, other}, state}
+end
