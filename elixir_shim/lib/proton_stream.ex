@@ -328,7 +328,8 @@ defmodule ProtonStream do
   end
 
   def signal_number(other) do
-    raise ArgumentError, "invalid signal #{inspect(other)}; use a number 1..64 or a name like :sigterm"
+    raise ArgumentError,
+          "invalid signal #{inspect(other)}; use a number 1..64 or a name like :sigterm"
   end
 
   @doc """

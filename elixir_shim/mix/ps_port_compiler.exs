@@ -102,7 +102,9 @@ defmodule Mix.Tasks.Compile.PsPort do
   end
 
   defp walk_entry(_dir, "." <> _), do: []
-  defp walk_entry(_dir, name) when name in ~w(_build deps elixir_shim node_modules testdata), do: []
+
+  defp walk_entry(_dir, name) when name in ~w(_build deps elixir_shim node_modules testdata),
+    do: []
 
   defp walk_entry(dir, name) do
     path = Path.join(dir, name)

@@ -135,20 +135,27 @@ defmodule ProtonStream.Options do
     end
   end
 
-  defp normalize({key, value}) when key in [:stderr_to_stdout, :capture_stderr_only, :parallelism] do
+  defp normalize({key, value})
+       when key in [:stderr_to_stdout, :capture_stderr_only, :parallelism] do
     if is_boolean(value), do: value, else: invalid!(key, value, "a boolean")
   end
 
   defp normalize({:delay_to_sigkill, ms}) when is_integer(ms) and ms >= 0, do: ms
-  defp normalize({:delay_to_sigkill = key, value}), do: invalid!(key, value, "a non-negative integer (milliseconds)")
+
+  defp normalize({:delay_to_sigkill = key, value}),
+    do: invalid!(key, value, "a non-negative integer (milliseconds)")
 
   defp normalize({:stdio_window, bytes}) when is_integer(bytes) and bytes > 0, do: bytes
-  defp normalize({:stdio_window = key, value}), do: invalid!(key, value, "a positive integer (bytes)")
+
+  defp normalize({:stdio_window = key, value}),
+    do: invalid!(key, value, "a positive integer (bytes)")
 
   defp normalize({key, id}) when key in [:uid, :gid] and is_integer(id) and id >= 0, do: id
 
   defp normalize({key, name}) when key in [:uid, :gid] and is_binary(name) and name != "" do
-    if String.contains?(name, "\0"), do: invalid!(key, name, "a name without null bytes"), else: name
+    if String.contains?(name, "\0"),
+      do: invalid!(key, name, "a name without null bytes"),
+      else: name
   end
 
   defp normalize({key, value}) when key in [:uid, :gid],
@@ -162,8 +169,11 @@ defmodule ProtonStream.Options do
     end
   end
 
-  defp normalize({:cgroup_sets = key, sets}) when is_list(sets), do: Enum.map(sets, &cgroup_set!(key, &1))
-  defp normalize({:cgroup_sets = key, value}), do: invalid!(key, value, "a list of {controller, key, value}")
+  defp normalize({:cgroup_sets = key, sets}) when is_list(sets),
+    do: Enum.map(sets, &cgroup_set!(key, &1))
+
+  defp normalize({:cgroup_sets = key, value}),
+    do: invalid!(key, value, "a list of {controller, key, value}")
 
   defp normalize({:env = key, env}) do
     if Enumerable.impl_for(env) == nil or is_binary(env) do
@@ -201,7 +211,8 @@ defmodule ProtonStream.Options do
     end
   end
 
-  defp cgroup_set!(key, other), do: invalid!(key, other, "entries of the form {controller, key, value}")
+  defp cgroup_set!(key, other),
+    do: invalid!(key, other, "entries of the form {controller, key, value}")
 
   defp env_pair!({key, value} = pair) do
     unless is_binary(key) and key != "" and not String.contains?(key, ["=", "\0"]) do

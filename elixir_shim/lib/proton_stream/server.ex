@@ -180,7 +180,9 @@ defmodule ProtonStream.Server do
 
           other ->
             PsPort.close(port)
-            {:error, {:spawn_error, :protocol, "unexpected first frame from ps_port: #{inspect(other)}"}}
+
+            {:error,
+             {:spawn_error, :protocol, "unexpected first frame from ps_port: #{inspect(other)}"}}
         end
 
       {^port, {:exit_status, status}} ->
@@ -203,11 +205,20 @@ defmodule ProtonStream.Server do
     case state.exit_reason do
       nil ->
         reason = {:ps_port_exited, status}
-        Logger.error("ProtonStream: ps_port for #{state.command} exited with status #{status} without reporting the program's exit")
+
+        Logger.error(
+          "ProtonStream: ps_port for #{state.command} exited with status #{status} without reporting the program's exit"
+        )
+
         finish(reason, state)
 
       reason ->
-        if status != 0, do: Logger.warning("ProtonStream: ps_port for #{state.command} exited with status #{status}")
+        if status != 0,
+          do:
+            Logger.warning(
+              "ProtonStream: ps_port for #{state.command} exited with status #{status}"
+            )
+
         finish(reason, state)
     end
   end
@@ -215,7 +226,10 @@ defmodule ProtonStream.Server do
   def handle_info({:EXIT, port, _reason}, %{port: port} = state), do: {:noreply, state}
 
   def handle_info({:"$proton_stream", :exit_grace, port}, %{port: port, port_open: true} = state) do
-    Logger.warning("ProtonStream: ps_port for #{state.command} did not exit #{@exit_grace} ms after its program did")
+    Logger.warning(
+      "ProtonStream: ps_port for #{state.command} did not exit #{@exit_grace} ms after its program did"
+    )
+
     PsPort.close(port)
     finish(state.exit_reason, %{state | port_open: false})
   end
@@ -247,7 +261,9 @@ defmodule ProtonStream.Server do
         PsPort.command(state.port, bin)
 
       :error ->
-        Logger.error("ProtonStream: dropped {:command, data} whose data is not iodata: #{inspect(data, limit: 10)}")
+        Logger.error(
+          "ProtonStream: dropped {:command, data} whose data is not iodata: #{inspect(data, limit: 10)}"
+        )
     end
 
     {:noreply, state}
@@ -275,8 +291,9 @@ defmodule ProtonStream.Server do
   end
 
   # Upstream ignores :connect in callback mode; so do we.
-  defp handle_request(_from, {:connect, _new_owner}, %{module: module} = state) when module != nil,
-    do: {:noreply, state}
+  defp handle_request(_from, {:connect, _new_owner}, %{module: module} = state)
+       when module != nil,
+       do: {:noreply, state}
 
   defp handle_request(owner, {:connect, owner}, state) do
     send(owner, {self(), :connected})
@@ -332,7 +349,10 @@ defmodule ProtonStream.Server do
     if function_exported?(module, :handle_info, 2) do
       wrap(module.handle_info(msg, state.mod_state), state)
     else
-      Logger.warning("ProtonStream: #{inspect(module)} received unexpected message: #{inspect(msg)}")
+      Logger.warning(
+        "ProtonStream: #{inspect(module)} received unexpected message: #{inspect(msg)}"
+      )
+
       {:noreply, state}
     end
   end
