@@ -239,7 +239,9 @@ func (n *Node) release() {
 
 // start spawns the OS process and its ergo process.
 func (n *Node) start(req *openRequest) (*child, error) {
-	env := req.environ(os.Environ())
+	marker := newMarker()
+	req.unset = append(req.unset, markerKey)
+	env := append(req.environ(os.Environ()), markerKey+"="+marker)
 	prog, err := resolveProgram(req.command, req.dir, env)
 	if err != nil {
 		return nil, err
@@ -277,7 +279,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		spec.Stdout = procctl.Null
 	}
 	c := newChild(n, req)
-	c.path = prog
+	c.path, c.marker = prog, marker
 	if req.cgWanted {
 		g, err := n.createGroup(req)
 		if err != nil {
@@ -334,15 +336,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 }
 
 func (n *Node) createGroup(req *openRequest) (*cgroup.Group, error) {
-	opt := "cgroup_controllers"
-	switch {
-	case req.cgPath != "":
-		opt = "cgroup_path"
-	case req.cgBase != "":
-		opt = "cgroup_base"
-	case len(req.controllers) == 0:
-		opt = "cgroup_sets"
-	}
+	const opt = "cgroup_controllers"
 	if n.cfg.CgroupBase == "" {
 		return nil, bad(opt, "this node was started without --cgroup-base, so it creates no cgroups")
 	}
@@ -422,7 +416,7 @@ func (n *Node) Shutdown(timeout time.Duration) {
 	n.mu.Unlock()
 	deadline := time.After(timeout)
 	for _, c := range all {
-		c.pc.Terminate()
+		c.terminate()
 	}
 	for _, c := range all {
 		select {

@@ -128,7 +128,17 @@ func parseOpen(command, args, opts, owner etf.Term) (*openRequest, error) {
 	if r.cgPath != "" && r.cgBase != "" {
 		return nil, bad("cgroup_path", "excludes cgroup_base")
 	}
-	r.cgWanted = len(r.controllers) > 0 || r.cgPath != "" || r.cgBase != "" || len(r.sets) > 0
+	// As in proton_stream, a cgroup path without controllers makes no group.
+	r.cgWanted = len(r.controllers) > 0
+	for _, s := range r.sets {
+		found := false
+		for _, c := range r.controllers {
+			found = found || c == s.Controller
+		}
+		if !found {
+			return nil, bad("cgroup_sets", "controller %q of %s is not in cgroup_controllers", s.Controller, s.Key)
+		}
+	}
 	return r, nil
 }
 
@@ -246,6 +256,9 @@ func (r *openRequest) set(name string, v etf.Term) error {
 			}
 			r.stdinLimit = int(n)
 		}
+	case "parallelism": // a Port.open option: meaningless here, accepted for the shim
+		var ignored bool
+		err = flag(&ignored)
 	case "stderr_to_stdout":
 		err = flag(&r.stderrToStdout)
 	case "capture_stderr_only":

@@ -1,0 +1,141 @@
+%% The Erlang side of test/go/node_test.go: a line-oriented evaluator that the
+%% Go test drives through stdin, plus helpers for talking to a ps_port node.
+%% Every line read is one Erlang expression sequence ending in '.'; its value
+%% is printed as "=> Term" on one line, an exception as "!! Class:Reason".
+%% Bindings persist from line to line, and the helpers below can be called
+%% without the module prefix. Evaluation runs in one long-lived process, which
+%% is therefore the owner of whatever it opens.
+-module(node_driver).
+-export([main/0, ps_node/0, seq_check_ack/3, open/2, open/3, open_as/4, os_pid/1, collect/1, collect/2,
+         drain_exit/2, seq_check/3, spawn_owner/3, flush/0, wait_msg/2]).
+
+main() ->
+    [PsNode | _] = init:get_plain_arguments(),
+    persistent_term:put(ps_node, list_to_atom(PsNode)),
+    io:format("ready~n"),
+    loop(erl_eval:new_bindings()).
+
+loop(B) ->
+    case io:get_line(standard_io, "") of
+        eof -> halt(0);
+        {error, _} -> halt(1);
+        Line ->
+            B2 = try
+                     {ok, Toks, _} = erl_scan:string(Line),
+                     {ok, Exprs} = erl_parse:parse_exprs(Toks),
+                     Local = {value, fun(Name, Args) -> apply(?MODULE, Name, Args) end},
+                     {value, V, NB} = erl_eval:exprs(Exprs, B, Local),
+                     io:format("=> ~0tp~n", [V]),
+                     NB
+                 catch C:R ->
+                     io:format("!! ~0tp:~0tp~n", [C, R]),
+                     B
+                 end,
+            loop(B2)
+    end.
+
+ps_node() -> persistent_term:get(ps_node).
+
+open(Cmd, Args) -> open(Cmd, Args, []).
+open(Cmd, Args, Opts) -> open_as(Cmd, Args, Opts, self()).
+open_as(Cmd, Args, Opts, Owner) ->
+    gen_server:call({proton_stream, ps_node()}, {open, Cmd, Args, Opts, Owner}, 30000).
+
+os_pid(P) -> gen_server:call(P, '$os_pid', 10000).
+
+%% collect(P) gathers what P sends until its exit message:
+%% {StdoutBinary, StderrBinary, Other, ExitReason}.
+collect(P) -> collect(P, 20000).
+collect(P, Timeout) -> collect(P, Timeout, [], [], []).
+collect(P, Timeout, Out, Err, Other) ->
+    receive
+        {P, {data, D}} -> collect(P, Timeout, [Out, D], Err, Other);
+        {P, {error, D}} when is_binary(D) -> collect(P, Timeout, Out, [Err, D], Other);
+        {P, M} -> collect(P, Timeout, Out, Err, [M | Other]);
+        {'EXIT', P, R} ->
+            {iolist_to_binary(Out), iolist_to_binary(Err), lists:reverse(Other), R}
+    after Timeout ->
+        {timeout, iolist_to_binary(Out), iolist_to_binary(Err), lists:reverse(Other)}
+    end.
+
+%% drain_exit(P, Timeout) throws away data and returns the exit reason.
+drain_exit(P, Timeout) ->
+    receive
+        {P, {data, _}} -> drain_exit(P, Timeout);
+        {P, {error, _}} -> drain_exit(P, Timeout);
+        {'EXIT', P, R} -> R
+    after Timeout -> timeout
+    end.
+
+%% seq_check(P, N, Timeout): P runs "seq 1 N"; checks that every line
+%% arrives in order, then the exit. Returns {ok, Messages, Micros} or a
+%% description of the first difference.
+seq_check(P, N, Timeout) ->
+    T0 = erlang:monotonic_time(microsecond),
+    Want = iolist_to_binary([[integer_to_list(I), $\n] || I <- lists:seq(1, N)]),
+    case seq_collect(P, Timeout, [], 0) of
+        {ok, Got, Msgs, normal} when Got =:= Want ->
+            {ok, Msgs, erlang:monotonic_time(microsecond) - T0};
+        {ok, Got, Msgs, R} ->
+            {mismatch, byte_size(Got), byte_size(Want), Msgs, R, first_diff(Got, Want, 0)};
+        Other -> Other
+    end.
+
+seq_collect(P, Timeout, Acc, Msgs) ->
+    receive
+        {P, {data, D}} -> seq_collect(P, Timeout, [Acc, D], Msgs + 1);
+        {'EXIT', P, R} -> {ok, iolist_to_binary(Acc), Msgs, R};
+        {P, Other} -> {unexpected, Other}
+    after Timeout -> {timeout, iolist_size(Acc)}
+    end.
+
+first_diff(<<C, A/binary>>, <<C, B/binary>>, I) -> first_diff(A, B, I + 1);
+first_diff(_, _, I) -> I.
+
+%% spawn_owner(Cmd, Args, Opts): a process that opens Cmd and then waits; it
+%% returns {OwnerPid, ChildPid, OsPid}.
+spawn_owner(Cmd, Args, Opts) ->
+    Parent = self(),
+    Owner = spawn(fun() ->
+                          {ok, P} = open(Cmd, Args, Opts),
+                          Parent ! {self(), P, os_pid(P)},
+                          receive stop -> ok end
+                  end),
+    receive {Owner, P, OsPid} -> {Owner, P, OsPid}
+    after 20000 -> exit(spawn_owner_timeout)
+    end.
+
+flush() ->
+    receive M -> [M | flush()] after 0 -> [] end.
+
+%% wait_msg(Pattern, Timeout): the first message for which Pattern(M) is true.
+wait_msg(Pred, Timeout) ->
+    receive M ->
+            case Pred(M) of
+                true -> M;
+                false -> wait_msg(Pred, Timeout)
+            end
+    after Timeout -> timeout
+    end.
+
+%% seq_check_ack: like seq_check, acking each message's bytes (flow: ack).
+seq_check_ack(P, N, Timeout) ->
+    T0 = erlang:monotonic_time(microsecond),
+    Want = iolist_to_binary([[integer_to_list(I), $\n] || I <- lists:seq(1, N)]),
+    case seq_collect_ack(P, Timeout, [], 0) of
+        {ok, Got, Msgs, normal} when Got =:= Want ->
+            {ok, Msgs, erlang:monotonic_time(microsecond) - T0};
+        {ok, Got, Msgs, R} ->
+            {mismatch, byte_size(Got), byte_size(Want), Msgs, R, first_diff(Got, Want, 0)};
+        Other -> Other
+    end.
+
+seq_collect_ack(P, Timeout, Acc, Msgs) ->
+    receive
+        {P, {data, D}} ->
+            P ! {self(), {ack, byte_size(D)}},
+            seq_collect_ack(P, Timeout, [Acc, D], Msgs + 1);
+        {'EXIT', P, R} -> {ok, iolist_to_binary(Acc), Msgs, R};
+        {P, Other} -> {unexpected, Other}
+    after Timeout -> {timeout, iolist_size(Acc)}
+    end.

@@ -1,0 +1,351 @@
+package blackbox
+
+// Helpers for node_test.go: a ps_port node and a real erl node driven
+// through node_driver.erl.
+
+import (
+	"bufio"
+	"crypto/rand"
+	hexenc "encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	driverOnce sync.Once
+	driverDir  string
+	driverErr  error
+)
+
+// nodeDriver compiles node_driver.erl once and returns the directory of
+// its .beam. A missing erlc fails the test: these tests never skip.
+func nodeDriver(t *testing.T) string {
+	t.Helper()
+	driverOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "node_driver")
+		if err != nil {
+			driverErr = err
+			return
+		}
+		out, err := exec.Command("erlc", "-o", dir, "node_driver.erl").CombinedOutput()
+		if err != nil {
+			driverErr = fmt.Errorf("erlc node_driver.erl: %v\n%s(node tests need Erlang/OTP: apt-get install erlang-base erlang-dev)", err, out)
+			return
+		}
+		driverDir = dir
+	})
+	if driverErr != nil {
+		t.Fatal(driverErr)
+	}
+	return driverDir
+}
+
+func uniqueName(prefix string) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return prefix + "_" + hexenc.EncodeToString(b[:]) + "@127.0.0.1"
+}
+
+// writeCookie writes a cookie file for ps_port and returns its path.
+func writeCookie(t *testing.T, cookie string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cookie")
+	if err := os.WriteFile(p, []byte(cookie+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func randomCookie() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "C" + strings.ToUpper(hexenc.EncodeToString(b[:]))
+}
+
+// psNode is a running "ps_port node".
+type psNode struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	waited chan struct{}
+	err    error
+}
+
+// startPsNode starts ps_port node with the cookie and extra flags (none:
+// --allow-any) and waits until it is up.
+func startPsNode(t *testing.T, cookie string, extra ...string) *psNode {
+	t.Helper()
+	if len(extra) == 0 {
+		extra = []string{"--allow-any"}
+	}
+	name := uniqueName("ps")
+	args := append([]string{"node", "--name", name, "--cookie-file", writeCookie(t, cookie)}, extra...)
+	n := &psNode{t: t, name: name, cmd: exec.Command(psPort, args...), stderr: &syncBuffer{}, waited: make(chan struct{})}
+	n.cmd.Stderr = n.stderr
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { n.err = n.cmd.Wait(); close(n.waited) }()
+	t.Cleanup(func() {
+		n.stop(10 * time.Second)
+		if t.Failed() {
+			t.Logf("ps_port node stderr:\n%s", n.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(n.stderr.String(), " is up") {
+		select {
+		case <-n.waited:
+			t.Fatalf("ps_port node exited: %v\n%s", n.err, n.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ps_port node not up after 15s:\n%s", n.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return n
+}
+
+// stop sends SIGTERM and waits; SIGKILL after timeout.
+func (n *psNode) stop(timeout time.Duration) time.Duration {
+	start := time.Now()
+	select {
+	case <-n.waited:
+		return 0
+	default:
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.waited:
+	case <-time.After(timeout):
+		n.t.Errorf("ps_port node did not stop within %v of SIGTERM; killing it", timeout)
+		n.cmd.Process.Kill()
+		<-n.waited
+	}
+	return time.Since(start)
+}
+
+// rssKiB is ps_port's resident set size.
+func (n *psNode) rssKiB(t *testing.T) int {
+	return rssOf(t, n.cmd.Process.Pid)
+}
+
+func rssOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	t.Fatalf("no VmRSS for %d", pid)
+	return 0
+}
+
+// erlNode is an erl node running node_driver.
+type erlNode struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	stderr *syncBuffer
+	waited chan struct{}
+}
+
+// startErl starts "erl -name ... -setcookie cookie" running node_driver,
+// talking to the ps_port node psName.
+func startErl(t *testing.T, cookie, psName string) *erlNode {
+	t.Helper()
+	dir := nodeDriver(t)
+	name := uniqueName("erl")
+	cmd := exec.Command("erl", "-name", name, "-setcookie", cookie, "-noshell", "-pa", dir,
+		"-s", "node_driver", "main", "-extra", psName)
+	e := &erlNode{t: t, name: name, cmd: cmd, lines: make(chan string, 1024), stderr: &syncBuffer{}, waited: make(chan struct{})}
+	var err error
+	if e.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = e.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting erl (node tests need Erlang/OTP on PATH): %v", err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			e.lines <- sc.Text()
+		}
+		close(e.lines)
+	}()
+	go func() { cmd.Wait(); close(e.waited) }()
+	t.Cleanup(func() {
+		e.stdin.Close()
+		select {
+		case <-e.waited:
+		case <-time.After(5 * time.Second):
+			e.cmd.Process.Kill()
+			<-e.waited
+		}
+		if t.Failed() && e.stderr.String() != "" {
+			t.Logf("erl stderr:\n%s", e.stderr.String())
+		}
+	})
+	select {
+	case l := <-e.lines:
+		if l != "ready" {
+			t.Fatalf("erl said %q instead of ready\n%s", l, e.stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("erl not ready after 20s\n%s", e.stderr.String())
+	}
+	return e
+}
+
+// eval evaluates one Erlang expression sequence (the final '.' optional)
+// and returns its value as printed by ~0tp.
+func (e *erlNode) eval(expr string) string {
+	e.t.Helper()
+	return e.evalTimeout(expr, 60*time.Second)
+}
+
+func (e *erlNode) evalTimeout(expr string, timeout time.Duration) string {
+	e.t.Helper()
+	expr = strings.TrimSpace(expr)
+	if !strings.HasSuffix(expr, ".") {
+		expr += "."
+	}
+	if strings.Contains(expr, "\n") {
+		expr = strings.ReplaceAll(expr, "\n", " ")
+	}
+	if _, err := io.WriteString(e.stdin, expr+"\n"); err != nil {
+		e.t.Fatalf("writing to erl: %v", err)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case l, ok := <-e.lines:
+			if !ok {
+				e.t.Fatalf("erl exited while evaluating %s\n%s", expr, e.stderr.String())
+			}
+			switch {
+			case strings.HasPrefix(l, "=> "):
+				return l[3:]
+			case strings.HasPrefix(l, "!! "):
+				e.t.Fatalf("erl: %s raised %s", expr, l[3:])
+			default:
+				e.t.Logf("erl: %s", l)
+			}
+		case <-timer.C:
+			e.t.Fatalf("erl: no answer to %s within %v", expr, timeout)
+		}
+	}
+}
+
+// expect evaluates expr and fails unless it prints want.
+func (e *erlNode) expect(expr, want string) {
+	e.t.Helper()
+	if got := e.eval(expr); got != want {
+		e.t.Fatalf("%s\n got: %s\nwant: %s", expr, got, want)
+	}
+}
+
+// evalInt evaluates expr, which must print an integer.
+func (e *erlNode) evalInt(expr string) int {
+	e.t.Helper()
+	s := e.eval(expr)
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		e.t.Fatalf("%s: want an integer, got %s", expr, s)
+	}
+	return n
+}
+
+// kill SIGKILLs the erl node.
+func (e *erlNode) kill() {
+	e.cmd.Process.Kill()
+	<-e.waited
+}
+
+// descendantsOf lists pid and every process below it, from /proc.
+func descendantsOf(pid int) []int {
+	parent := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		p, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + ent.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+2:])
+		if len(f) < 2 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		parent[pp] = append(parent[pp], p)
+	}
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		out = append(out, parent[out[i]]...)
+	}
+	return out
+}
+
+// waitAllGone waits until none of pids is alive; it returns how long that took.
+func waitAllGone(t *testing.T, pids []int, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		var left []int
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("processes %v still alive after %v", left, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// killAll SIGKILLs pids that are still alive (test cleanup for failures).
+func killAll(pids []int) {
+	for _, p := range pids {
+		if alive(p) {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
+}
