@@ -21,6 +21,73 @@ import (
 )
 
 var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// psPortBinary builds ps_port once for the node tests.
+func psPortBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ps_port_node_bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		p := filepath.Join(dir, "ps_port")
+		out, err := exec.Command("go", "build", "-o", p, "../../cmd/ps_port").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("building ps_port: %v\n%s", err, out)
+			return
+		}
+		binPath = p
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// nodeBuf is a goroutine-safe buffer for a child's stderr.
+type nodeBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *nodeBuf) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *nodeBuf) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// procAlive reports whether pid exists and is not a zombie.
+func procAlive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
+// waitProcGone waits until pid is gone and fails the test after timeout.
+func waitProcGone(t *testing.T, pid int, timeout time.Duration) time.Duration {
+	t.Helper()
+	return waitAllGone(t, []int{pid}, timeout)
+}
+
+var (
 	driverOnce sync.Once
 	driverDir  string
 	driverErr  error
@@ -76,7 +143,7 @@ type psNode struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *nodeBuf
 	waited chan struct{}
 	err    error
 }
@@ -90,7 +157,7 @@ func startPsNode(t *testing.T, cookie string, extra ...string) *psNode {
 	}
 	name := uniqueName("ps")
 	args := append([]string{"node", "--name", name, "--cookie-file", writeCookie(t, cookie)}, extra...)
-	n := &psNode{t: t, name: name, cmd: exec.Command(psPort, args...), stderr: &syncBuffer{}, waited: make(chan struct{})}
+	n := &psNode{t: t, name: name, cmd: exec.Command(psPortBinary(t), args...), stderr: &nodeBuf{}, waited: make(chan struct{})}
 	n.cmd.Stderr = n.stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -165,7 +232,7 @@ type erlNode struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *syncBuffer
+	stderr *nodeBuf
 	waited chan struct{}
 }
 
@@ -177,7 +244,7 @@ func startErl(t *testing.T, cookie, psName string) *erlNode {
 	name := uniqueName("erl")
 	cmd := exec.Command("erl", "-name", name, "-setcookie", cookie, "-noshell", "-pa", dir,
 		"-s", "node_driver", "main", "-extra", psName)
-	e := &erlNode{t: t, name: name, cmd: cmd, lines: make(chan string, 1024), stderr: &syncBuffer{}, waited: make(chan struct{})}
+	e := &erlNode{t: t, name: name, cmd: cmd, lines: make(chan string, 1024), stderr: &nodeBuf{}, waited: make(chan struct{})}
 	var err error
 	if e.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -327,7 +394,7 @@ func waitAllGone(t *testing.T, pids []int, timeout time.Duration) time.Duration 
 	for {
 		var left []int
 		for _, p := range pids {
-			if alive(p) {
+			if procAlive(p) {
 				left = append(left, p)
 			}
 		}
@@ -344,7 +411,7 @@ func waitAllGone(t *testing.T, pids []int, timeout time.Duration) time.Duration 
 // killAll SIGKILLs pids that are still alive (test cleanup for failures).
 func killAll(pids []int) {
 	for _, p := range pids {
-		if alive(p) {
+		if procAlive(p) {
 			syscall.Kill(p, syscall.SIGKILL)
 		}
 	}
