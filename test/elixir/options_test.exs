@@ -1,0 +1,322 @@
+defmodule ProtonStreamTest.OptionsTest do
+  # ProtonStream.Options.validate/4, and what every option does to a program.
+  use ExUnit.Case, async: true
+
+  import ProtonStreamTest.Helpers
+
+  alias ProtonStream.Options
+
+  setup do
+    Process.flag(:trap_exit, true)
+    :ok
+  end
+
+  describe "validate/4" do
+    test "normalizes to a map with the absolute command and the args" do
+      assert Options.validate(:stream, "echo", ["a"], []) ==
+               %{command: System.find_executable("echo"), args: ["a"]}
+    end
+
+    test "keeps every valid option" do
+      opts = [
+        cd: "/tmp",
+        arg0: "zero",
+        cgroup_controllers: ["memory", "cpu"],
+        cgroup_path: "some/group",
+        cgroup_sets: [
+          {"memory", "memory.limit_in_bytes", 268_435_456},
+          {"cpu", "cpu.shares", "512"}
+        ],
+        delay_to_sigkill: 250,
+        uid: 65534,
+        gid: "nogroup",
+        stdio_window: 4096,
+        stderr_to_stdout: true,
+        capture_stderr_only: false,
+        parallelism: true,
+        env: %{"A" => "1"}
+      ]
+
+      assert Options.validate(:stream, "true", [], opts) == %{
+               command: System.find_executable("true"),
+               args: [],
+               cd: "/tmp",
+               arg0: "zero",
+               cgroup_controllers: ["memory", "cpu"],
+               cgroup_path: "some/group",
+               cgroup_sets: [
+                 {"memory", "memory.limit_in_bytes", "268435456"},
+                 {"cpu", "cpu.shares", "512"}
+               ],
+               delay_to_sigkill: 250,
+               uid: 65534,
+               gid: "nogroup",
+               stdio_window: 4096,
+               stderr_to_stdout: true,
+               capture_stderr_only: false,
+               parallelism: true,
+               env: [{~c"A", ~c"1"}]
+             }
+    end
+
+    test "env becomes charlist pairs; nil and false unset" do
+      assert %{env: [{~c"A", ~c"x"}, {~c"B", false}, {~c"C", false}]} =
+               Options.validate(:stream, "true", [], env: [{"A", "x"}, {"B", nil}, {"C", false}])
+    end
+
+    test "cgroup_base becomes a random cgroup_path under it" do
+      %{cgroup_path: path1, cgroup_base: "base"} =
+        Options.validate(:stream, "true", [], cgroup_controllers: ["cpu"], cgroup_base: "base")
+
+      %{cgroup_path: path2} =
+        Options.validate(:stream, "true", [], cgroup_controllers: ["cpu"], cgroup_base: "base/")
+
+      assert path1 =~ ~r"\Abase/[0-9a-f]{8}\z"
+      assert path2 =~ ~r"\Abase/[0-9a-f]{8}\z"
+      assert path1 != path2
+    end
+
+    test "a command that is not found raises ErlangError :enoent, as System.cmd does" do
+      error =
+        assert_raise ErlangError, fn ->
+          Options.validate(:stream, "no_such_program_xyz", [], [])
+        end
+
+      assert error.original == :enoent
+    end
+
+    test "bad commands and arguments raise ArgumentError" do
+      assert_raise ArgumentError, ~r/null byte/, fn ->
+        Options.validate(:stream, "ec\0ho", [], [])
+      end
+
+      assert_raise ArgumentError, ~r/must be binaries/, fn ->
+        Options.validate(:stream, "echo", [:a], [])
+      end
+
+      assert_raise ArgumentError, ~r/must be binaries/, fn ->
+        Options.validate(:stream, "echo", [~c"a"], [])
+      end
+
+      assert_raise ArgumentError, ~r/null bytes/, fn ->
+        Options.validate(:stream, "echo", ["a\0"], [])
+      end
+
+      assert_raise ArgumentError, ~r/command must be a binary/, fn ->
+        Options.validate(:stream, ~c"echo", [], [])
+      end
+
+      assert_raise ArgumentError, ~r/list of binaries/, fn ->
+        Options.validate(:stream, "echo", "a", [])
+      end
+
+      assert_raise ArgumentError, ~r/keyword list/, fn ->
+        Options.validate(:stream, "echo", [], :bad)
+      end
+
+      assert_raise ArgumentError, ~r/keyword list/, fn ->
+        Options.validate(:stream, "echo", [], [:bad])
+      end
+    end
+
+    test "unknown options raise ArgumentError naming the option" do
+      assert_raise ArgumentError, "invalid option :into with value \"\"", fn ->
+        Options.validate(:stream, "echo", [], into: "")
+      end
+
+      assert_raise ArgumentError, ~r/:bogus/, fn -> ProtonStream.open("echo", [], bogus: 1) end
+    end
+
+    # {option, bad value} - each must raise an ArgumentError that names the option.
+    @bad_values [
+      cd: 1,
+      cd: "",
+      cd: ~c"/tmp",
+      env: "A=1",
+      env: [{"A", 1}],
+      env: [{:A, "1"}],
+      env: [{"", "1"}],
+      env: [{"A=B", "1"}],
+      env: [{"A", "a\0b"}],
+      env: [:not_a_pair],
+      env: 5,
+      arg0: :zero,
+      arg0: "",
+      cgroup_controllers: "memory",
+      cgroup_controllers: [:memory],
+      cgroup_controllers: ["mem/ory"],
+      cgroup_path: ~c"path",
+      cgroup_path: "a\0b",
+      cgroup_base: 12,
+      cgroup_sets: {"memory", "memory.limit_in_bytes", "1"},
+      cgroup_sets: [{"memory", "memory.limit_in_bytes"}],
+      cgroup_sets: [{"memory", "limit_in_bytes", "1"}],
+      cgroup_sets: [{"memory", "cpu.shares", "1"}],
+      cgroup_sets: [{"memory", "memory.limit_in_bytes", :big}],
+      cgroup_sets: [{"memory", "../memory.x", "1"}],
+      delay_to_sigkill: -1,
+      delay_to_sigkill: 1.5,
+      delay_to_sigkill: "500",
+      uid: -1,
+      uid: "",
+      uid: :root,
+      gid: 1.0,
+      gid: [],
+      stdio_window: 0,
+      stdio_window: -5,
+      stdio_window: "10",
+      stderr_to_stdout: "true",
+      stderr_to_stdout: nil,
+      capture_stderr_only: 1,
+      parallelism: :yes
+    ]
+
+    for {{key, value}, i} <- Enum.with_index(@bad_values) do
+      @key key
+      @value value
+      test "#{i}: #{inspect(key)} with #{inspect(value)} raises naming #{inspect(key)}" do
+        opts =
+          if @key in [:cgroup_sets],
+            do: [{:cgroup_controllers, ["memory"]}, {:cgroup_path, "g"}, {@key, @value}],
+            else: [{@key, @value}]
+
+        error = assert_raise ArgumentError, fn -> Options.validate(:stream, "true", [], opts) end
+        assert error.message =~ inspect(@key)
+        # ... and open/3 raises the same before starting anything.
+        assert_raise ArgumentError, error.message, fn -> ProtonStream.open("true", [], opts) end
+      end
+    end
+
+    test "option combinations that cannot work raise ArgumentError naming the options" do
+      error =
+        assert_raise ArgumentError, fn ->
+          Options.validate(:stream, "true", [],
+            cgroup_controllers: ["cpu"],
+            cgroup_path: "a",
+            cgroup_base: "b"
+          )
+        end
+
+      assert error.message =~ ":cgroup_path" and error.message =~ ":cgroup_base"
+
+      error =
+        assert_raise ArgumentError, fn ->
+          Options.validate(:stream, "true", [], stderr_to_stdout: true, capture_stderr_only: true)
+        end
+
+      assert error.message =~ ":stderr_to_stdout" and error.message =~ ":capture_stderr_only"
+
+      assert_raise ArgumentError, ~r/:cgroup_sets.*"memory" in :cgroup_controllers/, fn ->
+        Options.validate(:stream, "true", [],
+          cgroup_base: "b",
+          cgroup_sets: [{"memory", "memory.limit_in_bytes", "1"}]
+        )
+      end
+
+      assert_raise ArgumentError,
+                   ~r/:cgroup_controllers: it needs :cgroup_path or :cgroup_base/,
+                   fn ->
+                     Options.validate(:stream, "true", [], cgroup_controllers: ["cpu"])
+                   end
+    end
+  end
+
+  describe "each option at work" do
+    test ":cd" do
+      assert %{stdout: "/tmp\n", exit: :normal} = run("pwd", [], cd: "/tmp")
+    end
+
+    test ":env sets and unsets variables" do
+      System.put_env("PROTON_STREAM_TEST_INHERITED", "inherited")
+
+      result =
+        run(
+          "sh",
+          ["-c", ~S(echo "$MY_TEST_VAR|${PROTON_STREAM_TEST_INHERITED-unset}|${HOME-unset}")],
+          env: [{"MY_TEST_VAR", "test value"}, {"HOME", nil}]
+        )
+
+      assert result.stdout == "test value|inherited|unset\n"
+
+      assert %{stdout: "unset\n"} =
+               run("sh", ["-c", ~S(echo ${PROTON_STREAM_TEST_INHERITED-unset})],
+                 env: %{"PROTON_STREAM_TEST_INHERITED" => false}
+               )
+    end
+
+    test ":arg0" do
+      assert %{stdout: "zero\0/proc/self/cmdline\0"} =
+               run("cat", ["/proc/self/cmdline"], arg0: "zero")
+    end
+
+    test ":uid and :gid, as numbers and names" do
+      assert %{stdout: "65534 65534\n"} =
+               run("sh", ["-c", "echo $(id -u) $(id -g)"], uid: 65534, gid: 65534)
+
+      {:ok, %{gid: nogroup}} = group_entry("nogroup")
+
+      assert %{stdout: out} =
+               run("sh", ["-c", "echo $(id -un) $(id -g)"], uid: "nobody", gid: "nogroup")
+
+      assert out == "nobody #{nogroup}\n"
+    end
+
+    test ":stderr_to_stdout delivers stderr as data" do
+      result = run("sh", ["-c", "echo out; echo err >&2; echo out2"], stderr_to_stdout: true)
+      assert result.stdout == "out\nerr\nout2\n"
+      assert result.stderr == ""
+    end
+
+    test ":capture_stderr_only delivers only stderr" do
+      result = run("sh", ["-c", "echo out; echo err >&2"], capture_stderr_only: true)
+      assert result.stdout == ""
+      assert result.stderr == "err\n"
+    end
+
+    test ":stdio_window: a tiny window still delivers everything" do
+      expected = Enum.map_join(1..2000, &"#{&1}\n")
+      assert %{stdout: ^expected, exit: :normal} = run("seq", ["1", "2000"], stdio_window: 7)
+    end
+
+    test ":delay_to_sigkill: SIGTERM first, SIGKILL after the delay" do
+      {:ok, ps} =
+        ProtonStream.open(
+          "sh",
+          ["-c", ~S(trap "echo term" TERM; echo ready; while :; do sleep 0.01; done)],
+          delay_to_sigkill: 200
+        )
+
+      assert_receive {^ps, {:data, "ready\n"}}, 2000
+      os_pid = ProtonStream.os_pid(ps)
+      t0 = System.monotonic_time(:millisecond)
+      ProtonStream.close(ps)
+      assert_receive {^ps, :closed}, 1000
+      assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
+      assert System.monotonic_time(:millisecond) - t0 >= 200
+    end
+
+    test ":parallelism is accepted and passed to the port" do
+      assert %{stdout: "x\n", exit: :normal} = run("echo", ["x"], parallelism: true)
+      assert %{stdout: "x\n", exit: :normal} = run("echo", ["x"], parallelism: false)
+    end
+
+    test ":cgroup_path without :cgroup_controllers creates no cgroup (as upstream)" do
+      assert %{stdout: "x\n", exit: :normal} =
+               run("echo", ["x"], cgroup_path: "proton_stream_not_created")
+
+      refute File.exists?(cgroup_dir("cpu", "proton_stream_not_created"))
+    end
+  end
+
+  defp group_entry(name) do
+    "/etc/group"
+    |> File.read!()
+    |> String.split("\n", trim: true)
+    |> Enum.find_value({:error, :enoent}, fn line ->
+      case String.split(line, ":") do
+        [^name, _, gid | _] -> {:ok, %{gid: String.to_integer(gid)}}
+        _ -> nil
+      end
+    end)
+  end
+end
