@@ -6,7 +6,7 @@
 %% without the module prefix. Evaluation runs in one long-lived process, which
 %% is therefore the owner of whatever it opens.
 -module(node_driver).
--export([main/0, ps_node/0, seq_check_ack/3, open/2, open/3, open_as/4, os_pid/1, collect/1, collect/2,
+-export([main/0, ps_node/0, seq_check_ack/3, open_many/1, close_many/1, mailbox_bytes/1, count_bytes/3, open/2, open/3, open_as/4, os_pid/1, collect/1, collect/2,
          drain_exit/2, seq_check/3, spawn_owner/3, flush/0, wait_msg/2]).
 
 main() ->
@@ -138,4 +138,60 @@ seq_collect_ack(P, Timeout, Acc, Msgs) ->
         {'EXIT', P, R} -> {ok, iolist_to_binary(Acc), Msgs, R};
         {P, Other} -> {unexpected, Other}
     after Timeout -> {timeout, iolist_size(Acc)}
+    end.
+
+%% open_many(N): N processes each open cat, echo their number through it
+%% and keep it open. Returns {ok, Workers} with Workers [{W, P, OsPid}], or
+%% the first bad echo.
+open_many(N) ->
+    Parent = self(),
+    Ws = [spawn(fun() -> worker(Parent, I) end) || I <- lists:seq(1, N)],
+    Rs = [receive {W, R} -> R after 60000 -> {W, timeout} end || W <- Ws],
+    case [R || R <- Rs, element(1, R) =/= ok] of
+        [] -> {ok, [{W, P, OsPid} || {ok, W, P, OsPid} <- Rs]};
+        [Bad | _] -> Bad
+    end.
+
+worker(Parent, I) ->
+    case open(<<"cat">>, []) of
+        {ok, P} ->
+            Line = <<(integer_to_binary(I))/binary, "\n">>,
+            P ! {self(), {command, Line}},
+            receive
+                {P, {data, Line}} -> Parent ! {self(), {ok, self(), P, os_pid(P)}};
+                {P, Other} -> Parent ! {self(), {bad_echo, I, Other}}
+            after 30000 -> Parent ! {self(), {echo_timeout, I}}
+            end,
+            receive {close, From} ->
+                    P ! {self(), close},
+                    From ! {self(), collect(P)}
+            end;
+        Error -> Parent ! {self(), {open_failed, I, Error}}
+    end.
+
+%% close_many(Workers): closes every worker's child; returns how many
+%% ended as a close should.
+close_many(Ws) ->
+    [W ! {close, self()} || {W, _, _} <- Ws],
+    length([ok || {W, _, _} <- Ws,
+                  receive {W, {<<>>, <<>>, [closed], normal}} -> true
+                  after 30000 -> false end]).
+
+%% mailbox_bytes(P): data bytes from P waiting in this process's mailbox.
+mailbox_bytes(P) ->
+    {messages, Ms} = process_info(self(), messages),
+    lists:sum([byte_size(D) || {P1, {data, D}} <- Ms, P1 =:= P]).
+
+%% count_bytes(P, Ack, Timeout): drains P, acking when Ack; returns
+%% {Bytes, Reason, Micros}.
+count_bytes(P, Ack, Timeout) ->
+    T0 = erlang:monotonic_time(microsecond),
+    count_bytes(P, Ack, Timeout, 0, T0).
+count_bytes(P, Ack, Timeout, N, T0) ->
+    receive
+        {P, {data, D}} ->
+            Ack andalso (P ! {self(), {ack, byte_size(D)}}),
+            count_bytes(P, Ack, Timeout, N + byte_size(D), T0);
+        {'EXIT', P, R} -> {N, R, erlang:monotonic_time(microsecond) - T0}
+    after Timeout -> {timeout, N}
     end.

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -212,4 +213,106 @@ func TestNodeCloseAndConnect(t *testing.T) {
 	e.expect(`{ok, C} = open(<<"cat">>, []), Self = self(), New = spawn(fun() -> receive go -> ok end, C ! {self(), {command, <<"from new\n">>}}, C ! {self(), eof}, Self ! {new, collect(C)} end), C ! {self(), {connect, New}}, receive {C, connected} -> connected after 5000 -> timeout end`, `connected`)
 	e.expect(`C ! {self(), {command, <<"from old\n">>}}, C ! {self(), close}, New ! go, receive {new, R} -> R after 10000 -> timeout end`, `{<<"from new\n">>,<<>>,[],normal}`)
 	e.expect(`flush()`, `[]`)
+}
+
+func TestNodeTwoHundredChildren(t *testing.T) {
+	ps, e := nodePair(t)
+	rss0 := ps.rssKiB(t)
+	start := time.Now()
+	got := e.evalTimeout(`{ok, Ws} = open_many(200), [OsPid || {_, _, OsPid} <- Ws]`, 2*time.Minute)
+	took := time.Since(start)
+	var pids []int
+	for _, f := range strings.Split(strings.Trim(got, "[]"), ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("open_many: %s", got)
+		}
+		pids = append(pids, n)
+	}
+	t.Cleanup(func() { killAll(pids) })
+	if len(pids) != 200 {
+		t.Fatalf("%d children, want 200", len(pids))
+	}
+	for _, p := range pids {
+		if !procAlive(p) {
+			t.Fatalf("cat %d is not running", p)
+		}
+	}
+	rss := ps.rssKiB(t)
+	t.Logf("200 children opened and echoed in %v; ps_port RSS %d KiB (%d KiB before, %.1f KiB per child)",
+		took, rss, rss0, float64(rss-rss0)/200)
+	e.expect(`close_many(Ws)`, `200`)
+	waitAllGone(t, pids, 5*time.Second)
+}
+
+func TestNodeStdinOverflowIsReported(t *testing.T) {
+	_, e := nodePair(t)
+	e.expect(`{ok, S} = open(<<"sleep">>, [<<"100">>], [{stdin_limit, 1000}]), S ! {self(), {command, binary:copy(<<"x">>, 2000)}}, receive {S, {error, stdin_overflow, M1}} -> M1 after 5000 -> timeout end`,
+		`<<"dropped a {:command, _} of 2000 bytes: 0 bytes wait for the child to read them and stdin_limit is 1000">>`)
+	// A child that does not read: the pipe fills, then the queue, then
+	// every further command is refused loudly.
+	e.expect(`[S ! {self(), {command, binary:copy(<<"y">>, 1000)}} || _ <- lists:seq(1, 200)], timer:sleep(500), length([x || {S1, {error, stdin_overflow, _}} <- flush(), S1 =:= S]) > 0`, `true`)
+	e.expect(`S ! {self(), close}, collect(S)`, `{<<>>,<<>>,[closed],normal}`)
+	// After eof, commands are refused too.
+	e.expect(`{ok, E} = open(<<"cat">>, []), E ! {self(), eof}, E ! {self(), {command, <<"late">>}}, collect(E)`,
+		`{<<>>,<<>>,[{error,stdin_closed,<<"dropped 4 bytes of {:command, _}: stdin was closed by :eof">>}],normal}`)
+}
+
+func TestNodeSIGTERMTerminatesChildren(t *testing.T) {
+	ps, e := nodePair(t)
+	e.expect(`{ok, T} = open(<<"sh">>, [<<"-c">>, <<"trap 'echo bye; exit 7' TERM; echo hi; while :; do sleep 0.05; done">>]), receive {T, {data, Hi}} -> Hi after 10000 -> timeout end`, `<<"hi\n">>`)
+	osPid := e.evalInt(`os_pid(T)`)
+	ps.cmd.Process.Signal(syscall.SIGTERM)
+	// sh may also say "Terminated" on stderr for its sleep.
+	e.expect(`{Bye, _, [], Why} = collect(T), {Bye, Why}`, `{<<"bye\n">>,{exit_status,7}}`)
+	select {
+	case <-ps.waited:
+		if ps.err != nil {
+			t.Fatalf("ps_port node exited with %v", ps.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ps_port node still running 10 s after SIGTERM")
+	}
+	waitProcGone(t, osPid, time.Second)
+}
+
+func TestNodeMaxChildren(t *testing.T) {
+	_, e := nodePair(t, "--allow-any", "--max-children", "2")
+	e.expect(`{ok, A} = open(<<"sleep">>, [<<"100">>]), {ok, B} = open(<<"sleep">>, [<<"100">>]), open(<<"sleep">>, [<<"100">>])`,
+		`{error,{too_many_children,2}}`)
+	e.expect(`A ! {self(), close}, collect(A)`, `{<<>>,<<>>,[closed],normal}`)
+	e.expect(`{ok, C} = open(<<"true">>, []), collect(C)`, `{<<>>,<<>>,[],normal}`)
+	e.expect(`B ! {self(), close}, collect(B)`, `{<<>>,<<>>,[closed],normal}`)
+}
+
+// TestNodeFlowControlBoundsMemory: a child that writes 50 MB to an owner
+// that does not read for a while costs at most the window, in the owner's
+// mailbox and in ps_port, and nothing is lost when the owner catches up.
+func TestNodeFlowControlBoundsMemory(t *testing.T) {
+	ps, e := nodePair(t)
+	const total = 50_000_000
+	for i, c := range []struct{ name, opts, ack string }{
+		{"queue_len", `[{stdio_window, 65536}]`, "false"},
+		{"ack", `[{stdio_window, 65536}, {flow, ack}]`, "true"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.t = t
+			rss0 := ps.rssKiB(t)
+			e.eval(fmt.Sprintf(`{ok, Z%d} = open(<<"head">>, [<<"-c">>, <<"%d">>, <<"/dev/zero">>], %s)`, i, total, c.opts))
+			e.eval(`timer:sleep(1000)`)
+			queued := e.evalInt(fmt.Sprintf(`mailbox_bytes(Z%d)`, i))
+			rss := ps.rssKiB(t)
+			if queued > 65536 {
+				t.Errorf("%d bytes wait in the owner's mailbox, more than the 65536-byte window", queued)
+			}
+			got := e.evalTimeout(fmt.Sprintf(`count_bytes(Z%d, %s, 60000)`, i, c.ack), 2*time.Minute)
+			f := strings.Split(strings.Trim(got, "{}"), ",")
+			if len(f) != 3 || f[0] != strconv.Itoa(total) || f[1] != "normal" {
+				t.Fatalf("count_bytes: %s", got)
+			}
+			us, _ := strconv.Atoi(f[2])
+			t.Logf("owner idle 1 s: %d bytes queued in its mailbox, ps_port RSS %d KiB (%d before); then 50 MB in %.0f ms (%.0f MB/s)",
+				queued, rss, rss0, float64(us)/1000, float64(total)/float64(us))
+		})
+	}
 }
