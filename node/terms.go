@@ -125,7 +125,10 @@ func iodataSize(t etf.Term, depth int) int {
 	case etf.List:
 		n := 0
 		for _, e := range v {
-			if _, ok := intOf(e); ok {
+			if b, ok := intOf(e); ok {
+				if b < 0 || b > 255 {
+					return -1
+				}
 				n++
 				continue
 			}

@@ -6,7 +6,7 @@
 %% without the module prefix. Evaluation runs in one long-lived process, which
 %% is therefore the owner of whatever it opens.
 -module(node_driver).
--export([main/0, ps_node/0, seq_check_ack/3, open_many/1, close_many/1, mailbox_bytes/1, count_bytes/3, open/2, open/3, open_as/4, os_pid/1, collect/1, collect/2,
+-export([main/0, ps_node/0, seq_check_ack/3, flood_owner/5, open_many/1, close_many/1, mailbox_bytes/1, count_bytes/3, open/2, open/3, open_as/4, os_pid/1, collect/1, collect/2,
          drain_exit/2, seq_check/3, spawn_owner/3, flush/0, wait_msg/2]).
 
 main() ->
@@ -194,4 +194,21 @@ count_bytes(P, Ack, Timeout, N, T0) ->
             count_bytes(P, Ack, Timeout, N + byte_size(D), T0);
         {'EXIT', P, R} -> {N, R, erlang:monotonic_time(microsecond) - T0}
     after Timeout -> {timeout, N}
+    end.
+
+%% flood_owner(Cmd, Args, Opts, N, Size): a process that opens Cmd, tells
+%% the caller the OS pid, then sends N commands of Size bytes as fast as it
+%% can and waits. Returns {Owner, P, OsPid} once the sending is done.
+flood_owner(Cmd, Args, Opts, N, Size) ->
+    Parent = self(),
+    Owner = spawn(fun() ->
+                          {ok, P} = open(Cmd, Args, Opts),
+                          OsPid = os_pid(P),
+                          B = binary:copy(<<"z">>, Size),
+                          [P ! {self(), {command, B}} || _ <- lists:seq(1, N)],
+                          Parent ! {self(), P, OsPid},
+                          receive stop -> ok end
+                  end),
+    receive {Owner, P, OsPid} -> {Owner, P, OsPid}
+    after 60000 -> exit(flood_owner_timeout)
     end.

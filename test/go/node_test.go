@@ -316,3 +316,22 @@ func TestNodeFlowControlBoundsMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeDownNotLostBehindAFlood: the owner floods the child's mailbox
+// with commands and is killed right after; its DOWN, queued behind them,
+// still takes the tree down.
+func TestNodeDownNotLostBehindAFlood(t *testing.T) {
+	ps, e := nodePair(t)
+	got := e.evalTimeout(`{FO, _, FOs} = flood_owner(<<"sh">>, [<<"-c">>, <<"trap '' TERM; sleep 1000 & cat > /dev/null">>], [{delay_to_sigkill, 200}, {stdin_limit, 100000000}], 200000, 100), FOs`, 2*time.Minute)
+	osPid, err := strconv.Atoi(got)
+	if err != nil {
+		t.Fatal(got)
+	}
+	pids := treePids(t, osPid)
+	e.expect(`exit(FO, kill)`, `true`)
+	took := waitAllGone(t, pids, 20*time.Second)
+	t.Logf("200 000 commands then the owner killed: tree of %d gone after %v", len(pids), took)
+	if strings.Contains(ps.stderr.String(), "is full") {
+		t.Errorf("ps_port dropped messages:\n%s", ps.stderr.String())
+	}
+}
