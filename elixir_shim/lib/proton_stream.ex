@@ -133,7 +133,7 @@ defmodule ProtonStream do
           :normal
           | {:exit_status, pos_integer()}
           | {:signal, pos_integer()}
-          | {:ps_port_exited, integer()}
+          | {:ps_port_exited, integer() | term()}
 
   @typedoc "Messages the owner receives from the process `ps`."
   @type owner_message ::

@@ -35,6 +35,13 @@ defmodule ProtonStream.Server do
 
   @gen_server_opts [:name, :timeout, :debug, :spawn_opt, :hibernate_after]
 
+  # Headers of ps_port's {:started, _} and {:spawn_error, _, _} frames (atoms
+  # as SMALL_ATOM_UTF8_EXT, docs/protocol.md), and of the wrapper's
+  # {:ps_port_exit, _} (see ProtonStream.Port).
+  @started_header <<131, 104, 2, 119, 7, "started">>
+  @spawn_error_header <<131, 104, 3, 119, 11, "spawn_error">>
+  @ps_port_exit_header <<131, 104, 2, 119, 12, "ps_port_exit">>
+
   defstruct [
     :port,
     :os_pid,
@@ -147,48 +154,56 @@ defmodule ProtonStream.Server do
   end
 
   defp open_port(options) do
-    {:ok, PsPort.open(options)}
+    path = PsPort.executable()
+
+    if File.regular?(path) do
+      {:ok, PsPort.open(options)}
+    else
+      {:error,
+       {:spawn_error, :enoent,
+        "the ps_port helper is missing at #{path}; proton_stream's :ps_port compiler builds it " <>
+          "(needs Go on PATH when proton_stream is compiled)"}}
+    end
   rescue
     e in ErlangError ->
-      path = PsPort.executable()
-
       {:error,
-       {:spawn_error, reason_atom(e.original),
-        "could not start the ps_port helper at #{path}: #{Exception.message(e)} " <>
-          "(is proton_stream compiled? its :ps_port compiler builds it)"}}
+       {:spawn_error, :ps_port, "could not open a port for ps_port: #{Exception.message(e)}"}}
   end
 
-  defp reason_atom(reason) when is_atom(reason), do: reason
-  defp reason_atom(_reason), do: :ps_port
-
+  # ps_port's first frame is meant to be {:started, os_pid} or
+  # {:spawn_error, ...}, but output of a fast child can overtake :started. So
+  # the receive is selective on the frames' fixed headers: anything else stays
+  # in the mailbox, in order, for handle_info/2 once init/1 returned.
   defp await_started(port, options) do
     receive do
-      {^port, {:data, frame}} ->
-        case PsPort.decode(frame) do
-          {:started, os_pid} ->
-            {:ok,
-             %__MODULE__{
-               port: port,
-               os_pid: os_pid,
-               command: options.command,
-               cgroup_path: Map.get(options, :cgroup_path)
-             }}
+      {^port, {:data, <<@started_header::binary, _::binary>> = frame}} ->
+        {:started, os_pid} = PsPort.decode(frame)
 
-          {:spawn_error, reason, message} ->
-            PsPort.close(port)
-            {:error, {:spawn_error, reason, message}}
+        {:ok,
+         %__MODULE__{
+           port: port,
+           os_pid: os_pid,
+           command: options.command,
+           cgroup_path: Map.get(options, :cgroup_path)
+         }}
 
-          other ->
-            PsPort.close(port)
+      {^port, {:data, <<@spawn_error_header::binary, _::binary>> = frame}} ->
+        {:spawn_error, reason, message} = PsPort.decode(frame)
+        PsPort.close(port)
+        {:error, {:spawn_error, reason, message}}
 
-            {:error,
-             {:spawn_error, :protocol, "unexpected first frame from ps_port: #{inspect(other)}"}}
-        end
+      {^port, {:data, <<@ps_port_exit_header::binary, _::binary>> = frame}} ->
+        {:ps_port_exit, status} = PsPort.decode(frame)
+        PsPort.close(port)
 
-      {^port, {:exit_status, status}} ->
         {:error,
          {:spawn_error, :ps_port,
           "ps_port exited with status #{status} before starting the program (see its stderr)"}}
+
+      {:EXIT, ^port, reason} ->
+        {:error,
+         {:spawn_error, :ps_port,
+          "the ps_port port closed (#{inspect(reason)}) before the program started"}}
     end
   end
 
@@ -199,31 +214,15 @@ defmodule ProtonStream.Server do
     handle_frame(PsPort.decode(frame), state)
   end
 
-  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
-    state = %{state | port_open: false}
+  # The port closed without the {:ps_port_exit, _} frame (finish/2 would have
+  # stopped the server first): ps_port or its wrapper died.
+  def handle_info({:EXIT, port, reason}, %{port: port} = state) do
+    Logger.error(
+      "ProtonStream: the port of ps_port for #{state.command} closed unexpectedly: #{inspect(reason)}"
+    )
 
-    case state.exit_reason do
-      nil ->
-        reason = {:ps_port_exited, status}
-
-        Logger.error(
-          "ProtonStream: ps_port for #{state.command} exited with status #{status} without reporting the program's exit"
-        )
-
-        finish(reason, state)
-
-      reason ->
-        if status != 0,
-          do:
-            Logger.warning(
-              "ProtonStream: ps_port for #{state.command} exited with status #{status}"
-            )
-
-        finish(reason, state)
-    end
+    finish(state.exit_reason || {:ps_port_exited, reason}, %{state | port_open: false})
   end
-
-  def handle_info({:EXIT, port, _reason}, %{port: port} = state), do: {:noreply, state}
 
   def handle_info({:"$proton_stream", :exit_grace, port}, %{port: port, port_open: true} = state) do
     Logger.warning(
@@ -377,6 +376,28 @@ defmodule ProtonStream.Server do
   defp handle_frame({:exit, status}, state) do
     Process.send_after(self(), {:"$proton_stream", :exit_grace, state.port}, @exit_grace)
     {:noreply, %{state | exit_reason: exit_reason(status)}}
+  end
+
+  # ps_port has exited (its cgroup is gone): everything has been passed on.
+  defp handle_frame({:ps_port_exit, status}, state) do
+    case state.exit_reason do
+      nil ->
+        Logger.error(
+          "ProtonStream: ps_port for #{state.command} exited with status #{status} " <>
+            "without reporting the program's exit (see its stderr)"
+        )
+
+        finish({:ps_port_exited, status}, state)
+
+      reason ->
+        if status != 0 do
+          Logger.warning(
+            "ProtonStream: ps_port for #{state.command} exited with status #{status}"
+          )
+        end
+
+        finish(reason, state)
+    end
   end
 
   defp handle_frame({:oom_killed, count}, state) do
