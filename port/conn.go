@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/protonstream/ps_port/etf"
 	"golang.org/x/sys/unix"
@@ -32,6 +33,8 @@ type Conn struct {
 	mu     sync.Mutex // guards hdr and the order of frames on w
 	hdr    []byte
 	lenBuf [4]byte
+
+	protocolErr atomic.Bool // the owner sent something ps_port cannot take
 }
 
 // NewConn returns a Conn reading frames from r and writing them to w.

@@ -34,20 +34,17 @@ func (c *Conn) SendSpawnError(reason, message string, code int) int {
 	return code
 }
 
+// Started sends {started, pid}; it is the procctl.Spec.Started hook of a
+// child served by Serve, so the frame comes before any output.
+func (c *Conn) Started(pid int) {
+	c.Send(etf.Tuple{etf.Atom("started"), int64(pid)})
+}
+
 // Serve runs the packet protocol for a started child until the child is
 // gone, and returns ps_port's exit code. stop delivers requests to terminate
 // from outside the port (SIGTERM to ps_port).
 func Serve(c *Conn, child *procctl.Child, placement procctl.Placement, stop <-chan os.Signal) int {
-	if err := c.Send(etf.Tuple{etf.Atom("started"), int64(child.Pid())}); err != nil {
-		child.Window().Close()
-		child.Terminate()
-	}
-	protoErr := make(chan struct{})
-	go func() {
-		if !readCommands(c, child) {
-			close(protoErr)
-		}
-	}()
+	go readCommands(c, child)
 	go func() {
 		select {
 		case <-stop:
@@ -66,41 +63,40 @@ func Serve(c *Conn, child *procctl.Child, placement procctl.Placement, stop <-ch
 		exit = etf.Tuple{etf.Atom("signal"), int64(status.Signal)}
 	}
 	c.Send(etf.Tuple{etf.Atom("exit"), exit})
-	select {
-	case <-protoErr:
+	if c.protocolErr.Load() {
 		return ExitProtocol
-	default:
-		return ExitOK
 	}
+	return ExitOK
 }
 
 // readCommands applies the owner's frames to the child until the port
-// closes. It reports false after a protocol error.
-func readCommands(c *Conn, child *procctl.Child) bool {
+// closes.
+func readCommands(c *Conn, child *procctl.Child) {
 	for {
 		frame, err := c.ReadFrame()
 		if errors.Is(err, io.EOF) {
 			// The port was closed: nobody reads output any more.
 			child.Window().Close()
 			child.Terminate()
-			return true
+			return
 		}
 		if err != nil { // the stream of frames is broken: nothing more can be read
 			protocolError(c, child, err)
 			child.Window().Close()
-			return false
+			return
 		}
 		if err := apply(c, child, frame); err != nil {
 			protocolError(c, child, err)
 			// The frames are intact: keep applying acks so the owner can
 			// still drain the output while the child is terminated.
 			drainAcks(c, child)
-			return false
+			return
 		}
 	}
 }
 
 func protocolError(c *Conn, child *procctl.Child, err error) {
+	c.protocolErr.Store(true)
 	msg := "bad frame from the owner: " + err.Error() + "; terminating the child"
 	fmt.Fprintf(os.Stderr, "ps_port: %s\n", msg)
 	c.Send(etf.Tuple{etf.Atom("error"), etf.Atom("badframe"), []byte(msg)})

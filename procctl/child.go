@@ -145,6 +145,9 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		return nil, fmt.Errorf("pidfd of child %d: %w", c.pid, err)
 	}
 	c.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	if spec.Started != nil {
+		spec.Started(c.pid)
+	}
 	if st.stdinW != nil {
 		c.stdin = newStdinQueue(st.stdinW)
 	}
@@ -250,6 +253,7 @@ func (c *Child) supervise() {
 	close(c.exited)
 	c.stopLeftovers()
 	c.draining.Store(true)
+	c.window.kick()
 	for _, f := range c.pipes {
 		f.SetReadDeadline(time.Now()) // wake readers blocked on an empty pipe
 	}
@@ -326,7 +330,14 @@ func (c *Child) pump(f *os.File, emit func([]byte) error) {
 	}
 	buf := make([]byte, readBuf)
 	for {
-		c.window.wait()
+		if !c.window.wait() {
+			// Kicked without credit: the child is gone. A pipe with nothing
+			// left in it is finished; one with data waits for credit.
+			if !hasData(rc) {
+				return
+			}
+			c.window.waitCredit()
+		}
 		var n int
 		res := readFailed
 		err := rc.Read(func(fd uintptr) bool {
@@ -378,6 +389,18 @@ func (c *Child) pump(f *os.File, emit func([]byte) error) {
 			return
 		}
 	}
+}
+
+// hasData reports whether a read from the pipe would return data now.
+func hasData(rc syscall.RawConn) bool {
+	var revents int16
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			revents = fds[0].Revents
+		}
+	})
+	return revents&unix.POLLIN != 0
 }
 
 // lose is called when the sink fails: nobody will read the output any more,

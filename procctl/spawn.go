@@ -56,6 +56,9 @@ type Spec struct {
 	// runs one child (port mode), where every orphan reparented to the
 	// subreaper came from that child.
 	Sweep bool
+	// Started, when set, is called with the child's pid after the fork and
+	// before any of its output reaches the Sink.
+	Started func(pid int)
 }
 
 // DefaultWindow is the default flow-control window. See docs/protocol.md for

@@ -12,6 +12,7 @@ type Window struct {
 	size   int // total credit when nothing is in flight
 	avail  int // credit left
 	closed bool
+	kicked bool // the child is gone: waiters check whether their pipe is empty
 }
 
 // NewWindow returns a window of size bytes (at least 1).
@@ -57,12 +58,32 @@ func (w *Window) Close() {
 	w.mu.Unlock()
 }
 
-// wait blocks until some credit is available or the window is closed.
-func (w *Window) wait() {
+// wait blocks until some credit is available, the window is closed or it has
+// been kicked. It reports whether there is credit.
+func (w *Window) wait() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.avail == 0 && !w.closed && !w.kicked {
+		w.cond.Wait()
+	}
+	return w.avail > 0 || w.closed
+}
+
+// waitCredit blocks until some credit is available or the window is closed.
+func (w *Window) waitCredit() {
 	w.mu.Lock()
 	for w.avail == 0 && !w.closed {
 		w.cond.Wait()
 	}
+	w.mu.Unlock()
+}
+
+// kick wakes the waiters for good so each can see whether its pipe still
+// holds anything: a pipe at EOF needs no credit to be finished with.
+func (w *Window) kick() {
+	w.mu.Lock()
+	w.kicked = true
+	w.cond.Broadcast()
 	w.mu.Unlock()
 }
 

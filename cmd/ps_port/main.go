@@ -75,6 +75,9 @@ func run(args []string) int {
 		}()
 		spec.Placement = group
 	}
+	if conn != nil {
+		spec.Started = conn.Started
+	}
 	child, err := procctl.Start(spec, sink)
 	if err != nil {
 		return fail(reasonOf(err), err, port.ExitSpawn)

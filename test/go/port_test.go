@@ -1,0 +1,452 @@
+package blackbox
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/protonstream/ps_port/etf"
+)
+
+func TestEchoThroughCat(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--", "cat")
+	pid := p.started()
+	if !alive(pid) {
+		t.Fatalf("started pid %d is not a live process", pid)
+	}
+	p.send(etf.Tuple{atom("command"), []byte("hello\n")})
+	p.send(etf.Tuple{atom("command"), []byte("world\n")})
+	p.send(atom("eof"))
+	o := p.collect(true, 5*time.Second)
+	if string(o.stdout) != "hello\nworld\n" || len(o.stderr) != 0 {
+		t.Errorf("stdout %q stderr %q", o.stdout, o.stderr)
+	}
+	if !equal(o.exit, status(0)) {
+		t.Errorf("eof should make cat exit 0, got %v", o.exit)
+	}
+	if code := p.exitCode(5 * time.Second); code != 0 {
+		t.Errorf("ps_port exit code %d, want 0", code)
+	}
+}
+
+func TestStdoutAndStderrKeptApart(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--", "sh", "-c", "echo out; echo err >&2; echo out2")
+	p.started()
+	o := p.collect(true, 5*time.Second)
+	if string(o.stdout) != "out\nout2\n" || string(o.stderr) != "err\n" {
+		t.Errorf("stdout %q stderr %q", o.stdout, o.stderr)
+	}
+}
+
+func TestStderrToStdout(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--capture-stderr", "--", "sh", "-c", "echo out; echo err >&2")
+	p.started()
+	o := p.collect(true, 5*time.Second)
+	if string(o.stdout) != "out\nerr\n" || len(o.stderr) != 0 {
+		t.Errorf("stdout %q stderr %q", o.stdout, o.stderr)
+	}
+	p = startPort(t, "--packet", "--capture-stderr-only", "--", "sh", "-c", "echo out; echo err >&2")
+	p.started()
+	o = p.collect(true, 5*time.Second)
+	if len(o.stdout) != 0 || string(o.stderr) != "err\n" {
+		t.Errorf("capture-stderr-only: stdout %q stderr %q", o.stdout, o.stderr)
+	}
+}
+
+func TestExitStatusAndSignals(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		script string
+		want   etf.Term
+	}{
+		{"true", status(0)},
+		{"exit 7", status(7)},
+		{"kill -TERM $$", signal(15)},
+		{"kill -KILL $$", signal(9)},
+		{"kill -SEGV $$", signal(11)},
+	}
+	for _, c := range cases {
+		p := startPort(t, "--packet", "--", "sh", "-c", c.script)
+		p.started()
+		if o := p.collect(true, 5*time.Second); !equal(o.exit, c.want) {
+			t.Errorf("%q: exit %v, want %v", c.script, o.exit, c.want)
+		}
+		if code := p.exitCode(5 * time.Second); code != 0 {
+			t.Errorf("%q: ps_port exit code %d, want 0", c.script, code)
+		}
+	}
+}
+
+func TestSignalCommand(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--", "sleep", "100")
+	p.started()
+	p.send(etf.Tuple{atom("signal"), int64(syscall.SIGUSR1)})
+	if o := p.collect(true, 5*time.Second); !equal(o.exit, signal(int64(syscall.SIGUSR1))) {
+		t.Errorf("exit %v, want SIGUSR1", o.exit)
+	}
+}
+
+// Every output byte arrives, in order, through a window much smaller than the
+// stream, and before the exit frame.
+func TestLargeStreamSmallWindow(t *testing.T) {
+	t.Parallel()
+	const size = 64 << 20
+	p := startPort(t, "--packet", "--stdio-window", "4096", "--",
+		"sh", "-c", "head -c "+strconv.Itoa(size)+" /dev/urandom | tee /dev/stderr | sha256sum >&2")
+	p.started()
+	o := p.collect(true, 120*time.Second)
+	if len(o.stdout) != 0 {
+		t.Fatalf("unexpected stdout")
+	}
+	// stderr is the stream followed by its sha256sum line.
+	if len(o.stderr) < size {
+		t.Fatalf("got %d bytes, want %d", len(o.stderr), size)
+	}
+	data, sumLine := o.stderr[:size], string(o.stderr[size:])
+	sum := sha256.Sum256(data)
+	if got := strings.Fields(sumLine); len(got) == 0 || got[0] != hex(sum[:]) {
+		t.Errorf("checksum mismatch: child says %q, received %x", sumLine, sum)
+	}
+	if !equal(o.exit, status(0)) {
+		t.Errorf("exit %v", o.exit)
+	}
+}
+
+func TestHeadZeroByteExact(t *testing.T) {
+	t.Parallel()
+	const size = 64 << 20
+	p := startPort(t, "--packet", "--stdio-window", "65536", "--", "head", "-c", strconv.Itoa(size), "/dev/zero")
+	p.started()
+	o := p.collect(true, 120*time.Second)
+	if len(o.stdout) != size || bytes.IndexByte(o.stdout, 1) >= 0 {
+		t.Errorf("got %d bytes, want %d zero bytes", len(o.stdout), size)
+	}
+}
+
+// Without acks ps_port stops after one window of output.
+func TestWindowBoundsInFlight(t *testing.T) {
+	t.Parallel()
+	const window = 10000
+	p := startPort(t, "--packet", "--stdio-window", strconv.Itoa(window), "--", "yes")
+	p.started()
+	got := 0
+	deadline := time.After(500 * time.Millisecond)
+loop:
+	for {
+		select {
+		case f := <-p.frames:
+			tu, ok := etf.MatchTuple(f, "stdout", 2)
+			if !ok {
+				t.Fatalf("unexpected frame %v", f)
+			}
+			got += len(tu[1].([]byte))
+		case <-deadline:
+			break loop
+		}
+	}
+	if got != window {
+		t.Errorf("%d bytes in flight without an ack, want exactly the window %d", got, window)
+	}
+	p.send(etf.Tuple{atom("ack"), int64(100)})
+	f := p.next(2 * time.Second)
+	if tu, ok := etf.MatchTuple(f, "stdout", 2); !ok || len(tu[1].([]byte)) != 100 {
+		t.Errorf("after acking 100 bytes want a 100-byte frame, got %v", f)
+	}
+	p.ack(window) // all consumed: what is left in the pipe can drain
+	p.send(atom("stop"))
+	p.collect(true, 5*time.Second)
+}
+
+// A child that never reads stdin does not stop its output from flowing.
+func TestStdinNeverBlocksOutput(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--", "sh", "-c", "sleep 0.3; seq 1 20000")
+	p.started()
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
+	for i := 0; i < 8; i++ { // 8 MiB, far more than the pipe holds
+		p.send(etf.Tuple{atom("command"), chunk})
+	}
+	o := p.collect(true, 10*time.Second)
+	if want := seq(20000); string(o.stdout) != want {
+		t.Errorf("got %d bytes of seq output, want %d", len(o.stdout), len(want))
+	}
+}
+
+func TestSIGTERMIgnoringChildIsKilledAfterDelay(t *testing.T) {
+	t.Parallel()
+	const delay = 300 * time.Millisecond
+	p := startPort(t, "--packet", "--delay-to-sigkill", "300", "--", "sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.01; done")
+	pid := p.started()
+	if f := p.next(5 * time.Second); !equal(f, etf.Tuple{atom("stdout"), []byte("ready\n")}) {
+		t.Fatalf("want ready, got %v", f)
+	}
+	start := time.Now()
+	p.send(atom("stop"))
+	o := p.collect(true, 5*time.Second)
+	took := time.Since(start)
+	if !equal(o.exit, signal(9)) {
+		t.Errorf("exit %v, want SIGKILL", o.exit)
+	}
+	if took < delay || took > delay+400*time.Millisecond {
+		t.Errorf("killed after %v, want %v (+ slack)", took, delay)
+	}
+	if alive(pid) {
+		t.Errorf("child %d still alive", pid)
+	}
+}
+
+func TestObedientChildStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--delay-to-sigkill", "5000", "--", "sleep", "100")
+	p.started()
+	start := time.Now()
+	p.send(atom("stop"))
+	o := p.collect(true, 5*time.Second)
+	if !equal(o.exit, signal(15)) {
+		t.Errorf("exit %v, want SIGTERM", o.exit)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("stop took %v for a child that obeys SIGTERM", took)
+	}
+}
+
+// startDaemon starts a port whose child double-forks a daemon that leaves
+// the child's session, and returns the daemon's pid.
+func startDaemon(t *testing.T, args ...string) (*portProc, int) {
+	t.Helper()
+	script := `(setsid sh -c 'trap "" TERM; echo $$; echo done; exec sleep 1000' &); sleep 1000`
+	p := startPort(t, append(args, "--", "sh", "-c", script)...)
+	p.started()
+	var out []byte
+	for !bytes.Contains(out, []byte("done\n")) {
+		f := p.next(5 * time.Second)
+		tu, ok := etf.MatchTuple(f, "stdout", 2)
+		if !ok {
+			t.Fatalf("unexpected frame %v", f)
+		}
+		out = append(out, tu[1].([]byte)...)
+		p.ack(len(tu[1].([]byte)))
+	}
+	pid, err := strconv.Atoi(strings.Fields(string(out))[0])
+	if err != nil || !alive(pid) {
+		t.Fatalf("daemon pid from %q not alive", out)
+	}
+	return p, pid
+}
+
+func TestDaemonKilledOnPortClose(t *testing.T) {
+	t.Parallel()
+	p, daemon := startDaemon(t, "--packet", "--delay-to-sigkill", "200")
+	p.stdin.Close() // the BEAM closed the port
+	waitGone(t, daemon, 200*time.Millisecond+time.Second)
+	if code := p.exitCode(5 * time.Second); code != 0 {
+		t.Errorf("ps_port exit code %d", code)
+	}
+}
+
+func TestSIGTERMToPsPortTerminatesTree(t *testing.T) {
+	t.Parallel()
+	p, daemon := startDaemon(t, "--packet", "--delay-to-sigkill", "200")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	o := p.collect(true, 5*time.Second)
+	if !equal(o.exit, signal(15)) {
+		t.Errorf("exit %v", o.exit)
+	}
+	waitGone(t, daemon, time.Second)
+}
+
+func TestChildDiesWithPsPort(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--", "sleep", "1000")
+	pid := p.started()
+	p.cmd.Process.Kill()
+	waitGone(t, pid, 2*time.Second)
+}
+
+func TestSpawnErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	noexec := filepath.Join(dir, "noexec")
+	os.WriteFile(noexec, []byte("#!/bin/sh\n"), 0o644)
+	cases := []struct {
+		args   []string
+		reason string
+		code   int
+	}{
+		{[]string{"--", "no_such_program_xyz"}, "enoent", 3},
+		{[]string{"--", "/no/such/path"}, "enoent", 3},
+		{[]string{"--", noexec}, "eacces", 3},
+		{[]string{"--uid", "no_such_user_xyz", "--", "true"}, "baduser", 3},
+		{[]string{"--gid", "no_such_group_xyz", "--", "true"}, "badgroup", 3},
+		{[]string{"--cd", "/no/such/dir", "--", "true"}, "enoent", 3},
+		{[]string{"-c", "no_such_controller", "-g", "ps_port_test/x", "--", "true"}, "badcgroup", 4},
+	}
+	for _, c := range cases {
+		p := startPort(t, append([]string{"--packet"}, c.args...)...)
+		f := p.next(5 * time.Second)
+		tu, ok := etf.MatchTuple(f, "spawn_error", 3)
+		if !ok || tu[1] != etf.Atom(c.reason) {
+			t.Errorf("%v: want {spawn_error, %s, _}, got %v", c.args, c.reason, f)
+			continue
+		}
+		if msg := string(tu[2].([]byte)); len(msg) < 10 {
+			t.Errorf("%v: message %q does not say much", c.args, msg)
+		}
+		if code := p.exitCode(5 * time.Second); code != c.code {
+			t.Errorf("%v: exit code %d, want %d", c.args, code, c.code)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--no-such-flag", "true"}, {}, {"--env", "NOEQUALS", "true"}} {
+		cmd := exec.Command(psPort, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("%v: want exit code 2, got %v", args, err)
+		}
+		if !strings.Contains(stderr.String(), "usage") && !strings.Contains(stderr.String(), "--env") {
+			t.Errorf("%v: stderr %q has no usage", args, stderr.String())
+		}
+	}
+}
+
+func TestBadFrames(t *testing.T) {
+	t.Parallel()
+	huge := binary.BigEndian.AppendUint32(nil, 0xFFFFFFFF)
+	cases := map[string]func(p *portProc){
+		"not ETF":       func(p *portProc) { p.sendRaw([]byte("garbage")) },
+		"unknown term":  func(p *portProc) { p.send(etf.Tuple{atom("launch"), atom("missiles")}) },
+		"bad ack":       func(p *portProc) { p.send(etf.Tuple{atom("ack"), int64(-1)}) },
+		"command atom":  func(p *portProc) { p.send(etf.Tuple{atom("command"), atom("x")}) },
+		"4 GiB length":  func(p *portProc) { p.stdin.Write(huge) },
+		"deep nesting":  func(p *portProc) { p.sendRaw(deepTuple(10000)) },
+		"truncated ETF": func(p *portProc) { p.sendRaw([]byte{131, 104, 2, 119}) },
+	}
+	for name, bad := range cases {
+		p := startPort(t, "--packet", "--", "sleep", "1000")
+		pid := p.started()
+		bad(p)
+		o := p.collect(true, 5*time.Second)
+		if len(o.others) == 0 {
+			t.Errorf("%s: no error frame", name)
+		} else if _, ok := etf.MatchTuple(o.others[0], "error", 3); !ok {
+			t.Errorf("%s: want {error, badframe, _}, got %v", name, o.others[0])
+		}
+		if !equal(o.exit, signal(15)) {
+			t.Errorf("%s: exit %v, want the child terminated", name, o.exit)
+		}
+		if code := p.exitCode(5 * time.Second); code != 5 {
+			t.Errorf("%s: exit code %d, want 5", name, code)
+		}
+		if alive(pid) {
+			t.Errorf("%s: child %d left running", name, pid)
+		}
+	}
+}
+
+func TestRawMuonTrapMode(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(psPort, "--capture-output", "--stdio-window", "3", "--", "sh", "-c", "printf abcdefgh; exit 3")
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	read := func(n int) string {
+		got := make([]byte, 0, n)
+		buf := make([]byte, 16)
+		done := time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
+		defer done.Stop()
+		for len(got) < n {
+			k, err := out.Read(buf[:n-len(got)])
+			got = append(got, buf[:k]...)
+			if err != nil {
+				break
+			}
+		}
+		return string(got)
+	}
+	if got := read(3); got != "abc" {
+		t.Fatalf("first read %q, want the window's 3 bytes", got)
+	}
+	stdin.Write([]byte{1}) // each byte b credits b+1 bytes
+	if got := read(2); got != "de" {
+		t.Fatalf("after a 2-byte ack got %q", got)
+	}
+	stdin.Write([]byte{0, 1})
+	if got := read(3); got != "fgh" {
+		t.Fatalf("after a 3-byte ack got %q", got)
+	}
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Errorf("want exit code 3, got %v", err)
+	}
+}
+
+func TestErlangOpensPsPort(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("erl"); err != nil {
+		t.Fatal("erl not found: install erlang-base (make deps)")
+	}
+	script := `P = open_port({spawn_executable, "` + psPort + `"}, [binary, {packet, 4}, exit_status, {args, ["--packet", "--", "cat"]}]),
+receive {P, {data, D0}} -> {started, _} = binary_to_term(D0, [safe]) end,
+port_command(P, term_to_binary({command, <<"ping">>})),
+receive {P, {data, D1}} -> {stdout, <<"ping">>} = binary_to_term(D1, [safe]) end,
+port_command(P, term_to_binary(eof)),
+receive {P, {data, D2}} -> {exit, {status, 0}} = binary_to_term(D2, [safe]) end,
+receive {P, {exit_status, 0}} -> ok end,
+io:format("round trip ok~n"), halt(0).`
+	out, err := exec.Command("erl", "-noshell", "-eval", script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "round trip ok") {
+		t.Fatalf("erl: %v\n%s", err, out)
+	}
+}
+
+func equal(a, b etf.Term) bool {
+	x, err1 := etf.Encode(a)
+	y, err2 := etf.Encode(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+func hex(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
+
+func seq(n int) string {
+	var sb strings.Builder
+	for i := 1; i <= n; i++ {
+		sb.WriteString(strconv.Itoa(i))
+		sb.WriteByte('\n')
+	}
+	return sb.String()
+}
+
+func deepTuple(depth int) []byte {
+	b := []byte{131}
+	for i := 0; i < depth; i++ {
+		b = append(b, 104, 1)
+	}
+	return append(b, 106)
+}
