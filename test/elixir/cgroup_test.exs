@@ -30,7 +30,8 @@ defmodule ProtonStreamTest.CgroupTest do
     assert {:error, _} = Cgroups.cgset("cpu", base, "cpu.shares", "not a number")
   end
 
-  test ":cgroup_path: the program and its children run in the group, which is removed after exit", %{base: base} do
+  test ":cgroup_path: the program and its children run in the group, which is removed after exit",
+       %{base: base} do
     path = base <> "/fixed"
 
     {:ok, ps} =
@@ -46,7 +47,9 @@ defmodule ProtonStreamTest.CgroupTest do
     [sleep] = os_descendants(os_pid)
     assert cgroup_of(sleep, "memory") == "/" <> path
 
-    tasks = cgroup_dir("memory", path) |> Path.join("cgroup.procs") |> File.read!() |> String.split()
+    tasks =
+      cgroup_dir("memory", path) |> Path.join("cgroup.procs") |> File.read!() |> String.split()
+
     assert Integer.to_string(os_pid) in tasks
 
     ProtonStream.command(ps, "go\n")
@@ -82,7 +85,8 @@ defmodule ProtonStreamTest.CgroupTest do
 
     owner =
       spawn(fn ->
-        {:ok, ps} = ProtonStream.open("sh", ["-c", script], cgroup_controllers: ["cpu"], cgroup_base: base)
+        {:ok, ps} =
+          ProtonStream.open("sh", ["-c", script], cgroup_controllers: ["cpu"], cgroup_base: base)
 
         receive do
           {^ps, {:data, "ready\n"}} -> send(test_pid, {:os_pid, ProtonStream.os_pid(ps)})
@@ -106,7 +110,12 @@ defmodule ProtonStreamTest.CgroupTest do
 
   test ":cgroup_sets are written before the program starts", %{base: base} do
     {:ok, ps} =
-      ProtonStream.open("sh", ["-c", "cat /sys/fs/cgroup/memory$(grep :memory: /proc/self/cgroup | cut -d: -f3)/memory.limit_in_bytes"],
+      ProtonStream.open(
+        "sh",
+        [
+          "-c",
+          "cat /sys/fs/cgroup/memory$(grep :memory: /proc/self/cgroup | cut -d: -f3)/memory.limit_in_bytes"
+        ],
         cgroup_controllers: ["memory"],
         cgroup_base: base,
         cgroup_sets: [{"memory", "memory.limit_in_bytes", 100 * 1024 * 1024}]
@@ -117,12 +126,17 @@ defmodule ProtonStreamTest.CgroupTest do
 
   test "a cgroup that cannot be created: {:error, {:spawn_error, :badcgroup, message}}" do
     assert {:error, {:spawn_error, :badcgroup, message}} =
-             ProtonStream.open("true", [], cgroup_controllers: ["no_such_controller"], cgroup_path: "proton_stream_x")
+             ProtonStream.open("true", [],
+               cgroup_controllers: ["no_such_controller"],
+               cgroup_path: "proton_stream_x"
+             )
 
     assert is_binary(message)
   end
 
-  test "a cgroup setting that cannot be written: {:error, {:spawn_error, :badcgroup, _}}", %{base: base} do
+  test "a cgroup setting that cannot be written: {:error, {:spawn_error, :badcgroup, _}}", %{
+    base: base
+  } do
     assert {:error, {:spawn_error, :badcgroup, _}} =
              ProtonStream.open("true", [],
                cgroup_controllers: ["memory"],

@@ -1,0 +1,133 @@
+defmodule ProtonStreamTest.CompilerTest do
+  # The :ps_port mix compiler (elixir_shim/mix/ps_port_compiler.exs), run as
+  # `mix compile` in a child process with its own MIX_BUILD_PATH so the suite's
+  # build is untouched. A stand-in `go` (PS_PORT_GO) records how it was called.
+  use ExUnit.Case, async: true
+
+  import ProtonStreamTest.Helpers
+
+  @shim_dir Path.expand("../../elixir_shim", __DIR__)
+  @repo_root Path.expand("../..", __DIR__)
+
+  setup do
+    tmp = Path.join(System.tmp_dir!(), "proton_stream_compiler_test_#{rand_hex()}")
+    File.mkdir_p!(tmp)
+    on_exit(fn -> File.rm_rf!(tmp) end)
+
+    # A Go module root with the layout the compiler expects.
+    src = Path.join(tmp, "src")
+    File.mkdir_p!(Path.join(src, "cmd/ps_port"))
+    File.cp!(Path.join(@repo_root, "go.mod"), Path.join(src, "go.mod"))
+    File.write!(Path.join(src, "cmd/ps_port/main.go"), "package main\n\nfunc main() {}\n")
+
+    log = Path.join(tmp, "go.log")
+    fake_go = Path.join(tmp, "go")
+
+    File.write!(fake_go, """
+    #!/bin/sh
+    echo "args: $*" >> #{log}
+    echo "cwd: $(pwd)" >> #{log}
+    echo "env: GOOS=${GOOS-} GOARCH=${GOARCH-} CGO_ENABLED=${CGO_ENABLED-}" >> #{log}
+    if [ -n "${FAKE_GO_FAIL-}" ]; then echo "fake go: $FAKE_GO_FAIL"; exit 1; fi
+    while [ $# -gt 0 ]; do
+      if [ "$1" = "-o" ]; then echo fake > "$2"; fi
+      shift
+    done
+    """)
+
+    File.chmod!(fake_go, 0o755)
+    %{tmp: tmp, src: src, log: log, fake_go: fake_go, build: Path.join(tmp, "_build")}
+  end
+
+  defp mix_compile(ctx, env) do
+    env =
+      [
+        {"MIX_BUILD_PATH", ctx.build},
+        {"MIX_ENV", "dev"},
+        {"PS_PORT_SRC", ctx.src},
+        {"PS_PORT_GO", ctx.fake_go},
+        {"GOOS", nil},
+        {"GOARCH", nil},
+        {"CGO_ENABLED", nil}
+      ]
+      |> Enum.reject(fn {key, _} -> List.keymember?(env, key, 0) end)
+      |> Kernel.++(env)
+
+    System.cmd("mix", ["compile"], cd: @shim_dir, env: env, stderr_to_stdout: true)
+  end
+
+  defp log_entries(log) do
+    case File.read(log) do
+      {:ok, text} -> text |> String.split("args: ", trim: true)
+      {:error, :enoent} -> []
+    end
+  end
+
+  defp binary(ctx), do: Path.join(ctx.build, "lib/proton_stream/priv/ps_port")
+
+  test "builds into the app's priv/ with the documented flags, honouring GOOS/GOARCH/CGO_ENABLED",
+       ctx do
+    {out, 0} = mix_compile(ctx, [{"GOOS", "linux"}, {"GOARCH", "arm64"}])
+    assert out =~ "Compiling ps_port"
+    assert [entry] = log_entries(ctx.log)
+    assert entry =~ "build -trimpath -ldflags=-s -o #{binary(ctx)} ./cmd/ps_port\n"
+    assert entry =~ "cwd: #{ctx.src}\n"
+    # CGO_ENABLED defaults to 0.
+    assert entry =~ "env: GOOS=linux GOARCH=arm64 CGO_ENABLED=0\n"
+    assert File.read!(binary(ctx)) == "fake\n"
+
+    # Up to date: nothing is built.
+    {out, 0} = mix_compile(ctx, [{"GOOS", "linux"}, {"GOARCH", "arm64"}])
+    refute out =~ "Compiling ps_port"
+    assert length(log_entries(ctx.log)) == 1
+
+    # Another target: rebuilt, and an explicit CGO_ENABLED is passed on.
+    {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
+    assert out =~ "Compiling ps_port"
+    assert [_, entry] = log_entries(ctx.log)
+    assert entry =~ "env: GOOS= GOARCH=riscv64 CGO_ENABLED=1\n"
+
+    # A Go source newer than the binary: rebuilt.
+    {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
+    refute out =~ "Compiling ps_port"
+    future = System.os_time(:second) + 60
+    File.touch!(Path.join(ctx.src, "cmd/ps_port/main.go"), future)
+    {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
+    assert out =~ "Compiling ps_port"
+    assert length(log_entries(ctx.log)) == 3
+  end
+
+  test "a failing go build is a compile error showing go's output", ctx do
+    {out, status} = mix_compile(ctx, [{"FAKE_GO_FAIL", "syntax error in main.go"}])
+    assert status != 0
+    assert out =~ "could not build ps_port"
+    assert out =~ "fake go: syntax error in main.go"
+  end
+
+  test "a missing Go toolchain is a clear compile error", ctx do
+    # A PATH with everything from the usual directories except go.
+    path_dir = Path.join(ctx.tmp, "path")
+    File.mkdir_p!(path_dir)
+
+    for dir <- ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"],
+        {:ok, names} <- [File.ls(dir)],
+        name <- names,
+        name not in ["go", "gofmt"] do
+      File.ln_s(Path.join(dir, name), Path.join(path_dir, name))
+    end
+
+    {out, status} = mix_compile(ctx, [{"PATH", path_dir}, {"PS_PORT_GO", nil}, {"GOROOT", nil}])
+    assert status != 0
+    [_, go_version] = Regex.run(~r/^go\s+(\S+)/m, File.read!(Path.join(@repo_root, "go.mod")))
+    assert out =~ "the Go toolchain was not found"
+    assert out =~ "Install Go #{go_version} or newer"
+    assert out =~ "PATH"
+  end
+
+  test "a missing Go module root is a clear compile error", ctx do
+    {out, status} = mix_compile(ctx, [{"PS_PORT_SRC", ctx.tmp}])
+    assert status != 0
+    assert out =~ "go.mod does not exist"
+    assert out =~ "PS_PORT_SRC"
+  end
+end
