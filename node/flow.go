@@ -67,8 +67,22 @@ func (f *flowCtl) stop() {
 	f.mu.Unlock()
 }
 
+// When a poll frees nothing and the owner's queue holds at most stallQueue
+// messages, the messages themselves are looked at: an owner that
+// selectively receives from one child while another child's data waits in
+// its queue would otherwise stall the first forever (queue_len counts the
+// other child's messages too). That copies the queue, so while it finds
+// only this child's messages (an owner that is just slow) it is done ever
+// less often, up to once a second.
+const (
+	stallQueue    = 10000
+	maxStallCheck = time.Second
+)
+
 func (f *flowCtl) run() {
 	pause := time.Duration(0)
+	var stalled time.Time
+	checkEvery := time.Duration(0)
 	for {
 		f.mu.Lock()
 		for !f.stopped && f.total < f.threshold {
@@ -87,6 +101,25 @@ func (f *flowCtl) run() {
 			// A dead or unreachable owner: its DOWN ends the child.
 			time.Sleep(100 * time.Millisecond)
 			continue
+		}
+		if n > q {
+			stalled = time.Time{}
+		} else if stalled.IsZero() {
+			stalled = time.Now()
+		}
+		if !stalled.IsZero() && time.Since(stalled) >= checkEvery && q <= stallQueue {
+			f.mu.Lock()
+			n = len(f.sizes) // counted before this request: see the type's comment
+			f.mu.Unlock()
+			if mine, err := f.c.n.rpc.pendingFrom(dest, f.c.self, rpcTimeout); err == nil && mine >= 0 {
+				if mine < q {
+					checkEvery = 0 // others' messages hold the queue: keep looking
+				} else {
+					checkEvery = min(max(2*checkEvery, 10*time.Millisecond), maxStallCheck)
+				}
+				q = mine
+			}
+			stalled = time.Now()
 		}
 		freed := 0
 		f.mu.Lock()

@@ -108,3 +108,38 @@ func (c *rpcClient) alive(pid etf.Pid, timeout time.Duration) (bool, error) {
 	}
 	return b, nil
 }
+
+// pendingFrom counts the data messages ({from, {:data | :error, binary}})
+// waiting in pid's queue. It copies the whole queue over the network, so
+// flow control uses it only when the queue is short and progress stalled.
+func (c *rpcClient) pendingFrom(pid, from etf.Pid, timeout time.Duration) (int, error) {
+	r, err := c.call(string(pid.Node), "erlang", "process_info",
+		etf.List{pid, etf.Atom("messages")}, timeout)
+	if err != nil {
+		return 0, err
+	}
+	if isAtom(r, "undefined") {
+		return -1, nil
+	}
+	tu, ok := r.(etf.Tuple)
+	if !ok || len(tu) != 2 {
+		return 0, fmt.Errorf("process_info answered %s", describe(r))
+	}
+	msgs, ok := tu[1].(etf.List)
+	if !ok {
+		return 0, fmt.Errorf("process_info answered %s", describe(r))
+	}
+	n := 0
+	for _, m := range msgs {
+		t, ok := m.(etf.Tuple)
+		if !ok || len(t) != 2 || t[0] != etf.Term(from) {
+			continue
+		}
+		if _, ok := tagged(t[1], "data", 2); ok {
+			n++
+		} else if _, ok := tagged(t[1], "error", 2); ok {
+			n++
+		}
+	}
+	return n, nil
+}

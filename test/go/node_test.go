@@ -335,3 +335,19 @@ func TestNodeDownNotLostBehindAFlood(t *testing.T) {
 		t.Errorf("ps_port dropped messages:\n%s", ps.stderr.String())
 	}
 }
+
+// TestNodeSelectiveReceiveAcrossChildren: the owner reads one child to the
+// end while the other child's output waits in its mailbox. queue_len counts
+// both, so flow control must look at the messages to keep the first going.
+func TestNodeSelectiveReceiveAcrossChildren(t *testing.T) {
+	_, e := nodePair(t)
+	for i, opts := range []string{`[{stdio_window, 65536}]`, `[]`} {
+		e.eval(fmt.Sprintf(`{ok, SA%d} = open(<<"head">>, [<<"-c">>, <<"5000000">>, <<"/dev/zero">>], %s), {ok, SB%d} = open(<<"head">>, [<<"-c">>, <<"5000000">>, <<"/dev/zero">>], %s), timer:sleep(200)`, i, opts, i, opts))
+		a := e.eval(fmt.Sprintf(`count_bytes(SA%d, false, 10000)`, i))
+		b := e.eval(fmt.Sprintf(`count_bytes(SB%d, false, 10000)`, i))
+		if !strings.HasPrefix(a, "{5000000,normal,") || !strings.HasPrefix(b, "{5000000,normal,") {
+			t.Fatalf("%s: first child %s, second %s", opts, a, b)
+		}
+		t.Logf("%s: first child 5 MB read alone while the second waits: %s µs", opts, strings.Split(strings.Trim(a, "{}"), ",")[2])
+	}
+}
