@@ -11,8 +11,9 @@ defmodule Mix.Tasks.Compile.PsPort do
 
   `GOOS`, `GOARCH`, `GOARM` and `CGO_ENABLED` are taken from the environment so
   cross builds (Nerves and the like) work; `CGO_ENABLED` defaults to `0`. The
-  binary is rebuilt only when a Go source file, `go.mod` or `go.sum` is newer
-  than it, or when the build environment changed since the last build.
+  binary is rebuilt only when it is missing, when a Go source file, `go.mod` or
+  `go.sum` changed (by content) since the last build, or when one of those
+  environment variables did. `mix compile --force` always rebuilds.
 
   Environment:
 
@@ -32,9 +33,9 @@ defmodule Mix.Tasks.Compile.PsPort do
     {opts, _, _} = OptionParser.parse(args, switches: [force: :boolean])
     src = source_dir()
     out = binary_path()
-    stamp = build_env()
+    stamp = {build_env(), sources_digest(src)}
 
-    if opts[:force] || stale?(src, out, stamp) do
+    if opts[:force] || not File.regular?(out) || read_manifest() != stamp do
       build!(src, out, stamp)
       {:ok, []}
     else
@@ -74,18 +75,23 @@ defmodule Mix.Tasks.Compile.PsPort do
     List.keystore(env, "CGO_ENABLED", 0, {"CGO_ENABLED", System.get_env("CGO_ENABLED") || "0"})
   end
 
-  defp stale?(src, out, stamp) do
-    case File.stat(out, time: :posix) do
-      {:ok, %{mtime: built}} ->
-        read_manifest() != stamp or Enum.any?(go_sources(src), &newer?(&1, built))
+  # A digest of every Go source (with its path), go.mod and go.sum: the binary
+  # is rebuilt when any of them changed since the last build (mtimes have a
+  # one-second resolution and go backwards on checkouts; contents do not).
+  defp sources_digest(src) do
+    src
+    |> go_sources()
+    |> Enum.sort()
+    |> Enum.reduce(:erlang.md5_init(), fn path, md5 ->
+      content =
+        case File.read(path) do
+          {:ok, content} -> content
+          {:error, _} -> ""
+        end
 
-      {:error, _} ->
-        true
-    end
-  end
-
-  defp newer?(file, built) do
-    match?({:ok, %{mtime: mtime}} when mtime >= built, File.stat(file, time: :posix))
+      md5 |> :erlang.md5_update(Path.relative_to(path, src)) |> :erlang.md5_update(content)
+    end)
+    |> :erlang.md5_final()
   end
 
   defp go_sources(src) do
@@ -137,16 +143,14 @@ defmodule Mix.Tasks.Compile.PsPort do
     go = go_executable!(src)
     File.mkdir_p!(Path.dirname(out))
     args = ["build", "-trimpath", "-ldflags=-s", "-o", out, "./cmd/ps_port"]
-    env = for {key, value} <- stamp, value != nil, do: {key, value}
+    {build_env, _digest} = stamp
+    env = for {key, value} <- build_env, value != nil, do: {key, value}
     Mix.shell().info("Compiling ps_port (go #{Enum.join(args, " ")})")
 
     case System.cmd(go, args, cd: src, env: env, stderr_to_stdout: true) do
       {_, 0} ->
         File.mkdir_p!(Path.dirname(manifest_path()))
         File.write!(manifest_path(), :erlang.term_to_binary(stamp))
-        # go build leaves the old mtime when nothing changed; make the binary
-        # newer than every source so the next run is a no-op.
-        File.touch!(out)
 
       {output, status} ->
         Mix.raise("""

@@ -87,14 +87,21 @@ defmodule ProtonStreamTest.CompilerTest do
     assert [_, entry] = log_entries(ctx.log)
     assert entry =~ "env: GOOS= GOARCH=riscv64 CGO_ENABLED=1\n"
 
-    # A Go source newer than the binary: rebuilt.
+    # A touched but unchanged source: nothing to do. A changed one: rebuilt.
+    main_go = Path.join(ctx.src, "cmd/ps_port/main.go")
+    File.touch!(main_go, System.os_time(:second) + 60)
     {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
     refute out =~ "Compiling ps_port"
-    future = System.os_time(:second) + 60
-    File.touch!(Path.join(ctx.src, "cmd/ps_port/main.go"), future)
+    File.write!(main_go, "// changed\n", [:append])
     {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
     assert out =~ "Compiling ps_port"
     assert length(log_entries(ctx.log)) == 3
+
+    # A missing binary: rebuilt.
+    File.rm!(binary(ctx))
+    {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
+    assert out =~ "Compiling ps_port"
+    assert File.exists?(binary(ctx))
   end
 
   test "a failing go build is a compile error showing go's output", ctx do
