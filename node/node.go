@@ -437,7 +437,14 @@ func (n *Node) Shutdown(timeout time.Duration) {
 	}
 	time.Sleep(100 * time.Millisecond) // let the connections flush
 	close(n.done)
-	n.ergo.Stop()
+	// ergo's Stop takes about a second to wind its applications down; the
+	// children are gone, so do not wait for it longer than this.
+	stopped := make(chan struct{})
+	go func() { n.ergo.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(300 * time.Millisecond):
+	}
 }
 
 // Wait blocks until the node has stopped.
