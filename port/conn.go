@@ -35,6 +35,7 @@ type Conn struct {
 	lenBuf [4]byte
 
 	protocolErr atomic.Bool // the owner sent something ps_port cannot take
+	finished    atomic.Bool // the exit frame has been sent
 }
 
 // NewConn returns a Conn reading frames from r and writing them to w.

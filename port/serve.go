@@ -44,7 +44,11 @@ func (c *Conn) Started(pid int) {
 // gone, and returns ps_port's exit code. stop delivers requests to terminate
 // from outside the port (SIGTERM to ps_port).
 func Serve(c *Conn, child *procctl.Child, placement procctl.Placement, stop <-chan os.Signal) int {
-	go readCommands(c, child)
+	closed := make(chan struct{})
+	go func() {
+		readCommands(c, child)
+		close(closed)
+	}()
 	go func() {
 		select {
 		case <-stop:
@@ -62,7 +66,11 @@ func Serve(c *Conn, child *procctl.Child, placement procctl.Placement, stop <-ch
 	if status.Signal != 0 {
 		exit = etf.Tuple{etf.Atom("signal"), int64(status.Signal)}
 	}
+	c.finished.Store(true)
 	c.Send(etf.Tuple{etf.Atom("exit"), exit})
+	// Linger until the owner closes the port, so acks it sends for the last
+	// output never hit a closed pipe (which the BEAM reports as epipe).
+	<-closed
 	if c.protocolErr.Load() {
 		return ExitProtocol
 	}
@@ -84,6 +92,9 @@ func readCommands(c *Conn, child *procctl.Child) {
 			protocolError(c, child, err)
 			child.Window().Close()
 			return
+		}
+		if c.finished.Load() {
+			continue // the exit frame is out: nothing applies any more
 		}
 		if err := apply(c, child, frame); err != nil {
 			protocolError(c, child, err)

@@ -205,9 +205,11 @@ func (p *portProc) collect(ack bool, timeout time.Duration) output {
 	}
 }
 
-// exitCode waits for ps_port to exit and returns its exit code.
+// exitCode closes the port, as an owner does after the exit frame, waits for
+// ps_port to exit and returns its exit code.
 func (p *portProc) exitCode(timeout time.Duration) int {
 	p.t.Helper()
+	p.stdin.Close()
 	for range p.frames {
 	}
 	select {

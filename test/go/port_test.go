@@ -2,6 +2,7 @@ package blackbox
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"os"
@@ -411,9 +412,11 @@ port_command(P, term_to_binary({command, <<"ping">>})),
 receive {P, {data, D1}} -> {stdout, <<"ping">>} = binary_to_term(D1, [safe]) end,
 port_command(P, term_to_binary(eof)),
 receive {P, {data, D2}} -> {exit, {status, 0}} = binary_to_term(D2, [safe]) end,
-receive {P, {exit_status, 0}} -> ok end,
+port_close(P),
 io:format("round trip ok~n"), halt(0).`
-	out, err := exec.Command("erl", "-noshell", "-eval", script).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "erl", "-noshell", "-eval", script).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "round trip ok") {
 		t.Fatalf("erl: %v\n%s", err, out)
 	}
