@@ -1,0 +1,43 @@
+# ProtonStream for Go. `make demo` and `make test` are the two commands the
+# README promises; everything else is a step of theirs.
+
+GO       ?= go
+BIN      := bin/ps_port
+GO_FILES := $(shell git ls-files '*.go' 2>/dev/null)
+
+.PHONY: all deps build lint test test-go test-elixir demo clean
+
+all: build
+
+deps:
+	./scripts/deps.sh
+
+build: $(BIN)
+
+$(BIN): $(GO_FILES) go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $@ ./cmd/ps_port
+
+lint:
+	@unformatted=$$(gofmt -l $(GO_FILES)); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	cd elixir_shim && mix format --check-formatted
+
+# Every test: Go unit and black-box tests (with the race detector), then the
+# Elixir shim's ExUnit suite against a real BEAM. Root is needed for the
+# cgroup tests; they create and remove their own groups.
+test: deps lint test-go test-elixir
+
+test-go:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-elixir:
+	cd elixir_shim && MIX_ENV=test mix compile --warnings-as-errors --force
+	cd elixir_shim && mix test
+
+# A contained process streaming to an Elixir owner.
+demo: deps
+	cd elixir_shim && mix run --no-start ../examples/demo.exs
+
+clean:
+	rm -rf bin elixir_shim/_build elixir_shim/priv/ps_port
