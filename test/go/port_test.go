@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,7 +118,7 @@ func TestLargeStreamSmallWindow(t *testing.T) {
 	}
 	data, sumLine := o.stderr[:size], string(o.stderr[size:])
 	sum := sha256.Sum256(data)
-	if got := strings.Fields(sumLine); len(got) == 0 || got[0] != hex(sum[:]) {
+	if got := strings.Fields(sumLine); len(got) == 0 || got[0] != hex.EncodeToString(sum[:]) {
 		t.Errorf("checksum mismatch: child says %q, received %x", sumLine, sum)
 	}
 	if !equal(o.exit, status(0)) {
@@ -426,15 +427,6 @@ func equal(a, b etf.Term) bool {
 	x, err1 := etf.Encode(a)
 	y, err2 := etf.Encode(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
-}
-
-func hex(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, digits[c>>4], digits[c&15])
-	}
-	return string(out)
 }
 
 func seq(n int) string {
