@@ -23,7 +23,6 @@ defmodule ProtonStream.Port do
           | {:error, atom(), binary()}
           | {:oom_killed, non_neg_integer()}
           | {:exit, {:status, non_neg_integer()} | {:signal, pos_integer()}}
-          | {:ps_port_exit, 0..255}
 
   # ps_port refuses frames over 64 MiB; stdin data is sent in pieces well below.
   @max_command_chunk 8 * 1024 * 1024
@@ -34,36 +33,17 @@ defmodule ProtonStream.Port do
   @spec executable() :: binary()
   def executable, do: Application.app_dir(:proton_stream, "priv/ps_port")
 
-  # ps_port exits right after its final :exit frame, while the owner may still
-  # be writing {:ack, n} for the last output frames. A port whose write fails
-  # with EPIPE is torn down by the VM at once, and the frames ps_port wrote but
-  # the VM had not read yet are lost (the tail of the output, the :exit frame).
-  # Until ps_port keeps its stdin open until EOF, it runs under /bin/sh, which
-  # holds the pipe open: after ps_port exits, sh appends one frame of its own,
-  # {:ps_port_exit, status}, and then `cat` discards further writes until the
-  # port is closed. That frame is also the in-order "ps_port is done" marker.
-  @wrapper ~S"""
-  "$0" "$@"
-  s=$?
-  printf "\000\000\000\023\203h\002w\014ps_port_exita\\$(printf %o "$s")" 2>/dev/null
-  exec cat >/dev/null
-  """
-
   @doc """
-  Opens ps_port for the validated `options` and returns the port. The port is
-  linked to the calling process, which becomes its owner.
+  Opens `ps_port --packet` for the validated `options` and returns the port.
+  The port is linked to the calling process, which becomes its owner.
 
-  The port closes (`{:EXIT, port, :normal}`) after ps_port has exited; its
-  last frame is `{:ps_port_exit, status}` with ps_port's exit status.
+  After its final `{:exit, _}` frame ps_port waits for the port to be closed
+  (so late acks never meet a closed pipe), then removes the program's cgroup
+  and exits.
   """
   @spec open(map()) :: port()
   def open(options) do
-    port_opts = [
-      :binary,
-      {:packet, 4},
-      :use_stdio,
-      {:args, ["-c", @wrapper, executable() | args(options)]}
-    ]
+    port_opts = [:binary, {:packet, 4}, :exit_status, :use_stdio, {:args, args(options)}]
 
     port_opts =
       case Map.fetch(options, :parallelism) do
@@ -71,7 +51,7 @@ defmodule ProtonStream.Port do
         :error -> port_opts
       end
 
-    Port.open({:spawn_executable, "/bin/sh"}, port_opts)
+    Port.open({:spawn_executable, executable()}, port_opts)
   end
 
   @doc """

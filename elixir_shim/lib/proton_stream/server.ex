@@ -29,18 +29,19 @@ defmodule ProtonStream.Server do
   alias ProtonStream.Port, as: PsPort
 
   # How long init/1 may take to hear from ps_port, and how long to wait for
-  # ps_port to exit after it reported the child's exit.
+  # ps_port to exit once the port was closed after the child's exit.
   @start_timeout 15_000
   @exit_grace 5_000
 
   @gen_server_opts [:name, :timeout, :debug, :spawn_opt, :hibernate_after]
 
   # Headers of ps_port's {:started, _} and {:spawn_error, _, _} frames (atoms
-  # as SMALL_ATOM_UTF8_EXT, docs/protocol.md), and of the wrapper's
-  # {:ps_port_exit, _} (see ProtonStream.Port).
+  # as SMALL_ATOM_UTF8_EXT, docs/protocol.md).
   @started_header <<131, 104, 2, 119, 7, "started">>
   @spawn_error_header <<131, 104, 3, 119, 11, "spawn_error">>
-  @ps_port_exit_header <<131, 104, 2, 119, 12, "ps_port_exit">>
+
+  # How often to look whether ps_port has exited after the port was closed.
+  @reap_poll 2
 
   defstruct [
     :port,
@@ -51,6 +52,8 @@ defmodule ProtonStream.Server do
     :command,
     :cgroup_path,
     :exit_reason,
+    :ps_port_pid,
+    :reap_deadline,
     port_open: true,
     oom_kills: 0
   ]
@@ -64,6 +67,8 @@ defmodule ProtonStream.Server do
            command: binary(),
            cgroup_path: binary() | nil,
            exit_reason: ProtonStream.exit_reason() | nil,
+           ps_port_pid: pos_integer() | nil,
+           reap_deadline: integer() | nil,
            port_open: boolean(),
            oom_kills: non_neg_integer()
          }
@@ -170,19 +175,25 @@ defmodule ProtonStream.Server do
        {:spawn_error, :ps_port, "could not open a port for ps_port: #{Exception.message(e)}"}}
   end
 
-  # ps_port's first frame is meant to be {:started, os_pid} or
-  # {:spawn_error, ...}, but output of a fast child can overtake :started. So
-  # the receive is selective on the frames' fixed headers: anything else stays
-  # in the mailbox, in order, for handle_info/2 once init/1 returned.
+  # ps_port's first frame is {:started, os_pid} or {:spawn_error, ...}. The
+  # receive is selective on their fixed headers anyway: should output ever
+  # overtake :started, it stays in the mailbox, in order, for handle_info/2.
   defp await_started(port, options) do
     receive do
       {^port, {:data, <<@started_header::binary, _::binary>> = frame}} ->
         {:started, os_pid} = PsPort.decode(frame)
 
+        ps_port_pid =
+          case Port.info(port, :os_pid) do
+            {:os_pid, pid} -> pid
+            nil -> nil
+          end
+
         {:ok,
          %__MODULE__{
            port: port,
            os_pid: os_pid,
+           ps_port_pid: ps_port_pid,
            command: options.command,
            cgroup_path: Map.get(options, :cgroup_path)
          }}
@@ -192,18 +203,10 @@ defmodule ProtonStream.Server do
         PsPort.close(port)
         {:error, {:spawn_error, reason, message}}
 
-      {^port, {:data, <<@ps_port_exit_header::binary, _::binary>> = frame}} ->
-        {:ps_port_exit, status} = PsPort.decode(frame)
-        PsPort.close(port)
-
+      {^port, {:exit_status, status}} ->
         {:error,
          {:spawn_error, :ps_port,
           "ps_port exited with status #{status} before starting the program (see its stderr)"}}
-
-      {:EXIT, ^port, reason} ->
-        {:error,
-         {:spawn_error, :ps_port,
-          "the ps_port port closed (#{inspect(reason)}) before the program started"}}
     end
   end
 
@@ -214,26 +217,36 @@ defmodule ProtonStream.Server do
     handle_frame(PsPort.decode(frame), state)
   end
 
-  # The port closed without the {:ps_port_exit, _} frame (finish/2 would have
-  # stopped the server first): ps_port or its wrapper died.
-  def handle_info({:EXIT, port, reason}, %{port: port} = state) do
+  # ps_port died before reporting the program's exit.
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
     Logger.error(
-      "ProtonStream: the port of ps_port for #{state.command} closed unexpectedly: #{inspect(reason)}"
+      "ProtonStream: ps_port for #{state.command} exited with status #{status} " <>
+        "without reporting the program's exit (see its stderr)"
     )
 
-    finish(state.exit_reason || {:ps_port_exited, reason}, %{state | port_open: false})
+    finish({:ps_port_exited, status}, %{state | port_open: false})
   end
 
-  def handle_info({:"$proton_stream", :exit_grace, port}, %{port: port, port_open: true} = state) do
-    Logger.warning(
-      "ProtonStream: ps_port for #{state.command} did not exit #{@exit_grace} ms after its program did"
-    )
+  def handle_info({:EXIT, port, _reason}, %{port: port} = state), do: {:noreply, state}
 
-    PsPort.close(port)
-    finish(state.exit_reason, %{state | port_open: false})
+  def handle_info({:"$proton_stream", :reap}, state) do
+    cond do
+      not os_process_alive?(state.ps_port_pid) ->
+        finish(state.exit_reason, state)
+
+      System.monotonic_time(:millisecond) > state.reap_deadline ->
+        Logger.warning(
+          "ProtonStream: ps_port (os pid #{state.ps_port_pid}) for #{state.command} " <>
+            "did not exit #{@exit_grace} ms after the port was closed"
+        )
+
+        finish(state.exit_reason, state)
+
+      true ->
+        Process.send_after(self(), {:"$proton_stream", :reap}, @reap_poll)
+        {:noreply, state}
+    end
   end
-
-  def handle_info({:"$proton_stream", :exit_grace, _port}, state), do: {:noreply, state}
 
   ## Requests (message mode: from the owner only; callback mode: from anyone)
 
@@ -373,31 +386,16 @@ defmodule ProtonStream.Server do
   defp handle_frame({:stdout, data}, state), do: output_callback(:handle_stdout, data, state)
   defp handle_frame({:stderr, data}, state), do: output_callback(:handle_stderr, data, state)
 
+  # The last frame: the program and its process tree are gone. ps_port waits
+  # for the port to close, then removes the cgroup and exits; the exit is
+  # reported once it has (so the cgroup is gone by then).
   defp handle_frame({:exit, status}, state) do
-    Process.send_after(self(), {:"$proton_stream", :exit_grace, state.port}, @exit_grace)
-    {:noreply, %{state | exit_reason: exit_reason(status)}}
-  end
+    PsPort.close(state.port)
+    send(self(), {:"$proton_stream", :reap})
+    deadline = System.monotonic_time(:millisecond) + @exit_grace
 
-  # ps_port has exited (its cgroup is gone): everything has been passed on.
-  defp handle_frame({:ps_port_exit, status}, state) do
-    case state.exit_reason do
-      nil ->
-        Logger.error(
-          "ProtonStream: ps_port for #{state.command} exited with status #{status} " <>
-            "without reporting the program's exit (see its stderr)"
-        )
-
-        finish({:ps_port_exited, status}, state)
-
-      reason ->
-        if status != 0 do
-          Logger.warning(
-            "ProtonStream: ps_port for #{state.command} exited with status #{status}"
-          )
-        end
-
-        finish(reason, state)
-    end
+    {:noreply,
+     %{state | exit_reason: exit_reason(status), port_open: false, reap_deadline: deadline}}
   end
 
   defp handle_frame({:oom_killed, count}, state) do
@@ -431,6 +429,20 @@ defmodule ProtonStream.Server do
 
     PsPort.ack(state.port, byte_size(data))
     wrap(result, state)
+  end
+
+  # A zombie has exited too; without /proc there is nothing to wait for.
+  defp os_process_alive?(nil), do: false
+
+  defp os_process_alive?(pid) do
+    case File.read("/proc/#{pid}/stat") do
+      {:ok, stat} ->
+        [_, rest] = String.split(stat, ") ", parts: 2)
+        not String.starts_with?(rest, ["Z", "X"])
+
+      {:error, _} ->
+        false
+    end
   end
 
   defp exit_reason({:status, 0}), do: :normal
