@@ -91,11 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	po.NumHandlers = 1
 	po.MaxMessageSize = MaxMessageSize
 	// No fragments: a data message is at most 64 KiB of payload and goes
-	// whole. Once, a fragmented one made OTP 25 drop the connection with
-	// "corrupted distribution header" (an atom cache reference it did not
-	// know), which whole messages have not shown.
+	// whole, in one write.
 	po.FragmentationUnit = 0
-	opts.Proto = dist.CreateProto(po)
+	opts.Proto = plainAtomsProto{dist.CreateProto(po)}
 	opts.Registrar = dist.CreateRegistrar() // the system epmd
 	if cfg.ListenPort != 0 {
 		opts.Listeners = []ergonode.Listener{{Listen: cfg.ListenPort}}
