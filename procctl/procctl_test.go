@@ -1,0 +1,262 @@
+package procctl
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	if err := BecomeSubreaper(); err != nil {
+		panic(err)
+	}
+	os.Exit(m.Run())
+}
+
+// recorder is a Sink that keeps what it gets.
+type recorder struct {
+	mu       sync.Mutex
+	out, err bytes.Buffer
+	calls    int
+	maxCall  int
+}
+
+func (r *recorder) Stdout(p []byte) error { return r.add(&r.out, p) }
+func (r *recorder) Stderr(p []byte) error { return r.add(&r.err, p) }
+
+func (r *recorder) add(b *bytes.Buffer, p []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b.Write(p)
+	r.calls++
+	r.maxCall = max(r.maxCall, len(p))
+	return nil
+}
+
+func (r *recorder) stdout() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out.String()
+}
+
+func start(t *testing.T, spec Spec, sink Sink) *Child {
+	t.Helper()
+	c, err := Start(spec, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Window().Close()
+		c.Terminate()
+		c.Wait()
+	})
+	return c
+}
+
+func TestParseStat(t *testing.T) {
+	st, ok := parseStat(42, []byte("42 (a) b (c)) S 1 42 7 0 -1"))
+	if !ok || st.ppid != 1 || st.pgrp != 42 || st.session != 7 || st.zombie {
+		t.Errorf("parseStat = %+v, %v", st, ok)
+	}
+	if st, ok := parseStat(5, []byte("5 (x) Z 1 5 5")); !ok || !st.zombie {
+		t.Errorf("zombie not recognised: %+v", st)
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) S", "1 (x) S a b c"} {
+		if _, ok := parseStat(1, []byte(bad)); ok {
+			t.Errorf("parseStat(%q) accepted", bad)
+		}
+	}
+}
+
+func TestWindowCredit(t *testing.T) {
+	w := NewWindow(100)
+	if n := w.take(60); n != 60 {
+		t.Fatalf("take 60 = %d", n)
+	}
+	if n := w.take(60); n != 40 {
+		t.Fatalf("take past the window = %d, want 40", n)
+	}
+	if w.InFlight() != 100 {
+		t.Fatalf("in flight %d", w.InFlight())
+	}
+	if !w.Ack(30) || w.InFlight() != 70 {
+		t.Fatalf("ack 30: in flight %d", w.InFlight())
+	}
+	if w.Ack(1000) {
+		t.Error("acking more than in flight must report false")
+	}
+	if w.InFlight() != 0 {
+		t.Errorf("over-ack must clamp to the window, in flight %d", w.InFlight())
+	}
+	w.take(100)
+	done := make(chan bool)
+	go func() { done <- w.wait() }()
+	select {
+	case <-done:
+		t.Fatal("wait returned without credit")
+	case <-time.After(20 * time.Millisecond):
+	}
+	w.Ack(1)
+	if !<-done {
+		t.Error("wait after an ack reports no credit")
+	}
+}
+
+func TestOutputAndExitStatus(t *testing.T) {
+	r := &recorder{}
+	c := start(t, Spec{Path: "sh", Args: []string{"-c", "echo out; echo err >&2; exit 7"}}, r)
+	st := c.Wait()
+	if st != (ExitStatus{Code: 7}) {
+		t.Errorf("status %v", st)
+	}
+	if r.out.String() != "out\n" || r.err.String() != "err\n" {
+		t.Errorf("stdout %q stderr %q", r.out.String(), r.err.String())
+	}
+}
+
+func TestWindowBoundsOutput(t *testing.T) {
+	r := &recorder{}
+	c := start(t, Spec{Path: "yes", Window: 1000}, r)
+	time.Sleep(100 * time.Millisecond)
+	if n := len(r.stdout()); n != 1000 {
+		t.Fatalf("%d bytes delivered without acks, want the window of 1000", n)
+	}
+	c.Window().Ack(500)
+	time.Sleep(50 * time.Millisecond)
+	if n := len(r.stdout()); n != 1500 {
+		t.Fatalf("%d bytes after acking 500, want 1500", n)
+	}
+}
+
+func TestStdinQueueNeverBlocks(t *testing.T) {
+	r := &recorder{}
+	c := start(t, Spec{Path: "sleep", Args: []string{"100"}}, r)
+	chunk := make([]byte, 1<<20)
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 16; i++ {
+			c.Write(chunk)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Write blocked on a child that does not read")
+	}
+	if q := c.StdinQueued(); q < 15<<20 {
+		t.Errorf("queued %d bytes, want about 16 MiB", q)
+	}
+}
+
+func TestCloseStdinAfterQueued(t *testing.T) {
+	r := &recorder{}
+	c := start(t, Spec{Path: "cat"}, r)
+	c.Write([]byte("a"))
+	c.Write([]byte("b"))
+	c.CloseStdin()
+	if err := c.Write([]byte("c")); err != ErrStdinClosed {
+		t.Errorf("write after CloseStdin: %v", err)
+	}
+	if st := c.Wait(); st.Code != 0 || r.stdout() != "ab" {
+		t.Errorf("status %v stdout %q", st, r.stdout())
+	}
+}
+
+func TestTerminateKillsEscapees(t *testing.T) {
+	r := &recorder{}
+	c := start(t, Spec{
+		Path:           "sh",
+		Args:           []string{"-c", `(setsid sh -c 'trap "" TERM; echo $$; exec sleep 1000' &); trap '' TERM; sleep 1000`},
+		DelayToSIGKILL: 100 * time.Millisecond,
+		Sweep:          true,
+	}, r)
+	var daemon int
+	for deadline := time.Now().Add(5 * time.Second); daemon == 0 && time.Now().Before(deadline); {
+		daemon, _ = strconv.Atoi(strings.TrimSpace(r.stdout()))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if daemon == 0 {
+		t.Fatal("daemon did not report its pid")
+	}
+	start := time.Now()
+	c.Terminate()
+	st := c.Wait()
+	took := time.Since(start)
+	if st.Signal != syscall.SIGKILL {
+		t.Errorf("status %v, want SIGKILL (the child ignores SIGTERM)", st)
+	}
+	if took < 100*time.Millisecond || took > 600*time.Millisecond {
+		t.Errorf("terminated in %v, want the 100 ms delay plus a little", took)
+	}
+	if syscall.Kill(daemon, 0) == nil {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(daemon) + "/stat"); !bytes.Contains(b, []byte(") Z ")) {
+			t.Errorf("daemon %d survived", daemon)
+		}
+	}
+}
+
+func TestSignalAfterExitIsNoOp(t *testing.T) {
+	c := start(t, Spec{Path: "true"}, &recorder{})
+	c.Wait()
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		t.Errorf("signal after exit: %v", err)
+	}
+}
+
+func TestSpawnErrors(t *testing.T) {
+	cases := []struct {
+		spec   Spec
+		reason string
+	}{
+		{Spec{Path: "no_such_program_xyz"}, "enoent"},
+		{Spec{Path: "/etc/passwd"}, "eacces"},
+		{Spec{Path: "true", Dir: "/no/such/dir"}, "enoent"},
+		{Spec{Path: ""}, "badarg"},
+	}
+	for _, c := range cases {
+		_, err := Start(c.spec, &recorder{})
+		se, ok := err.(*SpawnError)
+		if !ok || se.Reason != c.reason {
+			t.Errorf("%+v: got %v, want reason %s", c.spec, err, c.reason)
+		}
+	}
+	if _, err := LookupCredential("no_such_user_xyz", ""); err == nil || err.(*SpawnError).Reason != "baduser" {
+		t.Errorf("bad user: %v", err)
+	}
+	if _, err := LookupCredential("", "no_such_group_xyz"); err == nil || err.(*SpawnError).Reason != "badgroup" {
+		t.Errorf("bad group: %v", err)
+	}
+	cred, err := LookupCredential("nobody", "")
+	if err != nil || cred.Uid != 65534 {
+		t.Errorf("nobody: %+v %v", cred, err)
+	}
+}
+
+func TestRunsAsOtherUser(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("needs root (CI runs as root)")
+	}
+	cred, _ := LookupCredential("nobody", "nogroup")
+	r := &recorder{}
+	c := start(t, Spec{Path: "id", Args: []string{"-u"}, Credential: cred}, r)
+	c.Wait()
+	if r.stdout() != "65534\n" {
+		t.Errorf("id -u = %q", r.stdout())
+	}
+}
+
+func TestEnvArg0AndDir(t *testing.T) {
+	r := &recorder{}
+	c := start(t, Spec{Path: "sh", Args: []string{"-c", `echo "$0 $FOO $(pwd)"`}, Arg0: "myname",
+		Env: []string{"FOO=bar", "PATH=/usr/bin:/bin"}, Dir: "/tmp"}, r)
+	c.Wait()
+	if r.stdout() != "myname bar /tmp\n" {
+		t.Errorf("got %q", r.stdout())
+	}
+}
