@@ -47,9 +47,11 @@ defmodule ProtonStream do
   the kernel's OOM killer (memory cgroup limit), the reason is still
   `{:signal, 9}` and a warning with the number of OOM kills is logged.
 
-  When the owner dies, the process stops with the owner's exit reason, closes
-  the port, and ps_port terminates the program and all its descendants:
-  SIGTERM, then SIGKILL after `:delay_to_sigkill` milliseconds (default 500).
+  When the owner dies, the process closes the port and stops (reason `:normal`
+  when the owner exited normally, else `{:shutdown, {:owner_exited, reason}}`,
+  which is not logged as a crash), and ps_port terminates the program and all
+  its descendants: SIGTERM, then SIGKILL after `:delay_to_sigkill`
+  milliseconds (default 500).
 
   ## Callback module mode
 

@@ -178,7 +178,7 @@ defmodule ProtonStreamTest.MessagesTest do
       ref = Process.monitor(ps)
       Process.unlink(new_owner)
       Process.exit(new_owner, :kill)
-      assert_receive {:DOWN, ^ref, :process, ^ps, :killed}, 1000
+      assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :killed}}}, 1000
       assert wait_until(fn -> not os_pid_alive?(os_pid) end, 600)
     end
 

@@ -13,8 +13,9 @@ defmodule ProtonStream.Server do
       cannot be started makes the start return
       `{:error, {:spawn_error, reason, message}}`.
     * The server traps exits. In message mode it links to the owner only once
-      the child runs, and stops with the owner's exit reason when the owner
-      dies. `terminate/2` closes the port without waiting: ps_port sees EOF and
+      the child runs, and stops when the owner dies (reason `:normal`, or
+      `{:shutdown, {:owner_exited, reason}}` so nothing more is logged).
+      `terminate/2` closes the port without waiting: ps_port sees EOF and
       takes the child's process tree down on its own (SIGTERM, then SIGKILL
       after `:delay_to_sigkill`), so a stopping server never blocks on it.
     * Every output frame is acknowledged (`{:ack, n}`) right after it was sent
@@ -343,8 +344,11 @@ defmodule ProtonStream.Server do
 
   ## Other messages
 
+  # The owner is gone: stop (terminate/2 closes the port). A crashed owner is
+  # logged already, so the stop reason is a :shutdown one.
   defp other_message({:EXIT, owner, reason}, %{owner: owner} = state) when owner != nil do
-    {:stop, reason, %{state | owner: nil}}
+    stop_reason = if reason == :normal, do: :normal, else: {:shutdown, {:owner_exited, reason}}
+    {:stop, stop_reason, %{state | owner: nil}}
   end
 
   defp other_message(msg, %{module: nil} = state) do
