@@ -89,22 +89,10 @@ type child struct {
 	eof       bool       // :eof received
 	ownerGone atomic.Bool
 	ackWarned atomic.Bool
-
-	marker       string       // this child's markerKey value
-	termDeadline atomic.Int64 // unix nanos of the SIGKILL deadline once terminating
-}
-
-// delay is the child's delay_to_sigkill.
-func (c *child) delay() time.Duration {
-	if c.req.delay > 0 {
-		return c.req.delay
-	}
-	return procctl.DefaultDelayToSIGKILL
 }
 
 // terminate takes the child's tree down as a port close does.
 func (c *child) terminate() {
-	c.termDeadline.CompareAndSwap(0, time.Now().Add(c.delay()).UnixNano())
 	c.pc.Terminate()
 }
 
@@ -402,13 +390,6 @@ func (c *child) checkAlive(owner etf.Pid) {
 // finish waits for the child's end and reports it.
 func (c *child) finish() {
 	st := c.pc.Wait()
-	deadline := time.Now().Add(c.delay())
-	if d := c.termDeadline.Load(); d != 0 {
-		deadline = time.Unix(0, d)
-	}
-	if n := sweep(c.marker, deadline); n > 0 {
-		c.n.log.Printf("child %d: took down %d processes it left behind outside its process group", c.pc.Pid(), n)
-	}
 	if c.group != nil {
 		if n, err := c.group.OOMKills(); err == nil && n > 0 {
 			c.n.log.Printf("child %d: its cgroup recorded %d OOM kills", c.pc.Pid(), n)

@@ -201,7 +201,6 @@ func (n *Node) open(command, args, opts, owner etf.Term) etf.Term {
 func (n *Node) openError(err error) etf.Term {
 	var ba *badarg
 	var na *notAllowedError
-	var ne *enoentError
 	var se *procctl.SpawnError
 	var ce *cgroupError
 	switch {
@@ -209,8 +208,6 @@ func (n *Node) openError(err error) etf.Term {
 		return errorTerm(ba.term())
 	case errors.As(err, &na):
 		return errorTerm(etf.Tuple{etf.Atom("not_allowed"), []byte(na.path)})
-	case errors.As(err, &ne):
-		return errorTerm(etf.Tuple{etf.Atom("enoent"), []byte(ne.Error())})
 	case errors.As(err, &se):
 		return errorTerm(etf.Tuple{etf.Atom(se.Reason), []byte(se.Error())})
 	case errors.As(err, &ce):
@@ -242,10 +239,8 @@ func (n *Node) release() {
 
 // start spawns the OS process and its ergo process.
 func (n *Node) start(req *openRequest) (*child, error) {
-	marker := newMarker()
-	req.unset = append(req.unset, markerKey)
-	env := append(req.environ(os.Environ()), markerKey+"="+marker)
-	prog, err := resolveProgram(req.command, req.dir, env)
+	env := req.environ(os.Environ())
+	prog, err := procctl.Resolve(req.command, req.dir, env)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +277,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		spec.Stdout = procctl.Null
 	}
 	c := newChild(n, req)
-	c.path, c.marker = prog, marker
+	c.path = prog
 	if req.cgWanted {
 		g, err := n.createGroup(req)
 		if err != nil {

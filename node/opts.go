@@ -3,12 +3,11 @@ package node
 import (
 	"errors"
 	"fmt"
-	"os"
+	"github.com/protonstream/ps_port/procctl"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
@@ -82,7 +81,7 @@ func bad(option, format string, a ...interface{}) *badarg {
 // parseOpen validates the arguments of {:open, command, args, opts, owner}.
 func parseOpen(command, args, opts, owner etf.Term) (*openRequest, error) {
 	r := &openRequest{
-		delay:      0,
+		delay:      procctl.DefaultDelayToSIGKILL,
 		stdinLimit: DefaultStdinLimit,
 	}
 	var ok bool
@@ -399,57 +398,6 @@ type notAllowedError struct{ path string }
 
 func (e *notAllowedError) Error() string {
 	return fmt.Sprintf("%s is not allowed on this node (see ps_port node --allow)", e.path)
-}
-
-// resolveProgram finds the absolute path of the program like execvp
-// would, with the child's PATH and working directory.
-func resolveProgram(command, dir string, env []string) (string, error) {
-	if strings.Contains(command, "/") {
-		p := command
-		if !filepath.IsAbs(p) {
-			base := dir
-			if base == "" {
-				wd, err := os.Getwd()
-				if err != nil {
-					return "", err
-				}
-				base = wd
-			} else if !filepath.IsAbs(base) {
-				wd, err := os.Getwd()
-				if err != nil {
-					return "", err
-				}
-				base = filepath.Join(wd, base)
-			}
-			p = filepath.Join(base, p)
-		}
-		return filepath.Clean(p), nil
-	}
-	pathEnv := ""
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			pathEnv = v
-		}
-	}
-	for _, d := range filepath.SplitList(pathEnv) {
-		if d == "" || !filepath.IsAbs(d) {
-			continue // a relative PATH entry would depend on the working directory
-		}
-		p := filepath.Join(d, command)
-		st, err := os.Stat(p)
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			continue
-		}
-		return p, nil
-	}
-	return "", &enoentError{command: command, path: pathEnv}
-}
-
-type enoentError struct{ command, path string }
-
-func (e *enoentError) Error() string {
-	return fmt.Sprintf("cannot start %q: %v: not found in PATH (%s); give an absolute path or fix PATH",
-		e.command, syscall.ENOENT, e.path)
 }
 
 // allowed reports whether program (absolute) may run: a pattern matches

@@ -133,20 +133,6 @@ func TestAllowed(t *testing.T) {
 	}
 }
 
-func TestResolveProgram(t *testing.T) {
-	p, err := resolveProgram("sh", "", []string{"PATH=relative:/usr/bin:/bin"})
-	if err != nil || (p != "/usr/bin/sh" && p != "/bin/sh") {
-		t.Fatalf("%q %v", p, err)
-	}
-	if p, _ := resolveProgram("../bin/x", "/usr/lib", nil); p != "/usr/bin/x" {
-		t.Fatalf("relative path: %q", p)
-	}
-	var ne *enoentError
-	if _, err := resolveProgram("no-such-program-xyz", "", []string{"PATH=/usr/bin"}); !errors.As(err, &ne) {
-		t.Fatalf("%v", err)
-	}
-}
-
 func TestParseCall(t *testing.T) {
 	ref := etf.Ref{Node: "a@b", ID: [5]uint32{1, 2, 3}}
 	from, req, ok := parseCall(etf.Tuple{etf.Atom("$gen_call"), etf.Tuple{owner, etf.List{etf.Atom("alias"), ref}}, etf.Atom("$os_pid")})

@@ -55,6 +55,7 @@ type Child struct {
 	done   chan struct{} // closed when Wait may return
 	status ExitStatus
 
+	marker       string // MarkerEnv's value in the child's environment, or ""
 	termOnce     sync.Once
 	killDeadline atomic.Int64 // unix nanos after which leftovers get SIGKILL; 0 = not terminating
 }
@@ -64,10 +65,8 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	if spec.Window <= 0 {
 		spec.Window = DefaultWindow
 	}
-	if spec.DelayToSIGKILL <= 0 {
-		spec.DelayToSIGKILL = DefaultDelayToSIGKILL
-	}
-	path, err := resolve(&spec)
+	spec.DelayToSIGKILL = max(spec.DelayToSIGKILL, 0)
+	path, err := Resolve(spec.Path, spec.Dir, spec.Env)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +96,10 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	env := spec.Env
 	if env == nil {
 		env = os.Environ()
+	}
+	if !spec.Sweep {
+		c.marker = newMarker()
+		env = withMarker(env, c.marker)
 	}
 	pidfd := -1
 	sys := &syscall.SysProcAttr{

@@ -260,3 +260,41 @@ func TestEnvArg0AndDir(t *testing.T) {
 		t.Errorf("got %q", r.stdout())
 	}
 }
+
+func TestResolve(t *testing.T) {
+	p, err := Resolve("sh", "", []string{"PATH=relative:/usr/bin:/bin"})
+	if err != nil || (p != "/usr/bin/sh" && p != "/bin/sh") {
+		t.Fatalf("%q %v", p, err)
+	}
+	if p, _ := Resolve("../bin/x", "/usr/lib", nil); p != "/usr/bin/x" {
+		t.Fatalf("relative path: %q", p)
+	}
+	_, err = Resolve("no-such-program-xyz", "", []string{"PATH=/usr/bin"})
+	if se, ok := err.(*SpawnError); !ok || se.Reason != "enoent" || !strings.Contains(se.Error(), "/usr/bin") {
+		t.Fatalf("%v", err)
+	}
+}
+
+// Without Sweep, a daemon that left the child's group, session and tree is
+// still found through the marker it inherited.
+func TestTerminateFindsMarkedOrphans(t *testing.T) {
+	r := &recorder{}
+	c := start(t, Spec{
+		Path:           "sh",
+		Args:           []string{"-c", `(setsid sh -c 'trap "" TERM; echo $$; exec sleep 1000' &); exec sleep 1000`},
+		DelayToSIGKILL: 50 * time.Millisecond,
+	}, r)
+	var daemon int
+	for deadline := time.Now().Add(5 * time.Second); daemon == 0 && time.Now().Before(deadline); {
+		daemon, _ = strconv.Atoi(strings.TrimSpace(r.stdout()))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if daemon == 0 {
+		t.Fatal("daemon did not report its pid")
+	}
+	c.Terminate()
+	c.Wait()
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(daemon) + "/stat"); err == nil && !bytes.Contains(b, []byte(") Z ")) {
+		t.Errorf("daemon %d survived: %s", daemon, b)
+	}
+}

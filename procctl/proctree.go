@@ -2,8 +2,11 @@ package procctl
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // procStat is what procctl needs from /proc/PID/stat.
@@ -89,4 +92,59 @@ func descendants(procs []procStat, root int) map[int]bool {
 		stack = append(stack, children[pid]...)
 	}
 	return out
+}
+
+func newMarker() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// withMarker returns env with MarkerEnv set to marker (and any inherited
+// value dropped).
+func withMarker(env []string, marker string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, MarkerEnv+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, MarkerEnv+"="+marker)
+}
+
+// markedOrphans lists the orphans reparented to this program (self) whose
+// environment carries c's marker, with everything below them.
+func (c *Child) markedOrphans(procs []procStat, self int) map[int]bool {
+	want := []byte(MarkerEnv + "=" + c.marker)
+	registry.Lock()
+	live := make(map[int]bool, len(registry.children))
+	for pid := range registry.children {
+		live[pid] = true
+	}
+	registry.Unlock()
+	out := make(map[int]bool)
+	for _, p := range procs {
+		if p.ppid != self || live[p.pid] || p.zombie || !hasEnv(p.pid, want) {
+			continue
+		}
+		out[p.pid] = true
+		for d := range descendants(procs, p.pid) {
+			out[d] = true
+		}
+	}
+	return out
+}
+
+// hasEnv reports whether pid's initial environment holds the entry kv.
+func hasEnv(pid int, kv []byte) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	for _, e := range bytes.Split(b, []byte{0}) {
+		if bytes.Equal(e, kv) {
+			return true
+		}
+	}
+	return false
 }

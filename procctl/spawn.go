@@ -47,14 +47,16 @@ type Spec struct {
 
 	// Window is the flow-control window in bytes (DefaultWindow when 0).
 	Window int
-	// DelayToSIGKILL is how long Terminate waits after SIGTERM before SIGKILL.
+	// DelayToSIGKILL is how long Terminate waits after SIGTERM before
+	// SIGKILL; 0 sends SIGKILL at once. DefaultDelayToSIGKILL is the usual.
 	DelayToSIGKILL time.Duration
 	// Placement puts the child in a cgroup before its first instruction.
 	Placement Placement
 	// Sweep makes termination also kill every descendant of this program
 	// that does not belong to another live Child: right for a program that
 	// runs one child (port mode), where every orphan reparented to the
-	// subreaper came from that child.
+	// subreaper came from that child. Without Sweep, orphans are claimed by
+	// the marker (MarkerEnv) they inherited.
 	Sweep bool
 	// Started, when set, is called with the child's pid after the fork and
 	// before any of its output reaches the Sink.
@@ -64,6 +66,13 @@ type Spec struct {
 // DefaultWindow is the default flow-control window. See docs/protocol.md for
 // how it was chosen.
 const DefaultWindow = 256 << 10
+
+// MarkerEnv is set, without Sweep, in every child's environment to a value
+// unique to that child. A descendant that left the child's process group,
+// session and parent tree (setsid, then its parent died) is reparented to
+// this program, the subreaper; the marker it inherited still says whose it
+// is, so terminating the child takes it down too.
+const MarkerEnv = "PS_PORT_CHILD"
 
 // DefaultDelayToSIGKILL is how long termination waits after SIGTERM.
 const DefaultDelayToSIGKILL = 500 * time.Millisecond
@@ -149,33 +158,43 @@ func lookupGroup(s string) (uint32, error) {
 	return uint32(n), nil
 }
 
-// resolve finds the program like execvp would, using the child's PATH.
-func resolve(spec *Spec) (string, error) {
-	if strings.Contains(spec.Path, "/") {
-		path := spec.Path
-		if !filepath.IsAbs(path) && spec.Dir != "" {
-			path = filepath.Join(spec.Dir, path)
-		}
-		return path, nil
+// Resolve finds the program like execvp would, with the child's PATH (from
+// env, or this program's when env is nil) and working directory dir, and
+// returns its absolute path. Relative PATH entries are skipped: what they
+// name would depend on the working directory.
+func Resolve(program, dir string, env []string) (string, error) {
+	if program == "" {
+		return "", &SpawnError{Reason: "badarg", Path: program, Err: errors.New("empty program name")}
 	}
-	if spec.Path == "" {
-		return "", &SpawnError{Reason: "badarg", Path: spec.Path, Err: errors.New("empty program name")}
+	if strings.Contains(program, "/") {
+		if filepath.IsAbs(program) {
+			return filepath.Clean(program), nil
+		}
+		base := dir
+		if !filepath.IsAbs(base) {
+			wd, err := os.Getwd()
+			if err != nil {
+				return "", spawnError(program, err)
+			}
+			base = filepath.Join(wd, base)
+		}
+		return filepath.Join(base, program), nil
 	}
 	pathEnv := os.Getenv("PATH")
-	if spec.Env != nil {
+	if env != nil {
 		pathEnv = ""
-		for _, kv := range spec.Env {
+		for _, kv := range env {
 			if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 				pathEnv = v
 			}
 		}
 	}
 	denied := false
-	for _, dir := range filepath.SplitList(pathEnv) {
-		if dir == "" {
-			dir = "."
+	for _, d := range filepath.SplitList(pathEnv) {
+		if !filepath.IsAbs(d) {
+			continue
 		}
-		p := filepath.Join(dir, spec.Path)
+		p := filepath.Join(d, program)
 		st, err := os.Stat(p)
 		if err != nil || st.IsDir() {
 			continue
@@ -187,10 +206,10 @@ func resolve(spec *Spec) (string, error) {
 		return p, nil
 	}
 	if denied {
-		return "", &SpawnError{Reason: "eacces", Path: spec.Path,
+		return "", &SpawnError{Reason: "eacces", Path: program,
 			Err: fmt.Errorf("%w: found in PATH but not executable; chmod +x it", syscall.EACCES)}
 	}
-	return "", &SpawnError{Reason: "enoent", Path: spec.Path,
+	return "", &SpawnError{Reason: "enoent", Path: program,
 		Err: fmt.Errorf("%w: not found in PATH (%s); give an absolute path or fix PATH", syscall.ENOENT, pathEnv)}
 }
 

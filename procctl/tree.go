@@ -118,6 +118,11 @@ func (c *Child) members() []int {
 	for pid := range descendants(procs, c.pid) {
 		set[pid] = true
 	}
+	if c.marker != "" {
+		for pid := range c.markedOrphans(procs, self) {
+			set[pid] = true
+		}
+	}
 	if c.spec.Sweep {
 		others := make(map[int]bool)
 		registry.Lock()
@@ -153,28 +158,32 @@ func (c *Child) members() []int {
 
 // signalAll sends sig to the child's group and to every member of its tree.
 func (c *Child) signalAll(sig syscall.Signal) {
+	members := c.members()
 	unix.Kill(-c.pid, sig)
-	for _, pid := range c.members() {
+	for _, pid := range members {
 		unix.Kill(pid, sig)
 	}
 }
 
-// killAll SIGKILLs the tree until nothing of it is left. A process can fork
-// between a scan and its kill, so it scans again until a scan finds nothing.
+// killAll SIGKILLs the tree until nothing of it is left. The tree is listed
+// before anything is killed (a dying parent would hand its children to the
+// subreaper, out of reach of the walk from the child), and listed again
+// until a scan finds nothing, since a process can fork between a scan and
+// its kill.
 func (c *Child) killAll() {
 	for i := 0; ; i++ {
+		left := c.members()
+		unix.Kill(-c.pid, syscall.SIGKILL)
+		for _, pid := range left {
+			unix.Kill(pid, syscall.SIGKILL)
+		}
 		if c.spec.Placement != nil {
 			if err := c.spec.Placement.Kill(); err != nil {
 				fmt.Fprintf(os.Stderr, "ps_port: killing the cgroup of child %d: %v\n", c.pid, err)
 			}
 		}
-		unix.Kill(-c.pid, syscall.SIGKILL)
-		left := c.members()
 		if len(left) == 0 {
 			break
-		}
-		for _, pid := range left {
-			unix.Kill(pid, syscall.SIGKILL)
 		}
 		reapOrphans()
 		if i > 1000 {
