@@ -260,7 +260,7 @@ defmodule ProtonStream do
   """
   @spec command(server(), iodata()) :: :ok
   def command(server, data) do
-    unless is_binary(data), do: IO.iodata_length(data)
+    if not is_binary(data), do: IO.iodata_length(data)
     send(server, {self(), {:command, data}})
     :ok
   end

@@ -56,7 +56,7 @@ defmodule Mix.Tasks.Compile.PsPort do
   defp source_dir do
     src = System.get_env("PS_PORT_SRC") || @repo_root
 
-    unless File.regular?(Path.join(src, "go.mod")) do
+    if not File.regular?(Path.join(src, "go.mod")) do
       Mix.raise(
         "cannot build ps_port: #{Path.join(src, "go.mod")} does not exist. " <>
           "Set PS_PORT_SRC to the directory that holds ps_port's go.mod."

@@ -81,7 +81,7 @@ defmodule ProtonStream.Options do
     check_command!(command)
     check_args!(args)
 
-    unless is_list(opts) do
+    if not is_list(opts) do
       raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
     end
 
@@ -105,7 +105,7 @@ defmodule ProtonStream.Options do
   end
 
   defp check_args!(args) when is_list(args) do
-    unless Enum.all?(args, &is_binary/1) do
+    if not Enum.all?(args, &is_binary/1) do
       raise ArgumentError,
             "all arguments for ProtonStream.open/3 must be binaries, got: #{inspect(args)}"
     end
@@ -215,7 +215,7 @@ defmodule ProtonStream.Options do
     do: invalid!(key, other, "entries of the form {controller, key, value}")
 
   defp env_pair!({key, value} = pair) do
-    unless is_binary(key) and key != "" and not String.contains?(key, ["=", "\0"]) do
+    if not (is_binary(key) and key != "" and not String.contains?(key, ["=", "\0"])) do
       raise ArgumentError,
             "invalid option :env: invalid environment key #{inspect(pair)}; " <>
               "keys must be non-empty binaries without \"=\" or null bytes"
