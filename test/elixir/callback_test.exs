@@ -178,7 +178,7 @@ defmodule ProtonStreamTest.CallbackTest do
     assert_receive {^pid, :closed}, 1000
     refute Process.alive?(pid)
     assert_receive {:terminate, :normal}
-    assert wait_until(fn -> not os_pid_alive?(os_pid) end, 600)
+    assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
   end
 
   test "GenServer.stop kills the child" do
@@ -190,7 +190,7 @@ defmodule ProtonStreamTest.CallbackTest do
     assert wait_until(fn -> length(os_descendants(os_pid)) == 2 end)
     tree = [os_pid | os_descendants(os_pid)]
     GenServer.stop(pid)
-    assert wait_until(fn -> Enum.all?(tree, &(not os_pid_alive?(&1))) end, 600)
+    assert wait_until(fn -> Enum.all?(tree, &(not os_pid_alive?(&1))) end, 2000)
   end
 
   test "a module without callbacks: output dropped, the exit reason stops it" do
@@ -208,7 +208,7 @@ defmodule ProtonStreamTest.CallbackTest do
     assert_receive {:stdout, os_pid}, 2000
     assert_receive {:EXIT, ^pid, {:shutdown, :enough}}, 2000
     os_pid = os_pid |> String.trim() |> String.to_integer()
-    assert wait_until(fn -> not os_pid_alive?(os_pid) end, 600)
+    assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
   end
 
   test "init/1 results: {:continue, _}, :ignore, {:stop, _}, bad values" do

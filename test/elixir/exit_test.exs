@@ -139,6 +139,70 @@ defmodule ProtonStreamTest.ExitTest do
     end
   end
 
+  test "owner killed, without a cgroup: a grandchild that left the process group is gone too" do
+    test_pid = self()
+    # setsid puts the grandchild in a session of its own: SIGTERM to the
+    # program's process group does not reach it.
+    script = ~S(setsid sleep 1000 & echo "ready $!"; exec sleep 1000)
+
+    owner =
+      spawn(fn ->
+        {:ok, ps} = ProtonStream.open("sh", ["-c", script])
+
+        receive do
+          {^ps, {:data, "ready " <> escapee}} ->
+            send(
+              test_pid,
+              {:pids, ProtonStream.os_pid(ps), String.to_integer(String.trim(escapee))}
+            )
+        end
+
+        Process.sleep(:infinity)
+      end)
+
+    assert_receive {:pids, os_pid, escapee}, 2000
+    assert wait_until(fn -> os_pid_alive?(escapee) end)
+    assert File.read!("/proc/#{escapee}/comm") == "sleep\n"
+
+    t0 = System.monotonic_time(:millisecond)
+    Process.exit(owner, :kill)
+    assert wait_until(fn -> not os_pid_alive?(os_pid) and not os_pid_alive?(escapee) end, 2000)
+    assert System.monotonic_time(:millisecond) - t0 <= 500 + 100
+  end
+
+  @tag :cgroup
+  test "owner killed, with a cgroup: every process in the group is gone, escapees included" do
+    base = create_cgroup!(["cpu"])
+    test_pid = self()
+    # The grandchild leaves the program's process group (setsid); the cgroup
+    # still holds it.
+    script = "setsid sleep 1000 & echo ready; exec sleep 1000"
+
+    owner =
+      spawn(fn ->
+        {:ok, ps} =
+          ProtonStream.open("sh", ["-c", script], cgroup_controllers: ["cpu"], cgroup_base: base)
+
+        receive do
+          {^ps, {:data, "ready\n"}} -> send(test_pid, {:os_pid, ProtonStream.os_pid(ps)})
+        end
+
+        Process.sleep(:infinity)
+      end)
+
+    assert_receive {:os_pid, os_pid}, 2000
+    "/" <> group = cgroup_of(os_pid, "cpu")
+    procs = Path.join(cgroup_dir("cpu", group), "cgroup.procs")
+    assert wait_until(fn -> length(String.split(File.read!(procs))) == 2 end)
+    pids = procs |> File.read!() |> String.split() |> Enum.map(&String.to_integer/1)
+
+    t0 = System.monotonic_time(:millisecond)
+    Process.exit(owner, :kill)
+    assert wait_until(fn -> Enum.all?(pids, &(not os_pid_alive?(&1))) end, 2000)
+    assert System.monotonic_time(:millisecond) - t0 <= 500 + 100
+    assert wait_until(fn -> not File.exists?(cgroup_dir("cpu", group)) end, 2000)
+  end
+
   test "the server stops with {:shutdown, {:owner_exited, reason}} when the owner crashes" do
     test_pid = self()
 

@@ -122,7 +122,7 @@ defmodule ProtonStreamTest.MessagesTest do
       send(ps, {self(), :close})
       assert_receive {^ps, :closed}, 1000
       refute Process.alive?(ps)
-      assert wait_until(fn -> not os_pid_alive?(os_pid) end, 600)
+      assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
       assert_receive {:EXIT, ^ps, :normal}
     end
 
@@ -179,7 +179,7 @@ defmodule ProtonStreamTest.MessagesTest do
       Process.unlink(new_owner)
       Process.exit(new_owner, :kill)
       assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :killed}}}, 1000
-      assert wait_until(fn -> not os_pid_alive?(os_pid) end, 600)
+      assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
     end
 
     test "connect/2 is the same; connecting to oneself is a no-op" do
