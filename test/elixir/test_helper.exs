@@ -185,7 +185,10 @@ defmodule ProtonStreamTest.Helpers do
 
   @doc """
   Creates a cgroup `proton_stream_test_<random>` for `controllers` with
-  `cgcreate` and removes it (with anything left in it) when the test exits.
+  `cgcreate` and removes it (with any group left inside) when the test exits.
+
+  The removal is an rmdir per directory: `cgdelete -g memory,cpu:NAME` leaves
+  the cpu group behind on this kind of hybrid host.
   """
   def create_cgroup!(controllers) do
     name = "proton_stream_test_" <> rand_hex()
@@ -193,11 +196,29 @@ defmodule ProtonStreamTest.Helpers do
     {out, status} = System.cmd("cgcreate", ["-g", spec], stderr_to_stdout: true)
     assert status == 0, "cgcreate -g #{spec} failed: #{out}"
 
+    # ps_port also makes NAME in the controller-less v2 tree of a hybrid host
+    # (/sys/fs/cgroup/unified), and may leave it there when two groups under
+    # NAME overlap.
     ExUnit.Callbacks.on_exit(fn ->
-      System.cmd("cgdelete", ["-r", "-g", spec], stderr_to_stdout: true)
+      for controller <- ["unified" | controllers],
+          do: remove_cgroup_dir(cgroup_dir(controller, name))
     end)
 
     name
+  end
+
+  defp remove_cgroup_dir(dir) do
+    case File.ls(dir) do
+      {:ok, entries} ->
+        for entry <- entries,
+            File.dir?(Path.join(dir, entry)),
+            do: remove_cgroup_dir(Path.join(dir, entry))
+
+        File.rmdir(dir)
+
+      {:error, _} ->
+        :ok
+    end
   end
 
   @doc "The directory of cgroup `path` under v1 `controller`."
