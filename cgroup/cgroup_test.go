@@ -634,3 +634,46 @@ type placement interface {
 }
 
 var _ placement = (*Group)(nil)
+
+// Two groups under a user's base (made as cgcreate does), overlapping in
+// time and deleted in creation order: the first made the base's mirror in
+// the unified tree, the second deletes last; no mirror may stay behind.
+func TestOverlappingGroupsLeaveNoUnifiedBase(t *testing.T) {
+	requireHost(t)
+	base := randomPath(t) + "_overlap"
+	userBase := filepath.Join(sysfsCgroup, "memory", base)
+	if err := os.MkdirAll(userBase, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		os.Remove(userBase)
+		os.Remove(filepath.Dir(userBase))
+	}()
+	a, err := Create(Spec{Controllers: []string{"memory"}, Path: base + "/a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Create(Spec{Controllers: []string{"memory"}, Path: base + "/b"})
+	if err != nil {
+		a.Delete()
+		t.Fatal(err)
+	}
+	if err := a.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(userBase); err != nil {
+		t.Errorf("the user's base %s was removed: %v", userBase, err)
+	}
+	if dir := filepath.Join(sysfsCgroup, "unified", base); exists(dir) {
+		t.Errorf("%s left behind", dir)
+		os.Remove(dir)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

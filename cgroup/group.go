@@ -403,6 +403,8 @@ func (g *Group) deleteLocked() error {
 	}
 	if err := g.removeDirs(&g.v2Created, g.v2Dir, g.v2Label()); err != nil {
 		errs = append(errs, err)
+	} else if g.v2Dir != "" && g.opts.mode == cgroups.Hybrid {
+		removeEmptyParents(g.v2Dir, g.opts.unifiedRoot)
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -437,6 +439,20 @@ func (g *Group) removeDirs(dirs *[]string, leaf, label string) error {
 		*dirs = (*dirs)[:last]
 	}
 	return nil
+}
+
+// removeEmptyParents removes the empty ancestors of dir below root. On a
+// hybrid host the controller-less cgroup2 tree only mirrors the v1 groups
+// for tracking and cgroup.kill; its directories are ps_port's own, and the
+// last group under a base removes the mirrored base even when another,
+// overlapping group created it. A parent still in use stays (EBUSY), and a
+// concurrent Create that loses its parent this way retries.
+func removeEmptyParents(dir, root string) {
+	for p := filepath.Dir(dir); strings.HasPrefix(p, root+"/"); p = filepath.Dir(p) {
+		if err := unix.Rmdir(p); err != nil && err != unix.ENOENT {
+			return
+		}
+	}
 }
 
 func (g *Group) deleteError(label string, err error) error {
