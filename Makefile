@@ -5,7 +5,7 @@ GO       ?= go
 BIN      := bin/ps_port
 GO_FILES := $(shell git ls-files '*.go' 2>/dev/null)
 
-.PHONY: all deps build lint test test-go test-elixir demo clean
+.PHONY: all deps build lint test test-go test-elixir demo clean bench bench-smoke
 
 all: build
 
@@ -26,7 +26,7 @@ lint:
 # Every test: Go unit and black-box tests (with the race detector), then the
 # Elixir shim's ExUnit suite against a real BEAM. Root is needed for the
 # cgroup tests; they create and remove their own groups.
-test: deps lint test-go test-elixir
+test: deps lint test-go test-elixir bench-smoke
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -34,6 +34,16 @@ test-go:
 test-elixir:
 	cd elixir_shim && MIX_ENV=test mix compile --warnings-as-errors --force
 	cd elixir_shim && mix test
+
+# ps_port beside the plain Erlang Port, as ratios (docs/benchmarks.md): every
+# scenario, several interleaved rounds, ~5-10 minutes. Writes
+# docs/benchmarks.md (between its generated markers) and docs/benchmarks.svg.
+bench: deps
+	cd elixir_shim && mix run --no-start ../bench/bench.exs
+
+# Every bench scenario once at tiny sizes, so the bench cannot rot (~10 s).
+bench-smoke:
+	cd elixir_shim && MIX_ENV=test mix run --no-start ../bench/bench.exs --smoke
 
 # A contained process streaming to an Elixir owner.
 demo: deps
