@@ -26,10 +26,15 @@ type OOMCounter interface {
 	OOMKills() (uint64, error)
 }
 
+// Deleter is implemented by a placement that must be removed once its child
+// is gone (cgroup.Group).
+type Deleter interface {
+	Delete() error
+}
+
 // SendSpawnError reports a child that could not be started, as the first
 // and only frame, and returns the exit code ps_port should exit with.
 func (c *Conn) SendSpawnError(reason, message string, code int) int {
-	fmt.Fprintf(os.Stderr, "ps_port: %s\n", message)
 	c.Send(etf.Tuple{etf.Atom("spawn_error"), etf.Atom(reason), []byte(message)})
 	return code
 }
@@ -60,6 +65,13 @@ func Serve(c *Conn, child *procctl.Child, placement procctl.Placement, stop <-ch
 	if oc, ok := placement.(OOMCounter); ok {
 		if n, err := oc.OOMKills(); err == nil && n > 0 {
 			c.Send(etf.Tuple{etf.Atom("oom_killed"), int64(n)})
+		}
+	}
+	// The exit frame says the child is gone with everything it had: its
+	// cgroup goes first.
+	if d, ok := placement.(Deleter); ok {
+		if err := d.Delete(); err != nil {
+			fmt.Fprintf(os.Stderr, "ps_port: %v\n", err)
 		}
 	}
 	exit := etf.Tuple{etf.Atom("status"), int64(status.Code)}

@@ -410,7 +410,9 @@ func hasData(rc syscall.RawConn) bool {
 // so the child is terminated and the rest of its output discarded.
 func (c *Child) lose(err error) {
 	if c.lost.CompareAndSwap(false, true) {
-		fmt.Fprintf(os.Stderr, "ps_port: output of child %d cannot be delivered (%v); terminating it\n", c.pid, err)
+		if !errors.Is(err, syscall.EPIPE) { // EPIPE: the owner is gone, as it may be
+			fmt.Fprintf(os.Stderr, "ps_port: output of child %d cannot be delivered (%v); terminating it\n", c.pid, err)
+		}
 		c.window.Close()
 		c.Terminate()
 	}

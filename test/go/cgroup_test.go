@@ -73,8 +73,8 @@ func TestCgroupMemoryLimitApplied(t *testing.T) {
 	if !equal(o.exit, status(0)) {
 		t.Errorf("exit %v", o.exit)
 	}
+	assertGroupGone(t, path) // gone when the exit frame arrives, before the port closes
 	p.exitCode(5 * time.Second)
-	assertGroupGone(t, path)
 }
 
 func TestCgroupMemoryHogIsOOMKilledAndReported(t *testing.T) {
@@ -96,8 +96,8 @@ func TestCgroupMemoryHogIsOOMKilledAndReported(t *testing.T) {
 	if !oom {
 		t.Errorf("no {oom_killed, N} frame before the exit; other frames: %v", o.others)
 	}
+	assertGroupGone(t, path) // gone when the exit frame arrives, before the port closes
 	p.exitCode(5 * time.Second)
-	assertGroupGone(t, path)
 }
 
 func TestCgroupForkALotAllDie(t *testing.T) {
@@ -135,8 +135,8 @@ func TestCgroupForkALotAllDie(t *testing.T) {
 			t.Errorf("process %d of the group survived", pid)
 		}
 	}
+	assertGroupGone(t, path) // gone when the exit frame arrives, before the port closes
 	p.exitCode(5 * time.Second)
-	assertGroupGone(t, path)
 }
 
 func TestCgroupPathEscapingIsRefused(t *testing.T) {
