@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -83,6 +84,7 @@ type Group struct {
 	mu      sync.Mutex
 	fd      int // cgroup2 directory fd for CLONE_INTO_CGROUP, -1 for none
 	deleted bool
+	lease   *lease // nil when no lease could be taken
 }
 
 // Create creates the group described by spec on the host's cgroup mode
@@ -100,6 +102,12 @@ func create(spec Spec, o options) (*Group, error) {
 	spec, err := spec.normalized()
 	if err != nil {
 		return nil, err
+	}
+	// Groups that ps_ports killed before they could delete them are
+	// reclaimed by the next group under the same base (see reclaim.go).
+	reclaim(filepath.Join(leaseDir, leaseName(spec.Path)), o)
+	if base := path.Dir(spec.Path); base != "." {
+		reclaimStale(base, o)
 	}
 	// A concurrent Delete of a sibling group may remove a shared parent
 	// between our mkdir of it (EEXIST) and of the next level (ENOENT).
@@ -152,6 +160,22 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 			return g, fmt.Errorf("cgroup: open %s: %s", g.v2Dir, errnoText(err))
 		}
 		g.fd = fd
+	}
+	var leaves, parents []string
+	for _, h := range g.v1 {
+		leaves = append(leaves, h.dir)
+		parents = append(parents, h.created...)
+	}
+	if g.v2Dir != "" {
+		leaves = append(leaves, g.v2Dir)
+		parents = append(parents, g.v2Created...)
+	}
+	parents = slices.DeleteFunc(parents, func(d string) bool { return slices.Contains(leaves, d) })
+	if g.lease, err = takeLease(g.path, leaves, parents); err != nil {
+		// Still contained and limited; only a ps_port killed before Delete
+		// would leave the group behind for good.
+		fmt.Fprintf(os.Stderr, "ps_port: %v; the group cannot be reclaimed if ps_port is killed\n", err)
+		err = nil
 	}
 	return g, nil
 }
@@ -409,6 +433,8 @@ func (g *Group) deleteLocked() error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	g.lease.release()
+	g.lease = nil
 	g.deleted = true
 	return nil
 }

@@ -152,3 +152,37 @@ func TestCgroupPathEscapingIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A ps_port killed with SIGKILL cannot delete its cgroup; the next ps_port
+// under the same base reclaims it: kills what is left and removes it.
+func TestCgroupLeftByKilledPsPortIsReclaimed(t *testing.T) {
+	t.Parallel()
+	path := cgroupPath(t)
+	base := filepath.Dir(path)
+	script := `(setsid sh -c 'echo $$; exec sleep 1000' &); exec sleep 1000`
+	p := startPort(t, "--packet", "-c", "memory", "-g", path, "--", "sh", "-c", script)
+	child := p.started()
+	f := p.next(5 * time.Second)
+	tu, ok := etf.MatchTuple(f, "stdout", 2)
+	if !ok {
+		t.Fatalf("want the daemon's pid, got %v", f)
+	}
+	daemon, _ := strconv.Atoi(strings.TrimSpace(string(tu[1].([]byte))))
+	p.cmd.Process.Kill()
+	waitGone(t, child, 2*time.Second) // parent-death signal
+	if !alive(daemon) {
+		t.Fatalf("daemon %d died with ps_port; the test needs it to outlive it", daemon)
+	}
+	if _, err := os.Stat(groupDir("memory", path)); err != nil {
+		t.Fatalf("the killed ps_port's group is already gone: %v", err)
+	}
+	q := startPort(t, "--packet", "-c", "memory", "-g", base+"/next", "--", "true")
+	q.started()
+	q.collect(true, 5*time.Second)
+	q.exitCode(5 * time.Second)
+	waitGone(t, daemon, time.Second)
+	assertGroupGone(t, path)
+	if !strings.Contains(q.stderr.String(), "reclaimed") {
+		t.Errorf("no log line about the reclaimed group; stderr: %s", q.stderr.String())
+	}
+}
