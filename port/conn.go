@@ -23,10 +23,19 @@ const MaxFrame = 64 << 20
 // ErrFrameTooLarge is a length prefix above MaxFrame.
 var ErrFrameTooLarge = fmt.Errorf("frame longer than %d bytes", MaxFrame)
 
+// DefaultStdinLimit is how many bytes may wait in the child's stdin queue
+// before further {command, _} frames are refused with {error,
+// stdin_overflow, _}.
+const DefaultStdinLimit = 16 << 20
+
 // Conn is ps_port's end of a {packet,4} port: frames are read from r and
 // written to the file descriptor of w. Writes are serialized; reads must come
 // from one goroutine.
 type Conn struct {
+	// StdinLimit bounds the child's stdin queue (see DefaultStdinLimit);
+	// 0 means unbounded.
+	StdinLimit int
+
 	r      io.Reader
 	w      *os.File
 	wfd    int
@@ -40,7 +49,7 @@ type Conn struct {
 
 // NewConn returns a Conn reading frames from r and writing them to w.
 func NewConn(r io.Reader, w *os.File) *Conn {
-	return &Conn{r: r, w: w, wfd: int(w.Fd()), hdr: make([]byte, 0, 64)}
+	return &Conn{r: r, w: w, wfd: int(w.Fd()), hdr: make([]byte, 0, 64), StdinLimit: DefaultStdinLimit}
 }
 
 // ReadFrame reads one frame and returns its payload (the term's bytes).

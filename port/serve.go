@@ -147,6 +147,12 @@ func apply(c *Conn, child *procctl.Child, frame []byte) error {
 		if !ok {
 			return fmt.Errorf("%w: {command, _} wants a binary, got %v", errBadTerm, tu[1])
 		}
+		if queued := child.StdinQueued(); c.StdinLimit > 0 && queued >= c.StdinLimit {
+			msg := fmt.Sprintf("%d bytes for stdin refused: %d bytes are already waiting for the child to read them (--stdin-limit %d); slow down or raise the limit",
+				len(data), queued, c.StdinLimit)
+			c.Send(etf.Tuple{etf.Atom("error"), etf.Atom("stdin_overflow"), []byte(msg)})
+			return nil
+		}
 		if err := child.Write(data); err != nil {
 			msg := fmt.Sprintf("%d bytes for stdin not written: %v", len(data), err)
 			c.Send(etf.Tuple{etf.Atom("error"), etf.Atom("stdin_closed"), []byte(msg)})

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/protonstream/ps_port/port"
 	"io"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ type config struct {
 	delay         time.Duration
 	uid, gid      string
 	window        int
+	stdinLimit    int
 	captureOutput bool
 	captureStderr bool
 	stderrOnly    bool
@@ -70,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	str(&c.uid, "uid", "", "run the program as this user (name or number)")
 	str(&c.gid, "gid", "", "run the program with this group (name or number)")
 	fs.IntVar(&c.window, "stdio-window", 0, "bytes of output in flight before ps_port waits for acks")
+	fs.IntVar(&c.stdinLimit, "stdin-limit", port.DefaultStdinLimit, "packet mode: stdin bytes queued for the child before commands are refused")
 	fs.BoolVar(&c.captureOutput, "capture-output", false, "raw mode: copy the program's stdout to ps_port's stdout")
 	fs.BoolVar(&c.captureStderr, "capture-stderr", false, "send the program's stderr where its stdout goes")
 	fs.BoolVar(&c.stderrOnly, "capture-stderr-only", false, "capture stderr and discard stdout")
@@ -89,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if delayMS < 0 {
 		return nil, fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
+	}
+	if c.stdinLimit < 0 {
+		return nil, fmt.Errorf("--stdin-limit must be >= 0, got %d", c.stdinLimit)
 	}
 	if c.window < 0 {
 		return nil, fmt.Errorf("--stdio-window must be > 0, got %d", c.window)

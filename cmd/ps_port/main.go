@@ -47,6 +47,7 @@ func run(args []string) int {
 	var sink procctl.Sink
 	if cfg.packet {
 		conn = port.NewConn(os.Stdin, os.Stdout)
+		conn.StdinLimit = cfg.stdinLimit
 		sink = conn
 	} else {
 		sink = port.NewRawSink(os.Stdout)

@@ -445,3 +445,41 @@ func deepTuple(depth int) []byte {
 	}
 	return append(b, 106)
 }
+
+// A child that never reads stdin: past --stdin-limit, commands are refused
+// loudly, and ps_port's memory stays bounded.
+func TestStdinOverflowIsRefusedLoudly(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, "--packet", "--stdin-limit", "1048576", "--", "sleep", "1000")
+	p.started()
+	chunk := bytes.Repeat([]byte("x"), 256<<10)
+	const sent = 64 // 16 MiB against a 1 MiB limit (+ the 64 KiB pipe)
+	for i := 0; i < sent; i++ {
+		p.send(etf.Tuple{atom("command"), chunk})
+	}
+	refused := 0
+	deadline := time.After(5 * time.Second)
+	for refused < sent-6 {
+		select {
+		case f := <-p.frames:
+			tu, ok := etf.MatchTuple(f, "error", 3)
+			if !ok || tu[1] != atom("stdin_overflow") {
+				t.Fatalf("unexpected frame %v", f)
+			}
+			refused++
+		case <-deadline:
+			t.Fatalf("only %d of %d commands refused", refused, sent)
+		}
+	}
+	status, _ := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/status")
+	for _, line := range strings.Split(string(status), "\n") {
+		if rss, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(rss)[0])
+			if kb > 64<<10 {
+				t.Errorf("ps_port RSS %d KiB after 16 MiB of refused stdin", kb)
+			}
+		}
+	}
+	p.send(atom("stop"))
+	p.collect(true, 5*time.Second)
+}
