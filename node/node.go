@@ -83,17 +83,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := EnsureEPMD(); err != nil {
 		return nil, err
 	}
-	opts := ergonode.Options{}
-	opts.System.DisableAnonMetrics = true
-	// OTP 25 needs handshake version 6; order needs one protocol handler.
-	opts.Handshake = dist.CreateHandshake(dist.HandshakeOptions{Version: dist.HandshakeVersion6})
-	po := ergonode.DefaultProtoOptions()
-	po.NumHandlers = 1
-	po.MaxMessageSize = MaxMessageSize
-	// No fragments: a data message is at most 64 KiB of payload and goes
-	// whole, in one write.
-	po.FragmentationUnit = 0
-	opts.Proto = plainAtomsProto{dist.CreateProto(po)}
+	opts := distOptions()
 	opts.Registrar = dist.CreateRegistrar() // the system epmd
 	if cfg.ListenPort != 0 {
 		opts.Listeners = []ergonode.Listener{{Listen: cfg.ListenPort}}
@@ -126,6 +116,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 // Name is the node's name.
 func (n *Node) Name() string { return n.ergo.Name() }
+
+// distOptions is how every ps_port node talks distribution: handshake
+// version 6 (OTP 25 needs it) with the UNLINK_ID flag (OTP 26+ need it; see
+// unlinkid.go), one protocol handler (ergo reorders with more), no atom
+// cache, no fragments.
+func distOptions() ergonode.Options {
+	opts := ergonode.Options{}
+	opts.System.DisableAnonMetrics = true
+	opts.Handshake = newDistHandshake()
+	po := ergonode.DefaultProtoOptions()
+	po.NumHandlers = 1
+	po.MaxMessageSize = MaxMessageSize
+	// No fragments: a data message is at most 64 KiB of payload and goes
+	// whole, in one write.
+	po.FragmentationUnit = 0
+	opts.Proto = newDistProto(po)
+	return opts
+}
 
 // EnsureEPMD starts "epmd -daemon" when nothing listens on epmd's port.
 func EnsureEPMD() error {

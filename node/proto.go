@@ -5,24 +5,51 @@ import (
 
 	"github.com/ergo-services/ergo/lib"
 	ergonode "github.com/ergo-services/ergo/node"
+	"github.com/ergo-services/ergo/proto/dist"
 )
 
-// plainAtomsProto is ergo's distribution protocol with the header atom
-// cache off for what this node sends. ergo's cache bookkeeping hands the
-// empty atom (in every SEND control message) the last cache slot and can
-// mark it as known to the peer before the peer has it; OTP 25 then drops
-// the connection with "corrupted distribution header" (seen here about once
-// in 30 test runs, on the first data message of a connection). Every
-// message still goes out with a distribution header, just with no cached
-// atoms; the peer's flag stays advertised, so OTP is not surprised, and
-// what OTP sends is decoded as before (the receiving side ignores the flag).
-type plainAtomsProto struct {
+// distProto is ergo's distribution protocol with two changes.
+//
+// It sends without the header atom cache. ergo's cache bookkeeping hands
+// the empty atom (in every SEND control message) the last cache slot and
+// can mark it as known to the peer before the peer has it; OTP 25 then
+// drops the connection with "corrupted distribution header" (seen here
+// about once in 30 test runs, on the first data message of a connection).
+// distHandshake no longer advertises the cache either, so neither side
+// uses it.
+//
+// And for OTP peers it puts distConn (unlinkid.go) between the socket and
+// ergo: pass-through packets on the wire, distribution headers for ergo,
+// and the UNLINK_ID link protocol translated to the old one.
+type distProto struct {
 	ergonode.ProtoInterface
 }
 
+func newDistProto(po ergonode.ProtoOptions) distProto {
+	return distProto{dist.CreateProto(po)}
+}
+
 // Init implements ergonode.ProtoInterface.
-func (p plainAtomsProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename string,
+func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename string,
 	details ergonode.HandshakeDetails) (ergonode.ConnectionInterface, error) {
 	details.Flags.EnableHeaderAtomCache = false
-	return p.ProtoInterface.Init(ctx, conn, nodename, details)
+	details.Flags.EnableFragmentation = false
+	info, _ := details.Custom.(peerInfo)
+	if isErgoPeer(details.Flags) {
+		// Another ergo node: it reads and writes ergo's own format.
+		return p.ProtoInterface.Init(ctx, conn, nodename, details)
+	}
+	var early []byte
+	if details.Buffer != nil { // read along with the handshake's last message
+		early = append(early, details.Buffer.B...)
+		lib.ReleaseBuffer(details.Buffer)
+		details.Buffer = nil
+	}
+	dc := newDistConn(conn, info.flags&dflagUnlinkID != 0, early)
+	return p.ProtoInterface.Init(ctx, dc, nodename, details)
+}
+
+// isErgoPeer tells ergo nodes from OTP ones by the flags only ergo sets.
+func isErgoPeer(f ergonode.Flags) bool {
+	return f.EnableProxy || f.EnableCompression
 }

@@ -1,0 +1,502 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ergo-services/ergo/lib"
+)
+
+// distConn sits between the socket of a connection to an OTP peer and
+// ergo. It converts
+//
+//   - the peer's pass-through packets (112, 131 Control, [131 Message])
+//     into the distribution-header packets ergo reads (131 68 0 Control
+//     [Message]), and ergo's packets back;
+//   - UNLINK_ID into the old UNLINK and back (when both sides have
+//     DFLAG_UNLINK_ID), answering and consuming UNLINK_ID_ACKs itself;
+//   - the references ergo cut to 3 words back to the peer's long ones
+//     (longrefs.go).
+//
+// Only the head of a packet is converted: its control message, and for
+// ergo's packets the reply tag at the start of the message. The rest of the
+// message passes unchanged and without being parsed.
+//
+// Reads come from ergo's one reading goroutine. Writes come from ergo's
+// flusher, one at a time and cut anywhere (it buffers with bufio), and from
+// the acks the reader queues, which go out between two of ergo's packets.
+type distConn struct {
+	lib.NetReadWriter // the socket
+	unlinkID          bool
+	refs              *refTable
+
+	// read side
+	rbuf     []byte // socket bytes not handled yet: rbuf[roff:]
+	roff     int
+	ready    []byte // converted bytes for ergo: ready[readyOff:]
+	readyOff int
+	rbody    int    // bytes of the current packet's message still to pass on
+	rrefs    []span // scratch for walkTerms
+
+	// write side
+	wmu      sync.Mutex
+	whead    []byte   // start of a packet whose head is not complete yet
+	wbody    int      // bytes of the current packet's message still to pass on
+	scratch  []byte   // converted heads of the current Write
+	segs     [][]byte // what the current Write sends
+	injected [][]byte // packets (acks) to send at the next packet boundary
+	wrefs    []span
+	nextID   uint64
+
+	stats distStats
+}
+
+// distStats counts what the translation did (for tests and measurements).
+type distStats struct {
+	packetsIn, packetsOut      atomic.Uint64
+	unlinkIDIn, unlinkIDAckOut atomic.Uint64
+	unlinkIDOut, unlinkIDAckIn atomic.Uint64
+	refsExpanded               atomic.Uint64
+}
+
+func newDistConn(conn lib.NetReadWriter, unlinkID bool, early []byte) *distConn {
+	c := &distConn{NetReadWriter: conn, unlinkID: unlinkID, refs: newRefTable()}
+	c.rbuf = append(make([]byte, 0, 64<<10), early...)
+	return c
+}
+
+var errPacket = errors.New("distribution packet")
+
+func packetError(format string, a ...interface{}) error {
+	return fmt.Errorf("%w: %s", errPacket, fmt.Sprintf(format, a...))
+}
+
+// Read implements io.Reader for ergo's reader. It never returns 0 bytes
+// without an error (ergo takes that for a closed connection).
+func (c *distConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if c.readyOff < len(c.ready) {
+			n := copy(p, c.ready[c.readyOff:])
+			c.readyOff += n
+			if c.readyOff == len(c.ready) {
+				c.ready, c.readyOff = c.ready[:0], 0
+			}
+			return n, nil
+		}
+		if c.rbody > 0 {
+			if c.roff < len(c.rbuf) {
+				n := min(c.rbody, len(c.rbuf)-c.roff, len(p))
+				copy(p, c.rbuf[c.roff:c.roff+n])
+				c.roff += n
+				c.rbody -= n
+				return n, nil
+			}
+			// The message straight from the socket into ergo's buffer.
+			n, err := c.NetReadWriter.Read(p[:min(len(p), c.rbody)])
+			c.rbody -= n
+			if n > 0 || err != nil {
+				return n, err
+			}
+			continue
+		}
+		err := c.readPacketHead()
+		if err == errShort {
+			if err := c.fill(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+// fill reads more socket bytes into rbuf.
+func (c *distConn) fill() error {
+	if c.roff > 0 && c.roff == len(c.rbuf) {
+		c.rbuf, c.roff = c.rbuf[:0], 0
+	}
+	if cap(c.rbuf)-len(c.rbuf) < 4096 {
+		if c.roff > 0 {
+			n := copy(c.rbuf, c.rbuf[c.roff:])
+			c.rbuf, c.roff = c.rbuf[:n], 0
+		}
+		if cap(c.rbuf)-len(c.rbuf) < 4096 {
+			c.rbuf = append(make([]byte, 0, 2*cap(c.rbuf)+4096), c.rbuf...)
+		}
+	}
+	for {
+		n, err := c.NetReadWriter.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
+		c.rbuf = c.rbuf[:len(c.rbuf)+n]
+		if n > 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readPacketHead converts the head of the packet at rbuf[roff:] into ready
+// and sets rbody to the message bytes that follow it unchanged. errShort:
+// more bytes are needed.
+func (c *distConn) readPacketHead() error {
+	d := c.rbuf[c.roff:]
+	if len(d) < 4 {
+		return errShort
+	}
+	l := int(binary.BigEndian.Uint32(d))
+	if l == 0 { // tick
+		c.ready = append(c.ready, 0, 0, 0, 0)
+		c.roff += 4
+		return nil
+	}
+	if l > MaxMessageSize {
+		return packetError("%d bytes, more than %d", l, MaxMessageSize)
+	}
+	if len(d) < 5 {
+		return errShort
+	}
+	if d[4] != passThrough { // already what ergo reads
+		c.stats.packetsIn.Add(1)
+		c.ready = append(c.ready, d[:5]...)
+		c.roff += 5
+		c.rbody = l - 1
+		return nil
+	}
+	// 112, 131, Control, [131, Message]
+	whole := len(d) >= 4+l
+	pkt := d[4:min(len(d), 4+l)]
+	if len(pkt) < 2 {
+		return errShort
+	}
+	if pkt[1] != versionMagic {
+		return packetError("pass-through packet without 131 before the control message")
+	}
+	c.rrefs = c.rrefs[:0]
+	clen, err := walkTerms(pkt[2:], 1, &c.rrefs)
+	if err == errShort {
+		if whole || len(pkt) > maxControlSize {
+			return packetError("control message does not end inside its packet")
+		}
+		return errShort
+	}
+	if err != nil {
+		return packetError("control message: %v", err)
+	}
+	ctl := pkt[2 : 2+clen]
+	rest := l - 2 - clen // bytes after the control message
+	if rest > 0 {
+		if len(pkt) < 2+clen+1 {
+			return errShort
+		}
+		if pkt[2+clen] != versionMagic {
+			return packetError("pass-through packet without 131 before the message")
+		}
+	}
+	c.stats.packetsIn.Add(1)
+	op, arity := controlOp(ctl)
+	if op == opDemonitor {
+		for _, r := range c.rrefs {
+			c.refs.remove(ctl[r.start:r.end])
+		}
+	} else {
+		for _, r := range c.rrefs {
+			c.refs.add(ctl[r.start:r.end])
+		}
+	}
+	if c.unlinkID && rest == 0 && arity == 4 {
+		switch op {
+		case opUnlinkID:
+			return c.unlinkIn(ctl, l)
+		case opUnlinkIDAck:
+			c.stats.unlinkIDAckIn.Add(1)
+			c.roff += 4 + l
+			return nil
+		}
+	}
+	msg := 0
+	if rest > 0 {
+		msg = rest - 1
+	}
+	c.ready = binary.BigEndian.AppendUint32(c.ready, uint32(3+clen+msg))
+	c.ready = append(c.ready, versionMagic, distHeader, 0)
+	c.ready = append(c.ready, ctl...)
+	c.roff += 4 + 2 + clen
+	if rest > 0 {
+		c.roff++ // the message's 131
+	}
+	c.rbody = msg
+	return nil
+}
+
+// controlOp reads {Op, ...} at the start of a control message.
+func controlOp(ctl []byte) (op, arity int) {
+	if len(ctl) < 4 || ctl[0] != 104 || ctl[2] != 97 {
+		return -1, 0
+	}
+	return int(ctl[3]), int(ctl[1])
+}
+
+// unlinkIn hands ergo {4, From, To} for the peer's {35, Id, From, To} and
+// queues {36, Id, To, From} back.
+func (c *distConn) unlinkIn(ctl []byte, l int) error {
+	parts, err := splitTerms(ctl[4:], 3)
+	if err != nil {
+		return packetError("UNLINK_ID: %v", err)
+	}
+	id, from, to := parts[0], parts[1], parts[2]
+	body := 3 + 4 + len(from) + len(to)
+	c.ready = binary.BigEndian.AppendUint32(c.ready, uint32(body))
+	c.ready = append(c.ready, versionMagic, distHeader, 0, 104, 3, 97, opUnlink)
+	c.ready = append(c.ready, from...)
+	c.ready = append(c.ready, to...)
+	c.roff += 4 + l
+
+	n := 2 + 4 + len(id) + len(to) + len(from)
+	ack := make([]byte, 0, 4+n)
+	ack = binary.BigEndian.AppendUint32(ack, uint32(n))
+	ack = append(ack, passThrough, versionMagic, 104, 4, 97, opUnlinkIDAck)
+	ack = append(ack, id...)
+	ack = append(ack, to...)
+	ack = append(ack, from...)
+	c.stats.unlinkIDIn.Add(1)
+	c.inject(ack)
+	return nil
+}
+
+// splitTerms cuts b, which must hold exactly n terms, into them.
+func splitTerms(b []byte, n int) ([][]byte, error) {
+	out := make([][]byte, 0, n)
+	for i := 0; i < n; i++ {
+		k, err := skipTerm(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b[:k])
+		b = b[k:]
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%d bytes after the last element", len(b))
+	}
+	return out, nil
+}
+
+// inject queues a whole packet to go out between two of ergo's packets, at
+// once if the stream is between two now.
+func (c *distConn) inject(pkt []byte) {
+	c.wmu.Lock()
+	c.injected = append(c.injected, pkt)
+	c.wmu.Unlock()
+	// Not on the reading goroutine: a write may wait for the peer.
+	go func() {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		if len(c.injected) == 0 || c.wbody > 0 || len(c.whead) > 0 {
+			return // the Write that ends the current packet sends them
+		}
+		bufs := net.Buffers(c.injected)
+		c.stats.unlinkIDAckOut.Add(uint64(len(c.injected)))
+		c.injected = nil
+		bufs.WriteTo(c.NetReadWriter) // an error shows on ergo's next write
+	}()
+}
+
+// Write implements io.Writer for ergo's flusher: p is any piece of the
+// stream of packets ergo sends.
+func (c *distConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	total := len(p)
+	c.segs, c.scratch = c.segs[:0], c.scratch[:0]
+	for len(p) > 0 {
+		if c.wbody > 0 {
+			n := min(c.wbody, len(p))
+			c.segs = append(c.segs, p[:n])
+			p, c.wbody = p[n:], c.wbody-n
+			if c.wbody == 0 {
+				c.flushInjected()
+			}
+			continue
+		}
+		held := len(c.whead) > 0
+		src := p
+		if held {
+			c.whead = append(c.whead, p...)
+			src, p = c.whead, nil
+		}
+		used, err := c.writePacketHead(src)
+		if err == errShort {
+			if !held {
+				c.whead = append(c.whead, p...)
+			}
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		if held {
+			// The rest of the held bytes: the message, and maybe more
+			// packets.
+			p = append([]byte(nil), c.whead[used:]...)
+			c.whead = c.whead[:0]
+		} else {
+			p = p[used:]
+		}
+		if c.wbody == 0 {
+			c.flushInjected()
+		}
+	}
+	if len(c.segs) > 0 {
+		bufs := net.Buffers(c.segs)
+		if _, err := bufs.WriteTo(c.NetReadWriter); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
+}
+
+// flushInjected adds the queued packets to what the current Write sends.
+func (c *distConn) flushInjected() {
+	if len(c.injected) > 0 {
+		c.segs = append(c.segs, c.injected...)
+		c.stats.unlinkIDAckOut.Add(uint64(len(c.injected)))
+		c.injected = nil
+	}
+}
+
+// writePacketHead converts the head of the ergo packet at the start of d,
+// adds it to segs, sets wbody to the message bytes that follow it
+// unchanged, and returns how many bytes of d it used. errShort: more bytes
+// are needed.
+func (c *distConn) writePacketHead(d []byte) (int, error) {
+	if len(d) < 4 {
+		return 0, errShort
+	}
+	l := int(binary.BigEndian.Uint32(d))
+	if l == 0 { // keepalive
+		c.scratch = append(c.scratch, 0, 0, 0, 0)
+		c.segs = append(c.segs, c.scratch[len(c.scratch)-4:])
+		return 4, nil
+	}
+	if len(d) < 7 {
+		return 0, errShort
+	}
+	if d[4] != versionMagic || d[5] != distHeader {
+		return 0, packetError("ergo wrote a packet of type %d %d, which has no pass-through form", d[4], d[5])
+	}
+	if d[6] != 0 {
+		return 0, packetError("ergo wrote a packet with %d cached atoms on a connection without the atom cache", d[6])
+	}
+	whole := len(d) >= 4+l
+	pkt := d[7:min(len(d), 4+l)]
+	c.wrefs = c.wrefs[:0]
+	clen, err := walkTerms(pkt, 1, &c.wrefs)
+	if err == errShort {
+		if whole || len(pkt) > maxControlSize {
+			return 0, packetError("ergo wrote a control message that does not end inside its packet")
+		}
+		return 0, errShort
+	}
+	if err != nil {
+		return 0, packetError("ergo wrote a bad control message: %v", err)
+	}
+	ctl := pkt[:clen]
+	msg := l - 3 - clen
+	op, arity := controlOp(ctl)
+
+	// A call's reply, {Tag, Reply}, starts with the caller's reference
+	// (Tag is Ref or [alias | Ref]): take it into the head too.
+	tag := 0
+	ctlRefs := len(c.wrefs)
+	if msg > 0 && c.refs.len() > 0 && (op == opSend || op == opAliasSend || op == opSendSender) {
+		m := pkt[clen:]
+		if len(m) < 3 {
+			if whole {
+				return 0, packetError("ergo wrote a message of %d bytes", len(m))
+			}
+			return 0, errShort
+		}
+		if m[0] == 104 && m[1] == 2 && (m[2] == 90 || m[2] == 108) {
+			k, err := walkTerms(m[2:], 1, &c.wrefs)
+			if err == errShort && !whole && len(m) < maxControlSize {
+				return 0, errShort
+			}
+			if err == nil {
+				tag = 2 + k
+			} else {
+				c.wrefs = c.wrefs[:ctlRefs] // not a tag after all
+			}
+		}
+	}
+	c.stats.packetsOut.Add(1)
+
+	start := len(c.scratch)
+	c.scratch = binary.BigEndian.AppendUint32(c.scratch, 0) // length, below
+	c.scratch = append(c.scratch, passThrough, versionMagic)
+	if c.unlinkID && msg == 0 && op == opUnlink && arity == 3 {
+		// {4, From, To} -> {35, Id, From, To}
+		c.nextID++
+		c.scratch = append(c.scratch, 104, 4, 97, opUnlinkID)
+		c.scratch = appendUint(c.scratch, c.nextID)
+		c.scratch = append(c.scratch, ctl[4:]...)
+		c.stats.unlinkIDOut.Add(1)
+	} else {
+		c.scratch = c.appendExpanded(c.scratch, ctl, c.wrefs[:ctlRefs], 0)
+		if op == opMonitorPExit {
+			for _, r := range c.wrefs[:ctlRefs] {
+				c.refs.remove(ctl[r.start:r.end])
+			}
+		}
+	}
+	if msg > 0 {
+		c.scratch = append(c.scratch, versionMagic)
+		if tag > 0 {
+			c.scratch = c.appendExpanded(c.scratch, pkt[clen:clen+tag], c.wrefs[ctlRefs:], 2)
+		}
+	}
+	n := len(c.scratch) - start - 4 + (msg - tag)
+	binary.BigEndian.PutUint32(c.scratch[start:], uint32(n))
+	c.segs = append(c.segs, c.scratch[start:])
+	c.wbody = msg - tag
+	return 7 + clen + tag, nil
+}
+
+// appendExpanded appends b with the 3-word references at refs (offsets
+// into b, less shift) replaced by the peer's long ones when known.
+func (c *distConn) appendExpanded(dst, b []byte, refs []span, shift int) []byte {
+	at := 0
+	for _, r := range refs {
+		s, e := r.start+shift, r.end+shift
+		full, ok := c.refs.full(b[s:e])
+		if !ok {
+			continue
+		}
+		dst = append(dst, b[at:s]...)
+		dst = append(dst, full...)
+		at = e
+		c.stats.refsExpanded.Add(1)
+	}
+	return append(dst, b[at:]...)
+}
+
+// appendUint appends v as an external-format integer.
+func appendUint(b []byte, v uint64) []byte {
+	switch {
+	case v < 256:
+		return append(b, 97, byte(v))
+	case v <= 1<<31-1:
+		return binary.BigEndian.AppendUint32(append(b, 98), uint32(v))
+	default:
+		b = append(b, 110, 8, 0)
+		return binary.LittleEndian.AppendUint64(b, v)
+	}
+}
