@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -177,11 +178,7 @@ func (c *Child) killAll() {
 		for _, pid := range left {
 			unix.Kill(pid, syscall.SIGKILL)
 		}
-		if c.spec.Placement != nil {
-			if err := c.spec.Placement.Kill(); err != nil {
-				fmt.Fprintf(os.Stderr, "ps_port: killing the cgroup of child %d: %v\n", c.pid, err)
-			}
-		}
+		c.killPlacement()
 		if len(left) == 0 {
 			break
 		}
@@ -198,6 +195,11 @@ func (c *Child) killAll() {
 // stopLeftovers runs after the child itself has exited: what it left behind
 // gets SIGTERM, then SIGKILL at the termination deadline.
 func (c *Child) stopLeftovers() {
+	if c.nothingLeft() {
+		// The usual case, found without reading every process's stat.
+		c.killPlacement()
+		return
+	}
 	if left := c.members(); len(left) > 0 {
 		deadline := time.Now().Add(c.spec.DelayToSIGKILL)
 		if d := c.killDeadline.Load(); d != 0 {
@@ -212,7 +214,43 @@ func (c *Child) stopLeftovers() {
 	c.killAll()
 }
 
-var subreaperOnce sync.Once
+func (c *Child) killPlacement() {
+	if c.spec.Placement != nil {
+		if err := c.spec.Placement.Kill(); err != nil {
+			fmt.Fprintf(os.Stderr, "ps_port: killing the cgroup of child %d: %v\n", c.pid, err)
+		}
+	}
+}
+
+// nothingLeft reports, for a child that has been reaped, whether its tree is
+// certainly empty. With this program a subreaper, every process the child
+// started (its group and session hold nothing else) is a descendant of this
+// program, below the child's orphans that were reparented here. So when every
+// direct child of this program is another live Child, nothing of this one is
+// left. Anything else (an orphan, a zombie not yet reaped, no way to tell)
+// answers false and the caller scans /proc.
+func (c *Child) nothingLeft() bool {
+	if !isSubreaper.Load() {
+		return false
+	}
+	registry.Lock()
+	defer registry.Unlock()
+	kids, ok := ownChildren()
+	if !ok {
+		return false
+	}
+	for _, pid := range kids {
+		if pid == c.pid || registry.children[pid] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	subreaperOnce sync.Once
+	isSubreaper   atomic.Bool
+)
 
 // BecomeSubreaper makes this program the reaper of every orphan its children
 // leave (PR_SET_CHILD_SUBREAPER), so double-forked daemons stay findable and
@@ -223,6 +261,7 @@ func BecomeSubreaper() error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
 	}
+	isSubreaper.Store(true)
 	subreaperOnce.Do(func() {
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGCHLD)
@@ -240,6 +279,15 @@ func reapOrphans() {
 	self := os.Getpid()
 	registry.Lock()
 	defer registry.Unlock()
+	if kids, ok := ownChildren(); ok {
+		for _, pid := range kids {
+			if registry.children[pid] == nil {
+				var ws syscall.WaitStatus
+				syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			}
+		}
+		return
+	}
 	for _, p := range scanProcs() {
 		if p.ppid == self && p.zombie && registry.children[p.pid] == nil {
 			var ws syscall.WaitStatus
