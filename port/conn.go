@@ -43,12 +43,18 @@ type Conn struct {
 	hdr    []byte
 	lenBuf [4]byte
 
+	noSplice bool   // splice(2) into w failed: move copies (guarded by mu)
+	copyBuf  []byte // move's buffer when it copies (guarded by mu)
+
 	protocolErr atomic.Bool // the owner sent something ps_port cannot take
 	finished    atomic.Bool // the exit frame has been sent
 }
 
-// NewConn returns a Conn reading frames from r and writing them to w.
+// NewConn returns a Conn reading frames from r and writing them to w. When
+// w is a pipe it is enlarged to 1 MiB (where allowed), so a large frame can
+// be written whole before the owner wakes up to read it.
 func NewConn(r io.Reader, w *os.File) *Conn {
+	unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 1<<20) // EBADF/EINVAL when not a pipe: fine
 	return &Conn{r: r, w: w, wfd: int(w.Fd()), hdr: make([]byte, 0, 64), StdinLimit: DefaultStdinLimit}
 }
 
@@ -95,6 +101,88 @@ func (c *Conn) SendBinary(tag etf.Atom, p []byte) error {
 	return c.writev(h, p)
 }
 
+// MoveStdout sends {stdout, <n bytes from fd>}; with MoveStderr it makes
+// Conn a procctl.Mover.
+func (c *Conn) MoveStdout(fd, n int) error { return c.move("stdout", fd, n) }
+
+// MoveStderr sends {stderr, <n bytes from fd>}.
+func (c *Conn) MoveStderr(fd, n int) error { return c.move("stderr", fd, n) }
+
+// move writes the frame {tag, p} where p is the next n bytes waiting in the
+// pipe fd: the header, then the payload spliced from that pipe into the
+// port's, so the bytes are never copied through this program. Where splice
+// cannot be used, they are read and written.
+func (c *Conn) move(tag etf.Atom, fd, n int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := etf.AppendBinaryTupleHeader(append(c.hdr[:0], 0, 0, 0, 0), tag, n)
+	c.hdr = h[:0]
+	binary.BigEndian.PutUint32(h, uint32(len(h)-4+n))
+	if err := c.writev(h, nil); err != nil {
+		return err
+	}
+	waitOut := true // on EAGAIN: the port's pipe is full (else the child's is empty)
+	for n > 0 {
+		if c.noSplice {
+			k, err := c.copyOut(fd, n)
+			if err != nil {
+				return err
+			}
+			n -= k
+			continue
+		}
+		m, err := unix.Splice(fd, nil, c.wfd, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			// Which end would block is not said: wait for the likely one
+			// and alternate, never spinning.
+			ev, wfd := int16(unix.POLLOUT), c.wfd
+			if !waitOut {
+				ev, wfd = unix.POLLIN, fd
+			}
+			waitOut = !waitOut
+			if err := waitFor(wfd, ev); err != nil {
+				return err
+			}
+		case err == unix.EINVAL || err == unix.ENOSYS:
+			c.noSplice = true
+		case err != nil:
+			return fmt.Errorf("writing to the port: %w", err)
+		case m == 0:
+			return fmt.Errorf("the child's pipe ended %d bytes short of a frame", n)
+		default:
+			n -= int(m)
+			waitOut = true
+		}
+	}
+	return nil
+}
+
+// copyOut reads up to n bytes from fd and writes them to the port.
+func (c *Conn) copyOut(fd, n int) (int, error) {
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, 64<<10)
+	}
+	for {
+		k, err := unix.Read(fd, c.copyBuf[:min(n, len(c.copyBuf))])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			if err := waitFor(fd, unix.POLLIN); err != nil {
+				return 0, err
+			}
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("reading the child's output: %w", err)
+		case k == 0:
+			return 0, fmt.Errorf("the child's pipe ended %d bytes short of a frame", n)
+		}
+		return k, c.writev(c.copyBuf[:k], nil)
+	}
+}
+
 // writev writes a then b completely.
 func (c *Conn) writev(a, b []byte) error {
 	iov := [][]byte{a, b}
@@ -121,8 +209,11 @@ func (c *Conn) writev(a, b []byte) error {
 	return nil
 }
 
-func waitWritable(fd int) error {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+func waitWritable(fd int) error { return waitFor(fd, unix.POLLOUT) }
+
+// waitFor blocks until fd is ready for events (or in error).
+func waitFor(fd int, events int16) error {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: events}}
 	for {
 		_, err := unix.Poll(fds, -1)
 		if err != unix.EINTR {

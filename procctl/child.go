@@ -21,6 +21,17 @@ type Sink interface {
 	Stderr(p []byte) error
 }
 
+// Mover is a Sink that can also take output straight from the pipe it
+// waits in, so the bytes never pass through this program (port mode splices
+// them into the owner's pipe). When MoveStdout or MoveStderr is called, fd
+// (non-blocking) holds at least n readable bytes, and exactly n of them must
+// be consumed, or an error returned. Calls come from the same goroutines as
+// the Sink's.
+type Mover interface {
+	MoveStdout(fd, n int) error
+	MoveStderr(fd, n int) error
+}
+
 // ExitStatus is how a child ended.
 type ExitStatus struct {
 	Code   int            // exit status when Signal is 0
@@ -36,6 +47,10 @@ func (s ExitStatus) String() string {
 
 // readBuf is the largest read from a pipe, and so the largest Sink call.
 const readBuf = 64 << 10
+
+// moveMax is the most a Mover is handed at once (and never more than the
+// window's credit). Large moves mean few frames, acks and wake-ups per MiB.
+const moveMax = 1 << 20
 
 // Child is one running OS process and its tree.
 type Child struct {
@@ -154,11 +169,15 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	if st.stdinW != nil {
 		c.stdin = newStdinQueue(st.stdinW)
 	}
+	var moveOut, moveErr func(fd, n int) error
+	if mv, ok := sink.(Mover); ok {
+		moveOut, moveErr = mv.MoveStdout, mv.MoveStderr
+	}
 	if st.stdoutR != nil {
-		c.startReader(st.stdoutR, sink.Stdout)
+		c.startReader(st.stdoutR, sink.Stdout, moveOut)
 	}
 	if st.stderrR != nil {
-		c.startReader(st.stderrR, sink.Stderr)
+		c.startReader(st.stderrR, sink.Stderr, moveErr)
 	}
 	go c.supervise()
 	return c, nil
@@ -306,13 +325,14 @@ func (c *Child) reap() ExitStatus {
 
 // startReader reads one output pipe until EOF (or, once the child is gone,
 // until it is empty) and hands what it reads to emit, within the window.
-func (c *Child) startReader(f *os.File, emit func([]byte) error) {
+// With move, what is in the pipe is handed over without being read.
+func (c *Child) startReader(f *os.File, emit func([]byte) error, move func(fd, n int) error) {
 	c.pipes = append(c.pipes, f)
 	c.readers.Add(1)
 	go func() {
 		defer c.readers.Done()
 		defer f.Close()
-		c.pump(f, emit)
+		c.pump(f, emit, move)
 	}()
 }
 
@@ -324,14 +344,19 @@ const (
 	readEmpty  // pipe empty and the child is gone: done
 	readNoCred // another reader took the credit
 	readFailed
+	readMove // n bytes wait in the pipe, to be moved
 )
 
-func (c *Child) pump(f *os.File, emit func([]byte) error) {
+func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return
 	}
 	buf := make([]byte, readBuf)
+	maxTake := len(buf)
+	if move != nil {
+		maxTake = moveMax
+	}
 	for {
 		if !c.window.wait() {
 			// Kicked without credit: the child is gone. A pipe with nothing
@@ -344,13 +369,23 @@ func (c *Child) pump(f *os.File, emit func([]byte) error) {
 		var n int
 		res := readFailed
 		err := rc.Read(func(fd uintptr) bool {
-			credit := c.window.take(len(buf))
+			credit := c.window.take(maxTake)
 			if credit == 0 {
 				res = readNoCred
 				return true
 			}
+			if move != nil && !c.lost.Load() {
+				// What the pipe holds goes on without a copy. An empty pipe
+				// (EOF, or nothing yet) takes the read below.
+				if avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil && avail > 0 { // TIOCINQ is FIONREAD
+					n = min(avail, credit)
+					c.window.giveBack(credit - n)
+					res = readMove
+					return true
+				}
+			}
 			var rerr error
-			n, rerr = unix.Read(int(fd), buf[:credit])
+			n, rerr = unix.Read(int(fd), buf[:min(credit, len(buf))])
 			switch {
 			case rerr == unix.EAGAIN || rerr == unix.EINTR:
 				c.window.giveBack(credit)
@@ -385,6 +420,14 @@ func (c *Child) pump(f *os.File, emit func([]byte) error) {
 			}
 			if err := emit(buf[:n]); err != nil {
 				c.lose(err)
+			}
+		case readMove:
+			var merr error
+			if err := rc.Control(func(fd uintptr) { merr = move(int(fd), n) }); err != nil {
+				return
+			}
+			if merr != nil {
+				c.lose(merr)
 			}
 		case readNoCred:
 			continue
