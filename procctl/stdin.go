@@ -4,6 +4,9 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrStdinClosed is returned by Child.Write after CloseStdin, after the child
@@ -20,10 +23,13 @@ type stdinQueue struct {
 	queued  int
 	closing bool  // no more writes accepted; close f once the queue is empty
 	err     error // why writing stopped, if it did
+	busy    bool  // run is writing buffers it took from the queue
+	rc      syscall.RawConn
 }
 
 func newStdinQueue(f *os.File) *stdinQueue {
 	q := &stdinQueue{f: f}
+	q.rc, _ = f.SyscallConn()
 	q.cond.L = &q.mu
 	go q.run()
 	return q
@@ -41,6 +47,21 @@ func (q *stdinQueue) write(p []byte) error {
 	}
 	if len(p) == 0 {
 		return nil
+	}
+	if len(q.bufs) == 0 && !q.busy && q.rc != nil {
+		// Nothing is ahead of p: write what the pipe takes now, without
+		// waking the writer goroutine (a round trip through the child is
+		// one thread hand-off shorter). A full or broken pipe leaves the
+		// rest to run, as before.
+		q.rc.Write(func(fd uintptr) bool {
+			if n, err := unix.Write(int(fd), p); err == nil && n > 0 {
+				p = p[n:]
+			}
+			return true
+		})
+		if len(p) == 0 {
+			return nil
+		}
 	}
 	q.bufs = append(q.bufs, p)
 	q.queued += len(p)
@@ -78,6 +99,7 @@ func (q *stdinQueue) run() {
 		bufs := q.bufs
 		q.bufs = nil
 		closing := q.closing
+		q.busy = len(bufs) > 0
 		q.mu.Unlock()
 		for _, b := range bufs {
 			_, err := q.f.Write(b)
@@ -93,6 +115,9 @@ func (q *stdinQueue) run() {
 			}
 			q.mu.Unlock()
 		}
+		q.mu.Lock()
+		q.busy = false
+		q.mu.Unlock()
 		if closing && len(bufs) == 0 {
 			return
 		}
