@@ -24,7 +24,7 @@ defmodule Bench do
   @scenarios ~w(integrity throughput throughput_1m round_trip spawn_seq spawn_par kill memory)a
 
   @full %{
-    rounds: 5,
+    rounds: 7,
     tp_bytes: 268_435_456,
     rt_count: 10_000,
     rt_warmup: 200,

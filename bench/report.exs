@@ -10,21 +10,23 @@ defmodule Bench.Report do
   # {key, label, unit, better, port goal, node goal}. A goal is
   # {:ratio, x} (ratio to the plain Port in the same round) or {:abs, x}.
   @metrics [
-    {:tp_default, "Throughput, 256 MiB, default options", "MB/s", :higher, {:ratio, 0.8},
-     {:ratio, 0.4}},
-    {:tp_1m, "Throughput, 256 MiB, 1 MiB window", "MB/s", :higher, nil, nil},
-    {:rt_median, "Round trip, 100 B through cat, median", "µs", :lower, {:ratio, 1.2},
+    {:tp_default, "Throughput, `head -c 256MiB /dev/zero`, default options", "MB/s", :higher,
+     {:ratio, 0.8}, {:ratio, 0.4}},
+    {:tp_1m, "Throughput, `head -c 256MiB /dev/zero`, 1 MiB window", "MB/s", :higher, nil, nil},
+    {:rt_median, "Round trip, 10 000 × 100 B through `cat`, median", "µs", :lower, {:ratio, 1.2},
      {:ratio, 2.5}},
-    {:rt_p99, "Round trip, 100 B through cat, p99", "µs", :lower, nil, nil},
-    {:spawn_seq, "Spawn `true`, in a row", "ms each", :lower, {:ratio, 2.0}, {:ratio, 1.0}},
-    {:spawn_par, "Spawn `true`, 50 at a time", "ms each", :lower, {:ratio, 2.0}, {:ratio, 1.0}},
+    {:rt_p99, "Round trip, 10 000 × 100 B through `cat`, p99", "µs", :lower, nil, nil},
+    {:spawn_seq, "Spawn `true` and wait for its exit, 500 in a row", "ms each", :lower,
+     {:ratio, 2.0}, {:ratio, 1.0}},
+    {:spawn_par, "Spawn `true` and wait for its exit, 500 by 50 at a time", "ms each", :lower,
+     {:ratio, 2.0}, {:ratio, 1.0}},
     {:kill_median, "Kill: owner killed → child + grandchild gone, median", "ms", :lower,
      {:abs, 20.0}, {:abs, 20.0}},
     {:kill_max, "Kill: owner killed → child + grandchild gone, max", "ms", :lower, nil, nil},
-    {:mem_rss, "Memory per `sleep 60` child, RSS ps_port adds", "KiB", :lower, {:abs, 6144.0},
-     {:abs, 256.0}},
-    {:mem_pss, "Memory per `sleep 60` child, PSS ps_port adds", "KiB", :lower, nil, nil},
-    {:mem_beam, "Memory per `sleep 60` child, BEAM growth", "KiB", :lower, nil, nil}
+    {:mem_rss, "Memory, 200 × `sleep 60`: RSS ps_port adds per child", "KiB", :lower,
+     {:abs, 6144.0}, {:abs, 256.0}},
+    {:mem_pss, "Memory, 200 × `sleep 60`: PSS ps_port adds per child", "KiB", :lower, nil, nil},
+    {:mem_beam, "Memory, 200 × `sleep 60`: BEAM growth per child", "KiB", :lower, nil, nil}
   ]
 
   # Metrics whose samples are pooled over rounds (one list per round) instead
@@ -140,18 +142,13 @@ defmodule Bench.Report do
 
   def markdown(rows, info) do
     header = """
-    Machine: #{info.machine}. Versions: #{info.versions}. Run: #{info.date},
-    #{info.rounds} rounds, implementations interleaved (the order rotates every
-    round), load average #{info.load_before} before and #{info.load_after} after.
-    Node mode opened through #{info.node_api}. `ps_port` stripped
-    (`go build -trimpath -ldflags=-s`): #{info.binary_size}.
+    - Machine: #{info.machine}
+    - Versions: #{info.versions}
+    - Run: #{info.date}, #{info.rounds} rounds, the implementations interleaved (their order rotates every round); load average #{info.load_before} before, #{info.load_after} after
+    - Node mode opened through #{info.node_api}
+    - `ps_port` stripped (`go build -trimpath -ldflags=-s`): #{info.binary_size}
 
-    Each cell is the median over rounds with min–max in brackets; a ratio is
-    ps_port's figure divided by the plain Port's in the same round (then the
-    median and range of those ratios). Throughput: higher is better; every
-    other row: lower is better. Kill rows pool #{info.kill_samples} samples per
-    implementation and round. Memory has no plain-Port ratio: a plain Port adds
-    no OS process.
+    Each cell is the median over rounds with min–max in brackets; a ratio is ps_port's figure divided by the plain Port's in the same round (the median and range of those ratios). Throughput: higher is better; every other row: lower is better. The kill rows pool #{info.kill_samples} samples per implementation and round. Memory has no plain-Port ratio: a plain Port adds no OS process.
 
     | scenario | unit | plain Port | port mode | node mode | port / plain | node / plain | goal (port; node) |
     |---|---|---|---|---|---|---|---|
@@ -289,7 +286,7 @@ defmodule Bench.Report do
         dir = if row.better == :higher, do: "higher is better", else: "lower is better"
 
         label =
-          ~s(<text x="#{left - 10}" y="#{y0 + 19}" text-anchor="end">#{esc(row.label)}</text>) <>
+          ~s(<text x="#{left - 10}" y="#{y0 + 19}" text-anchor="end">#{esc(short(row.key))}</text>) <>
             ~s(<text x="#{left - 10}" y="#{y0 + 34}" text-anchor="end" class="sub">#{dir}</text>)
 
         bars =
@@ -353,6 +350,14 @@ defmodule Bench.Report do
     </svg>
     """
   end
+
+  defp short(:tp_default), do: "Throughput, default options"
+  defp short(:tp_1m), do: "Throughput, 1 MiB window"
+  defp short(:rt_median), do: "Round trip through cat, median"
+  defp short(:rt_p99), do: "Round trip through cat, p99"
+  defp short(:spawn_seq), do: "Spawn true, in a row"
+  defp short(:spawn_par), do: "Spawn true, 50 at a time"
+  defp short(:kill_median), do: "Kill: tree gone after owner death, median"
 
   defp min_pow2(v), do: :math.pow(2, Float.floor(:math.log2(v)))
   defp max_pow2(v), do: :math.pow(2, Float.ceil(:math.log2(v)))
