@@ -94,7 +94,8 @@ defmodule Bench.Report do
   end
 
   defp ratios(_samples, per_round, key) do
-    plain = per_round[:plain]
+    # Memory has no meaningful ratio: a plain Port adds no OS process.
+    plain = if key in [:mem_rss, :mem_pss, :mem_beam], do: [], else: per_round[:plain]
 
     for impl <- [:port, :node], per_round[impl] != [], plain != [], into: %{} do
       rs =
