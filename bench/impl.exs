@@ -160,11 +160,7 @@ defmodule Bench.Node do
     suffix = unique()
     cookie = "BENCH" <> Base.encode16(:rand.bytes(12))
 
-    case Node.start(:"bench_#{suffix}@127.0.0.1", :longnames) do
-      {:ok, _} -> :ok
-      {:error, {:already_started, _}} -> :ok
-      other -> raise "cannot start distribution: #{inspect(other)} (is epmd runnable?)"
-    end
+    start_distribution(:"bench_#{suffix}@127.0.0.1", 50)
 
     Node.set_cookie(String.to_atom(cookie))
     dir = Path.join(System.tmp_dir!(), "ps_bench_#{suffix}")
@@ -178,6 +174,25 @@ defmodule Bench.Node do
     :persistent_term.put({__MODULE__, :main}, inst)
     :persistent_term.put({__MODULE__, :shim_option}, shim_takes_node?(inst.name))
     inst.name
+  end
+
+  # epmd -daemon returns before epmd listens: retry for a few seconds.
+  defp start_distribution(name, tries) do
+    case Node.start(name, :longnames) do
+      {:ok, _} ->
+        :ok
+
+      {:error, {:already_started, _}} ->
+        :ok
+
+      other when tries > 1 ->
+        _ = other
+        Process.sleep(100)
+        start_distribution(name, tries - 1)
+
+      other ->
+        raise "cannot start distribution: #{inspect(other)} (is epmd runnable?)"
+    end
   end
 
   @doc "Starts another ps_port node (same cookie); stop it with stop_extra/1."
