@@ -32,13 +32,14 @@ const MaxMessageSize = 128 << 20
 
 // Config configures a node.
 type Config struct {
-	Name        string   // NAME@HOST
-	Cookie      string   // the distribution cookie; never logged
-	Allow       []string // glob patterns on the program's absolute path
-	AllowAny    bool     // allow every program
-	CgroupBase  string   // cgroup path below which children's groups go; "" refuses cgroup options
-	MaxChildren int      // 0: no limit
-	ListenPort  uint16   // distribution port; 0 picks a free one
+	Name        string        // NAME@HOST
+	Cookie      string        // the distribution cookie; never logged
+	Allow       []string      // glob patterns on the program's absolute path
+	AllowAny    bool          // allow every program
+	CgroupBase  string        // cgroup path below which children's groups go; "" refuses cgroup options
+	MaxChildren int           // 0: no limit
+	ListenPort  uint16        // distribution port; 0 picks a free one
+	NetTickTime time.Duration // as OTP's net_ticktime; 0: DefaultNetTickTime (60 s)
 	Log         *log.Logger
 }
 
@@ -84,6 +85,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	opts := distOptions()
+	if dp, ok := opts.Proto.(distProto); ok {
+		dp.tickTime = cfg.NetTickTime
+		opts.Proto = dp
+	}
 	opts.Registrar = dist.CreateRegistrar() // the system epmd
 	if cfg.ListenPort != 0 {
 		opts.Listeners = []ergonode.Listener{{Listen: cfg.ListenPort}}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/ergo-services/ergo/lib"
 	ergonode "github.com/ergo-services/ergo/node"
@@ -18,20 +19,29 @@ import (
 // distHandshake no longer advertises the cache either, so neither side
 // uses it.
 //
+// It ticks and times out as an OTP node with net_ticktime tickTime does
+// (tickConn, tick.go), not as ergo's fixed 60 s.
+//
 // And for OTP peers it puts distConn (unlinkid.go) between the socket and
 // ergo: pass-through packets on the wire, distribution headers for ergo,
 // and the UNLINK_ID link protocol translated to the old one.
 type distProto struct {
 	ergonode.ProtoInterface
+	tickTime time.Duration // net_ticktime (tick.go); 0: DefaultNetTickTime
 }
 
 func newDistProto(po ergonode.ProtoOptions) distProto {
-	return distProto{dist.CreateProto(po)}
+	return distProto{ProtoInterface: dist.CreateProto(po)}
 }
 
 // Init implements ergonode.ProtoInterface.
 func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename string,
 	details ergonode.HandshakeDetails) (ergonode.ConnectionInterface, error) {
+	tick := p.tickTime
+	if tick <= 0 {
+		tick = DefaultNetTickTime
+	}
+	conn = newTickConn(conn, tick)
 	details.Flags.EnableHeaderAtomCache = false
 	details.Flags.EnableFragmentation = false
 	info, _ := details.Custom.(peerInfo)

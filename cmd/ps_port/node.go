@@ -35,7 +35,7 @@ func nodeMain(args []string) int {
 		allow                        list
 		allowAny                     bool
 		maxChildren, port            int
-		shutdownMS                   int
+		shutdownMS, tickSeconds      int
 	)
 	fs.StringVar(&name, "name", "", "node name NAME@HOST (required)")
 	fs.StringVar(&cookieFile, "cookie-file", "", "file holding the distribution cookie")
@@ -45,6 +45,7 @@ func nodeMain(args []string) int {
 	fs.IntVar(&maxChildren, "max-children", 0, "most children at once (0: no limit)")
 	fs.IntVar(&port, "port", 0, "distribution listen port (0: a free one, registered with epmd)")
 	fs.IntVar(&shutdownMS, "shutdown-timeout", 5000, "ms to wait on shutdown for owners to take the children's last output")
+	fs.IntVar(&tickSeconds, "net-ticktime", 60, "seconds, as OTP's net_ticktime: tick a connection idle for a quarter of it, drop a peer silent for all of it")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), nodeUsage)
 		fs.PrintDefaults()
@@ -74,6 +75,9 @@ func nodeMain(args []string) int {
 	if maxChildren < 0 || port < 0 || port > 65535 || shutdownMS < 0 {
 		return fail("--max-children, --port and --shutdown-timeout must be non-negative (and --port at most 65535)")
 	}
+	if tickSeconds < 1 {
+		return fail("--net-ticktime must be at least 1 (seconds), got %d", tickSeconds)
+	}
 	cookie, err := readCookie(cookieFile)
 	// Children inherit the environment: never the cookie.
 	os.Unsetenv("PS_PORT_COOKIE")
@@ -99,6 +103,7 @@ func nodeMain(args []string) int {
 		CgroupBase:  cgroupBase,
 		MaxChildren: maxChildren,
 		ListenPort:  uint16(port),
+		NetTickTime: time.Duration(tickSeconds) * time.Second,
 	})
 	if err != nil {
 		return fail("%v", err)
