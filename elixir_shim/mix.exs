@@ -24,6 +24,6 @@ defmodule ProtonStream.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger], mod: {ProtonStream.Application, []}]
   end
 end

@@ -105,6 +105,60 @@ defmodule ProtonStream do
   writes without pause accumulates the output in its mailbox. Use callback
   mode (or a program that waits for input) when that matters.
 
+  ## Node mode
+
+  With `node: node`, `open/3` and `start_link/5` run the program on a ps_port
+  node: `ps_port node` joined to this cluster, on this host or another (see
+  `ProtonStream.Node`, which starts one here under a supervisor, and the
+  README for a second host). Options, messages, callbacks and the functions
+  of this module work the same; the command is looked up on the node's
+  `PATH` and must match one of the node's `--allow` patterns.
+
+    * **Message mode** (`open/3`): `ps` *is* the program's pid on the node. The
+      owner talks to it with plain `send/2` over distribution, with no local
+      process in between, and the node sends the output, `{ps, :closed}`,
+      `{ps, :connected}` and finally `{:EXIT, ps, reason}` straight to the
+      owner. The owner is *not* linked to `ps`: the node monitors the owner
+      and takes the program down when the owner dies (however it dies,
+      including its node going down), and `{:EXIT, ps, reason}` is a plain
+      message, so a link would only add a second `{:EXIT, ps, :normal}` for
+      an owner that traps exits. A small local watcher monitors `ps`: if the
+      connection to the node is lost before the exit was reported, the owner
+      gets `{:EXIT, ps, {:ps_port_exited, :noconnection}}`. The watcher
+      follows ownership moved with `connect/2` (not a bare `{:connect, _}`
+      message).
+    * **Callback mode** (`start_link/5`): the local server owns the node's
+      pid, opened with `flow: :ack` and acknowledging each chunk after its
+      callback returned, so a slow callback slows the program down as in
+      port mode.
+    * **Flow control** in message mode: with `flow: :queue_len` (default) the
+      node watches the owner's `message_queue_len` and stops reading the
+      program's output while `:stdio_window` bytes are unconsumed, so unlike
+      port mode the owner's mailbox is bounded. With `flow: :ack` the owner
+      calls `ack/2` with the size of every `{:data, _}` / `{:error, _}`
+      payload it handled (cheaper and exact).
+    * **stdin** is bounded by `:stdin_limit` (16 MiB unless given): a command
+      that would queue more is refused as a whole and the owner gets
+      `{ps, {:error, :stdin_overflow, message}}`; after `eof/1` commands give
+      `{ps, {:error, :stdin_closed, message}}` (port mode logs both).
+      `command/2` sends data over 8 MiB in pieces; never `send/2` a single
+      command over 128 MiB (the node drops the connection).
+
+  Differences that follow from the program living on another node: after
+  `{ps, :closed}` the owner also gets `{:EXIT, ps, :normal}` (as a message,
+  trapping exits or not), and `ps` ends just after it rather than before
+  `:closed`; a command not found on the node's `PATH` raises `ErlangError`
+  `:enoent` as in port mode, but an absolute path that does not exist there
+  is `{:error, {:spawn_error, :enoent, message}}`; refusals by the node are
+  spawn errors: `:not_allowed`, `:too_many_children`, `:badarg` (e.g.
+  cgroup options on a node without `--cgroup-base`), `:nodedown`,
+  `:not_distributed`. Cgroup paths are relative to the node's
+  `--cgroup-base`. Messages from processes other than the owner are ignored
+  and logged by the node, not here. The ergo release ps_port nodes are built
+  on speaks OTP 25's distribution only (it lacks the UNLINK_ID flag OTP 26
+  and later require); ps_port adds what is missing itself, and is tested
+  with OTP 25 and 27 (see the README).
+
   ## Errors
 
     * Bad options raise `ArgumentError` in the caller, naming the option;
@@ -126,6 +180,8 @@ defmodule ProtonStream do
     * `{:EXIT, ps, reason}` is sent once (proton_stream also let a trapping
       owner see a second `{:EXIT, ps, :normal}`).
   """
+
+  require ProtonStream.Remote
 
   @typedoc "A running ProtonStream process."
   @type server :: GenServer.server()
@@ -219,7 +275,8 @@ defmodule ProtonStream do
   `ProtonStream.Options` for the options: `:cd`, `:env`, `:arg0`,
   `:cgroup_controllers`, `:cgroup_base`, `:cgroup_path`, `:cgroup_sets`,
   `:delay_to_sigkill`, `:uid`, `:gid`, `:stdio_window`, `:stderr_to_stdout`,
-  `:capture_stderr_only`, `:parallelism`.
+  `:capture_stderr_only`, `:parallelism`, `:stdin_limit`, and `:node` (with
+  `:flow`) to run the program on a ps_port node (see "Node mode" above).
 
   Returns `{:ok, pid}` once the program runs, or
   `{:error, {:spawn_error, reason, message}}` when it could not be started.
@@ -236,8 +293,16 @@ defmodule ProtonStream do
   """
   @spec open(binary(), [binary()], keyword()) :: {:ok, pid()} | {:error, term()}
   def open(command, args \\ [], opts \\ []) do
-    options = ProtonStream.Options.validate(:stream, command, args, opts)
-    ProtonStream.Server.start_owned(options, self())
+    case ProtonStream.Options.validate(:stream, command, args, opts) do
+      %{node: _} = options ->
+        case ProtonStream.Remote.open_owned(options, self()) do
+          {:not_found, _message} -> :erlang.error(:enoent, [command, args, opts])
+          result -> result
+        end
+
+      options ->
+        ProtonStream.Server.start_owned(options, self())
+    end
   end
 
   @doc """
@@ -261,8 +326,7 @@ defmodule ProtonStream do
   @spec command(server(), iodata()) :: :ok
   def command(server, data) do
     if not is_binary(data), do: IO.iodata_length(data)
-    send(server, {self(), {:command, data}})
-    :ok
+    ProtonStream.Remote.command(server, self(), data)
   end
 
   @doc """
@@ -283,6 +347,10 @@ defmodule ProtonStream do
   @spec connect(server(), pid()) :: :ok
   def connect(server, new_owner) when is_pid(new_owner) do
     send(server, {self(), {:connect, new_owner}})
+
+    if ProtonStream.Remote.remote?(server),
+      do: ProtonStream.Remote.owner_changed(server, new_owner)
+
     :ok
   end
 
@@ -335,11 +403,25 @@ defmodule ProtonStream do
   end
 
   @doc """
-  Returns the OS pid of the program itself (not of the ps_port helper).
+  Tells a ps_port node that `bytes` of output from `ps` were handled: needed
+  only in message mode with `node: node, flow: :ack`, after every
+  `{ps, {:data, data}}` or `{ps, {:error, data}}`, with `byte_size(data)`.
+  Same as `send(ps, {self(), {:ack, bytes}})`. For any other process it does
+  nothing (the local server acknowledges by itself).
+  """
+  @spec ack(server(), non_neg_integer()) :: :ok
+  def ack(server, bytes) when is_integer(bytes) and bytes >= 0 do
+    if ProtonStream.Remote.remote?(server), do: send(server, {self(), {:ack, bytes}})
+    :ok
+  end
+
+  @doc """
+  Returns the OS pid of the program itself (not of the ps_port helper), on
+  whichever host it runs.
   """
   @spec os_pid(server()) :: pos_integer()
   def os_pid(server) do
-    GenServer.call(server, {:"$proton_stream", :os_pid})
+    GenServer.call(server, :"$os_pid")
   end
 
   @doc """

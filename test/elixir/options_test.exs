@@ -1,15 +1,10 @@
 defmodule ProtonStreamTest.OptionsTest do
-  # ProtonStream.Options.validate/4, and what every option does to a program.
+  # ProtonStream.Options.validate/4, and what every option does to a program
+  # through a port (support/option_cases.exs).
   use ExUnit.Case, async: true
-
-  import ProtonStreamTest.Helpers
+  use ProtonStreamTest.Cases.Options, mode: :port
 
   alias ProtonStream.Options
-
-  setup do
-    Process.flag(:trap_exit, true)
-    :ok
-  end
 
   describe "validate/4" do
     test "normalizes to a map with the absolute command and the args" do
@@ -165,6 +160,11 @@ defmodule ProtonStreamTest.OptionsTest do
       stdio_window: 0,
       stdio_window: -5,
       stdio_window: "10",
+      stdin_limit: 0,
+      stdin_limit: "1",
+      node: "ps@host",
+      node: :no_host,
+      node: true,
       stderr_to_stdout: "true",
       stderr_to_stdout: nil,
       capture_stderr_only: 1,
@@ -181,6 +181,59 @@ defmodule ProtonStreamTest.OptionsTest do
         assert error.message =~ inspect(@key)
         # ... and open/3 raises the same before starting anything.
         assert_raise ArgumentError, error.message, fn -> ProtonStream.open("true", [], opts) end
+      end
+    end
+
+    test "with :node the command is kept as given: the node looks it up" do
+      assert Options.validate(:stream, "no_such_program_xyz", ["a"], node: :ps@host) ==
+               %{command: "no_such_program_xyz", args: ["a"], node: :ps@host}
+
+      assert %{command: "echo", node: :ps@host, flow: :ack, stdin_limit: 10} =
+               Options.validate(:stream, "echo", [],
+                 node: :ps@host,
+                 flow: :ack,
+                 stdin_limit: 10
+               )
+    end
+
+    test "node: nil is port mode" do
+      assert Options.validate(:stream, "echo", [], node: nil) ==
+               %{command: System.find_executable("echo"), args: []}
+
+      assert_raise ErlangError, fn ->
+        Options.validate(:stream, "no_such_program_xyz", [], node: nil)
+      end
+    end
+
+    test ":flow needs :node, and is :queue_len or :ack" do
+      assert_raise ArgumentError, ~r/:flow: it applies to node mode only/, fn ->
+        Options.validate(:stream, "echo", [], flow: :ack)
+      end
+
+      assert_raise ArgumentError, ~r/:flow/, fn ->
+        Options.validate(:stream, "echo", [], node: :ps@host, flow: :fast)
+      end
+
+      assert_raise ArgumentError, ~r/:flow: callback mode always uses flow: :ack/, fn ->
+        ProtonStream.start_link(ProtonStreamTest.Cases.Callback.Bare, "cat", [], [],
+          node: :ps@host,
+          flow: :ack
+        )
+      end
+    end
+
+    test "a node's limits are checked here, naming the option" do
+      for {key, value} <- [
+            delay_to_sigkill: 600_001,
+            stdio_window: 64 * 1024 * 1024 + 1,
+            stdin_limit: 256 * 1024 * 1024 + 1
+          ] do
+        assert_raise ArgumentError, ~r/#{inspect(key)}.*at most/, fn ->
+          Options.validate(:stream, "echo", [], [{key, value}, node: :ps@host])
+        end
+
+        # Port mode has no such limits.
+        assert %{^key => ^value} = Options.validate(:stream, "echo", [], [{key, value}])
       end
     end
 
@@ -218,108 +271,9 @@ defmodule ProtonStreamTest.OptionsTest do
     end
   end
 
-  describe "each option at work" do
-    test ":cd" do
-      assert %{stdout: "/tmp\n", exit: :normal} = run("pwd", [], cd: "/tmp")
-    end
-
-    test ":env sets and unsets variables" do
-      System.put_env("PROTON_STREAM_TEST_INHERITED", "inherited")
-
-      result =
-        run(
-          "sh",
-          ["-c", ~S(echo "$MY_TEST_VAR|${PROTON_STREAM_TEST_INHERITED-unset}|${HOME-unset}")],
-          env: [{"MY_TEST_VAR", "test value"}, {"HOME", nil}]
-        )
-
-      assert result.stdout == "test value|inherited|unset\n"
-
-      assert %{stdout: "unset\n"} =
-               run("sh", ["-c", ~S(echo ${PROTON_STREAM_TEST_INHERITED-unset})],
-                 env: %{"PROTON_STREAM_TEST_INHERITED" => false}
-               )
-    end
-
-    test ":arg0" do
-      assert %{stdout: "zero\0/proc/self/cmdline\0"} =
-               run("cat", ["/proc/self/cmdline"], arg0: "zero")
-    end
-
-    test ":uid and :gid, as numbers and names" do
-      assert %{stdout: "65534 65534\n"} =
-               run("sh", ["-c", "echo $(id -u) $(id -g)"], uid: 65534, gid: 65534)
-
-      {:ok, %{gid: nogroup}} = group_entry("nogroup")
-
-      assert %{stdout: out} =
-               run("sh", ["-c", "echo $(id -un) $(id -g)"], uid: "nobody", gid: "nogroup")
-
-      assert out == "nobody #{nogroup}\n"
-    end
-
-    test ":stderr_to_stdout delivers stderr as data" do
-      result = run("sh", ["-c", "echo out; echo err >&2; echo out2"], stderr_to_stdout: true)
-      assert result.stdout == "out\nerr\nout2\n"
-      assert result.stderr == ""
-    end
-
-    test ":capture_stderr_only delivers only stderr" do
-      result = run("sh", ["-c", "echo out; echo err >&2"], capture_stderr_only: true)
-      assert result.stdout == ""
-      assert result.stderr == "err\n"
-    end
-
-    test ":stdio_window: a tiny window still delivers everything" do
-      expected = Enum.map_join(1..2000, &"#{&1}\n")
-      assert %{stdout: ^expected, exit: :normal} = run("seq", ["1", "2000"], stdio_window: 7)
-    end
-
-    test ":delay_to_sigkill: SIGTERM first, SIGKILL after the delay" do
-      {:ok, ps} =
-        ProtonStream.open(
-          "sh",
-          ["-c", ~S(trap "echo term" TERM; echo ready; while :; do sleep 0.01; done)],
-          delay_to_sigkill: 200
-        )
-
-      assert_receive {^ps, {:data, "ready\n"}}, 2000
-      os_pid = ProtonStream.os_pid(ps)
-      t0 = System.monotonic_time(:millisecond)
-      ProtonStream.close(ps)
-      assert_receive {^ps, :closed}, 1000
-      assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
-      assert System.monotonic_time(:millisecond) - t0 >= 200
-    end
-
-    test ":parallelism is accepted and passed to the port" do
-      assert %{stdout: "x\n", exit: :normal} = run("echo", ["x"], parallelism: true)
-      assert %{stdout: "x\n", exit: :normal} = run("echo", ["x"], parallelism: false)
-    end
-
-    test ":cgroup_path without :cgroup_controllers creates no cgroup (as upstream)" do
-      assert %{stdout: "x\n", exit: :normal} =
-               run("echo", ["x"], cgroup_path: "proton_stream_not_created")
-
-      refute File.exists?(cgroup_dir("cpu", "proton_stream_not_created"))
-    end
-  end
-
   # :cgroup_sets is only checked with a cgroup to apply to.
   defp bad_opts(:cgroup_sets, value),
     do: [cgroup_controllers: ["memory"], cgroup_path: "g", cgroup_sets: value]
 
   defp bad_opts(key, value), do: [{key, value}]
-
-  defp group_entry(name) do
-    "/etc/group"
-    |> File.read!()
-    |> String.split("\n", trim: true)
-    |> Enum.find_value({:error, :enoent}, fn line ->
-      case String.split(line, ":") do
-        [^name, _, gid | _] -> {:ok, %{gid: String.to_integer(gid)}}
-        _ -> nil
-      end
-    end)
-  end
 end

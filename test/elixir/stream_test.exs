@@ -1,125 +1,8 @@
 defmodule ProtonStreamTest.StreamTest do
-  # Output fidelity and flow control: nothing lost, nothing reordered, and the
-  # window bounds what waits in the server's mailbox.
+  # Output fidelity and flow control through a port: the shared tests
+  # (support/stream_cases.exs) and where message mode's output waits.
   use ExUnit.Case, async: true
-
-  import ProtonStreamTest.Helpers
-
-  setup do
-    Process.flag(:trap_exit, true)
-    :ok
-  end
-
-  @tag timeout: 120_000
-  test "seq 1 200000 arrives byte-exact, 20 runs out of 20" do
-    expected = Enum.map_join(1..200_000, &"#{&1}\n")
-
-    results =
-      1..20
-      |> Task.async_stream(
-        fn _ ->
-          Process.flag(:trap_exit, true)
-          run("seq", ["1", "200000"], [], 30_000)
-        end,
-        max_concurrency: 4,
-        timeout: 60_000
-      )
-      |> Enum.map(fn {:ok, result} -> result end)
-
-    for result <- results do
-      assert result.exit == :normal
-      assert byte_size(result.stdout) == byte_size(expected)
-      assert result.stdout == expected
-    end
-  end
-
-  @tag timeout: 120_000
-  test "a 256 MiB stream arrives complete (md5 checked)" do
-    size = 256 * 1024 * 1024
-    # tee copies the random bytes to our stdout (fd 3) and to md5sum, whose
-    # digest goes to stderr.
-    script = "{ head -c #{size} /dev/urandom | tee /dev/fd/3 | md5sum >&2; } 3>&1"
-    {:ok, ps} = ProtonStream.open("sh", ["-c", script])
-    {bytes, md5, stderr, reason} = consume(ps, 0, :erlang.md5_init(), [])
-
-    assert reason == :normal
-    assert bytes == size
-    [digest, "-"] = stderr |> IO.iodata_to_binary() |> String.split()
-    assert Base.encode16(:erlang.md5_final(md5), case: :lower) == digest
-  end
-
-  defp consume(ps, bytes, md5, err) do
-    receive do
-      {^ps, {:data, data}} ->
-        consume(ps, bytes + byte_size(data), :erlang.md5_update(md5, data), err)
-
-      {^ps, {:error, data}} ->
-        consume(ps, bytes, md5, [err | data])
-
-      {:EXIT, ^ps, reason} ->
-        {bytes, md5, err, reason}
-    after
-      30_000 -> flunk("stalled after #{bytes} bytes")
-    end
-  end
-
-  test "stderr-heavy output does not stall, even with a small window" do
-    # 16 MiB to stderr, interleaved with stdout lines, through a 4 KiB window:
-    # only works if stderr is acknowledged like stdout.
-    script = "for i in 1 2 3 4; do echo out$i; head -c 4194304 /dev/zero >&2; done; echo done"
-    result = run("sh", ["-c", script], [stdio_window: 4096], 60_000)
-    assert result.exit == :normal
-    assert result.stdout == "out1\nout2\nout3\nout4\ndone\n"
-    assert byte_size(result.stderr) == 16 * 1024 * 1024
-  end
-
-  test "stderr-only output larger than the window with the default window" do
-    result = run("sh", ["-c", "head -c 3000000 /dev/zero >&2"])
-    assert result.exit == :normal
-    assert byte_size(result.stderr) == 3_000_000
-  end
-
-  defmodule SlowReader do
-    use GenServer
-    @behaviour ProtonStream
-
-    @impl GenServer
-    def init(test_pid), do: {:ok, %{test_pid: test_pid, bytes: 0}}
-
-    @impl ProtonStream
-    def handle_stdout(data, state) do
-      Process.sleep(20)
-      send(state.test_pid, {:chunk, byte_size(data)})
-      {:noreply, %{state | bytes: state.bytes + byte_size(data)}}
-    end
-
-    @impl GenServer
-    def handle_call(:bytes, _from, state), do: {:reply, state.bytes, state}
-  end
-
-  test "callback mode: a slow callback slows the program down (end-to-end window)" do
-    window = 8192
-
-    {:ok, pid} =
-      ProtonStream.start_link(SlowReader, "cat", ["/dev/zero"], self(), stdio_window: window)
-
-    for _ <- 1..10 do
-      Process.sleep(30)
-      {:messages, messages} = Process.info(pid, :messages)
-
-      queued =
-        Enum.sum(for {port, {:data, frame}} when is_port(port) <- messages, do: byte_size(frame))
-
-      # Frames carry a small header besides the payload.
-      assert queued <= window + 64 * length(messages),
-             "#{queued} bytes queued with a #{window} byte window"
-    end
-
-    # In 300+ ms of 20 ms callbacks at most a window per callback got through.
-    delivered = GenServer.call(pid, :bytes)
-    assert delivered <= 40 * window
-    ProtonStream.close(pid)
-  end
+  use ProtonStreamTest.Cases.Stream, mode: :port
 
   test "message mode: the server forwards at once, so its own mailbox stays short" do
     {:ok, ps} =
@@ -133,10 +16,5 @@ defmodule ProtonStreamTest.StreamTest do
     assert len == 0
     ProtonStream.close(ps)
     assert_receive {^ps, :closed}, 1000
-  end
-
-  defp mailbox_bytes(pid, ps) do
-    {:messages, messages} = Process.info(pid, :messages)
-    Enum.sum(for {^ps, {:data, data}} <- messages, do: byte_size(data))
   end
 end

@@ -66,6 +66,36 @@ defmodule ProtonStreamTest.Helpers do
     dir
   end
 
+  @doc """
+  True while `ps` (a local server, or a pid on a ps_port node) is alive.
+  `Process.alive?/1` takes local pids only; a remote pid is asked for its
+  OS pid, which fails once it is gone.
+  """
+  def ps_alive?(ps) when is_pid(ps) and node(ps) == node(), do: Process.alive?(ps)
+
+  def ps_alive?(ps) do
+    GenServer.call(ps, :"$os_pid", 2000)
+    true
+  catch
+    :exit, _ -> false
+  end
+
+  @doc "True for a pid on a ps_port node (node mode's message-mode `ps`)."
+  def remote?(ps), do: is_pid(ps) and node(ps) != node()
+
+  @doc """
+  Asserts that `ps` refused a request with `reason` (an atom): port mode
+  logs it (`log` is what was captured), node mode tells the owner with
+  `{ps, {:error, reason, message}}`.
+  """
+  def assert_refused(ps, reason, log) do
+    if remote?(ps) do
+      assert_received {^ps, {:error, ^reason, message}} when is_binary(message)
+    else
+      assert log =~ Atom.to_string(reason)
+    end
+  end
+
   @doc "Random lower-case hex string of `bytes` bytes."
   def rand_hex(bytes \\ 4), do: Base.encode16(:rand.bytes(bytes), case: :lower)
 
@@ -83,6 +113,18 @@ defmodule ProtonStreamTest.Helpers do
   defp proc_state(stat) do
     [_, rest] = String.split(stat, ") ", parts: 2)
     binary_part(rest, 0, 1)
+  end
+
+  @doc "`path` with every symlink resolved."
+  def real_path(path) do
+    Enum.reduce(Path.split(path), "/", fn part, dir ->
+      candidate = Path.join(dir, part)
+
+      case File.read_link(candidate) do
+        {:ok, target} -> real_path(Path.expand(target, dir))
+        {:error, _} -> candidate
+      end
+    end)
   end
 
   @doc "Parent pid of an OS process, or nil when it is gone."
@@ -172,6 +214,19 @@ defmodule ProtonStreamTest.Helpers do
     collect(ps, timeout)
   end
 
+  @doc """
+  Payload bytes of `{ps, {:data, _}}` messages waiting in `pid`'s mailbox.
+
+  Asked from another process: a process asking about itself does not see
+  messages that arrived while it slept and are not yet in its queue (they
+  are moved there when it next looks for a message); asked from outside,
+  every message that arrived before the question is counted.
+  """
+  def mailbox_bytes(pid, ps) do
+    {:messages, messages} = Task.await(Task.async(fn -> Process.info(pid, :messages) end))
+    Enum.sum(for {^ps, {:data, data}} <- messages, do: byte_size(data))
+  end
+
   @doc "The cgroup of OS process `pid` for `controller` (as in /proc/PID/cgroup)."
   def cgroup_of(pid, controller) do
     "/proc/#{pid}/cgroup"
@@ -186,25 +241,34 @@ defmodule ProtonStreamTest.Helpers do
   @doc """
   Creates a cgroup `proton_stream_test_<random>` for `controllers` with
   `cgcreate` and removes it (with any group left inside) when the test exits.
+  Returns the name, to be used in cgroup options.
+
+  `prefix` is where cgroup options point: `""` in port mode, the node's
+  `--cgroup-base` plus `/` in node mode (see `ProtonStreamTest.Mode`); the
+  group is made there.
 
   The removal is an rmdir per directory: `cgdelete -g memory,cpu:NAME` leaves
   the cpu group behind on this kind of hybrid host.
   """
-  def create_cgroup!(controllers) do
+  def create_cgroup!(controllers, prefix \\ "") do
     name = "proton_stream_test_" <> rand_hex()
-    spec = Enum.join(controllers, ",") <> ":" <> name
+    path = prefix <> name
+    spec = Enum.join(controllers, ",") <> ":" <> path
     {out, status} = System.cmd("cgcreate", ["-g", spec], stderr_to_stdout: true)
     assert status == 0, "cgcreate -g #{spec} failed: #{out}"
 
     # ps_port also makes NAME in the controller-less v2 tree of a hybrid host
     # (/sys/fs/cgroup/unified), and may leave it there when two groups under
     # NAME overlap.
-    ExUnit.Callbacks.on_exit(fn ->
-      for controller <- ["unified" | controllers],
-          do: remove_cgroup_dir(cgroup_dir(controller, name))
-    end)
+    ExUnit.Callbacks.on_exit(fn -> remove_cgroup!(controllers, path) end)
 
     name
+  end
+
+  @doc "Removes cgroup `path` (and any group inside) from every hierarchy."
+  def remove_cgroup!(controllers, path) do
+    for controller <- ["unified" | controllers],
+        do: remove_cgroup_dir(cgroup_dir(controller, path))
   end
 
   defp remove_cgroup_dir(dir) do
@@ -225,5 +289,95 @@ defmodule ProtonStreamTest.Helpers do
   def cgroup_dir(controller, path), do: Path.join(["/sys/fs/cgroup", controller, path])
 end
 
+defmodule ProtonStreamTest.Mode do
+  @moduledoc """
+  The two ways the shared behaviour tests (test/elixir/support/) run:
+  `:port` (ps_port as a port of this VM) and `:node` (programs on the
+  suite's ps_port node, started below with `ProtonStream.Node`).
+
+  `context/1` is each test's context: `m`, the options that select the mode
+  (appended to every open/start_link), and `cg`, the prefix of a cgroup
+  option's path in the cgroup tree (the node's `--cgroup-base` plus `/`).
+  """
+
+  @doc "The suite's ps_port node (started by start_node!/0)."
+  def node_name, do: :persistent_term.get({__MODULE__, :node})
+
+  def context(:port), do: %{m: [], cg: ""}
+
+  def context(:node) do
+    %{m: [node: node_name()], cg: :persistent_term.get({__MODULE__, :cgroup_prefix})}
+  end
+
+  @doc """
+  Makes this VM a distributed node (epmd first) and starts the suite's ps_port
+  node under a supervisor of its own, with a cgroup base when cgroups can be
+  made here. Port mode does not care that the VM is distributed.
+  """
+  def start_node! do
+    {_, 0} = System.cmd("epmd", ["-daemon"])
+    rand = ProtonStreamTest.Helpers.rand_hex()
+    {:ok, _} = Node.start(:"proton_stream_test_#{rand}@127.0.0.1", :longnames)
+
+    base = cgroup_base()
+
+    opts =
+      [allow_any: true, shutdown_timeout: 1000] ++ if(base, do: [cgroup_base: base], else: [])
+
+    {:ok, sup} = Supervisor.start_link([{ProtonStream.Node, opts}], strategy: :one_for_one)
+    Process.unlink(sup)
+    [{_, node_server, _, _}] = Supervisor.which_children(sup)
+    :persistent_term.put({__MODULE__, :node}, ProtonStream.Node.name(node_server))
+    :persistent_term.put({__MODULE__, :cgroup_prefix}, if(base, do: base <> "/", else: ""))
+
+    # A lost connection to a ps_port node is worth a line in the output.
+    spawn(fn ->
+      :net_kernel.monitor_nodes(true, node_type: :all, nodedown_reason: true)
+      log_nodedowns()
+    end)
+
+    ExUnit.after_suite(fn _ ->
+      Supervisor.stop(sup)
+      if base, do: ProtonStreamTest.Helpers.remove_cgroup!(["memory", "cpu"], base)
+    end)
+  end
+
+  defp log_nodedowns do
+    receive do
+      {:nodedown, node, info} ->
+        IO.puts(:stderr, "test VM: connection to #{node} lost: #{inspect(info)}")
+
+      _ ->
+        :ok
+    end
+
+    log_nodedowns()
+  end
+
+  defp cgroup_base do
+    name = "proton_stream_test_node_" <> ProtonStreamTest.Helpers.rand_hex()
+
+    with path when is_binary(path) <- System.find_executable("cgcreate"),
+         {_, 0} <- System.cmd(path, ["-g", "memory,cpu:" <> name], stderr_to_stdout: true) do
+      name
+    else
+      _ -> nil
+    end
+  end
+end
+
+# Lines from ergo under the suite's node are logged at :debug.
+Logger.configure(level: :info)
+
+for file <- Path.wildcard(Path.join(__DIR__, "support/*.exs")), do: Code.require_file(file)
+
 ProtonStreamTest.Helpers.setup_bin_dir!()
+# Set before the suite's ps_port node starts, so that it inherits it too (the
+# :env test checks inheritance).
+System.put_env("PROTON_STREAM_TEST_INHERITED", "inherited")
+
+# Node mode tests (tag :node) run on the suite's ps_port node; exclude them
+# with `mix test --exclude node`.
+ProtonStreamTest.Mode.start_node!()
+
 ExUnit.start(capture_log: true)

@@ -35,14 +35,28 @@ defmodule ProtonStream.Options do
     * `:capture_stderr_only` - deliver only stderr, discard stdout (boolean)
     * `:parallelism` - passed to `Port.open/2` for the helper's port (boolean);
       it only affects how the VM schedules the port's I/O
+    * `:stdin_limit` - bytes of stdin that may wait for the program before
+      further `{:command, _}` data is refused (positive integer, default
+      16 MiB); a refusal is reported, never a silent drop
+    * `:node` - run the program on a ps_port node (an atom such as
+      `:"ps@build7"`, see `ProtonStream.Node`); `nil` means here, through a
+      port
+    * `:flow` - with `:node` only: `:queue_len` (default) or `:ack`, how the
+      node learns that output was consumed (see "Node mode" in `ProtonStream`)
 
   A `:cgroup_path`/`:cgroup_base` without `:cgroup_controllers` creates no
   cgroup, as in proton_stream.
+
+  With `:node`, the command is not looked up here: the node resolves it on
+  its own `PATH`, so `validate/4` keeps it as given. The node's own limits
+  are checked here too: `:delay_to_sigkill` at most 600000,
+  `:stdio_window` at most 64 MiB, `:stdin_limit` at most 256 MiB.
   """
 
   @typedoc """
-  The normalized options: always `:command` (the absolute path of the program)
-  and `:args`, plus every option that was given. `:env` is a list of charlist
+  The normalized options: always `:command` (the absolute path of the program;
+  with `:node`, the command as given) and `:args`, plus every option that was
+  given (`node: nil` is dropped). `:env` is a list of charlist
   pairs (`{~c"KEY", ~c"value"}` or `{~c"KEY", false}` to unset), `:cgroup_base`
   has been turned into a random `:cgroup_path`, `:cgroup_sets` values are
   binaries.
@@ -63,7 +77,10 @@ defmodule ProtonStream.Options do
           optional(:stdio_window) => pos_integer(),
           optional(:stderr_to_stdout) => boolean(),
           optional(:capture_stderr_only) => boolean(),
-          optional(:parallelism) => boolean()
+          optional(:parallelism) => boolean(),
+          optional(:stdin_limit) => pos_integer(),
+          optional(:node) => node(),
+          optional(:flow) => :queue_len | :ack
         }
 
   @doc """
@@ -74,7 +91,8 @@ defmodule ProtonStream.Options do
   this package. Raises `ArgumentError` for an unknown option, a value of the
   wrong type, a non-binary argument, a NUL byte in the command or an
   argument, or both `:cgroup_path` and `:cgroup_base`; raises `ErlangError`
-  with reason `:enoent` when `command` is not an executable found on `PATH`.
+  with reason `:enoent` when `command` is not an executable found on `PATH`
+  (not checked with `:node`: the node looks the command up).
   """
   @spec validate(:stream, binary(), [binary()], keyword()) :: t()
   def validate(:stream, command, args, opts) do
@@ -85,12 +103,21 @@ defmodule ProtonStream.Options do
       raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
     end
 
-    abs_command = System.find_executable(command) || :erlang.error(:enoent, [command, args, opts])
+    options =
+      opts
+      |> Enum.reduce(%{command: command, args: args}, &validate_option/2)
+      |> check_combinations!()
+      |> check_node_limits!()
+      |> resolve_cgroup_path()
 
-    opts
-    |> Enum.reduce(%{command: abs_command, args: args}, &validate_option/2)
-    |> check_combinations!()
-    |> resolve_cgroup_path()
+    if Map.has_key?(options, :node) do
+      options
+    else
+      abs_command =
+        System.find_executable(command) || :erlang.error(:enoent, [command, args, opts])
+
+      %{options | command: abs_command}
+    end
   end
 
   defp check_command!(command) when is_binary(command) do
@@ -118,6 +145,8 @@ defmodule ProtonStream.Options do
   defp check_args!(args) do
     raise ArgumentError, "the arguments must be a list of binaries, got: #{inspect(args)}"
   end
+
+  defp validate_option({:node, nil}, acc), do: acc
 
   defp validate_option({key, _value} = opt, acc) when is_atom(key) do
     Map.put(acc, key, normalize(opt))
@@ -149,6 +178,24 @@ defmodule ProtonStream.Options do
 
   defp normalize({:stdio_window = key, value}),
     do: invalid!(key, value, "a positive integer (bytes)")
+
+  defp normalize({:stdin_limit, bytes}) when is_integer(bytes) and bytes > 0, do: bytes
+
+  defp normalize({:stdin_limit = key, value}),
+    do: invalid!(key, value, "a positive integer (bytes)")
+
+  defp normalize({:node, node}) when is_atom(node) and node not in [true, false] do
+    if String.contains?(Atom.to_string(node), "@") do
+      node
+    else
+      invalid!(:node, node, "a node name like :\"ps@host\"")
+    end
+  end
+
+  defp normalize({:node = key, value}), do: invalid!(key, value, "a node name like :\"ps@host\"")
+
+  defp normalize({:flow, flow}) when flow in [:queue_len, :ack], do: flow
+  defp normalize({:flow = key, value}), do: invalid!(key, value, ":queue_len or :ack")
 
   defp normalize({key, id}) when key in [:uid, :gid] and is_integer(id) and id >= 0, do: id
 
@@ -276,6 +323,28 @@ defmodule ProtonStream.Options do
   end
 
   defp check_group!(opts), do: opts
+
+  # A ps_port node refuses values past these; say so here, naming the option.
+  @node_limits [
+    delay_to_sigkill: 600_000,
+    stdio_window: 64 * 1024 * 1024,
+    stdin_limit: 256 * 1024 * 1024
+  ]
+
+  defp check_node_limits!(%{node: _} = opts) do
+    for {key, max} <- @node_limits,
+        value = Map.get(opts, key),
+        is_integer(value) and value > max,
+        do: invalid!(key, value, "at most #{max} with :node")
+
+    opts
+  end
+
+  defp check_node_limits!(%{flow: _}) do
+    raise ArgumentError, "invalid option :flow: it applies to node mode only (give :node too)"
+  end
+
+  defp check_node_limits!(opts), do: opts
 
   # :cgroup_base stays in the map (as in proton_stream); :cgroup_path is what is used.
   defp resolve_cgroup_path(%{cgroup_base: base} = opts) do

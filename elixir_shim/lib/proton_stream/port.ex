@@ -68,6 +68,7 @@ defmodule ProtonStream.Port do
           :uid,
           :gid,
           :stdio_window,
+          :stdin_limit,
           :arg0,
           :stderr_to_stdout,
           :capture_stderr_only,
@@ -94,6 +95,7 @@ defmodule ProtonStream.Port do
   defp flag(:uid, id), do: ["--uid", to_string(id)]
   defp flag(:gid, id), do: ["--gid", to_string(id)]
   defp flag(:stdio_window, bytes), do: ["--stdio-window", Integer.to_string(bytes)]
+  defp flag(:stdin_limit, bytes), do: ["--stdin-limit", Integer.to_string(bytes)]
   defp flag(:arg0, arg0), do: ["--arg0", arg0]
   defp flag(:stderr_to_stdout, true), do: ["--capture-stderr"]
   defp flag(:capture_stderr_only, true), do: ["--capture-stderr-only"]

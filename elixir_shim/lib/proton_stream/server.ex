@@ -2,7 +2,11 @@ defmodule ProtonStream.Server do
   @moduledoc """
   The GenServer behind every `ProtonStream` process: it owns the `ps_port` port
   and turns its frames into messages (message mode, `ProtonStream.open/3`) or
-  callback calls (callback mode, `ProtonStream.start_link/5`).
+  callback calls (callback mode, `ProtonStream.start_link/5`). In callback
+  mode with `node: node` it owns the program's pid on that ps_port node
+  instead of a port (opened with `flow: :ack`, so the callbacks' speed
+  bounds the data in flight), and turns that pid's messages into callback
+  calls.
 
   You do not call this module directly; see `ProtonStream` for the contract.
 
@@ -20,19 +24,22 @@ defmodule ProtonStream.Server do
       after `:delay_to_sigkill`), so a stopping server never blocks on it.
     * Every output frame is acknowledged (`{:ack, n}`) right after it was sent
       to the owner or after the callback returned.
-    * When the child exits, the server waits for ps_port itself to exit (so its
-      cgroup is already removed) before it reports the exit.
+    * ps_port removes the child's cgroup before it sends the exit frame, so
+      the exit is reported as soon as that frame arrives (and the port is
+      closed then, which lets ps_port exit).
+    * In node mode the server monitors the node's pid; if it goes away
+      without reporting the program's exit (the connection was lost), the
+      exit reason is `{:ps_port_exited, reason}`.
   """
 
   use GenServer
   require Logger
 
   alias ProtonStream.Port, as: PsPort
+  alias ProtonStream.Remote
 
-  # How long init/1 may take to hear from ps_port, and how long to wait for
-  # ps_port to exit once the port was closed after the child's exit.
+  # How long init/1 may take to hear from ps_port.
   @start_timeout 15_000
-  @exit_grace 5_000
 
   @gen_server_opts [:name, :timeout, :debug, :spawn_opt, :hibernate_after]
 
@@ -41,35 +48,33 @@ defmodule ProtonStream.Server do
   @started_header <<131, 104, 2, 119, 7, "started">>
   @spawn_error_header <<131, 104, 3, 119, 11, "spawn_error">>
 
-  # How often to look whether ps_port has exited after the port was closed.
-  @reap_poll 2
-
   defstruct [
     :port,
+    :remote,
+    :remote_ref,
     :os_pid,
     :owner,
     :module,
     :mod_state,
     :command,
     :cgroup_path,
-    :exit_reason,
-    :ps_port_pid,
-    :reap_deadline,
     port_open: true,
     oom_kills: 0
   ]
 
+  # `port` (port mode) or `remote` (node mode: the program's pid on the
+  # node, monitored through `remote_ref`) is set, never both. `port_open`
+  # says the program is still ours to stop.
   @typep t :: %__MODULE__{
-           port: port(),
-           os_pid: pos_integer(),
+           port: port() | nil,
+           remote: pid() | nil,
+           remote_ref: reference() | nil,
+           os_pid: pos_integer() | nil,
            owner: pid() | nil,
            module: module() | nil,
            mod_state: term(),
            command: binary(),
            cgroup_path: binary() | nil,
-           exit_reason: ProtonStream.exit_reason() | nil,
-           ps_port_pid: pos_integer() | nil,
-           reap_deadline: integer() | nil,
            port_open: boolean(),
            oom_kills: non_neg_integer()
          }
@@ -92,8 +97,22 @@ defmodule ProtonStream.Server do
   def start_callback(module, command, args, init_arg, opts) do
     {gen_opts, ps_opts} = split_opts(opts)
     options = ProtonStream.Options.validate(:stream, command, args, ps_opts)
+
+    if Map.has_key?(options, :node) and Map.has_key?(options, :flow) do
+      raise ArgumentError,
+            "invalid option :flow: callback mode always uses flow: :ack (the callbacks acknowledge)"
+    end
+
     gen_opts = Keyword.put_new(gen_opts, :timeout, @start_timeout)
-    GenServer.start_link(__MODULE__, {:callback, module, init_arg, options}, gen_opts)
+
+    case GenServer.start_link(__MODULE__, {:callback, module, init_arg, options}, gen_opts) do
+      # The node did not find the command: raise as port mode does.
+      {:error, {:"$proton_stream_not_found", _message}} ->
+        :erlang.error(:enoent, [command, args, opts])
+
+      other ->
+        other
+    end
   end
 
   defp split_opts(opts) when is_list(opts) do
@@ -152,11 +171,50 @@ defmodule ProtonStream.Server do
     end
   end
 
+  defp spawn_child(%{node: _} = options) do
+    case Remote.open(Map.put(options, :flow, :ack), self()) do
+      {:ok, remote} ->
+        ref = Process.monitor(remote)
+
+        # A program that ended at once has sent its {:EXIT, _, _} to us
+        # before its pid died (the call then exits :noproc or :normal); that exit is
+        # reported from the mailbox as usual, and os_pid stays nil.
+        case remote_os_pid(remote) do
+          {:ok, os_pid} ->
+            {:ok,
+             %__MODULE__{
+               remote: remote,
+               remote_ref: ref,
+               os_pid: os_pid,
+               command: options.command,
+               cgroup_path: Map.get(options, :cgroup_path)
+             }}
+
+          {:error, reason} ->
+            send(remote, {self(), :close})
+            {:error, {:spawn_error, :nodedown, "lost the program on #{options.node}: #{reason}"}}
+        end
+
+      {:not_found, message} ->
+        {:error, {:"$proton_stream_not_found", message}}
+
+      {:error, _} = error ->
+        error
+    end
+  end
+
   defp spawn_child(options) do
     case open_port(options) do
       {:ok, port} -> await_started(port, options)
       error -> error
     end
+  end
+
+  defp remote_os_pid(remote) do
+    {:ok, GenServer.call(remote, :"$os_pid", @start_timeout)}
+  catch
+    :exit, {reason, _} when reason in [:noproc, :normal] -> {:ok, nil}
+    :exit, {reason, _} -> {:error, inspect(reason)}
   end
 
   defp open_port(options) do
@@ -184,17 +242,10 @@ defmodule ProtonStream.Server do
       {^port, {:data, <<@started_header::binary, _::binary>> = frame}} ->
         {:started, os_pid} = PsPort.decode(frame)
 
-        ps_port_pid =
-          case Port.info(port, :os_pid) do
-            {:os_pid, pid} -> pid
-            nil -> nil
-          end
-
         {:ok,
          %__MODULE__{
            port: port,
            os_pid: os_pid,
-           ps_port_pid: ps_port_pid,
            command: options.command,
            cgroup_path: Map.get(options, :cgroup_path)
          }}
@@ -214,12 +265,12 @@ defmodule ProtonStream.Server do
   ## Frames from ps_port
 
   @impl GenServer
-  def handle_info({port, {:data, frame}}, %{port: port} = state) do
+  def handle_info({port, {:data, frame}}, %{port: port} = state) when port != nil do
     handle_frame(PsPort.decode(frame), state)
   end
 
   # ps_port died before reporting the program's exit.
-  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) when port != nil do
     Logger.error(
       "ProtonStream: ps_port for #{state.command} exited with status #{status} " <>
         "without reporting the program's exit (see its stderr)"
@@ -228,25 +279,37 @@ defmodule ProtonStream.Server do
     finish({:ps_port_exited, status}, %{state | port_open: false})
   end
 
-  def handle_info({:EXIT, port, _reason}, %{port: port} = state), do: {:noreply, state}
+  def handle_info({:EXIT, port, _reason}, %{port: port} = state) when port != nil,
+    do: {:noreply, state}
 
-  def handle_info({:"$proton_stream", :reap}, state) do
-    cond do
-      not os_process_alive?(state.ps_port_pid) ->
-        finish(state.exit_reason, state)
+  ## Messages from the program's pid on a ps_port node (node mode)
 
-      System.monotonic_time(:millisecond) > state.reap_deadline ->
-        Logger.warning(
-          "ProtonStream: ps_port (os pid #{state.ps_port_pid}) for #{state.command} " <>
-            "did not exit #{@exit_grace} ms after the port was closed"
-        )
-
-        finish(state.exit_reason, state)
-
-      true ->
-        Process.send_after(self(), {:"$proton_stream", :reap}, @reap_poll)
-        {:noreply, state}
+  def handle_info({remote, message}, %{remote: remote} = state) when remote != nil do
+    case message do
+      {:data, data} when is_binary(data) -> handle_frame({:stdout, data}, state)
+      {:error, data} when is_binary(data) -> handle_frame({:stderr, data}, state)
+      {:error, reason, text} -> handle_frame({:error, reason, text}, state)
+      {:oom_killed, count} -> handle_frame({:oom_killed, count}, state)
+      # Replies to our :close (we are stopping anyway) and :connect (never sent).
+      reply when reply in [:closed, :connected] -> {:noreply, state}
+      other -> handle_frame(other, state)
     end
+  end
+
+  # The last message: the program and its tree are gone (and its cgroup).
+  def handle_info({:EXIT, remote, reason}, %{remote: remote} = state) when remote != nil do
+    Process.demonitor(state.remote_ref, [:flush])
+    finish(reason, %{state | port_open: false})
+  end
+
+  def handle_info({:DOWN, ref, :process, _, reason}, %{remote_ref: ref} = state)
+      when ref != nil do
+    Logger.error(
+      "ProtonStream: the ps_port node's process for #{state.command} went away " <>
+        "(#{inspect(reason)}) without reporting the program's exit"
+    )
+
+    finish({:ps_port_exited, reason}, %{state | port_open: false})
   end
 
   ## Requests (message mode: from the owner only; callback mode: from anyone)
@@ -266,7 +329,21 @@ defmodule ProtonStream.Server do
   defp request?(:eof), do: true
   defp request?({:signal, signum}), do: is_integer(signum)
   defp request?({:connect, new_owner}), do: is_pid(new_owner)
+  defp request?({:ack, bytes}), do: is_integer(bytes)
   defp request?(_other), do: false
+
+  # The server acknowledges output itself; ProtonStream.ack/2 is for node
+  # mode's message-mode owners.
+  defp handle_request(_from, {:ack, _bytes}, state), do: {:noreply, state}
+
+  defp handle_request(_from, {:command, data}, %{remote: remote} = state) when remote != nil do
+    case iodata_to_binary(data) do
+      {:ok, bin} -> Remote.command(remote, self(), bin)
+      :error -> Logger.error("ProtonStream: dropped {:command, data} whose data is not iodata")
+    end
+
+    {:noreply, state}
+  end
 
   defp handle_request(_from, {:command, data}, state) do
     case iodata_to_binary(data) do
@@ -283,13 +360,15 @@ defmodule ProtonStream.Server do
   end
 
   defp handle_request(_from, :eof, state) do
-    PsPort.eof(state.port)
+    if state.remote, do: send(state.remote, {self(), :eof}), else: PsPort.eof(state.port)
     {:noreply, state}
   end
 
   defp handle_request(_from, {:signal, signum}, state) do
     if signum in 1..64 do
-      PsPort.signal(state.port, signum)
+      if state.remote,
+        do: send(state.remote, {self(), {:signal, signum}}),
+        else: PsPort.signal(state.port, signum)
     else
       Logger.error("ProtonStream: dropped {:signal, #{signum}}: signal numbers are 1..64")
     end
@@ -298,7 +377,7 @@ defmodule ProtonStream.Server do
   end
 
   defp handle_request(from, :close, state) do
-    PsPort.close(state.port)
+    close_child(state)
     notify_when_down(from, {self(), :closed})
     {:stop, :normal, %{state | port_open: false}}
   end
@@ -390,16 +469,11 @@ defmodule ProtonStream.Server do
   defp handle_frame({:stdout, data}, state), do: output_callback(:handle_stdout, data, state)
   defp handle_frame({:stderr, data}, state), do: output_callback(:handle_stderr, data, state)
 
-  # The last frame: the program and its process tree are gone. ps_port waits
-  # for the port to close, then removes the cgroup and exits; the exit is
-  # reported once it has (so the cgroup is gone by then).
+  # The last frame: the program, its process tree and its cgroup are gone.
+  # ps_port lingers until the port is closed, then exits.
   defp handle_frame({:exit, status}, state) do
     PsPort.close(state.port)
-    send(self(), {:"$proton_stream", :reap})
-    deadline = System.monotonic_time(:millisecond) + @exit_grace
-
-    {:noreply,
-     %{state | exit_reason: exit_reason(status), port_open: false, reap_deadline: deadline}}
+    finish(exit_reason(status), %{state | port_open: false})
   end
 
   defp handle_frame({:oom_killed, count}, state) do
@@ -431,23 +505,17 @@ defmodule ProtonStream.Server do
         {:noreply, state.mod_state}
       end
 
-    PsPort.ack(state.port, byte_size(data))
+    ack(state, byte_size(data))
     wrap(result, state)
   end
 
-  # A zombie has exited too; without /proc there is nothing to wait for.
-  defp os_process_alive?(nil), do: false
+  defp ack(%{remote: nil, port: port}, bytes), do: PsPort.ack(port, bytes)
+  defp ack(%{remote: remote}, bytes), do: send(remote, {self(), {:ack, bytes}})
 
-  defp os_process_alive?(pid) do
-    case File.read("/proc/#{pid}/stat") do
-      {:ok, stat} ->
-        [_, rest] = String.split(stat, ") ", parts: 2)
-        not String.starts_with?(rest, ["Z", "X"])
-
-      {:error, _} ->
-        false
-    end
-  end
+  # Stops the program: a port close, or :close to the node's pid (the node
+  # would also notice this server's end through its monitor).
+  defp close_child(%{remote: nil, port: port}), do: PsPort.close(port)
+  defp close_child(%{remote: remote}), do: send(remote, {self(), :close})
 
   defp exit_reason({:status, 0}), do: :normal
   defp exit_reason({:status, status}), do: {:exit_status, status}
@@ -478,7 +546,10 @@ defmodule ProtonStream.Server do
   ## Calls, casts, continues, termination
 
   @impl GenServer
-  def handle_call({:"$proton_stream", :os_pid}, _from, state) do
+  # :"$os_pid" is what a ps_port node's pid answers too, so
+  # ProtonStream.os_pid/1 asks every kind of server the same way.
+  def handle_call(request, _from, state)
+      when request in [:"$os_pid", {:"$proton_stream", :os_pid}] do
     {:reply, state.os_pid, state}
   end
 
@@ -516,7 +587,7 @@ defmodule ProtonStream.Server do
   def terminate(reason, state) do
     # Close first: ps_port starts taking the child down while the callback
     # module's terminate/2 runs.
-    if state.port_open, do: PsPort.close(state.port)
+    if state.port_open, do: close_child(state)
 
     if state.module != nil and function_exported?(state.module, :terminate, 2) do
       state.module.terminate(reason, state.mod_state)

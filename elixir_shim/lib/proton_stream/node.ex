@@ -1,0 +1,420 @@
+defmodule ProtonStream.Node do
+  @moduledoc """
+  Runs a ps_port node on this host, as a supervised port, for node mode
+  (`ProtonStream.open(command, args, node: name)`).
+
+      children = [
+        {ProtonStream.Node, allow: ["/usr/bin/*"], server_name: MyApp.PsNode}
+      ]
+
+      Supervisor.start_link(children, strategy: :one_for_one)
+      ps_node = ProtonStream.Node.name(MyApp.PsNode)
+      {:ok, ps} = ProtonStream.open("uname", ["-a"], node: ps_node)
+
+  `start_link/1` starts `ps_port node` (the `ProtonStream.muontrap_path/0`
+  binary) as a port, hands it this VM's cookie through the `PS_PORT_COOKIE`
+  environment variable (never on the command line, where `ps` would show
+  it), waits until the node is up and connected to this VM, and only then
+  returns. `name/1` is the node's name. When the process stops, the ps_port
+  node gets SIGTERM, terminates every program it runs (each owner gets the
+  program's remaining output and `{:EXIT, ps, reason}`) and exits; the stop
+  waits for that, up to `:shutdown_timeout`. If ps_port dies, the process
+  stops with `{:ps_port_exited, status}` and its supervisor restarts it
+  under the same name; the owners of programs on the old node get
+  `{:EXIT, ps, {:ps_port_exited, :noconnection}}`.
+
+  The VM must be distributed (started with `--name`/`--sname`, or
+  `Node.start/2`). `start_distribution: true` starts distribution when it is
+  not, as `proton_stream_<random>@127.0.0.1` (long names) after starting
+  `epmd -daemon`; without that option a VM that is not distributed gets
+  `{:error, {:not_distributed, message}}`, never a surprise.
+
+  The ps_port node runs with this VM's user and environment. Its log lines
+  (refused programs, messages it ignored) are logged here at `:info` (lines
+  from the ergo library underneath at `:debug`).
+
+  ## Options
+
+    * `:allow` - list of glob patterns on the absolute path of the programs
+      owners may run (`*` does not cross `/`), e.g. `["/usr/bin/*"]`; or
+    * `allow_any: true` - allow every program. One of the two is required.
+    * `:name` - the node's name: an atom or string, `"NAME@HOST"` or just
+      `"NAME"` (the host of this VM's node name is added). Default:
+      `ps_<random>`; a child spec fixes it once, so a restarted node keeps it
+    * `:cgroup_base` - cgroup path under which the node makes the programs'
+      groups (the cgroup options of `ProtonStream.open/3` are relative to it);
+      without it the node refuses cgroup options
+    * `:max_children` - most programs at once (default: no limit)
+    * `:port` - the distribution port to listen on (default: any free one,
+      registered with epmd)
+    * `:shutdown_timeout` - ms the node waits, when stopped, for owners to
+      take its programs' last output (default 5000)
+    * `:start_timeout` - ms to wait for the node to come up and connect
+      (default 10000)
+    * `:start_distribution` - `true` (or a node name atom for this VM) to
+      start distribution when this VM is not distributed
+    * `:server_name` - register this process under that name
+    * `:id` - the child spec id (default `ProtonStream.Node`)
+
+  ## Errors
+
+  `start_link/1` raises `ArgumentError` for bad options, and returns
+  `{:error, reason}` with `reason`:
+
+    * `{:not_distributed, message}` - see above
+    * `{:distribution, reason}` - starting distribution failed
+    * `{:ps_port_exited, status, output}` - ps_port stopped before it was up
+      (e.g. the name is in use, or a bad `:cgroup_base`); `output` is what it
+      printed
+    * `{:timeout, message}` - not up and connected within `:start_timeout`
+    * `{:enoent, message}` - the ps_port binary is missing
+  """
+
+  use GenServer
+  require Logger
+
+  @options [
+    :allow,
+    :allow_any,
+    :name,
+    :cgroup_base,
+    :max_children,
+    :port,
+    :shutdown_timeout,
+    :start_timeout,
+    :start_distribution,
+    :server_name,
+    :id
+  ]
+
+  defstruct [:port, :name, :os_pid, :shutdown_timeout]
+
+  @doc """
+  A child spec: the node's default random name is chosen here, so restarts
+  by the supervisor keep it. `shutdown` leaves the node its
+  `:shutdown_timeout` and a little more.
+  """
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    opts = Keyword.put_new_lazy(opts, :name, &random_name/0)
+
+    %{
+      id: Keyword.get(opts, :id, __MODULE__),
+      start: {__MODULE__, :start_link, [opts]},
+      shutdown: Keyword.get(opts, :shutdown_timeout, 5_000) + 2_000
+    }
+  end
+
+  @doc """
+  Starts a ps_port node linked to the caller and returns once it is
+  connected. See the moduledoc for the options and errors.
+  """
+  @spec start_link(keyword()) :: GenServer.on_start()
+  def start_link(opts) do
+    validate!(opts)
+    opts = Keyword.put_new_lazy(opts, :name, &random_name/0)
+    start_timeout = Keyword.get(opts, :start_timeout, 10_000)
+
+    gen_opts =
+      [timeout: start_timeout + 5_000] ++
+        if name = opts[:server_name], do: [name: name], else: []
+
+    GenServer.start_link(__MODULE__, opts, gen_opts)
+  end
+
+  @doc "The node name of the ps_port node run by `server`."
+  @spec name(GenServer.server()) :: node()
+  def name(server), do: GenServer.call(server, :name)
+
+  @doc "The OS pid of the ps_port node run by `server`."
+  @spec os_pid(GenServer.server()) :: pos_integer()
+  def os_pid(server), do: GenServer.call(server, :os_pid)
+
+  defp random_name, do: "ps_" <> Base.encode16(:rand.bytes(4), case: :lower)
+
+  defp validate!(opts) do
+    if not Keyword.keyword?(opts) do
+      raise ArgumentError,
+            "ProtonStream.Node options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    for {key, value} <- opts do
+      if key not in @options do
+        raise ArgumentError,
+              "unknown ProtonStream.Node option #{inspect(key)}; known: " <>
+                Enum.map_join(@options, ", ", &inspect/1)
+      end
+
+      check_option!(key, value)
+    end
+
+    case {Keyword.has_key?(opts, :allow), opts[:allow_any] == true} do
+      {true, true} ->
+        raise ArgumentError, "ProtonStream.Node: :allow and allow_any: true exclude each other"
+
+      {false, false} ->
+        raise ArgumentError,
+              "ProtonStream.Node: say which programs owners may run: " <>
+                "allow: [\"/usr/bin/*\", ...] (globs on absolute paths) or allow_any: true"
+
+      _ ->
+        :ok
+    end
+  end
+
+  defp check_option!(:allow, patterns) do
+    if not (is_list(patterns) and patterns != [] and
+              Enum.all?(patterns, &(is_binary(&1) and String.starts_with?(&1, "/")))) do
+      invalid!(:allow, patterns, "a non-empty list of absolute path globs like \"/usr/bin/*\"")
+    end
+  end
+
+  defp check_option!(:allow_any, value) when is_boolean(value), do: :ok
+  defp check_option!(:start_distribution, value) when is_boolean(value), do: :ok
+
+  defp check_option!(:start_distribution, value) when is_atom(value) do
+    if not String.contains?(Atom.to_string(value), "@"),
+      do: invalid!(:start_distribution, value, "true or a node name like :\"app@127.0.0.1\"")
+  end
+
+  defp check_option!(:name, name) when is_atom(name) or is_binary(name) do
+    if not Regex.match?(~r/\A[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+)?\z/, to_string(name)),
+      do: invalid!(:name, name, "NAME or NAME@HOST (letters, digits, _ . -)")
+  end
+
+  defp check_option!(:cgroup_base, base) when is_binary(base) and base != "", do: :ok
+
+  defp check_option!(key, n)
+       when key in [:max_children, :shutdown_timeout, :start_timeout] and is_integer(n) and n >= 0,
+       do: :ok
+
+  defp check_option!(:port, n) when is_integer(n) and n in 0..65_535, do: :ok
+  defp check_option!(key, _value) when key in [:server_name, :id], do: :ok
+  defp check_option!(key, value), do: invalid!(key, value, "see ProtonStream.Node's options")
+
+  defp invalid!(key, value, expected) do
+    raise ArgumentError,
+          "invalid ProtonStream.Node option #{inspect(key)} with value #{inspect(value)}: expected #{expected}"
+  end
+
+  ## Server
+
+  @impl GenServer
+  def init(opts) do
+    Process.flag(:trap_exit, true)
+
+    with :ok <- ensure_distribution(opts[:start_distribution]),
+         {:ok, executable} <- executable() do
+      name = full_name(opts[:name])
+      deadline = System.monotonic_time(:millisecond) + Keyword.get(opts, :start_timeout, 10_000)
+      port = open_port(executable, name, opts)
+
+      state = %__MODULE__{
+        port: port,
+        name: name,
+        os_pid: port_os_pid(port),
+        shutdown_timeout: Keyword.get(opts, :shutdown_timeout, 5_000)
+      }
+
+      case await_up(state, deadline, []) do
+        :ok ->
+          {:ok, state}
+
+        {:error, reason} ->
+          stop_node(state)
+          {:stop, reason}
+      end
+    else
+      {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  defp ensure_distribution(start) do
+    cond do
+      Node.alive?() ->
+        :ok
+
+      start in [nil, false] ->
+        {:error,
+         {:not_distributed,
+          "this VM is not distributed, so it cannot reach a ps_port node: start it with " <>
+            "--name/--sname (or Node.start/2), or give ProtonStream.Node start_distribution: true"}}
+
+      true ->
+        start_distribution(start)
+    end
+  end
+
+  defp start_distribution(start) do
+    epmd =
+      System.find_executable("epmd") ||
+        Path.wildcard(Path.join(:code.root_dir(), "erts-*/bin/epmd")) |> List.first()
+
+    if epmd, do: System.cmd(epmd, ["-daemon"], stderr_to_stdout: true)
+
+    name =
+      if start == true,
+        do: :"proton_stream_#{Base.encode16(:rand.bytes(4), case: :lower)}@127.0.0.1",
+        else: start
+
+    [_, host] = String.split(Atom.to_string(name), "@", parts: 2)
+    type = if String.contains?(host, "."), do: :longnames, else: :shortnames
+
+    case Node.start(name, type) do
+      {:ok, _} -> :ok
+      {:error, {:already_started, _}} -> :ok
+      {:error, reason} -> {:error, {:distribution, reason}}
+    end
+  end
+
+  defp executable do
+    path = ProtonStream.muontrap_path()
+
+    if File.regular?(path),
+      do: {:ok, path},
+      else: {:error, {:enoent, "the ps_port binary is missing at #{path}"}}
+  end
+
+  defp full_name(name) do
+    name = to_string(name)
+
+    if String.contains?(name, "@") do
+      String.to_atom(name)
+    else
+      [_, host] = String.split(Atom.to_string(node()), "@", parts: 2)
+      String.to_atom(name <> "@" <> host)
+    end
+  end
+
+  defp open_port(executable, name, opts) do
+    args =
+      ["node", "--name", Atom.to_string(name)] ++
+        Enum.flat_map(Keyword.get(opts, :allow, []), &["--allow", &1]) ++
+        if(opts[:allow_any], do: ["--allow-any"], else: []) ++
+        flag("--cgroup-base", opts[:cgroup_base]) ++
+        flag("--max-children", opts[:max_children]) ++
+        flag("--port", opts[:port]) ++
+        flag("--shutdown-timeout", opts[:shutdown_timeout])
+
+    cookie = Atom.to_charlist(Node.get_cookie())
+
+    Port.open({:spawn_executable, executable}, [
+      :binary,
+      :exit_status,
+      :stderr_to_stdout,
+      {:line, 4096},
+      {:args, args},
+      {:env, [{~c"PS_PORT_COOKIE", cookie}]}
+    ])
+  end
+
+  defp flag(_flag, nil), do: []
+  defp flag(flag, value), do: [flag, to_string(value)]
+
+  defp port_os_pid(port) do
+    case Port.info(port, :os_pid) do
+      {:os_pid, pid} -> pid
+      nil -> nil
+    end
+  end
+
+  # ps_port prints "ps_port node: NAME is up" on stderr once it is
+  # registered; then this VM connects to it.
+  defp await_up(%{port: port, name: name} = state, deadline, output) do
+    up = "#{name} is up"
+
+    receive do
+      {^port, {:data, {_, line}}} ->
+        if String.ends_with?(line, up),
+          do: connect(name, deadline),
+          else: await_up(state, deadline, [line | output])
+
+      {^port, {:exit_status, status}} ->
+        {:error, {:ps_port_exited, status, output |> Enum.reverse() |> Enum.join("\n")}}
+    after
+      max(deadline - System.monotonic_time(:millisecond), 0) ->
+        {:error,
+         {:timeout,
+          "ps_port node #{name} did not come up in time; it printed: " <>
+            inspect(Enum.reverse(output))}}
+    end
+  end
+
+  defp connect(name, deadline) do
+    cond do
+      Node.connect(name) == true ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        {:error,
+         {:timeout,
+          "ps_port node #{name} is up but this VM cannot connect to it " <>
+            "(same cookie? does the host in its name resolve to this machine?)"}}
+
+      true ->
+        Process.sleep(20)
+        connect(name, deadline)
+    end
+  end
+
+  @impl GenServer
+  def handle_call(:name, _from, state), do: {:reply, state.name, state}
+  def handle_call(:os_pid, _from, state), do: {:reply, state.os_pid, state}
+
+  @impl GenServer
+  # ps_port's own lines start with "ps_port node: "; anything else is from
+  # the ergo library underneath (e.g. a warning about every OTP connection).
+  def handle_info({port, {:data, {_, line}}}, %{port: port} = state) do
+    if String.starts_with?(line, "ps_port node: "),
+      do: Logger.info(line, ps_port_node: state.name),
+      else: Logger.debug(line, ps_port_node: state.name)
+
+    {:noreply, state}
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    {:stop, {:ps_port_exited, status}, %{state | port: nil}}
+  end
+
+  # The parent's exit is handled by GenServer (terminate/2 runs: trap_exit).
+  def handle_info(_msg, state), do: {:noreply, state}
+
+  @impl GenServer
+  def terminate(_reason, state) do
+    stop_node(state)
+    :ok
+  end
+
+  # SIGTERM makes ps_port terminate every program (their owners still get
+  # the rest of the output and the exit) and exit; closing the port alone
+  # would not stop it.
+  defp stop_node(%{port: nil}), do: :ok
+
+  defp stop_node(%{port: port, os_pid: os_pid} = state) do
+    kill(os_pid, "-TERM")
+
+    receive do
+      {^port, {:exit_status, _}} -> :ok
+    after
+      state.shutdown_timeout + 1_000 ->
+        Logger.warning("ps_port node #{state.name} did not stop on SIGTERM; killing it")
+        kill(os_pid, "-KILL")
+    end
+
+    try do
+      Port.close(port)
+    rescue
+      ArgumentError -> :ok
+    end
+
+    Node.disconnect(state.name)
+    :ok
+  end
+
+  defp kill(nil, _signal), do: :ok
+
+  defp kill(os_pid, signal) do
+    System.cmd("kill", [signal, Integer.to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+end

@@ -1,0 +1,204 @@
+defmodule ProtonStream.Remote do
+  @moduledoc """
+  Node mode: programs run by a ps_port node (see `ProtonStream.Node` and
+  `docs/node.md` in the repository), reached over Erlang distribution.
+
+  You do not call this module directly: `ProtonStream.open/3` and
+  `ProtonStream.start_link/5` use it when given `node: node`. It
+
+    * turns validated options (`ProtonStream.Options`) into the open request
+      the node documents and maps the node's errors onto port mode's;
+    * keeps, for every program opened in message mode, a small local watcher
+      that monitors the node's pid: when the connection to the node is lost
+      before the program's exit was reported, the owner gets
+      `{:EXIT, ps, {:ps_port_exited, :noconnection}}`, as it would get
+      `{:ps_port_exited, status}` from a helper that died in port mode. The
+      watcher follows ownership moved with `ProtonStream.connect/2`;
+    * sends stdin data larger than 8 MiB in pieces (ps_port refuses
+      distribution messages over 128 MiB by dropping the connection).
+  """
+
+  @open_timeout 15_000
+  @max_command_chunk 8 * 1024 * 1024
+  # Port mode's ps_port queues up to 16 MiB of stdin; a node's default is
+  # 1 MiB. The shim asks for port mode's.
+  @default_stdin_limit 16 * 1024 * 1024
+  @registry ProtonStream.Registry
+
+  @doc """
+  Opens a program on `options.node` for `owner`. Returns `{:ok, pid}` (the
+  node's pid for the program), `{:error, {:spawn_error, reason, message}}`,
+  or `{:not_found, message}` when the node found no such program on its
+  `PATH` (port mode raises `ErlangError` `:enoent` for that).
+  """
+  @spec open(ProtonStream.Options.t(), pid()) ::
+          {:ok, pid()} | {:error, {:spawn_error, atom(), binary()}} | {:not_found, binary()}
+  def open(%{node: node} = options, owner) do
+    if Node.alive?() do
+      call_open(node, {:open, options.command, options.args, node_opts(options), owner})
+    else
+      {:error,
+       {:spawn_error, :not_distributed,
+        "cannot reach ps_port node #{node}: this VM is not distributed " <>
+          "(start it with --name or --sname, or see ProtonStream.Node's :start_distribution)"}}
+    end
+  end
+
+  defp call_open(node, request) do
+    case GenServer.call({:proton_stream, node}, request, @open_timeout) do
+      {:ok, pid} when is_pid(pid) -> {:ok, pid}
+      {:error, reason} -> open_error(reason, node)
+      other -> {:error, {:spawn_error, :badreply, "#{node} answered #{inspect(other)}"}}
+    end
+  catch
+    :exit, {reason, {GenServer, :call, _}} -> {:error, call_error(reason, node)}
+  end
+
+  defp call_error({:nodedown, _}, node) do
+    {:spawn_error, :nodedown,
+     "cannot connect to ps_port node #{node} (is it running, reachable, and does it have this VM's cookie?)"}
+  end
+
+  defp call_error(:noproc, node) do
+    {:spawn_error, :noproc, "#{node} runs no :proton_stream process: is it a ps_port node?"}
+  end
+
+  defp call_error(:timeout, node) do
+    {:spawn_error, :timeout, "ps_port node #{node} did not answer within #{@open_timeout} ms"}
+  end
+
+  defp call_error(other, node) do
+    {:spawn_error, :nodedown, "calling ps_port node #{node} failed: #{inspect(other)}"}
+  end
+
+  # The options as docs/node.md takes them. :cgroup_base was turned into a
+  # random :cgroup_path by ProtonStream.Options (as in port mode); the node
+  # puts it under its --cgroup-base.
+  defp node_opts(options) do
+    options
+    |> Map.drop([:command, :args, :node, :cgroup_base])
+    |> Map.put_new(:stdin_limit, @default_stdin_limit)
+  end
+
+  defp open_error({:enoent, message}, _node) when is_binary(message) do
+    # The node resolves the command; "not found in PATH" is that lookup
+    # failing. Other ENOENTs (a missing cd or interpreter, an absolute path
+    # that does not exist) are spawn errors.
+    if String.contains?(message, "not found in PATH"),
+      do: {:not_found, message},
+      else: {:error, {:spawn_error, :enoent, message}}
+  end
+
+  defp open_error({:not_allowed, path}, node) do
+    {:error,
+     {:spawn_error, :not_allowed,
+      "#{path} is not allowed on #{node}: none of the node's --allow patterns matches it"}}
+  end
+
+  defp open_error({:badarg, option, why}, node) do
+    {:error, {:spawn_error, :badarg, "#{node} refused option #{inspect(option)}: #{why}"}}
+  end
+
+  defp open_error({:too_many_children, max}, node) do
+    {:error,
+     {:spawn_error, :too_many_children,
+      "#{node} already runs its maximum of #{max} programs (--max-children)"}}
+  end
+
+  defp open_error(:shutting_down, node) do
+    {:error, {:spawn_error, :shutting_down, "ps_port node #{node} is shutting down"}}
+  end
+
+  defp open_error({reason, message}, _node) when is_atom(reason) and is_binary(message) do
+    {:error, {:spawn_error, reason, message}}
+  end
+
+  defp open_error(other, node) do
+    {:error, {:spawn_error, :node_error, "#{node} refused the program: #{inspect(other)}"}}
+  end
+
+  @doc """
+  Message mode: opens the program for `owner` and starts its watcher.
+  """
+  @spec open_owned(ProtonStream.Options.t(), pid()) ::
+          {:ok, pid()} | {:error, {:spawn_error, atom(), binary()}} | {:not_found, binary()}
+  def open_owned(options, owner) do
+    with {:ok, pid} <- open(options, owner) do
+      watch(pid, owner)
+      {:ok, pid}
+    end
+  end
+
+  # The watcher monitors the node's pid only. The node itself monitors the
+  # owner and ends the program when the owner goes; the pid then ends too,
+  # and so does the watcher. A pid that ends sends {:EXIT, pid, reason} to
+  # its owner first, so only a lost connection (:noconnection) is news.
+  defp watch(remote, owner) do
+    ref = make_ref()
+    parent = self()
+
+    watcher =
+      spawn(fn ->
+        if Process.whereis(@registry), do: Registry.register(@registry, remote, nil)
+        monitor = Process.monitor(remote)
+        send(parent, {ref, :watching})
+        watch_loop(remote, monitor, owner)
+      end)
+
+    # Registered before open/3 returns, so connect/2 always finds it.
+    receive do
+      {^ref, :watching} -> watcher
+    end
+  end
+
+  defp watch_loop(remote, monitor, owner) do
+    receive do
+      {:"$proton_stream_owner", ^remote, new_owner} ->
+        watch_loop(remote, monitor, new_owner)
+
+      {:DOWN, ^monitor, :process, _, :noconnection} ->
+        send(owner, {:EXIT, remote, {:ps_port_exited, :noconnection}})
+
+      {:DOWN, ^monitor, :process, _, _reason} ->
+        :ok
+    end
+  end
+
+  @doc "Tells the watcher of `remote` (if any) that `new_owner` owns it now."
+  @spec owner_changed(pid(), pid()) :: :ok
+  def owner_changed(remote, new_owner) do
+    if Process.whereis(@registry) do
+      for {watcher, _} <- Registry.lookup(@registry, remote),
+          do: send(watcher, {:"$proton_stream_owner", remote, new_owner})
+    end
+
+    :ok
+  end
+
+  @doc """
+  Sends `data` to `remote` as `{sender, {:command, _}}` messages of at most
+  8 MiB each.
+  """
+  @spec command(pid(), pid(), iodata()) :: :ok
+  def command(remote, sender, data) when is_binary(data) do
+    if byte_size(data) > @max_command_chunk do
+      <<chunk::binary-size(@max_command_chunk), rest::binary>> = data
+      send(remote, {sender, {:command, chunk}})
+      command(remote, sender, rest)
+    else
+      send(remote, {sender, {:command, data}})
+      :ok
+    end
+  end
+
+  def command(remote, sender, data) do
+    if IO.iodata_length(data) > @max_command_chunk,
+      do: command(remote, sender, IO.iodata_to_binary(data)),
+      else: send(remote, {sender, {:command, data}})
+
+    :ok
+  end
+
+  @doc "True for a pid on another node (a ps_port node's pid, in node mode)."
+  defguard remote?(server) when is_pid(server) and node(server) != node()
+end

@@ -1,0 +1,285 @@
+defmodule ProtonStreamTest.NodeMode.NodeTest do
+  # What only node mode has: ps is the node's pid, ProtonStream.Node under a
+  # supervisor (restarts, stop, cookie), flow control of the owner's
+  # mailbox, a lost node, and the node's refusals.
+  #
+  # Not async: some tests kill a ps_port node and watch for the result.
+  use ExUnit.Case, async: false
+  @moduletag :node
+
+  import ExUnit.CaptureLog
+  import ProtonStreamTest.Helpers
+
+  setup do
+    Process.flag(:trap_exit, true)
+    ProtonStreamTest.Mode.context(:node)
+  end
+
+  # A ps_port node of the test's own, under a supervisor of the test's own.
+  defp start_node(opts \\ [allow_any: true]) do
+    {:ok, sup} =
+      Supervisor.start_link([{ProtonStream.Node, [shutdown_timeout: 500] ++ opts}],
+        strategy: :one_for_one
+      )
+
+    # Not linked: the test stops it (a test that kills things must not take
+    # its supervisor down with it).
+    Process.unlink(sup)
+    on_exit(fn -> if Process.alive?(sup), do: Supervisor.stop(sup) end)
+    {sup, node_server(sup)}
+  end
+
+  defp node_server(sup) do
+    [{ProtonStream.Node, server, :worker, _}] = Supervisor.which_children(sup)
+    server
+  end
+
+  describe "message mode" do
+    test "ps is the program's pid on the node; the owner is not linked to it", %{m: m} do
+      {:ok, ps} = ProtonStream.open("cat", [], m)
+      assert node(ps) == ProtonStreamTest.Mode.node_name()
+      assert {:links, []} = Process.info(self(), :links)
+      ProtonStream.close(ps)
+      assert_receive {^ps, :closed}, 1000
+      assert_receive {:EXIT, ^ps, :normal}, 1000
+    end
+
+    test "flow: :queue_len (the default) bounds the owner's mailbox by the window", %{m: m} do
+      window = 65_536
+      script = "head -c 10000000 /dev/zero; exec sleep 10"
+      {:ok, ps} = ProtonStream.open("sh", ["-c", script], [stdio_window: window] ++ m)
+
+      # We do not read for a while: the node stops once a window is out.
+      Process.sleep(300)
+      waiting = mailbox_bytes(self(), ps)
+      assert waiting > 0 and waiting <= window
+      Process.sleep(200)
+      assert mailbox_bytes(self(), ps) == waiting
+
+      assert receive_bytes(ps, 0, 10_000_000, false) == 10_000_000
+      ProtonStream.close(ps)
+    end
+
+    test "flow: :ack lets through what the owner acknowledged with ack/2", %{m: m} do
+      window = 65_536
+      script = "head -c 10000000 /dev/zero; exec sleep 10"
+
+      {:ok, ps} = ProtonStream.open("sh", ["-c", script], [stdio_window: window, flow: :ack] ++ m)
+
+      Process.sleep(300)
+      waiting = mailbox_bytes(self(), ps)
+      assert waiting > 0 and waiting <= window, "#{waiting} bytes wait"
+      assert receive_bytes(ps, 0, 10_000_000, true) == 10_000_000
+      ProtonStream.close(ps)
+    end
+
+    test "ack/2 does nothing for a local server" do
+      {:ok, ps} = ProtonStream.open("cat", [])
+      assert ProtonStream.ack(ps, 10) == :ok
+      ProtonStream.command(ps, "x")
+      assert_receive {^ps, {:data, "x"}}, 1000
+      ProtonStream.close(ps)
+    end
+
+    test "the program does not see the cookie", %{m: m} do
+      assert %{stdout: "unset\n"} = run("sh", ["-c", "echo ${PS_PORT_COOKIE-unset}"], m)
+    end
+  end
+
+  describe "ProtonStream.Node" do
+    test "under a Supervisor: name/1, programs, and a stop that ends every program" do
+      {sup, server} = start_node()
+      ps_node = ProtonStream.Node.name(server)
+      assert ps_node in Node.list()
+      node_os_pid = ProtonStream.Node.os_pid(server)
+      assert File.read!("/proc/#{node_os_pid}/comm") == "ps_port\n"
+
+      {:ok, ps} = ProtonStream.open("sh", ["-c", "echo ready; exec sleep 1000"], node: ps_node)
+      assert_receive {^ps, {:data, "ready\n"}}, 2000
+      os_pid = ProtonStream.os_pid(ps)
+      assert os_ppid(os_pid) == node_os_pid
+
+      Supervisor.stop(sup)
+      # The owner gets the exit; the program and the node are gone.
+      assert_receive {:EXIT, ^ps, {:signal, 15}}, 2000
+      refute os_pid_alive?(os_pid)
+      assert wait_until(fn -> not os_pid_alive?(node_os_pid) end, 1000)
+      refute ps_node in Node.list()
+    end
+
+    test "a node that dies is restarted under its name; its owners learn of it" do
+      {sup, server} = start_node()
+      ps_node = ProtonStream.Node.name(server)
+      node_os_pid = ProtonStream.Node.os_pid(server)
+      test_pid = self()
+
+      # Message mode, ownership handed over with connect/2 ...
+      {:ok, ps} = ProtonStream.open("sleep", ["1000"], node: ps_node)
+      os_pid = ProtonStream.os_pid(ps)
+
+      new_owner =
+        spawn_link(fn ->
+          receive do
+            msg -> send(test_pid, {:new_owner_got, msg})
+          end
+        end)
+
+      ProtonStream.connect(ps, new_owner)
+      assert_receive {^ps, :connected}, 1000
+
+      # ... and callback mode.
+      {:ok, worker} =
+        ProtonStream.start_link(ProtonStreamTest.Cases.Callback.Bare, "sleep", ["1000"], [],
+          node: ps_node
+        )
+
+      worker_os_pid = ProtonStream.os_pid(worker)
+
+      capture_log(fn ->
+        System.cmd("kill", ["-KILL", Integer.to_string(node_os_pid)])
+
+        assert_receive {:new_owner_got, {:EXIT, ^ps, {:ps_port_exited, :noconnection}}}, 2000
+        assert_receive {:EXIT, ^worker, {:ps_port_exited, :noconnection}}, 2000
+        refute_received {:EXIT, ^ps, _}
+
+        # The programs die with their node (parent-death signal).
+        assert wait_until(fn -> not os_pid_alive?(os_pid) end, 1000)
+        assert wait_until(fn -> not os_pid_alive?(worker_os_pid) end, 1000)
+
+        # The supervisor started the node again, under the same name.
+        assert wait_until(fn -> node_server(sup) not in [server, :restarting, :undefined] end)
+        server2 = node_server(sup)
+        assert ProtonStream.Node.name(server2) == ps_node
+        assert ProtonStream.Node.os_pid(server2) != node_os_pid
+      end)
+
+      assert %{stdout: "again\n", exit: :normal} = run("echo", ["again"], node: ps_node)
+    end
+
+    test "the cookie is not on the ps_port node's command line" do
+      {_sup, server} = start_node()
+      cookie = Atom.to_string(Node.get_cookie())
+      node_os_pid = ProtonStream.Node.os_pid(server)
+
+      {ps_args, 0} = System.cmd("ps", ["-eo", "pid,args"])
+      [line] = for l <- String.split(ps_args, "\n"), String.trim(l) =~ ~r/^#{node_os_pid} /, do: l
+      assert line =~ "ps_port node --name"
+      refute ps_args =~ cookie
+      refute File.read!("/proc/#{node_os_pid}/cmdline") =~ cookie
+    end
+
+    test "which programs the node allows, and how many" do
+      {_sup, server} = start_node(allow: ["/usr/bin/tru*", "/usr/bin/sleep"], max_children: 1)
+      ps_node = ProtonStream.Node.name(server)
+
+      assert {:error, {:spawn_error, :not_allowed, message}} =
+               ProtonStream.open("echo", ["x"], node: ps_node)
+
+      assert message =~ "/usr/bin/echo"
+
+      {:ok, ps} = ProtonStream.open("sleep", ["1000"], node: ps_node)
+
+      assert {:error, {:spawn_error, :too_many_children, _}} =
+               ProtonStream.open("true", [], node: ps_node)
+
+      ProtonStream.close(ps)
+      assert_receive {:EXIT, ^ps, :normal}, 1000
+      assert %{exit: :normal} = run("true", [], node: ps_node)
+    end
+
+    test "cgroup options need the node's :cgroup_base" do
+      {_sup, server} = start_node()
+
+      assert {:error, {:spawn_error, :badarg, message}} =
+               ProtonStream.open("true", [],
+                 node: ProtonStream.Node.name(server),
+                 cgroup_controllers: ["cpu"],
+                 cgroup_path: "x"
+               )
+
+      assert message =~ "cgroup-base"
+    end
+
+    test "a name in use: the error carries ps_port's output" do
+      name = ProtonStreamTest.Mode.node_name()
+
+      assert {:error, {:ps_port_exited, status, output}} =
+               ProtonStream.Node.start_link(name: name, allow_any: true)
+
+      assert status != 0
+      assert output =~ "ps_port node"
+    end
+
+    test "options are checked in the caller" do
+      assert_raise ArgumentError, ~r/allow_any: true/, fn -> ProtonStream.Node.start_link([]) end
+
+      assert_raise ArgumentError, ~r/exclude each other/, fn ->
+        ProtonStream.Node.start_link(allow: ["/bin/*"], allow_any: true)
+      end
+
+      assert_raise ArgumentError, ~r/:allow/, fn ->
+        ProtonStream.Node.start_link(allow: ["bin"])
+      end
+
+      assert_raise ArgumentError, ~r/unknown ProtonStream.Node option :cookie/, fn ->
+        ProtonStream.Node.start_link(allow_any: true, cookie: :secret)
+      end
+    end
+
+    test "a VM that is not distributed: a clear error, or start_distribution: true" do
+      ebin = Path.join(Application.app_dir(:proton_stream), "ebin")
+
+      script = ~S"""
+      Process.flag(:trap_exit, true)
+      {:ok, _} = Application.ensure_all_started(:proton_stream)
+      {:error, {:not_distributed, message}} = ProtonStream.Node.start_link(allow_any: true)
+      IO.puts("not distributed: " <> message)
+
+      {:error, {:spawn_error, :not_distributed, _}} =
+        ProtonStream.open("echo", [], node: :"ps@127.0.0.1")
+
+      {:ok, n} = ProtonStream.Node.start_link(allow_any: true, start_distribution: true)
+      {:ok, ps} = ProtonStream.open("echo", ["hi"], node: ProtonStream.Node.name(n))
+
+      receive do
+        {^ps, {:data, data}} -> IO.write("#{node()} got " <> data)
+      end
+
+      GenServer.stop(n)
+      """
+
+      {out, status} = System.cmd("elixir", ["-pa", ebin, "-e", script], stderr_to_stdout: true)
+      assert status == 0, out
+      assert out =~ "not distributed: this VM is not distributed"
+      assert out =~ "start_distribution: true"
+      assert out =~ ~r/proton_stream_[0-9a-f]{8}@127.0.0.1 got hi\n/
+    end
+  end
+
+  describe "node errors" do
+    test "a node that is not there: {:error, {:spawn_error, :nodedown, _}}" do
+      assert {:error, {:spawn_error, :nodedown, message}} =
+               ProtonStream.open("true", [], node: :"nobody_here@127.0.0.1")
+
+      assert message =~ "nobody_here@127.0.0.1"
+    end
+
+    test "a node that is no ps_port node: {:error, {:spawn_error, :noproc, _}}" do
+      assert {:error, {:spawn_error, :noproc, _}} = ProtonStream.open("true", [], node: node())
+    end
+  end
+
+  # Receives {ps, {:data, _}} until `total` bytes came, acknowledging each
+  # when `ack?`.
+  defp receive_bytes(_ps, bytes, total, _ack?) when bytes >= total, do: bytes
+
+  defp receive_bytes(ps, bytes, total, ack?) do
+    receive do
+      {^ps, {:data, data}} ->
+        if ack?, do: ProtonStream.ack(ps, byte_size(data))
+        receive_bytes(ps, bytes + byte_size(data), total, ack?)
+    after
+      5000 -> flunk("stalled after #{bytes} bytes")
+    end
+  end
+end
