@@ -56,8 +56,14 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 		details.Buffer = nil
 	}
 	dc := newDistConn(conn, info.flags&dflagUnlinkID != 0, early)
+	if onDistConn != nil {
+		onDistConn(details.Name, dc)
+	}
 	return p.ProtoInterface.Init(ctx, dc, nodename, details)
 }
+
+// onDistConn, when set (by tests), sees every distConn made.
+var onDistConn func(peer string, dc *distConn)
 
 // isErgoPeer tells ergo nodes from OTP ones by the flags only ergo sets.
 func isErgoPeer(f ergonode.Flags) bool {

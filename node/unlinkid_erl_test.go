@@ -1,0 +1,330 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ergo-services/ergo"
+	"github.com/ergo-services/ergo/etf"
+	"github.com/ergo-services/ergo/gen"
+	"github.com/ergo-services/ergo/proto/dist"
+)
+
+// The translation against a real BEAM, both directions of the link
+// protocol and long references, with an ergo node set up as ps_port's
+// (distOptions). testDistWithErlang runs it with erlCmd as "erl"; this file
+// runs it on the host's Erlang/OTP, otp27_test.go on OTP 27.
+
+const unlinkPeerErl = `-module(unlink_peer).
+-export([start/0]).
+start() ->
+    register(peer, self()),
+    process_flag(trap_exit, true),
+    io:format("ready~n"),
+    loop().
+loop() ->
+    receive
+        {From, whoami} -> From ! {peer, self(), list_to_binary(erlang:system_info(otp_release))};
+        {From, links} -> {links, L} = process_info(self(), links), From ! {links, L};
+        {From, linker, Pid, Unlink} ->
+            spawn(fun() -> link(Pid), Unlink andalso unlink(Pid), From ! {linker, self()}, exit(boom) end);
+        {From, call, Pid} ->
+            spawn(fun() -> From ! {called, catch gen:call(Pid, '$gen_call', hello, 5000)} end);
+        {From, monitor_alias, Pid} ->
+            Ref = monitor(process, Pid, [{alias, explicit_unalias}]),
+            From ! monitoring,
+            receive {'DOWN', Ref, process, Pid, R} -> From ! {down, R}
+            after 5000 -> From ! no_down
+            end;
+        stop -> halt(0);
+        _ -> ok
+    end,
+    loop().
+`
+
+// erlPeer is an erl node running unlink_peer.
+type erlPeer struct {
+	name string
+	cmd  *exec.Cmd
+}
+
+func startErlPeer(t *testing.T, erlCmd []string, cookie string) *erlPeer {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "unlink_peer") // /tmp: the OTP 27 chroot sees it too
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	src := filepath.Join(dir, "unlink_peer.erl")
+	if err := os.WriteFile(src, []byte(unlinkPeerErl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("erlc", "-o", dir, src).CombinedOutput(); err != nil {
+		t.Fatalf("erlc (the node tests need Erlang/OTP on PATH): %v\n%s", err, out)
+	}
+	p := &erlPeer{name: randomNodeName("erl")}
+	args := append(erlCmd[1:], "-name", p.name, "-setcookie", cookie, "-noshell", "-pa", dir, "-s", "unlink_peer", "start")
+	p.cmd = exec.Command(erlCmd[0], args...)
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	p.cmd.Stderr = &stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %v: %v", erlCmd, err)
+	}
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		if t.Failed() {
+			t.Logf("erl stderr: %s", stderr.String())
+		}
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+			}
+		}
+		close(ready)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatalf("erl exited before it was ready")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("erl not ready after 60 s")
+	}
+	return p
+}
+
+func randomNodeName(prefix string) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return prefix + "_" + hex.EncodeToString(b[:]) + "@127.0.0.1"
+}
+
+// goProc is an ergo process whose messages and exit signals arrive on a
+// channel; it answers gen:calls with {hello_back, Request}.
+type goProc struct {
+	proc gen.Process
+	loop *loopProc
+	msgs chan interface{}
+}
+
+func spawnGoProc(t *testing.T, en interface {
+	Spawn(string, gen.ProcessOptions, gen.ProcessBehavior, ...etf.Term) (gen.Process, error)
+}) *goProc {
+	t.Helper()
+	g := &goProc{msgs: make(chan interface{}, 100)}
+	g.loop = newLoopProc(func(m interface{}) {
+		if from, req, ok := parseCall(m); ok {
+			to, msg := from.replyTo(etf.Tuple{etf.Atom("hello_back"), req})
+			g.proc.Send(to, msg)
+			return
+		}
+		g.msgs <- m
+	}, nil)
+	var err error
+	if g.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mailboxSize}, g.loop); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func (g *goProc) next(t *testing.T, what string) interface{} {
+	t.Helper()
+	select {
+	case m := <-g.msgs:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s within 10 s", what)
+	}
+	return nil
+}
+
+// expectNothing fails if a message arrives within d.
+func (g *goProc) expectNothing(t *testing.T, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case m := <-g.msgs:
+		t.Fatalf("%s: got %#v", what, m)
+	case <-time.After(d):
+	}
+}
+
+func testDistWithErlang(t *testing.T, erlCmd []string) {
+	if err := EnsureEPMD(); err != nil {
+		t.Fatal(err)
+	}
+	cookie := "C" + hex.EncodeToString([]byte(randomNodeName("c"))[:8])
+	peer := startErlPeer(t, erlCmd, cookie)
+
+	conns := make(chan *distConn, 10)
+	onDistConn = func(name string, dc *distConn) {
+		if name == peer.name {
+			conns <- dc
+		}
+	}
+	defer func() { onDistConn = nil }()
+	opts := distOptions()
+	opts.Registrar = dist.CreateRegistrar()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	en, err := ergo.StartNodeWithContext(ctx, randomNodeName("go"), cookie, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer en.Stop()
+	g := spawnGoProc(t, en)
+	self := g.proc.Self()
+	peerName := gen.ProcessID{Name: "peer", Node: peer.name}
+
+	// This node connects (the handshake's Start side).
+	if err := g.proc.Send(peerName, etf.Tuple{self, etf.Atom("whoami")}); err != nil {
+		t.Fatal(err)
+	}
+	who, ok := g.next(t, "whoami reply").(etf.Tuple)
+	if !ok || len(who) != 3 {
+		t.Fatalf("whoami: %#v", who)
+	}
+	peerPid := who[1].(etf.Pid)
+	t.Logf("peer %s runs OTP %s", peer.name, who[2])
+	var dc *distConn
+	select {
+	case dc = <-conns:
+	default:
+		t.Fatalf("the connection to %s has no distConn", peer.name)
+	}
+	if !dc.unlinkID {
+		t.Fatalf("the peer did not advertise UNLINK_ID")
+	}
+	links := func() etf.List {
+		t.Helper()
+		g.proc.Send(peerName, etf.Tuple{self, etf.Atom("links")})
+		r, ok := g.next(t, "links").(etf.Tuple)
+		if !ok || len(r) != 2 {
+			t.Fatalf("links: %#v", r)
+		}
+		l, _ := r[1].(etf.List)
+		return l
+	}
+	hasSelf := func(l etf.List) bool {
+		for _, p := range l {
+			if p == self {
+				return true
+			}
+		}
+		return false
+	}
+
+	t.Run("unlink from this node", func(t *testing.T) {
+		g.proc.Link(peerPid)
+		if l := links(); !hasSelf(l) {
+			t.Fatalf("linked, but the peer's links are %v", l)
+		}
+		g.proc.Unlink(peerPid)
+		// The UNLINK_ID went before this request, and its ack came
+		// before this reply: had ergo seen the ack, it would have
+		// dropped the connection.
+		if l := links(); hasSelf(l) {
+			t.Fatalf("unlinked, but the peer's links are %v", l)
+		}
+		g.proc.Link(peerPid)
+		g.proc.Unlink(peerPid)
+		g.proc.Link(peerPid)
+		if l := links(); !hasSelf(l) {
+			t.Fatalf("linked again, but the peer's links are %v", l)
+		}
+		g.proc.Unlink(peerPid)
+		if l := links(); hasSelf(l) {
+			t.Fatalf("links %v", l)
+		}
+		if out, acks := dc.stats.unlinkIDOut.Load(), dc.stats.unlinkIDAckIn.Load(); out != 3 || acks != 3 {
+			t.Fatalf("%d UNLINK_IDs sent, %d acks consumed; want 3 and 3", out, acks)
+		}
+	})
+
+	t.Run("unlink from the peer", func(t *testing.T) {
+		// A linked process that exits with boom: the exit signal arrives.
+		g.proc.Send(peerName, etf.Tuple{self, etf.Atom("linker"), self, false})
+		l1 := g.next(t, "linker").(etf.Tuple)[1].(etf.Pid)
+		ex, ok := g.next(t, "exit signal").(exitSignal)
+		if !ok || ex.from != l1 || ex.reason != "boom" {
+			t.Fatalf("want the exit signal from %s, got %#v", l1, ex)
+		}
+		// Linked, then unlinked: nothing arrives, and ergo forgot the link.
+		g.proc.Send(peerName, etf.Tuple{self, etf.Atom("linker"), self, true})
+		g.next(t, "linker")
+		g.expectNothing(t, 300*time.Millisecond, "an exit signal after the peer unlinked")
+		if l := g.proc.Links(); len(l) != 0 {
+			t.Fatalf("ergo still has links %v", l)
+		}
+		if in, acks := dc.stats.unlinkIDIn.Load(), dc.stats.unlinkIDAckOut.Load(); in != 1 || acks != 1 {
+			t.Fatalf("%d UNLINK_IDs received, %d acks sent; want 1 and 1", in, acks)
+		}
+	})
+
+	t.Run("calls and monitors with the peer's references", func(t *testing.T) {
+		g.proc.Send(peerName, etf.Tuple{self, etf.Atom("call"), self})
+		if r := g.next(t, "call reply"); !termIs(r, `{called,{ok,{hello_back,hello}}}`) {
+			t.Fatalf("gen:call to ergo: %#v", r)
+		}
+		g2 := spawnGoProc(t, en)
+		g.proc.Send(peerName, etf.Tuple{self, etf.Atom("monitor_alias"), g2.proc.Self()})
+		g.next(t, "monitoring")
+		g2.loop.Stop("normal")
+		if r := g.next(t, "DOWN"); !termIs(r, `{down,normal}`) {
+			t.Fatalf("the DOWN of a monitor with an alias: %#v", r)
+		}
+	})
+
+	// The connection is still the one made first (nothing dropped it).
+	if l := links(); hasSelf(l) {
+		t.Fatalf("links %v", l)
+	}
+	select {
+	case <-conns:
+		t.Fatalf("the connection was made again")
+	default:
+	}
+	g.proc.Send(peerName, etf.Atom("stop"))
+}
+
+// termIs compares a decoded term with how Erlang would print it, roughly.
+func termIs(t interface{}, want string) bool {
+	return strings.ReplaceAll(describeTerm(t), " ", "") == want
+}
+
+func describeTerm(t interface{}) string {
+	switch v := t.(type) {
+	case etf.Tuple:
+		s := make([]string, len(v))
+		for i, e := range v {
+			s[i] = describeTerm(e)
+		}
+		return "{" + strings.Join(s, ",") + "}"
+	case etf.Atom:
+		return string(v)
+	case string:
+		return string(v)
+	default:
+		return describe(t)
+	}
+}
+
+func TestDistWithErlang(t *testing.T) {
+	testDistWithErlang(t, []string{"erl"})
+}
