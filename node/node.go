@@ -53,6 +53,7 @@ type Node struct {
 	opens   chan struct{} // bounds concurrent opens
 
 	mu       sync.Mutex
+	changed  time.Time // last child started or gone (memory.go)
 	children map[*child]struct{}
 	reserved int
 	stopping bool
@@ -116,6 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("registering %s: %w", RegisteredName, err)
 	}
 	go n.watchNodes()
+	go n.returnMemory()
 	return n, nil
 }
 
@@ -326,6 +328,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	n.mu.Lock()
 	n.reserved--
 	n.children[c] = struct{}{}
+	n.changed = time.Now()
 	n.mu.Unlock()
 	go c.checkAlive(req.owner)
 	if c.flow != nil {
@@ -340,6 +343,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		c.loop.Stop("normal")
 		n.mu.Lock()
 		delete(n.children, c)
+		n.changed = time.Now()
 		n.mu.Unlock()
 		close(c.finished)
 	}()
