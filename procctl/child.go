@@ -157,6 +157,10 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		if errors.As(err, &se) {
 			return nil, se
 		}
+		if cr := spec.Credential; cr != nil && errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
+			err = fmt.Errorf("%w (ps_port runs as uid %d gid %d; only root can start a child as uid %d gid %d)",
+				err, os.Geteuid(), os.Getegid(), cr.Uid, cr.Gid)
+		}
 		return nil, spawnError(path, err)
 	}
 	if err := unix.SetNonblock(pidfd, true); err != nil {

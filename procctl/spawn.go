@@ -110,6 +110,10 @@ func LookupCredential(uid, gid string) (*syscall.Credential, error) {
 		return nil, nil
 	}
 	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	// Only root can drop its supplementary groups (setgroups needs
+	// CAP_SETGID); any other user can only run children as itself, and
+	// with setgroups even that failed with EPERM.
+	cred.NoSetGroups = os.Geteuid() != 0
 	if uid != "" {
 		u, err := lookupUser(uid)
 		if err != nil {
