@@ -360,6 +360,11 @@ func (c *child) sender(monitor etf.Ref) {
 		case outExit:
 			if !gone {
 				c.send(dest, etf.Tuple{atomEXIT, c.self, it.term})
+				// ergo keeps a monitor until its target dies, also when
+				// the process that set it exits first: without this, a
+				// long-lived owner collected a monitor per child, in
+				// ergo and on its own node.
+				c.proc.DemonitorProcess(monitor)
 			}
 			return
 		}
