@@ -12,7 +12,7 @@ defmodule ProtonStream.Options do
   ## Options
 
     * `:cd` - directory to run the command in (binary)
-    * `:env` - enumerable of `{key, value}` binaries added to the environment;
+    * `:env` - enumerable of `{key, value}` UTF-8 binaries added to the environment;
       a `nil` or `false` value removes the variable
     * `:arg0` - the `argv[0]` the command sees (binary)
     * `:cgroup_controllers` - list of cgroup controllers (binaries) to put the
@@ -83,6 +83,11 @@ defmodule ProtonStream.Options do
           optional(:flow) => :queue_len | :ack
         }
 
+  # The kernel takes at most this many bytes, with the final NUL, for one
+  # argument or environment string (MAX_ARG_STRLEN); a longer one fails the
+  # exec (in port mode that of ps_port, with only an exit status to show).
+  @max_arg_strlen 131_072
+
   @doc """
   Validates `opts` for running `command` with `args` and returns the
   normalized map (see `t:t/0`).
@@ -139,6 +144,12 @@ defmodule ProtonStream.Options do
 
     if Enum.any?(args, &String.contains?(&1, "\0")) do
       raise ArgumentError, "arguments must not contain null bytes, got: #{inspect(args)}"
+    end
+
+    if long = Enum.find(args, &(byte_size(&1) >= @max_arg_strlen)) do
+      raise ArgumentError,
+            "an argument of #{byte_size(long)} bytes is longer than the " <>
+              "#{@max_arg_strlen - 1} the kernel takes for one argument"
     end
   end
 
@@ -262,10 +273,11 @@ defmodule ProtonStream.Options do
     do: invalid!(key, other, "entries of the form {controller, key, value}")
 
   defp env_pair!({key, value} = pair) do
-    if not (is_binary(key) and key != "" and not String.contains?(key, ["=", "\0"])) do
+    if not (is_binary(key) and key != "" and not String.contains?(key, ["=", "\0"]) and
+              String.valid?(key)) do
       raise ArgumentError,
             "invalid option :env: invalid environment key #{inspect(pair)}; " <>
-              "keys must be non-empty binaries without \"=\" or null bytes"
+              "keys must be non-empty UTF-8 binaries without \"=\" or null bytes"
     end
 
     case value do
@@ -275,6 +287,17 @@ defmodule ProtonStream.Options do
       v when is_binary(v) ->
         if String.contains?(v, "\0") do
           raise ArgumentError, "invalid option :env: null byte in the value of #{inspect(key)}"
+        end
+
+        if not String.valid?(v) do
+          raise ArgumentError,
+                "invalid option :env: the value of #{inspect(key)} is not valid UTF-8"
+        end
+
+        if byte_size(key) + 1 + byte_size(v) >= @max_arg_strlen do
+          raise ArgumentError,
+                "invalid option :env: #{inspect(key)}=... is #{byte_size(key) + 1 + byte_size(v)} bytes; " <>
+                  "the kernel takes at most #{@max_arg_strlen - 1} for one environment string"
         end
 
         {String.to_charlist(key), String.to_charlist(v)}
