@@ -320,12 +320,13 @@ defmodule ProtonStream do
 
   @doc """
   Writes `data` to the program's stdin. Same as
-  `send(ps, {self(), {:command, data}})`; raises `ArgumentError` when `data`
-  is not iodata.
+  `send(ps, {self(), {:command, data}})`, except that data over 8 MiB is sent
+  as several commands of at most 8 MiB; raises `ArgumentError` when `data` is
+  not iodata.
   """
   @spec command(server(), iodata()) :: :ok
   def command(server, data) do
-    if not is_binary(data), do: IO.iodata_length(data)
+    # Raises ArgumentError for data that is not iodata.
     ProtonStream.Remote.command(server, self(), data)
   end
 

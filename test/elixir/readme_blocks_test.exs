@@ -58,7 +58,14 @@ defmodule ProtonStreamTest.ReadmeBlocksTest do
       # The cgroup examples name "mycgroup", made with cgcreate as the README says.
       refute File.exists?(cgroup_dir("cpu", "mycgroup")), "a cgroup mycgroup exists already"
       {_, 0} = System.cmd("cgcreate", ["-g", "memory,cpu:mycgroup"])
-      on_exit(fn -> remove_cgroup!(["memory", "cpu"], "mycgroup") end)
+      # ps_port removes the programs' groups inside it once they are gone,
+      # which may be a moment after the test.
+      on_exit(fn ->
+        assert wait_until(fn ->
+                 remove_cgroup!(["memory", "cpu"], "mycgroup")
+                 not File.exists?(cgroup_dir("cpu", "mycgroup"))
+               end)
+      end)
 
       second_host = start_supervised!({ProtonStream.Node, allow: ["/usr/bin/*"]})
       %{second_host_node: ProtonStream.Node.name(second_host)}

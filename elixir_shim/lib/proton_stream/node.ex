@@ -220,6 +220,9 @@ defmodule ProtonStream.Node do
         :ok ->
           {:ok, state}
 
+        {:error, {:ps_port_exited, _, _} = reason} ->
+          {:stop, reason}
+
         {:error, reason} ->
           stop_node(state)
           {:stop, reason}

@@ -176,10 +176,11 @@ defmodule ProtonStream.Remote do
   end
 
   @doc """
-  Sends `data` to `remote` as `{sender, {:command, _}}` messages of at most
-  8 MiB each.
+  Sends `data` to `remote` (any process `send/2` takes) as
+  `{sender, {:command, _}}` messages of at most 8 MiB each. Raises
+  `ArgumentError` when `data` is not iodata.
   """
-  @spec command(pid(), pid(), iodata()) :: :ok
+  @spec command(pid() | atom() | {atom(), node()}, pid(), iodata()) :: :ok
   def command(remote, sender, data) when is_binary(data) do
     if byte_size(data) > @max_command_chunk do
       <<chunk::binary-size(@max_command_chunk), rest::binary>> = data
