@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -345,6 +346,9 @@ type relNodeOpts struct {
 	env    []string // extra environment
 	cookie string   // default: a random one
 	asUser string   // run as this user (setpriv), e.g. "nobody"
+	// cookieInEnv passes the cookie in PS_PORT_COOKIE (with no
+	// ~/.erlang.cookie) instead of --cookie-file.
+	cookieInEnv bool
 }
 
 // relStartNode starts ps_port node and waits until it is up. Its
@@ -374,7 +378,11 @@ func relStartNode(t *testing.T, tag string, o relNodeOpts) *psNode {
 		if err != nil {
 			t.Fatalf("chown %s: %v %s", cookieFile, err, out)
 		}
-		argv = append(argv, "setpriv", "--reuid", o.asUser, "--regid", o.asUser, "--clear-groups", "--")
+		u, err := user.Lookup(o.asUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		argv = append(argv, "setpriv", "--reuid", u.Uid, "--regid", u.Gid, "--clear-groups", "--")
 	}
 	if o.netns != "" {
 		argv = append([]string{"ip", "netns", "exec", o.netns}, argv...)
@@ -389,10 +397,16 @@ func relStartNode(t *testing.T, tag string, o relNodeOpts) *psNode {
 		t.Fatalf("%s: %v %s", strings.Join(epmd, " "), err, out)
 	}
 	name := "ps_" + relTag()[3:] + "@" + o.host
-	argv = append(argv, bin, "node", "--name", name, "--cookie-file", cookieFile)
+	argv = append(argv, bin, "node", "--name", name)
+	if !o.cookieInEnv {
+		argv = append(argv, "--cookie-file", cookieFile)
+	}
 	argv = append(argv, o.flags...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(append(os.Environ(), relTagEnv+"="+tag), o.env...)
+	if o.cookieInEnv {
+		cmd.Env = append(cmd.Env, "PS_PORT_COOKIE="+o.cookie, "HOME="+t.TempDir())
+	}
 	n := &psNode{t: t, name: name, cmd: cmd, stderr: &nodeBuf{}, waited: make(chan struct{})}
 	cmd.Stderr = n.stderr
 	if err := cmd.Start(); err != nil {
@@ -460,15 +474,18 @@ type relErlOpts struct {
 }
 
 // relStartErl starts an erl node running node_driver (with
-// reliability_driver on its code path) that talks to psName.
+// reliability_driver on its code path) that talks to psName. An empty
+// cookie leaves it to $HOME/.erlang.cookie.
 func relStartErl(t *testing.T, cookie, psName string, o relErlOpts) *erlNode {
 	t.Helper()
 	if o.host == "" {
 		o.host = "127.0.0.1"
 	}
 	name := "erl_" + relTag()[3:] + "@" + o.host
-	args := []string{"-name", name, "-setcookie", cookie, "-noshell",
-		"-pa", nodeDriver(t), "-pa", relDriver(t)}
+	args := []string{"-name", name, "-noshell", "-pa", nodeDriver(t), "-pa", relDriver(t)}
+	if cookie != "" { // else ~/.erlang.cookie (HOME in o.env)
+		args = append(args, "-setcookie", cookie)
+	}
 	if o.ticktime > 0 {
 		args = append(args, "-kernel", "net_ticktime", strconv.Itoa(o.ticktime))
 	}
