@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -50,9 +52,21 @@ type distConn struct {
 	segs     [][]byte // what the current Write sends
 	injected [][]byte // packets (acks) to send at the next packet boundary
 	wrefs    []span
+	out      []byte // segs put together
 	nextID   uint64
+	frag     []byte // a fragmented message being put together: 131 68 0 Control Message
+	fragSeq  uint64
+	fragBusy bool // frag went into segs of the current Write
 
 	stats distStats
+
+	// On a packet it cannot convert, distConn logs why and closes the
+	// socket, so ergo drops the peer at once (a failed write alone only
+	// stops ergo's sender, and the connection would hang).
+	peer     string
+	log      *log.Logger
+	closer   io.Closer
+	failOnce sync.Once
 }
 
 // distStats counts what the translation did (for tests and measurements).
@@ -69,10 +83,31 @@ func newDistConn(conn lib.NetReadWriter, unlinkID bool, early []byte) *distConn 
 	return c
 }
 
+// fragmentUnit is ergo's FragmentationUnit: with the fragment header, every
+// packet ergo writes stays under the 64 000 bytes that its flusher passes
+// through its buffer.
+const fragmentUnit = 63000
+
+// maxCoalesce is the most a Write copies to send its pieces in one write.
+const maxCoalesce = 256 << 10
+
 var errPacket = errors.New("distribution packet")
 
 func packetError(format string, a ...interface{}) error {
 	return fmt.Errorf("%w: %s", errPacket, fmt.Sprintf(format, a...))
+}
+
+// fail reports err once and closes the socket; it returns err.
+func (c *distConn) fail(err error) error {
+	c.failOnce.Do(func() {
+		if c.log != nil {
+			c.log.Printf("distribution to %s: %v; dropping the connection", c.peer, err)
+		}
+		if c.closer != nil {
+			c.closer.Close()
+		}
+	})
+	return err
 }
 
 // Read implements io.Reader for ergo's reader. It never returns 0 bytes
@@ -114,7 +149,7 @@ func (c *distConn) Read(p []byte) (int, error) {
 			continue
 		}
 		if err != nil {
-			return 0, err
+			return 0, c.fail(err)
 		}
 	}
 }
@@ -303,10 +338,10 @@ func (c *distConn) inject(pkt []byte) {
 		if len(c.injected) == 0 || c.wbody > 0 || len(c.whead) > 0 {
 			return // the Write that ends the current packet sends them
 		}
-		bufs := net.Buffers(c.injected)
+		c.segs = append(c.segs[:0], c.injected...)
 		c.stats.unlinkIDAckOut.Add(uint64(len(c.injected)))
 		c.injected = nil
-		bufs.WriteTo(c.NetReadWriter) // an error shows on ergo's next write
+		c.writeSegs() // an error shows on ergo's next write
 	}()
 }
 
@@ -317,6 +352,7 @@ func (c *distConn) Write(p []byte) (int, error) {
 	defer c.wmu.Unlock()
 	total := len(p)
 	c.segs, c.scratch = c.segs[:0], c.scratch[:0]
+	c.fragBusy = false
 	for len(p) > 0 {
 		if c.wbody > 0 {
 			n := min(c.wbody, len(p))
@@ -341,7 +377,7 @@ func (c *distConn) Write(p []byte) (int, error) {
 			break
 		}
 		if err != nil {
-			return 0, err
+			return 0, c.fail(err)
 		}
 		if held {
 			// The rest of the held bytes: the message, and maybe more
@@ -355,13 +391,37 @@ func (c *distConn) Write(p []byte) (int, error) {
 			c.flushInjected()
 		}
 	}
-	if len(c.segs) > 0 {
-		bufs := net.Buffers(c.segs)
-		if _, err := bufs.WriteTo(c.NetReadWriter); err != nil {
-			return 0, err
-		}
+	if err := c.writeSegs(); err != nil {
+		return 0, err
 	}
 	return total, nil
+}
+
+// writeSegs sends segs with as few writes as it can: one when they add up
+// to at most maxCoalesce bytes (a Write of ergo's is at most a packet, so
+// nearly always), since the socket under distConn may not take a writev.
+func (c *distConn) writeSegs() error {
+	n := 0
+	for _, s := range c.segs {
+		n += len(s)
+	}
+	switch {
+	case n == 0:
+		return nil
+	case len(c.segs) == 1 || n > maxCoalesce:
+		bufs := net.Buffers(c.segs)
+		_, err := bufs.WriteTo(c.NetReadWriter)
+		return err
+	}
+	c.out = c.out[:0]
+	for _, s := range c.segs {
+		c.out = append(c.out, s...)
+	}
+	_, err := c.NetReadWriter.Write(c.out)
+	if cap(c.out) > 4*maxCoalesce {
+		c.out = nil
+	}
+	return err
 }
 
 // flushInjected adds the queued packets to what the current Write sends.
@@ -389,6 +449,12 @@ func (c *distConn) writePacketHead(d []byte) (int, error) {
 	}
 	if len(d) < 7 {
 		return 0, errShort
+	}
+	if d[4] == versionMagic && (d[5] == distFragment1 || d[5] == distFragmentN) {
+		return c.writeFragment(d, l)
+	}
+	if len(c.frag) > 0 {
+		return 0, packetError("ergo wrote a packet inside a fragmented message")
 	}
 	if d[4] != versionMagic || d[5] != distHeader {
 		return 0, packetError("ergo wrote a packet of type %d %d, which has no pass-through form", d[4], d[5])
@@ -468,6 +534,69 @@ func (c *distConn) writePacketHead(d []byte) (int, error) {
 	c.segs = append(c.segs, c.scratch[start:])
 	c.wbody = msg - tag
 	return 7 + clen + tag, nil
+}
+
+// writeFragment takes one of ergo's fragments (d holds at least its
+// header) and, once the message's last fragment is in, converts the whole
+// message as one packet.
+//
+// ergo fragments what it sends to OTP peers (see distOptions) because its
+// flusher writes a packet longer than 64 000 bytes straight to the socket,
+// past whatever its bufio buffer still holds: the tail of an earlier packet
+// (the stream is cut inside it), or whole earlier packets (their order is
+// lost). Fragments of FragmentationUnit bytes all go through the buffer, in
+// order. The peer does not take fragments without the atom cache, so they
+// are put back together here.
+func (c *distConn) writeFragment(d []byte, l int) (int, error) {
+	if len(d) < 4+l {
+		return 0, errShort
+	}
+	if l < 1+1+8+8 {
+		return 0, packetError("ergo wrote a fragment of %d bytes", l)
+	}
+	seq := binary.BigEndian.Uint64(d[6:14])
+	id := binary.BigEndian.Uint64(d[14:22])
+	data := d[22 : 4+l]
+	if d[5] == distFragment1 {
+		if len(c.frag) > 0 {
+			return 0, packetError("ergo started a fragmented message inside another")
+		}
+		if len(data) < 1 || data[0] != 0 {
+			return 0, packetError("ergo wrote a first fragment with cached atoms")
+		}
+		if c.fragBusy || c.frag == nil {
+			c.frag = make([]byte, 0, 4+2+min(int(min(id, 1<<10))*len(data), 1<<20))
+		}
+		c.frag = append(c.frag[:0], 0, 0, 0, 0, versionMagic, distHeader)
+		c.fragSeq = seq
+	} else if len(c.frag) == 0 || seq != c.fragSeq {
+		return 0, packetError("ergo wrote a fragment of a message it did not start")
+	}
+	if len(c.frag)+len(data) > MaxMessageSize+4 {
+		return 0, packetError("fragmented message longer than %d bytes", MaxMessageSize)
+	}
+	c.frag = append(c.frag, data...)
+	if id != 1 {
+		return 4 + l, nil // more to come
+	}
+	whole := c.frag
+	binary.BigEndian.PutUint32(whole, uint32(len(whole)-4))
+	c.frag, c.fragBusy = whole[:0], true
+	used, err := c.writePacketHead(whole)
+	if err != nil {
+		if err == errShort {
+			err = packetError("fragmented message without a whole control message")
+		}
+		return 0, err
+	}
+	if rest := whole[used:]; len(rest) > 0 {
+		c.segs = append(c.segs, rest)
+		c.wbody -= len(rest)
+	}
+	if c.wbody != 0 {
+		return 0, packetError("fragmented message of inconsistent length")
+	}
+	return 4 + l, nil
 }
 
 // appendExpanded appends b with the 3-word references at refs (offsets

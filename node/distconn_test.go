@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"log"
 	"math/rand"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -483,5 +485,95 @@ func TestHandshakeConnAddsAndReadsFlags(t *testing.T) {
 	}
 	if h.peerFlags != 0x4_0000_0000|dflagUnlinkID {
 		t.Fatalf("peer flags %x", h.peerFlags)
+	}
+}
+
+// ergoFragments is a message as ergo fragments it with unit.
+func ergoFragments(seq uint64, ctl, msg []byte, unit int) []byte {
+	data := append(append([]byte(nil), ctl...), msg...)
+	n := len(data)/unit + 1
+	var out []byte
+	for i := 0; i < n; i++ {
+		body := []byte{versionMagic, distFragmentN}
+		if i == 0 {
+			body[1] = distFragment1
+		}
+		body = binary.BigEndian.AppendUint64(body, seq)
+		body = binary.BigEndian.AppendUint64(body, uint64(n-i))
+		if i == 0 {
+			body = append(body, 0)
+		}
+		body = append(body, data[min(i*unit, len(data)):min((i+1)*unit, len(data))]...)
+		out = binary.BigEndian.AppendUint32(out, uint32(len(body)))
+		out = append(out, body...)
+	}
+	return out
+}
+
+func TestDistConnPutsFragmentsTogether(t *testing.T) {
+	send := tuple(small(opSend), atomBytes(""), peerPid)
+	data := func(n int) []byte {
+		return tuple(ourPid, tuple(atomBytes("data"), binBytes(bytes.Repeat([]byte{'q'}, n))))
+	}
+	var in, want []byte
+	in = append(in, ergoPacket(send, data(10))...)
+	want = append(want, otpPacket(send, data(10))...)
+	frags := ergoFragments(7, send, data(150000), fragmentUnit)
+	// a keepalive between two fragments goes out at once
+	first := 4 + int(binary.BigEndian.Uint32(frags))
+	in = append(append(append(in, frags[:first]...), tick...), frags[first:]...)
+	want = append(append(want, tick...), otpPacket(send, data(150000))...)
+	// exactly a multiple of the unit: the last fragment is empty
+	exact := tuple(atomBytes("x"), binBytes(make([]byte, 2*fragmentUnit-len(send)-10)))
+	if len(send)+len(exact) != 2*fragmentUnit {
+		t.Fatalf("%d bytes", len(send)+len(exact))
+	}
+	in = append(in, ergoFragments(8, send, exact, fragmentUnit)...)
+	want = append(want, otpPacket(send, exact)...)
+	in = append(in, ergoFragments(9, tuple(small(opUnlink), ourPid, peerPid), nil, fragmentUnit)...)
+	want = append(want, otpPacket(tuple(small(opUnlinkID), small(1), ourPid, peerPid), nil)...)
+	in = append(in, ergoPacket(send, data(20))...)
+	want = append(want, otpPacket(send, data(20))...)
+	for _, chunk := range []int{7, 4096, 0} {
+		f := newFakeConn()
+		c := newDistConn(f, true, nil)
+		for b := in; len(b) > 0; {
+			n := len(b)
+			if chunk > 0 {
+				n = min(n, chunk)
+			}
+			if k, err := c.Write(b[:n]); k != n || err != nil {
+				t.Fatalf("chunks of %d: Write = %d, %v", chunk, k, err)
+			}
+			b = b[n:]
+		}
+		if got := f.written(); !bytes.Equal(got, want) {
+			t.Fatalf("chunks of %d: the peer got a different stream (%d bytes, want %d)", chunk, len(got), len(want))
+		}
+	}
+	// A packet inside a fragmented message is an error.
+	c := newDistConn(newFakeConn(), true, nil)
+	frags = ergoFragments(1, send, data(100000), fragmentUnit)
+	c.Write(frags[:first])
+	if _, err := c.Write(ergoPacket(send, data(1))); err == nil {
+		t.Fatalf("a packet between two fragments was taken")
+	}
+}
+
+type closeRecorder struct{ closed int }
+
+func (c *closeRecorder) Close() error { c.closed++; return nil }
+
+func TestDistConnDropsTheConnectionOnWhatItCannotConvert(t *testing.T) {
+	var logged strings.Builder
+	cl := &closeRecorder{}
+	c := newDistConn(newFakeConn(), true, nil)
+	c.peer, c.log, c.closer = "erl@h", log.New(&logged, "", 0), cl
+	if _, err := c.Write([]byte{0, 0, 0, 3, 131, 1, 2}); err == nil {
+		t.Fatal("took a bad packet")
+	}
+	c.Write([]byte{0, 0, 0, 3, 131, 1, 2})
+	if cl.closed != 1 || !strings.Contains(logged.String(), "distribution to erl@h: ") {
+		t.Fatalf("closed %d times, logged %q", cl.closed, logged.String())
 	}
 }

@@ -88,6 +88,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	opts := distOptions()
 	if dp, ok := opts.Proto.(distProto); ok {
 		dp.tickTime = cfg.NetTickTime
+		dp.log = cfg.Log
 		opts.Proto = dp
 	}
 	opts.Registrar = dist.CreateRegistrar() // the system epmd
@@ -127,7 +128,7 @@ func (n *Node) Name() string { return n.ergo.Name() }
 // distOptions is how every ps_port node talks distribution: handshake
 // version 6 (OTP 25 needs it) with the UNLINK_ID flag (OTP 26+ need it; see
 // unlinkid.go), one protocol handler (ergo reorders with more), no atom
-// cache, no fragments.
+// cache, and no packet longer than ergo's flusher puts through its buffer.
 func distOptions() ergonode.Options {
 	opts := ergonode.Options{}
 	opts.System.DisableAnonMetrics = true
@@ -135,9 +136,12 @@ func distOptions() ergonode.Options {
 	po := ergonode.DefaultProtoOptions()
 	po.NumHandlers = 1
 	po.MaxMessageSize = MaxMessageSize
-	// No fragments: a data message is at most 64 KiB of payload and goes
-	// whole, in one write.
-	po.FragmentationUnit = 0
+	// ergo's flusher writes a packet over 64 000 bytes straight to the
+	// socket, ahead of what its buffer still holds (which cuts the stream
+	// or reorders it). So ergo fragments everything longer than
+	// fragmentUnit, and distConn puts the fragments back together for the
+	// peer (distconn.go: writeFragment).
+	po.FragmentationUnit = fragmentUnit
 	opts.Proto = newDistProto(po)
 	return opts
 }

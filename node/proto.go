@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"io"
+	"log"
 	"time"
 
 	"github.com/ergo-services/ergo/lib"
@@ -9,7 +11,7 @@ import (
 	"github.com/ergo-services/ergo/proto/dist"
 )
 
-// distProto is ergo's distribution protocol with two changes.
+// distProto is ergo's distribution protocol with these changes.
 //
 // It sends without the header atom cache. ergo's cache bookkeeping hands
 // the empty atom (in every SEND control message) the last cache slot and
@@ -22,12 +24,14 @@ import (
 // It ticks and times out as an OTP node with net_ticktime tickTime does
 // (tickConn, tick.go), not as ergo's fixed 60 s.
 //
-// And for OTP peers it puts distConn (unlinkid.go) between the socket and
+// And for OTP peers it puts distConn (distconn.go) between the socket and
 // ergo: pass-through packets on the wire, distribution headers for ergo,
-// and the UNLINK_ID link protocol translated to the old one.
+// the UNLINK_ID link protocol translated to the old one, long references
+// restored, and ergo's fragments put back together.
 type distProto struct {
 	ergonode.ProtoInterface
 	tickTime time.Duration // net_ticktime (tick.go); 0: DefaultNetTickTime
+	log      *log.Logger   // where distConn says why it dropped a connection
 }
 
 func newDistProto(po ergonode.ProtoOptions) distProto {
@@ -41,14 +45,17 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 	if tick <= 0 {
 		tick = DefaultNetTickTime
 	}
+	raw := conn
 	conn = newTickConn(conn, tick)
 	details.Flags.EnableHeaderAtomCache = false
-	details.Flags.EnableFragmentation = false
 	info, _ := details.Custom.(peerInfo)
 	if isErgoPeer(details.Flags) {
-		// Another ergo node: it reads and writes ergo's own format.
+		// Another ergo node: it reads and writes ergo's own format
+		// (fragments too, when it says so).
 		return p.ProtoInterface.Init(ctx, conn, nodename, details)
 	}
+	// ergo fragments long messages, distConn puts them back together.
+	details.Flags.EnableFragmentation = true
 	var early []byte
 	if details.Buffer != nil { // read along with the handshake's last message
 		early = append(early, details.Buffer.B...)
@@ -56,6 +63,8 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 		details.Buffer = nil
 	}
 	dc := newDistConn(conn, info.flags&dflagUnlinkID != 0, early)
+	dc.peer, dc.log = details.Name, p.log
+	dc.closer, _ = raw.(io.Closer)
 	if onDistConn != nil {
 		onDistConn(details.Name, dc)
 	}

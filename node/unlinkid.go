@@ -67,6 +67,8 @@ const (
 	passThrough    = 112 // packet type without a distribution header
 	versionMagic   = 131
 	distHeader     = 68
+	distFragment1  = 69
+	distFragmentN  = 70
 	maxControlSize = 1 << 20 // a control message longer than this is refused
 )
 
