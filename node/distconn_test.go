@@ -577,3 +577,57 @@ func TestDistConnDropsTheConnectionOnWhatItCannotConvert(t *testing.T) {
 		t.Fatalf("closed %d times, logged %q", cl.closed, logged.String())
 	}
 }
+
+// discardConn is a socket that takes everything and has nothing to read.
+type discardConn struct{}
+
+func (discardConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (discardConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (discardConn) SetReadDeadline(time.Time) error  { return nil }
+func (discardConn) SetWriteDeadline(time.Time) error { return nil }
+
+// Per packet: ergo's data message to the owner, as it reaches distConn.
+func benchmarkWrite(b *testing.B, payload int) {
+	p := ergoPacket(tuple(small(opSend), atomBytes(""), peerPid),
+		tuple(ourPid, tuple(atomBytes("data"), binBytes(make([]byte, payload)))))
+	c := newDistConn(&discardConn{}, true, nil)
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		c.Write(p)
+	}
+}
+
+func BenchmarkDistConnWriteLine(b *testing.B) { benchmarkWrite(b, 6) }
+func BenchmarkDistConnWrite64K(b *testing.B)  { benchmarkWrite(b, 60000) }
+
+// readerConn is a socket with r to read.
+type readerConn struct {
+	discardConn
+	r io.Reader
+}
+
+func (c *readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Per packet: an owner's {Self, {command, Line}} as OTP sends it.
+func BenchmarkDistConnReadCommand(b *testing.B) {
+	one := otpPacket(tuple(small(opSend), atomBytes(""), ourPid),
+		tuple(peerPid, tuple(atomBytes("command"), binBytes([]byte("12345\n")))))
+	const batch = 1000
+	in := bytes.Repeat(one, batch)
+	out := make([]byte, 64<<10)
+	src := &readerConn{r: bytes.NewReader(in)}
+	c := newDistConn(src, true, nil)
+	b.SetBytes(int64(len(one)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i += batch {
+		src.r = bytes.NewReader(in)
+		for got := 0; got < len(in); {
+			n, err := c.Read(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += n
+		}
+	}
+}
