@@ -236,14 +236,26 @@ type erlNode struct {
 	waited chan struct{}
 }
 
+// erlCommand is how startErl runs erl. The OTP 27 suite (otp27_test.go)
+// points it at the OTP 27 chroot while it runs node tests there.
+var erlCommand = []string{"erl"}
+
 // startErl starts "erl -name ... -setcookie cookie" running node_driver,
 // talking to the ps_port node psName.
 func startErl(t *testing.T, cookie, psName string) *erlNode {
 	t.Helper()
+	return startErlWith(t, erlCommand, cookie, psName)
+}
+
+// startErlWith is startErl with erl run as the command erl (e.g. inside a
+// chroot: scripts/otp27.sh run -- erl).
+func startErlWith(t *testing.T, erl []string, cookie, psName string) *erlNode {
+	t.Helper()
 	dir := nodeDriver(t)
 	name := uniqueName("erl")
-	cmd := exec.Command("erl", "-name", name, "-setcookie", cookie, "-noshell", "-pa", dir,
+	args := append(append([]string(nil), erl[1:]...), "-name", name, "-setcookie", cookie, "-noshell", "-pa", dir,
 		"-s", "node_driver", "main", "-extra", psName)
+	cmd := exec.Command(erl[0], args...)
 	e := &erlNode{t: t, name: name, cmd: cmd, lines: make(chan string, 1024), stderr: &nodeBuf{}, waited: make(chan struct{})}
 	var err error
 	if e.stdin, err = cmd.StdinPipe(); err != nil {
