@@ -5,7 +5,7 @@ GO       ?= go
 BIN      := bin/ps_port
 GO_FILES := $(shell git ls-files '*.go' 2>/dev/null)
 
-.PHONY: all deps build lint test test-go test-elixir demo clean bench bench-smoke
+.PHONY: all deps build lint test test-go test-elixir demo clean bench bench-smoke soak soak-smoke fuzz fuzz-smoke
 
 all: build
 
@@ -26,7 +26,7 @@ lint:
 # Every test: Go unit and black-box tests (with the race detector), then the
 # Elixir shim's ExUnit suite against a real BEAM. Root is needed for the
 # cgroup tests; they create and remove their own groups.
-test: deps lint test-go test-elixir bench-smoke
+test: deps lint test-go test-elixir bench-smoke fuzz-smoke
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -44,6 +44,26 @@ bench: deps
 # Every bench scenario once at tiny sizes, so the bench cannot rot (~10 s).
 bench-smoke:
 	cd elixir_shim && MIX_ENV=test mix run --no-start ../bench/bench.exs --smoke
+
+# The reliability soak (docs/reliability.md): the fault, load and bad-input
+# cases mixed at random for DURATION (a Go duration), then the leak counters
+# (zombies, processes, cgroups, descriptors, RSS); any leak fails it.
+# PS_SOAK_SEED=N replays a run. test-go runs it for 60 s (its default).
+DURATION ?= 10m
+soak:
+	PS_SOAK_DURATION=$(DURATION) $(GO) test -count=1 -timeout 0 -v -run '^TestReliabilitySoak$$' ./test/go/
+
+soak-smoke:
+	$(MAKE) soak DURATION=60s
+
+# Fuzz the ETF decoder for FUZZTIME (new crashers land in
+# etf/testdata/fuzz/FuzzDecode/); make test runs it for 10 s.
+FUZZTIME ?= 5m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./etf/
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZTIME=10s
 
 # A contained process streaming to an Elixir owner.
 demo: deps

@@ -3,7 +3,8 @@
 %% reliability_driver:Name(...).
 -module(reliability_driver).
 -export([open_ports/3, open_seq/2, open_par/2, stdin_flood/4, stdin_paced/4,
-         watch/1, down_reason/2, owners/3, bytes_of/2, random_bytes/2]).
+         watch/1, down_reason/2, owners/3, bytes_of/2, random_bytes/2, echo/1,
+         flood_check/2]).
 
 %% open_ports(PsPort, ArgLists, Env): opens one raw {packet,4} port of
 %% ps_port per argument list, waits for each {started, OsPid}, and returns
@@ -154,7 +155,40 @@ bytes_of(P, Timeout) ->
         Timeout1 -> Timeout1
     end.
 
-%% random_bytes(Seed, N): N pseudo-random bytes (every value 0..255 occurs).
+%% random_bytes(Seed, N): N pseudo-random bytes.
 random_bytes(Seed, N) ->
     rand:seed(exsss, {Seed, Seed, Seed}),
-    << <<(rand:uniform(256) - 1)>> || _ <- lists:seq(1, N) >>.
+    rand:bytes(N).
+
+%% echo(Data): cat on the ps_port node gets Data (in commands of at most
+%% 64 KiB, paced below the default stdin_limit) and must give it back
+%% exactly. Returns true, or what came back.
+echo(Data) ->
+    {ok, P} = node_driver:open(<<"cat">>, []),
+    send_paced(P, Data),
+    P ! {self(), eof},
+    case node_driver:collect(P, 30000) of
+        {Data, <<>>, [], normal} -> true;
+        {Out, Err, Other, R} -> {byte_size(Out), byte_size(Data), Err, Other, R};
+        Timeout -> Timeout
+    end.
+
+send_paced(_P, <<>>) -> ok;
+send_paced(P, Data) ->
+    N = min(65536, byte_size(Data)),
+    <<Chunk:N/binary, Rest/binary>> = Data,
+    case gen_server:call(P, '$stdin_queued', 10000) + N =< 1048576 of
+        true -> P ! {self(), {command, Chunk}}, send_paced(P, Rest);
+        false -> timer:sleep(1), send_paced(P, Data)
+    end.
+
+%% flood_check(Total, Limit): wc -c with stdin_limit Limit gets Total bytes
+%% flooded in 64 KiB commands. Returns {Refused, true} when wc counted
+%% exactly the bytes not refused.
+flood_check(Total, Limit) ->
+    {ok, P} = node_driver:open(<<"wc">>, [<<"-c">>], [{stdin_limit, Limit}]),
+    case stdin_flood(P, Total, 65536, eof) of
+        {Sent, Refused, RBytes, Out, normal} ->
+            {Refused, binary_to_integer(string:trim(Out)) =:= Sent - RBytes};
+        Other -> Other
+    end.
