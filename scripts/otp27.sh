@@ -99,6 +99,11 @@ enter() {
   [ -n "$gocache" ] && mkdir -p "$gocache" && bind "$gocache"
   cp -f /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
   export GOMODCACHE="$gomod" GOCACHE="$gocache"
+  # No git in the root: do not let go build try to stamp VCS information.
+  case "${GOFLAGS:-}" in
+    *-buildvcs*) ;;
+    *) export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" ;;
+  esac
   export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
   export LANG=C.UTF-8 LC_ALL=C.UTF-8 ELIXIR_ERL_OPTIONS="+fnu"
   export HOME=${HOME:-/root}
