@@ -26,7 +26,7 @@ lint:
 # Every test: Go unit and black-box tests (with the race detector), then the
 # Elixir shim's ExUnit suite against a real BEAM. Root is needed for the
 # cgroup tests; they create and remove their own groups.
-test: deps lint test-go test-elixir bench-smoke fuzz-smoke
+test: deps lint test-go test-elixir bench-smoke fuzz-smoke test-otp27
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -34,6 +34,19 @@ test-go:
 test-elixir:
 	cd elixir_shim && MIX_ENV=test mix compile --warnings-as-errors --force
 	cd elixir_shim && mix test
+
+# The suites that matter across releases again on Erlang/OTP 27 and Elixir
+# 1.18 (Debian 13 in a chroot at .otp27/, made on first use in about a
+# minute by scripts/otp27.sh; see docs/otp-compat.md): node mode with OTP 27
+# owners (and a cluster of OTP 25 and 27 owners), then the shim's ExUnit
+# suite, built apart from the host's OTP 25 build.
+.PHONY: test-otp27
+OTP27_MIX := MIX_BUILD_ROOT=/root/ps_port_build/_build
+test-otp27:
+	./scripts/otp27.sh create
+	$(GO) test -race -count=1 -timeout 20m -tags otp27 -run OTP27 ./node/ ./test/go/
+	cd elixir_shim && ../scripts/otp27.sh run -- sh -c '$(OTP27_MIX) mix compile --warnings-as-errors --force && \
+	  $(OTP27_MIX) MIX_ENV=test mix compile --warnings-as-errors --force && $(OTP27_MIX) mix test'
 
 # ps_port beside the plain Erlang Port, as ratios (docs/benchmarks.md): every
 # scenario, several interleaved rounds, ~5-10 minutes. Writes
