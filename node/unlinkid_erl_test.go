@@ -9,12 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ergo-services/ergo"
 	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/gen"
+	ergonode "github.com/ergo-services/ergo/node"
 	"github.com/ergo-services/ergo/proto/dist"
 )
 
@@ -165,11 +167,35 @@ func (g *goProc) expectNothing(t *testing.T, d time.Duration, what string) {
 	}
 }
 
+var (
+	ergoOnce   sync.Once
+	ergoNode   ergonode.Node
+	ergoCookie string
+	ergoErr    error
+)
+
+// sharedErgoNode is one ergo node, set up as ps_port's, for every test in
+// this process: ergo keeps some state in package variables, and a second
+// node started beside a stopping one races with it.
+func sharedErgoNode(t *testing.T) (ergonode.Node, string) {
+	t.Helper()
+	ergoOnce.Do(func() {
+		ergoCookie = "C" + hex.EncodeToString([]byte(randomNodeName("c"))[:8])
+		opts := distOptions()
+		opts.Registrar = dist.CreateRegistrar()
+		ergoNode, ergoErr = ergo.StartNodeWithContext(context.Background(), randomNodeName("go"), ergoCookie, opts)
+	})
+	if ergoErr != nil {
+		t.Fatal(ergoErr)
+	}
+	return ergoNode, ergoCookie
+}
+
 func testDistWithErlang(t *testing.T, erlCmd []string) {
 	if err := EnsureEPMD(); err != nil {
 		t.Fatal(err)
 	}
-	cookie := "C" + hex.EncodeToString([]byte(randomNodeName("c"))[:8])
+	en, cookie := sharedErgoNode(t)
 	peer := startErlPeer(t, erlCmd, cookie)
 
 	conns := make(chan *distConn, 10)
@@ -179,15 +205,6 @@ func testDistWithErlang(t *testing.T, erlCmd []string) {
 		}
 	}
 	defer func() { onDistConn = nil }()
-	opts := distOptions()
-	opts.Registrar = dist.CreateRegistrar()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	en, err := ergo.StartNodeWithContext(ctx, randomNodeName("go"), cookie, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer en.Stop()
 	g := spawnGoProc(t, en)
 	self := g.proc.Self()
 	peerName := gen.ProcessID{Name: "peer", Node: peer.name}
