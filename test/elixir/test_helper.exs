@@ -386,6 +386,4 @@ System.put_env("PROTON_STREAM_TEST_INHERITED", "inherited")
 # with `mix test --exclude node`.
 ProtonStreamTest.Mode.start_node!()
 
-# ps_port_stall: node mode's full-speed streams, which now and then stall a
-# ps_port node's connection (see support/stream_cases.exs).
-ExUnit.start(capture_log: true, exclude: [ps_port_stall: true])
+ExUnit.start(capture_log: true)

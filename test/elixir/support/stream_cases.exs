@@ -7,14 +7,6 @@ defmodule ProtonStreamTest.Cases.Stream do
   server's mailbox. See `ProtonStreamTest.Cases.Messages` for how the
   sharing works.
 
-  Two tests are tagged `ps_port_stall: true` in node mode and excluded by
-  default (test_helper.exs): a ps_port node streaming at full speed with
-  `flow: :queue_len` (seq ×20 at once, 256 MiB) now and then stops sending
-  to this VM: a flow-control `process_info` request of its never reaches
-  this VM's `rex`, the window stays full, and the VM drops the connection
-  30 to 60 s later, failing the tests that follow. Run them with
-  `mix test --include ps_port_stall`; in port mode they always run.
-
   Not shared: where message mode's output waits differs by nature. In port
   mode the local server forwards at once and the owner's mailbox is
   unbounded (`ProtonStreamTest.StreamTest`); in node mode there is no local
@@ -51,7 +43,6 @@ defmodule ProtonStreamTest.Cases.Stream do
       end
 
       @tag timeout: 120_000
-      @tag ps_port_stall: unquote(mode == :node)
       test "seq 1 200000 arrives byte-exact, 20 runs out of 20", %{m: m} do
         expected = Enum.map_join(1..200_000, &"#{&1}\n")
 
@@ -75,7 +66,6 @@ defmodule ProtonStreamTest.Cases.Stream do
       end
 
       @tag timeout: 120_000
-      @tag ps_port_stall: unquote(mode == :node)
       test "a 256 MiB stream arrives complete (md5 checked)", %{m: m} do
         size = 256 * 1024 * 1024
         # tee copies the random bytes to our stdout (fd 3) and to md5sum,
