@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,7 +24,11 @@ processes for remote owners (docs/node.md). The cookie comes from
 --cookie-file, else the PS_PORT_COOKIE environment variable, else
 ~/.erlang.cookie; it is never taken from the command line. epmd is started
 ("epmd -daemon") when none runs. SIGTERM, SIGINT or SIGHUP terminate every
-child as a port close does, then ps_port exits.
+child as a port close does, then ps_port exits. With --exit-on-eof, so does
+the end of stdin: for a ps_port node run as a port of a BEAM (as
+ProtonStream.Node does), which closes it when the port is closed or the BEAM
+dies. Without it stdin is not read (started from a shell or systemd, stdin
+may well be /dev/null).
 
 `
 
@@ -33,7 +38,7 @@ func nodeMain(args []string) int {
 	var (
 		name, cookieFile, cgroupBase string
 		allow                        list
-		allowAny                     bool
+		allowAny, exitOnEOF          bool
 		maxChildren, port            int
 		shutdownMS, tickSeconds      int
 	)
@@ -45,6 +50,7 @@ func nodeMain(args []string) int {
 	fs.IntVar(&maxChildren, "max-children", 0, "most children at once (0: no limit)")
 	fs.IntVar(&port, "port", 0, "distribution listen port (0: a free one, registered with epmd)")
 	fs.IntVar(&shutdownMS, "shutdown-timeout", 5000, "ms to wait on shutdown for owners to take the children's last output")
+	fs.BoolVar(&exitOnEOF, "exit-on-eof", false, "shut down as on SIGTERM when stdin reaches end of file (for a ps_port node run as a port: the BEAM closed it or died); without it stdin is not read")
 	fs.IntVar(&tickSeconds, "net-ticktime", 60, "seconds, as OTP's net_ticktime: tick a connection idle for a quarter of it, drop a peer silent for all of it")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), nodeUsage)
@@ -111,13 +117,36 @@ func nodeMain(args []string) int {
 	fmt.Fprintf(os.Stderr, "ps_port node: %s is up\n", n.Name())
 	stopped := make(chan struct{})
 	go func() { n.Wait(); close(stopped) }()
+	var eof chan string
+	if exitOnEOF {
+		eof = make(chan string, 1)
+		go func() { eof <- waitEOF(os.Stdin) }()
+	}
 	select {
 	case sig := <-stop:
 		fmt.Fprintf(os.Stderr, "ps_port node: %v: terminating %d children\n", sig, n.Children())
 		n.Shutdown(time.Duration(shutdownMS) * time.Millisecond)
+	case why := <-eof:
+		fmt.Fprintf(os.Stderr, "ps_port node: %s (--exit-on-eof): terminating %d children\n", why, n.Children())
+		n.Shutdown(time.Duration(shutdownMS) * time.Millisecond)
 	case <-stopped:
 	}
 	return 0
+}
+
+// waitEOF reads r, throwing away what it reads, until end of file or an
+// error, and says which.
+func waitEOF(r io.Reader) string {
+	buf := make([]byte, 512)
+	for {
+		_, err := r.Read(buf)
+		switch {
+		case err == io.EOF:
+			return "end of stdin"
+		case err != nil:
+			return fmt.Sprintf("reading stdin: %v", err)
+		}
+	}
 }
 
 // readCookie finds the cookie: --cookie-file, $PS_PORT_COOKIE, ~/.erlang.cookie.

@@ -152,6 +152,12 @@ type psNode struct {
 // --allow-any) and waits until it is up.
 func startPsNode(t *testing.T, cookie string, extra ...string) *psNode {
 	t.Helper()
+	return startPsNodeWith(t, cookie, nil, extra...)
+}
+
+// startPsNodeWith is startPsNode with stdin (nil: /dev/null).
+func startPsNodeWith(t *testing.T, cookie string, stdin io.Reader, extra ...string) *psNode {
+	t.Helper()
 	if len(extra) == 0 {
 		extra = []string{"--allow-any"}
 	}
@@ -159,6 +165,7 @@ func startPsNode(t *testing.T, cookie string, extra ...string) *psNode {
 	args := append([]string{"node", "--name", name, "--cookie-file", writeCookie(t, cookie)}, extra...)
 	n := &psNode{t: t, name: name, cmd: exec.Command(psPortBinary(t), args...), stderr: &nodeBuf{}, waited: make(chan struct{})}
 	n.cmd.Stderr = n.stderr
+	n.cmd.Stdin = stdin
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

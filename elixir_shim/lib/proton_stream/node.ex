@@ -18,7 +18,9 @@ defmodule ProtonStream.Node do
   returns. `name/1` is the node's name. When the process stops, the ps_port
   node gets SIGTERM, terminates every program it runs (each owner gets the
   program's remaining output and `{:EXIT, ps, reason}`) and exits; the stop
-  waits for that, up to `:shutdown_timeout`. If ps_port dies, the process
+  waits for that, up to `:shutdown_timeout`. If this VM dies, or the port
+  is closed some other way, ps_port sees the end of its stdin and does the
+  same (`ps_port node --exit-on-eof`). If ps_port dies, the process
   stops with `{:ps_port_exited, status}` and its supervisor restarts it
   under the same name; the owners of programs on the old node get
   `{:EXIT, ps, {:ps_port_exited, :noconnection}}`.
@@ -290,8 +292,11 @@ defmodule ProtonStream.Node do
   end
 
   defp open_port(executable, name, opts) do
+    # --exit-on-eof: the port's end of ps_port's stdin closes when the
+    # port is closed or this VM dies (even SIGKILLed), and ps_port then
+    # shuts down as on SIGTERM, taking every program down.
     args =
-      ["node", "--name", Atom.to_string(name)] ++
+      ["node", "--name", Atom.to_string(name), "--exit-on-eof"] ++
         Enum.flat_map(Keyword.get(opts, :allow, []), &["--allow", &1]) ++
         if(opts[:allow_any], do: ["--allow-any"], else: []) ++
         flag("--cgroup-base", opts[:cgroup_base]) ++
@@ -389,8 +394,9 @@ defmodule ProtonStream.Node do
   end
 
   # SIGTERM makes ps_port terminate every program (their owners still get
-  # the rest of the output and the exit) and exit; closing the port alone
-  # would not stop it.
+  # the rest of the output and the exit) and exit. Closing the port would do
+  # the same (--exit-on-eof), but the port would no longer say when ps_port
+  # is done; the stop waits for that.
   defp stop_node(%{port: nil}), do: :ok
 
   defp stop_node(%{port: port, os_pid: os_pid} = state) do

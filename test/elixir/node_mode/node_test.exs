@@ -156,6 +156,34 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       assert %{stdout: "again\n", exit: :normal} = run("echo", ["again"], node: ps_node)
     end
 
+    test "a port closed without a stop (the server killed) ends the node and its programs" do
+      test_pid = self()
+
+      # Not under a supervisor, which would start the node again: a holder
+      # process owns the server (and so the port).
+      spawn(fn ->
+        {:ok, server} = ProtonStream.Node.start_link(allow_any: true, shutdown_timeout: 500)
+        send(test_pid, {:server, server})
+        Process.sleep(:infinity)
+      end)
+
+      assert_receive {:server, server}, 15_000
+      ps_node = ProtonStream.Node.name(server)
+      node_os_pid = ProtonStream.Node.os_pid(server)
+      {:ok, ps} = ProtonStream.open("sh", ["-c", "echo ready; exec sleep 1000"], node: ps_node)
+      assert_receive {^ps, {:data, "ready\n"}}, 2000
+      os_pid = ProtonStream.os_pid(ps)
+
+      # :kill skips terminate/2 (no SIGTERM): ps_port only sees the end of
+      # its stdin, as when this VM dies.
+      Process.exit(server, :kill)
+
+      assert_receive {:EXIT, ^ps, {:signal, 15}}, 5000
+      refute os_pid_alive?(os_pid)
+      assert wait_until(fn -> not os_pid_alive?(node_os_pid) end, 5000)
+      assert wait_until(fn -> ps_node not in Node.list() end, 2000)
+    end
+
     test "the cookie is not on the ps_port node's command line" do
       {_sup, server} = start_node()
       cookie = Atom.to_string(Node.get_cookie())
