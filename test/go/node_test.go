@@ -82,11 +82,20 @@ func TestNodeFiftyThousandLines(t *testing.T) {
 }
 
 func TestNodeBadOpens(t *testing.T) {
-	_, e := nodePair(t)
+	ps, e := nodePair(t)
 	e.expect(`element(1, open(<<"no_such_program_xyz">>, []))`, `error`)
 	e.expect(`{error, {enoent, _}} = open(<<"no_such_program_xyz">>, []), ok`, `ok`)
 	e.expect(`{error, {enoent, _}} = open(<<"/no/such/file">>, []), ok`, `ok`)
 	e.expect(`{error, {eacces, _}} = open(<<"/etc/passwd">>, []), ok`, `ok`)
+	// A missing cd is an enoent too, but its message names the directory
+	// as the working directory, and the program as not started.
+	e.expect(`open(<<"cat">>, [], [{cd, <<"/no/such/dir">>}])`,
+		`{error,{enoent,<<"working directory (cd) \"/no/such/dir\": no such file or directory; \"cat\" was not started: give as cd a directory that exists on `+ps.name+`">>}}`)
+	e.expect(`open(<<"./prog">>, [], [{cd, <<"/etc/passwd">>}])`,
+		`{error,{enoent,<<"working directory (cd) \"/etc/passwd\": not a directory; \"./prog\" was not started: give as cd a directory that exists on `+ps.name+`">>}}`)
+	// A missing program names the program, and no working directory.
+	e.expect(`{error, {enoent, M1}} = open(<<"/no/such/prog">>, [], [{cd, <<"/tmp">>}]), {binary:match(M1, <<"\"/no/such/prog\"">>) =/= nomatch, binary:match(M1, <<"working directory">>)}`, `{true,nomatch}`)
+	e.expect(`{error, {enoent, M2}} = open(<<"no_such_program_xyz">>, [], [{cd, <<"/tmp">>}]), {binary:match(M2, <<"\"no_such_program_xyz\"">>) =/= nomatch, binary:match(M2, <<"working directory">>)}`, `{true,nomatch}`)
 	e.expect(`{error, {badarg, cd, _}} = open(<<"cat">>, [], [{cd, 42}]), ok`, `ok`)
 	e.expect(`{error, {badarg, bogus, _}} = open(<<"cat">>, [], [{bogus, 1}]), ok`, `ok`)
 	e.expect(`{error, {badarg, args, _}} = open(<<"cat">>, [foo]), ok`, `ok`)
@@ -109,6 +118,9 @@ func TestNodeDisallowedCommand(t *testing.T) {
 	e.expect(`{ok, P} = open(<<"echo">>, [<<"hi">>]), collect(P)`, `{<<"hi\n">>,<<>>,[],normal}`)
 	e.expect(`open(<<"cat">>, [])`, fmt.Sprintf(`{error,{not_allowed,<<"%s">>}}`, cat))
 	e.expect(`open(<<"../../../../../../../`+strings.TrimPrefix(cat, "/")+`">>, [], [{cd, <<"/tmp">>}])`, fmt.Sprintf(`{error,{not_allowed,<<"%s">>}}`, cat))
+	// A relative program under a missing cd: the cd is what is wrong, not
+	// the path the program would have had.
+	e.expect(`element(1, element(2, open(<<"./echo">>, [], [{cd, <<"/no/such/dir">>}])))`, `enoent`)
 }
 
 func TestNodeRefusesToStartWithoutAllowOrCookie(t *testing.T) {

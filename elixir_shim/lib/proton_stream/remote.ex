@@ -83,7 +83,8 @@ defmodule ProtonStream.Remote do
   defp open_error({:enoent, message}, _node) when is_binary(message) do
     # The node resolves the command; "not found in PATH" is that lookup
     # failing. Other ENOENTs (a missing cd or interpreter, an absolute path
-    # that does not exist) are spawn errors.
+    # that does not exist) are spawn errors, as in port mode; the node's
+    # message for a missing cd starts "working directory (cd) \"DIR\"".
     if String.contains?(message, "not found in PATH"),
       do: {:not_found, message},
       else: {:error, {:spawn_error, :enoent, message}}

@@ -295,6 +295,32 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
     test "a node that is no ps_port node: {:error, {:spawn_error, :noproc, _}}" do
       assert {:error, {:spawn_error, :noproc, _}} = ProtonStream.open("true", [], node: node())
     end
+
+    test "a missing cd and a missing program are both :enoent; the message says which", %{
+      m: m
+    } do
+      assert {:error, {:spawn_error, :enoent, message}} =
+               ProtonStream.open("true", [], [cd: "/no/such/dir"] ++ m)
+
+      assert message =~ ~s|working directory (cd) "/no/such/dir": no such file or directory|
+      assert message =~ ~s("true" was not started)
+
+      # Start and callback mode say the same.
+      assert {:error, {:spawn_error, :enoent, ^message}} =
+               ProtonStream.start_link(
+                 ProtonStreamTest.Cases.Callback.Bare,
+                 "true",
+                 [],
+                 [],
+                 [cd: "/no/such/dir"] ++ m
+               )
+
+      assert {:error, {:spawn_error, :enoent, message}} =
+               ProtonStream.open("/no/such/program", [], [cd: "/tmp"] ++ m)
+
+      assert message =~ ~s("/no/such/program")
+      refute message =~ "working directory"
+    end
   end
 
   # Receives {ps, {:data, _}} until `total` bytes came, acknowledging each
