@@ -88,6 +88,7 @@ type child struct {
 	closing   bool       // :close received
 	eof       bool       // :eof received
 	ownerGone atomic.Bool
+	exited    atomic.Bool // the OS process has ended (finish)
 	ackWarned atomic.Bool
 }
 
@@ -128,7 +129,7 @@ func (c *child) handle(msg interface{}) {
 		mine := m.Pid == c.owner
 		c.mu.Unlock()
 		if mine {
-			c.ownerDown("owner " + m.Pid.String() + " is down: " + m.Reason)
+			c.ownerDown(downReason(m.Pid, m.Reason))
 		}
 	case exitSignal:
 		c.mu.Lock()
@@ -299,10 +300,30 @@ func (c *child) close(reply bool) {
 	c.terminate()
 }
 
+// downReason says in words why the owner is gone, from the reason of its
+// DOWN. ergo gives the reason as a string: an atom's name, or a tuple
+// flattened by fmt (ergo's own; {shutdown, x} reads "[shutdown x]").
+func downReason(owner etf.Pid, reason string) string {
+	switch reason {
+	case "noconnection":
+		// Also what a normal exit looks like when the owner's node halts
+		// or closes the connection first: its processes send no DOWN.
+		return fmt.Sprintf("the connection to owner %s's node %s is gone (noconnection)", owner, owner.Node)
+	case "noproc":
+		return "owner " + owner.String() + " was not alive when the child started (noproc)"
+	}
+	return "owner " + owner.String() + " exited with reason " + reason
+}
+
 // ownerDown terminates the child because nobody owns it any more. Safe from
-// any goroutine.
+// any goroutine. A child that has already ended needs nothing: a DOWN that
+// arrives after its exit (the owner took {:EXIT, pid, reason} and exited)
+// is not news, and is not logged.
 func (c *child) ownerDown(why string) {
 	if !c.ownerGone.CompareAndSwap(false, true) {
+		return
+	}
+	if c.exited.Load() {
 		return
 	}
 	c.n.log.Printf("child %d (%s): %s; terminating it", c.pc.Pid(), c.path, why)
@@ -388,13 +409,18 @@ func (c *child) checkAlive(owner etf.Pid) {
 		return
 	}
 	if !alive && c.currentOwner() == owner {
-		c.ownerDown("owner " + owner.String() + " is not alive")
+		// An owner that died after its monitor was set may be seen dead by
+		// rex before its DOWN (which says why) has arrived: give the DOWN a
+		// moment, well within delay_to_sigkill's 100 ms promise.
+		time.Sleep(downGrace)
+		c.ownerDown("owner " + owner.String() + " is not alive (is_process_alive; its exit reason is unknown)")
 	}
 }
 
 // finish waits for the child's end and reports it.
 func (c *child) finish() {
 	st := c.pc.Wait()
+	c.exited.Store(true)
 	if c.group != nil {
 		if n, err := c.group.OOMKills(); err == nil && n > 0 {
 			c.n.log.Printf("child %d: its cgroup recorded %d OOM kills", c.pc.Pid(), n)
@@ -418,6 +444,10 @@ func (c *child) finish() {
 	}
 	c.out.push(outItem{kind: outExit, term: reason})
 }
+
+// downGrace is how long checkAlive waits for a DOWN after finding the
+// owner dead.
+const downGrace = 30 * time.Millisecond
 
 // rpcTimeout bounds one rex call.
 const rpcTimeout = 10 * time.Second
