@@ -388,16 +388,26 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 					return true
 				}
 			}
+			// Whether the child was gone must be known before the read:
+			// an empty pipe only means "finished" if the child had already
+			// exited when it was read. Loaded after the read, a child that
+			// wrote and exited in between would lose that output.
+			gone := c.draining.Load()
 			var rerr error
 			n, rerr = unix.Read(int(fd), buf[:min(credit, len(buf))])
 			switch {
 			case rerr == unix.EAGAIN || rerr == unix.EINTR:
 				c.window.giveBack(credit)
-				if c.draining.Load() && rerr == unix.EAGAIN {
-					res = readEmpty
-					return true
+				if rerr == unix.EAGAIN {
+					if gone {
+						res = readEmpty
+						return true
+					}
+					if testHookEmptyRead != nil {
+						testHookEmptyRead(c)
+					}
 				}
-				return false // wait until readable
+				return false // wait until readable, or for supervise's wake-up
 			case rerr != nil:
 				c.window.giveBack(credit)
 				res = readFailed
@@ -440,6 +450,10 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 		}
 	}
 }
+
+// testHookEmptyRead, when set by a test, runs when a read of a live child's
+// pipe found it empty, before the reader waits.
+var testHookEmptyRead func(c *Child)
 
 // hasData reports whether a read from the pipe would return data now.
 func hasData(rc syscall.RawConn) bool {

@@ -298,3 +298,28 @@ func TestTerminateFindsMarkedOrphans(t *testing.T) {
 		t.Errorf("daemon %d survived: %s", daemon, b)
 	}
 }
+
+// TestOutputWrittenJustBeforeExit: a reader that finds the pipe empty and is
+// then held up (here by the hook, in production by the scheduler) while the
+// child writes and exits must still deliver that output. Seen under load as
+// a cat that echoed a line and exited, and the line never arrived.
+func TestOutputWrittenJustBeforeExit(t *testing.T) {
+	testHookEmptyRead = func(c *Child) {
+		deadline := time.Now().Add(5 * time.Second)
+		for !c.draining.Load() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	t.Cleanup(func() { testHookEmptyRead = nil })
+	rec := &recorder{}
+	c := start(t, Spec{Path: "sh", Args: []string{"-c", "sleep 0.2; echo late; echo late >&2"},
+		Stdout: Pipe, Stderr: Pipe}, rec)
+	if st := c.Wait(); st != (ExitStatus{}) {
+		t.Fatalf("status %v", st)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.out.String() != "late\n" || rec.err.String() != "late\n" {
+		t.Errorf("stdout %q, stderr %q; want both %q", rec.out.String(), rec.err.String(), "late\n")
+	}
+}
