@@ -81,15 +81,12 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		spec.Window = DefaultWindow
 	}
 	spec.DelayToSIGKILL = max(spec.DelayToSIGKILL, 0)
+	if err := checkDir(spec.Path, spec.Dir); err != nil {
+		return nil, err
+	}
 	path, err := Resolve(spec.Path, spec.Dir, spec.Env)
 	if err != nil {
 		return nil, err
-	}
-	if spec.Dir != "" {
-		if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
-			return nil, &SpawnError{Reason: "enoent", Path: spec.Dir,
-				Err: fmt.Errorf("%w: working directory does not exist or is not a directory", syscall.ENOENT)}
-		}
 	}
 	c := &Child{
 		spec:   spec,

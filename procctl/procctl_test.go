@@ -211,19 +211,23 @@ func TestSignalAfterExitIsNoOp(t *testing.T) {
 
 func TestSpawnErrors(t *testing.T) {
 	cases := []struct {
-		spec   Spec
-		reason string
+		spec    Spec
+		reason  string
+		message string
 	}{
-		{Spec{Path: "no_such_program_xyz"}, "enoent"},
-		{Spec{Path: "/etc/passwd"}, "eacces"},
-		{Spec{Path: "true", Dir: "/no/such/dir"}, "enoent"},
-		{Spec{Path: ""}, "badarg"},
+		{Spec{Path: "no_such_program_xyz"}, "enoent", `cannot start "no_such_program_xyz": no such file or directory: not found in PATH`},
+		{Spec{Path: "/etc/passwd"}, "eacces", `cannot start "/etc/passwd": permission denied`},
+		{Spec{Path: "true", Dir: "/no/such/dir"}, "enoent",
+			`cannot start "true": working directory (cd) "/no/such/dir": no such file or directory; give as cd a directory that exists`},
+		{Spec{Path: "./prog", Dir: "/etc/passwd"}, "enoent",
+			`cannot start "./prog": working directory (cd) "/etc/passwd": not a directory; give as cd a directory that exists`},
+		{Spec{Path: ""}, "badarg", "empty program name"},
 	}
 	for _, c := range cases {
 		_, err := Start(c.spec, &recorder{})
 		se, ok := err.(*SpawnError)
-		if !ok || se.Reason != c.reason {
-			t.Errorf("%+v: got %v, want reason %s", c.spec, err, c.reason)
+		if !ok || se.Reason != c.reason || !strings.Contains(err.Error(), c.message) {
+			t.Errorf("%+v: got %v, want reason %s and a message with %q", c.spec, err, c.reason, c.message)
 		}
 	}
 	if _, err := LookupCredential("no_such_user_xyz", ""); err == nil || err.(*SpawnError).Reason != "baduser" {

@@ -3,6 +3,7 @@ package procctl
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -215,6 +216,30 @@ func Resolve(program, dir string, env []string) (string, error) {
 	}
 	return "", &SpawnError{Reason: "enoent", Path: program,
 		Err: fmt.Errorf("%w: not found in PATH (%s); give an absolute path or fix PATH", syscall.ENOENT, pathEnv)}
+}
+
+// checkDir reports a working directory dir ("" for none) that is not an
+// existing directory, as a SpawnError that names it. The reason is enoent
+// also for a path that is not a directory, as in node mode: it is what
+// callers match on.
+func checkDir(program, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	var why error = syscall.ENOTDIR
+	switch {
+	case err != nil:
+		why = err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			why = pe.Err // the message names the path once
+		}
+	case st.IsDir():
+		return nil
+	}
+	return &SpawnError{Reason: "enoent", Path: program,
+		Err: fmt.Errorf("working directory (cd) %q: %w; give as cd a directory that exists", dir, why)}
 }
 
 // registry holds every live child. Forking and registering happen under its
