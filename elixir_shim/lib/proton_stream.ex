@@ -140,7 +140,7 @@ defmodule ProtonStream do
     * **stdin** is bounded by `:stdin_limit` (16 MiB unless given): a command
       that would queue more is refused as a whole and the owner gets
       `{ps, {:error, :stdin_overflow, message}}`; after `eof/1` commands give
-      `{ps, {:error, :stdin_closed, message}}` (port mode logs both).
+      `{ps, {:error, :stdin_closed, message}}` (the same as port mode, which also logs them).
       `command/2` sends data over 8 MiB in pieces; never `send/2` a single
       command over 128 MiB (the node drops the connection).
 

@@ -89,9 +89,9 @@ defmodule ProtonStreamTest.Helpers do
   `{ps, {:error, reason, message}}`.
   """
   def assert_refused(ps, reason, log) do
-    if remote?(ps) do
-      assert_received {^ps, {:error, ^reason, message}} when is_binary(message)
-    else
+    assert_received {^ps, {:error, ^reason, message}} when is_binary(message)
+
+    unless remote?(ps) do
       assert log =~ Atom.to_string(reason)
     end
   end

@@ -487,6 +487,15 @@ defmodule ProtonStream.Server do
     {:noreply, %{state | oom_kills: count}}
   end
 
+  # Refused stdin: the owner is told, as in node mode, so it knows which data
+  # did not reach the program (a callback module has no owner: logged only).
+  defp handle_frame({:error, reason, message}, %{module: nil} = state)
+       when reason in [:stdin_overflow, :stdin_closed] do
+    Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
+    send(state.owner, {self(), {:error, reason, message}})
+    {:noreply, state}
+  end
+
   defp handle_frame({:error, reason, message}, state) do
     Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
     {:noreply, state}
