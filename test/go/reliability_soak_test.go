@@ -139,11 +139,15 @@ func TestReliabilitySoak(t *testing.T) {
 	if path := os.Getenv("PS_SOAK_REPORT"); path != "" {
 		os.WriteFile(path, []byte(c.String()+"\n"), 0o644)
 	}
-	// RSS: the load test holds the node to 10 %; after a soak's mix (1 MiB
-	// messages, floods, bursts) the settled RSS of this ~17 MiB process
-	// moved by -5 % to +10 % in 60 s runs, so a leak is growth past 25 %.
-	// Monitors and descriptors are counted exactly.
-	l.check(t, 25)
+	// RSS: the load test holds the node to 10 %. Over a long soak the
+	// node's live heap after a GC stays flat (13.2-13.6 MiB, measured with
+	// a heap profile), but its RSS creeps up by a few MiB as pages of
+	// long-lived buffers become resident: the 65 535-slot mailbox rings
+	// (3 MiB each) of its registered processes fill slot by slot, and more
+	// of the binary's text is touched (10 min: +5 MiB). So RSS counts as a
+	// leak past 10 % and 8 MiB; monitors, descriptors, processes, zombies
+	// and cgroups are counted exactly.
+	l.check(t, 10, 8<<10)
 	if got := e.eval(`{monitored_by, MB} = process_info(self(), monitored_by), length([M || M <- MB, node(M) =:= ps_node()])`); got != "0" {
 		t.Errorf("the owner is still monitored by %s processes of the ps_port node", got)
 	}
