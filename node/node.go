@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type Config struct {
 	MaxChildren int           // 0: no limit
 	ListenPort  uint16        // distribution port; 0 picks a free one
 	NetTickTime time.Duration // as OTP's net_ticktime; 0: DefaultNetTickTime (60 s)
+	TLS         *tls.Config   // distribution over TLS when set (see TLSFiles)
 	Log         *log.Logger
 }
 
@@ -88,6 +90,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	opts := distOptions()
+	opts.TLS = cfg.TLS
 	if dp, ok := opts.Proto.(distProto); ok {
 		dp.tickTime = cfg.NetTickTime
 		dp.log = cfg.Log

@@ -15,6 +15,7 @@ command -v epmd >/dev/null || need+=(erlang-base)
 # shim and tests use:
 dpkg -s erlang-crypto >/dev/null 2>&1 || need+=(erlang-crypto)
 dpkg -s erlang-syntax-tools >/dev/null 2>&1 || need+=(erlang-syntax-tools)
+dpkg -s erlang-ssl >/dev/null 2>&1 || need+=(erlang-ssl erlang-public-key erlang-asn1) # TLS distribution tests
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

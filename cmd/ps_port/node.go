@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +42,7 @@ func nodeMain(args []string) int {
 		allowAny, exitOnEOF          bool
 		maxChildren, port            int
 		shutdownMS, tickSeconds      int
+		tlsFiles                     node.TLSFiles
 	)
 	fs.StringVar(&name, "name", "", "node name NAME@HOST (required)")
 	fs.StringVar(&cookieFile, "cookie-file", "", "file holding the distribution cookie")
@@ -52,6 +54,9 @@ func nodeMain(args []string) int {
 	fs.IntVar(&shutdownMS, "shutdown-timeout", 5000, "ms to wait on shutdown for owners to take the children's last output")
 	fs.BoolVar(&exitOnEOF, "exit-on-eof", false, "shut down as on SIGTERM when stdin reaches end of file (for a ps_port node run as a port: the BEAM closed it or died); without it stdin is not read")
 	fs.IntVar(&tickSeconds, "net-ticktime", 60, "seconds, as OTP's net_ticktime: tick a connection idle for a quarter of it, drop a peer silent for all of it")
+	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "PEM certificate: speak distribution over TLS (as OTP's -proto_dist inet_tls); needs --tls-key")
+	fs.StringVar(&tlsFiles.Key, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&tlsFiles.CA, "tls-ca", "", "PEM CA certificate(s): peers must present a certificate signed by it (mutual TLS)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), nodeUsage)
 		fs.PrintDefaults()
@@ -84,6 +89,16 @@ func nodeMain(args []string) int {
 	if tickSeconds < 1 {
 		return fail("--net-ticktime must be at least 1 (seconds), got %d", tickSeconds)
 	}
+	var tlsConfig *tls.Config
+	if tlsFiles != (node.TLSFiles{}) {
+		if tlsFiles.Cert == "" || tlsFiles.Key == "" {
+			return fail("TLS needs both --tls-cert and --tls-key")
+		}
+		var err error
+		if tlsConfig, err = tlsFiles.TLSConfig(); err != nil {
+			return fail("%v", err)
+		}
+	}
 	cookie, err := readCookie(cookieFile)
 	// Children inherit the environment: never the cookie.
 	os.Unsetenv("PS_PORT_COOKIE")
@@ -110,6 +125,7 @@ func nodeMain(args []string) int {
 		MaxChildren: maxChildren,
 		ListenPort:  uint16(port),
 		NetTickTime: time.Duration(tickSeconds) * time.Second,
+		TLS:         tlsConfig,
 	})
 	if err != nil {
 		return fail("%v", err)
