@@ -576,6 +576,18 @@ func relRSS(pid int) int {
 	return 0
 }
 
+// relRSSParts is pid's anonymous and file-backed RSS, for the log.
+func relRSSParts(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	var parts []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "RssFile:") {
+			parts = append(parts, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // relSettledRSS samples pid's RSS for up to d and returns the lowest
 // value seen: the Go runtime gives memory back to the OS gradually (its
 // scavenger), so one sample right after a burst says little.

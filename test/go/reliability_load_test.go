@@ -30,6 +30,7 @@ type relLeaks struct {
 	groups        []string
 	rssGrowthPct  float64
 	fdsAfterBurst int
+	rssParts      string // RssAnon and RssFile at the end
 }
 
 func (l relLeaks) String() string {
@@ -55,6 +56,7 @@ func relNodeLeaks(t *testing.T, ps *psNode, tag, base string, fds0, rss0 int) re
 		time.Sleep(100 * time.Millisecond)
 	}
 	l.rss = relSettledRSS(ps.pid(), 6*time.Second)
+	l.rssParts = relRSSParts(ps.pid())
 	l.rssGrowthPct = 100 * float64(l.rss-rss0) / float64(rss0)
 	l.threads = relThreads(ps.pid())
 	return l
@@ -94,11 +96,13 @@ func TestReliabilityNodeLoad(t *testing.T) {
 	e := relStartErl(t, cookie, ps.name, relErlOpts{})
 	// Cold: the connection is up, nothing was opened yet.
 	cold := relSettledRSS(ps.pid(), 2*time.Second)
-	// Warm up: ergo's pools, the first cgroup, and a burst of 300 at once.
-	// The Go runtime keeps a few MiB of metadata for the largest heap it
-	// has had (each child's ergo mailboxes are ~6 MiB of it); a burst
-	// larger than the load's sets that floor before the baseline.
-	e.expect(`element(1, reliability_driver:open_seq(50, [{cgroup_controllers, [<<"pids">>]}]))`, `ok`)
+	// Warm up: every kind of open the load runs (so the code, threads and
+	// ergo's tables they need are resident before the baseline), and a
+	// burst of 300 at once: the Go runtime keeps a few MiB of metadata for
+	// the largest heap it has had (each child's ergo mailboxes are ~6 MiB
+	// of it), so a burst larger than the load's sets that floor first.
+	e.expect(`element(1, reliability_driver:open_seq(200, []))`, `ok`)
+	e.expect(`element(1, reliability_driver:open_seq(50, [{cgroup_controllers, [<<"pids">>, <<"memory">>]}]))`, `ok`)
 	e.expect(`element(1, reliability_driver:open_par(300, []))`, `ok`)
 	l0 := relNodeLeaks(t, ps, tag, base, 1<<30, 0)
 	fds0, rss0 := l0.fds, l0.rss
@@ -125,10 +129,16 @@ func TestReliabilityNodeLoad(t *testing.T) {
 	if got := e.eval(`{monitored_by, MB} = process_info(self(), monitored_by), length([M || M <- MB, node(M) =:= ps_node()])`); got != "0" {
 		t.Errorf("the owner is still monitored by %s processes of the ps_port node", got)
 	}
-	t.Logf("node RSS: %d KiB cold, %d KiB after the warm-up", cold, rss0)
+	t.Logf("node RSS: %d KiB cold, %d KiB after the warm-up (%s); after the load: %s", cold, rss0, l0.rssParts, l.rssParts)
 	t.Logf("node mode: 1 800 opens in a row %.1f s (%.1f ms each), 200 in cgroups %.1f s (%.1f ms each), 200 at once %.2f s; peak fds %d; after: %s",
 		float64(us)/1e6, float64(us)/1800/1000, float64(usCg)/1e6, float64(usCg)/200/1000, float64(usPar)/1e6, peakFDs, l)
-	l.check(t, 10, 0)
+	// RSS: up 10 %, or 3 MiB on this ~19 MiB process. After a burst of
+	// children the anonymous RSS lands 0-2.2 MiB above its level before
+	// from run to run (RssAnon 7.7 -> 7.8, 9.9 and 10.5 MiB in three runs;
+	// the binary's pages, RssFile, stay within 0.1 MiB): the Go heap's
+	// fragmentation after a burst, not growth per child (5 rounds of 2 000
+	// opens stay within 0.3 MiB). A leak of one page per open is 8 MiB here.
+	l.check(t, 10, 3<<10)
 }
 
 // relStdinFrame is the {command, Data} frame for data of n bytes, built

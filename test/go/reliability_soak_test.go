@@ -139,7 +139,7 @@ func TestReliabilitySoak(t *testing.T) {
 	if path := os.Getenv("PS_SOAK_REPORT"); path != "" {
 		os.WriteFile(path, []byte(c.String()+"\n"), 0o644)
 	}
-	// RSS: the load test holds the node to 10 %. Over a long soak the
+	// RSS: the load test holds the node to 10 % or 3 MiB. Over a long soak the
 	// node's live heap after a GC stays flat (13.2-13.6 MiB, measured with
 	// a heap profile), but its RSS creeps up by a few MiB as pages of
 	// long-lived buffers become resident: the 65 535-slot mailbox rings
