@@ -91,6 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	opts := distOptions()
 	opts.TLS = cfg.TLS
+	if dh, ok := opts.Handshake.(*distHandshake); ok {
+		dh.log = cfg.Log
+	}
 	if dp, ok := opts.Proto.(distProto); ok {
 		dp.tickTime = cfg.NetTickTime
 		dp.log = cfg.Log

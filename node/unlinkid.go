@@ -2,6 +2,8 @@ package node
 
 import (
 	"encoding/binary"
+	"io"
+	"log"
 	"net"
 
 	"github.com/ergo-services/ergo/lib"
@@ -82,6 +84,7 @@ type peerInfo struct {
 // described above.
 type distHandshake struct {
 	inner ergonode.HandshakeInterface
+	log   *log.Logger // where refused connections are explained (tls.go)
 }
 
 func newDistHandshake() *distHandshake {
@@ -111,10 +114,28 @@ func (h *distHandshake) Start(remote net.Addr, conn lib.NetReadWriter, tls bool,
 
 // Accept implements ergonode.HandshakeInterface (the peer connects).
 func (h *distHandshake) Accept(remote net.Addr, conn lib.NetReadWriter, tls bool, cookie string) (ergonode.HandshakeDetails, error) {
+	if tls {
+		if err := tlsAccept(conn); err != nil {
+			h.logf("refused a connection from %s: %s", remote, explainTLSError(err))
+			// Said above; io.EOF keeps ergo from saying it again less clearly.
+			return ergonode.HandshakeDetails{}, io.EOF
+		}
+	}
 	hc := newHandshakeConn(conn, tls)
 	d, err := h.inner.Accept(remote, hc, tls, cookie)
+	if err != nil && !tls && hc.first == tlsRecordHandshake {
+		h.logf("refused a connection from %s: it speaks TLS (OTP's -proto_dist inet_tls) and this node does not; "+
+			"start ps_port node with --tls-cert and --tls-key (docs/node.md, \"TLS\"), or the peer without inet_tls", remote)
+		return d, io.EOF
+	}
 	d.Custom = peerInfo{flags: hc.peerFlags}
 	return d, err
+}
+
+func (h *distHandshake) logf(format string, a ...interface{}) {
+	if h.log != nil {
+		h.log.Printf(format, a...)
+	}
 }
 
 // handshakeConn sits under ergo's handshake: it adds dflagsAdded to the
@@ -123,13 +144,14 @@ func (h *distHandshake) Accept(remote net.Addr, conn lib.NetReadWriter, tls bool
 type handshakeConn struct {
 	lib.NetReadWriter
 	lenSize   int    // 2, or 4 under TLS
+	first     int    // the peer's first byte; -1 before it
 	in        []byte // peer bytes not parsed yet
 	done      bool   // the peer's last handshake message was seen
 	peerFlags uint64
 }
 
 func newHandshakeConn(conn lib.NetReadWriter, tls bool) *handshakeConn {
-	c := &handshakeConn{NetReadWriter: conn, lenSize: 2}
+	c := &handshakeConn{NetReadWriter: conn, lenSize: 2, first: -1}
 	if tls {
 		c.lenSize = 4
 	}
@@ -166,6 +188,9 @@ func (c *handshakeConn) Write(p []byte) (int, error) {
 // messages among them.
 func (c *handshakeConn) Read(p []byte) (int, error) {
 	n, err := c.NetReadWriter.Read(p)
+	if n > 0 && c.first < 0 {
+		c.first = int(p[0])
+	}
 	if n > 0 && !c.done {
 		c.in = append(c.in, p[:n]...)
 		c.parse()

@@ -29,7 +29,9 @@ child as a port close does, then ps_port exits. With --exit-on-eof, so does
 the end of stdin: for a ps_port node run as a port of a BEAM (as
 ProtonStream.Node does), which closes it when the port is closed or the BEAM
 dies. Without it stdin is not read (started from a shell or systemd, stdin
-may well be /dev/null).
+may well be /dev/null). With --tls-cert and --tls-key, distribution runs
+over TLS and owners must run OTP's TLS distribution (erl -proto_dist
+inet_tls -ssl_dist_optfile FILE; docs/node.md, "TLS").
 
 `
 
@@ -54,9 +56,9 @@ func nodeMain(args []string) int {
 	fs.IntVar(&shutdownMS, "shutdown-timeout", 5000, "ms to wait on shutdown for owners to take the children's last output")
 	fs.BoolVar(&exitOnEOF, "exit-on-eof", false, "shut down as on SIGTERM when stdin reaches end of file (for a ps_port node run as a port: the BEAM closed it or died); without it stdin is not read")
 	fs.IntVar(&tickSeconds, "net-ticktime", 60, "seconds, as OTP's net_ticktime: tick a connection idle for a quarter of it, drop a peer silent for all of it")
-	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "PEM certificate: speak distribution over TLS (as OTP's -proto_dist inet_tls); needs --tls-key")
-	fs.StringVar(&tlsFiles.Key, "tls-key", "", "PEM private key of --tls-cert")
-	fs.StringVar(&tlsFiles.CA, "tls-ca", "", "PEM CA certificate(s): peers must present a certificate signed by it (mutual TLS)")
+	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "PEM certificate (chain) of this node: speak distribution over TLS, as OTP's -proto_dist inet_tls; needs --tls-key")
+	fs.StringVar(&tlsFiles.Key, "tls-key", "", "PEM private key (unencrypted) of --tls-cert")
+	fs.StringVar(&tlsFiles.CA, "tls-ca", "", "PEM CA certificate(s): every peer must present a certificate signed by it, and so must every node this one connects to (mutual TLS); without it peers are not verified")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), nodeUsage)
 		fs.PrintDefaults()
@@ -91,9 +93,6 @@ func nodeMain(args []string) int {
 	}
 	var tlsConfig *tls.Config
 	if tlsFiles != (node.TLSFiles{}) {
-		if tlsFiles.Cert == "" || tlsFiles.Key == "" {
-			return fail("TLS needs both --tls-cert and --tls-key")
-		}
 		var err error
 		if tlsConfig, err = tlsFiles.TLSConfig(); err != nil {
 			return fail("%v", err)

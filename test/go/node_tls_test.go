@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +59,12 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 // their paths.
 func (ca *testCA) issue(t *testing.T, dir, name string) (certFile, keyFile string) {
 	t.Helper()
+	return ca.issueValid(t, dir, name, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// issueValid is issue with the certificate valid from notBefore to notAfter.
+func (ca *testCA) issueValid(t *testing.T, dir, name string, notBefore, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -65,11 +72,13 @@ func (ca *testCA) issue(t *testing.T, dir, name string) (certFile, keyFile strin
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		// OTP checks the host of a node name as a DNS name, even an address.
+		DNSNames:    []string{"localhost", "127.0.0.1"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -92,17 +101,49 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	}
 }
 
+// tlsSide is one side (server or client) of an -ssl_dist_optfile: the
+// node's certificate and key, and with ca its peers' certificates are
+// verified against it (and the server requires one).
+type tlsSide struct{ cert, key, ca string }
+
+func (s tlsSide) erlang(server bool) string {
+	opts := []string{}
+	if s.cert != "" {
+		opts = append(opts, fmt.Sprintf("{certfile, %q}, {keyfile, %q}", s.cert, s.key))
+	}
+	if s.ca == "" {
+		opts = append(opts, "{verify, verify_none}")
+	} else {
+		opts = append(opts, fmt.Sprintf("{verify, verify_peer}, {cacertfile, %q}", s.ca))
+		if server {
+			opts = append(opts, "{fail_if_no_peer_cert, true}")
+		}
+	}
+	return "[" + strings.Join(opts, ", ") + "]"
+}
+
 // tlsErl is the erl command line of an OTP node on inet_tls distribution
-// that presents certFile/keyFile both as server and as client.
-func tlsErl(t *testing.T, dir, certFile, keyFile string) []string {
+// with an -ssl_dist_optfile made of server and client, and more flags.
+func tlsErl(t *testing.T, dir string, server, client tlsSide, more ...string) []string {
 	t.Helper()
 	opts := filepath.Join(dir, fmt.Sprintf("ssl_dist_%d.conf", time.Now().UnixNano()))
-	side := fmt.Sprintf(`[{certfile, %q}, {keyfile, %q}, {verify, verify_none}]`, certFile, keyFile)
-	conf := fmt.Sprintf("[{server, %s}, {client, %s}].\n", side, side)
+	conf := fmt.Sprintf("[{server, %s},\n {client, %s}].\n", server.erlang(true), client.erlang(false))
 	if err := os.WriteFile(opts, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return []string{erlCommand[0], "-proto_dist", "inet_tls", "-ssl_dist_optfile", opts}
+	return append([]string{erlCommand[0], "-proto_dist", "inet_tls", "-ssl_dist_optfile", opts}, more...)
+}
+
+// waitLog waits until the ps_port node's stderr holds want.
+func waitLog(t *testing.T, ps *psNode, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(ps.stderr.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ps_port node never logged %q; it logged:\n%s", want, ps.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func TestNodeTLS(t *testing.T) {
@@ -113,10 +154,17 @@ func TestNodeTLS(t *testing.T) {
 	cookie := randomCookie()
 	ps := startPsNode(t, cookie, "--allow-any", "--tls-cert", psCert, "--tls-key", psKey, "--tls-ca", ca.file)
 
-	e := startErlWith(t, tlsErl(t, dir, erlCert, erlKey), cookie, ps.name)
+	// Both sides verify each other: the owner checks ps_port's certificate
+	// (and its host name, 127.0.0.1) as client, ps_port checks the owner's.
+	full := tlsSide{erlCert, erlKey, ca.file}
+	e := startErlWith(t, tlsErl(t, dir, full, full), cookie, ps.name)
 	e.expect(`{ok, P} = open(<<"cat">>, []), P ! {self(), {command, <<"over tls\n">>}}, receive {P, {data, D}} -> D after 10000 -> timeout end`,
 		`<<"over tls\n">>`)
 	e.expect(`P ! {self(), eof}, element(4, collect(P))`, `normal`)
+	e.expect(`{ok, P3} = open(<<"sh">>, [<<"-c">>, <<"echo err >&2; exit 3">>]), collect(P3)`,
+		`{<<>>,<<"err\n">>,[],{exit_status,3}}`)
+	// Enough data to take many TLS records and ergo's fragments, in order.
+	e.expect(`{ok, P4} = open(<<"seq">>, [<<"1">>, <<"50000">>]), element(1, seq_check(P4, 50000, 30000))`, `ok`)
 	// The connection really is TLS, as the owner's net_kernel sees it.
 	e.expect(`{ok, Info} = net_kernel:node_info(ps_node()), element(4, proplists:get_value(address, Info))`, `tls`)
 	// Owner gone: the tree goes, as over TCP.
@@ -125,36 +173,108 @@ func TestNodeTLS(t *testing.T) {
 	e.eval(`exit(Owner, kill)`)
 	waitAllGone(t, pids, 2*time.Second)
 
-	// A node without TLS cannot connect to it.
+	// A node without TLS cannot connect to it, and ps_port says why.
 	plain := startErl(t, cookie, ps.name)
 	plain.expect(`net_kernel:connect_node(ps_node())`, `false`)
+	waitLog(t, ps, "it does not speak TLS")
 
-	// With --tls-ca, a certificate from another CA is refused.
+	// With --tls-ca, a certificate from another CA is refused...
 	other := newTestCA(t, dir, "other")
 	badCert, badKey := other.issue(t, dir, "intruder")
-	bad := startErlWith(t, tlsErl(t, dir, badCert, badKey), cookie, ps.name)
+	bad := startErlWith(t, tlsErl(t, dir, tlsSide{badCert, badKey, ""}, tlsSide{badCert, badKey, ""}), cookie, ps.name)
 	bad.expect(`net_kernel:connect_node(ps_node())`, `false`)
+	waitLog(t, ps, `its certificate "CN=intruder" does not verify`)
+	// ... and so is a peer with no certificate at all.
+	none := startErlWith(t, tlsErl(t, dir, tlsSide{erlCert, erlKey, ""}, tlsSide{}), cookie, ps.name)
+	none.expect(`net_kernel:connect_node(ps_node())`, `false`)
+	waitLog(t, ps, "TLS: it sent no certificate")
 	// The trusted owner still works.
 	e.expect(`{ok, P2} = open(<<"true">>, []), element(4, collect(P2))`, `normal`)
 }
 
+// TestNodeTLSDial: ps_port connects out over TLS too. The owner of a child
+// is a process on a node ps_port is not connected to yet, so ps_port dials
+// it (to monitor the owner) with its certificate, which that node checks
+// against the CA.
+func TestNodeTLSDial(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "ca")
+	psCert, psKey := ca.issue(t, dir, "ps")
+	erlCert, erlKey := ca.issue(t, dir, "erl")
+	cookie := randomCookie()
+	ps := startPsNode(t, cookie, "--allow-any", "--tls-cert", psCert, "--tls-key", psKey, "--tls-ca", ca.file)
+
+	full := tlsSide{erlCert, erlKey, ca.file}
+	// No global mesh: B must not connect to ps_port by itself.
+	a := startErlWith(t, tlsErl(t, dir, full, full, "-connect_all", "false"), cookie, ps.name)
+	b := startErlWith(t, tlsErl(t, dir, full, full, "-connect_all", "false"), cookie, ps.name)
+	b.expect(`register(owner_b, self()), lists:member(ps_node(), nodes())`, `false`)
+	a.expect(`{ok, P} = open_as(<<"cat">>, [], [], rpc:call('`+b.name+`', erlang, whereis, [owner_b])), {owner_b, '`+b.name+`'} ! {child, P}, is_pid(P)`,
+		`true`)
+	// B has sent nothing to ps_port: ps_port dialed it, over TLS.
+	b.expect(`WaitUp = fun W(0) -> false; W(N) -> lists:member(ps_node(), nodes()) orelse (timer:sleep(50) == ok andalso W(N - 1)) end, WaitUp(100)`,
+		`true`)
+	b.expect(`{ok, Info} = net_kernel:node_info(ps_node()), element(4, proplists:get_value(address, Info))`, `tls`)
+	b.expect(`receive {child, P} -> P end, P ! {self(), {command, <<"dialed\n">>}}, receive {P, {data, D}} -> D after 10000 -> timeout end`,
+		`<<"dialed\n">>`)
+	b.expect(`P ! {self(), eof}, element(4, collect(P))`, `normal`)
+}
+
+// TestNodeTLSPeerOnPlainNode: a TLS peer cannot connect to a ps_port node
+// without TLS, and ps_port says what to do.
+func TestNodeTLSPeerOnPlainNode(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "ca")
+	erlCert, erlKey := ca.issue(t, dir, "erl")
+	cookie := randomCookie()
+	ps := startPsNode(t, cookie)
+	side := tlsSide{erlCert, erlKey, ""}
+	e := startErlWith(t, tlsErl(t, dir, side, side), cookie, ps.name)
+	e.expect(`net_kernel:connect_node(ps_node())`, `false`)
+	waitLog(t, ps, "it speaks TLS (OTP's -proto_dist inet_tls) and this node does not")
+}
+
 // TestNodeTLSBadFiles: TLS flags that cannot work stop ps_port at start,
-// with a message naming the file.
+// with a message naming the file and what to give instead.
 func TestNodeTLSBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")
 	cert, key := ca.issue(t, dir, "ps")
+	_, otherKey := ca.issue(t, dir, "other")
+	expired, expiredKey := ca.issueValid(t, dir, "expired", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	future, futureKey := ca.issueValid(t, dir, "future", time.Now().Add(24*time.Hour), time.Now().Add(48*time.Hour))
+	encKey := filepath.Join(dir, "enc.key")
+	kb, _ := os.ReadFile(key)
+	blk, _ := pem.Decode(kb)
+	//lint:ignore SA1019 only to make an encrypted key to refuse
+	eb, err := x509.EncryptPEMBlock(rand.Reader, "EC PRIVATE KEY", blk.Bytes, []byte("pw"), x509.PEMCipherAES256) //nolint:staticcheck
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(encKey, pem.EncodeToMemory(eb), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cookieFile := writeCookie(t, randomCookie())
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--tls-cert", cert}, "TLS needs both --tls-cert and --tls-key"},
-		{[]string{"--tls-cert", cert, "--tls-key", filepath.Join(dir, "missing.key")}, "missing.key"},
-		{[]string{"--tls-cert", key, "--tls-key", key}, "give PEM files of one certificate and its private key"},
-		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", key}, "holds no PEM certificate"},
+		{[]string{"--tls-cert", cert}, "TLS needs both --tls-cert FILE and --tls-key FILE"},
+		{[]string{"--tls-ca", ca.file}, "TLS needs both --tls-cert FILE and --tls-key FILE"},
+		{[]string{"--tls-cert", cert, "--tls-key", filepath.Join(dir, "missing.key")},
+			"--tls-key " + filepath.Join(dir, "missing.key") + ": open"},
+		{[]string{"--tls-cert", dir, "--tls-key", key}, "--tls-cert " + dir + ": read"},
+		{[]string{"--tls-cert", key, "--tls-key", key}, "--tls-cert " + key + ": no PEM CERTIFICATE block in it"},
+		{[]string{"--tls-cert", cert, "--tls-key", cert}, "--tls-key " + cert + ": no PEM PRIVATE KEY block in it"},
+		{[]string{"--tls-cert", cert, "--tls-key", otherKey},
+			"--tls-key " + otherKey + " is not the private key of the certificate in --tls-cert " + cert},
+		{[]string{"--tls-cert", cert, "--tls-key", encKey}, "--tls-key " + encKey + ": the private key is encrypted"},
+		{[]string{"--tls-cert", expired, "--tls-key", expiredKey}, "--tls-cert " + expired + ": the certificate expired on"},
+		{[]string{"--tls-cert", future, "--tls-key", futureKey}, "--tls-cert " + future + ": the certificate is not valid before"},
+		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", key}, "--tls-ca " + key + ": no PEM CERTIFICATE block in it"},
+		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", filepath.Join(dir, "nope.pem")}, "--tls-ca " + filepath.Join(dir, "nope.pem") + ": open"},
 	} {
-		args := append([]string{"node", "--name", uniqueName("ps") + "@127.0.0.1", "--cookie-file", cookieFile, "--allow-any"}, c.args...)
+		args := append([]string{"node", "--name", uniqueName("ps"), "--cookie-file", cookieFile, "--allow-any"}, c.args...)
 		out, err := exec.Command(psPortBinary(t), args...).CombinedOutput()
 		if code := exitCode(err); code != 2 || !strings.Contains(string(out), c.want) {
 			t.Errorf("%v: exit %d, %q; want exit 2 and %q", c.args, code, out, c.want)
