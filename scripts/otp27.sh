@@ -23,7 +23,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 root=${OTP27_ROOT:-$here/.otp27}
 suite=trixie
-packages=erlang-base,erlang-dev,erlang-crypto,erlang-syntax-tools,elixir,bc,procps,cgroup-tools,ca-certificates
+packages=erlang-base,erlang-dev,erlang-crypto,erlang-syntax-tools,erlang-ssl,elixir,bc,procps,cgroup-tools,ca-certificates
 
 die() { echo "otp27: $*" >&2; exit 1; }
 

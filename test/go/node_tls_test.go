@@ -131,7 +131,7 @@ func tlsErl(t *testing.T, dir string, server, client tlsSide, more ...string) []
 	if err := os.WriteFile(opts, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return append([]string{erlCommand[0], "-proto_dist", "inet_tls", "-ssl_dist_optfile", opts}, more...)
+	return append(append(append([]string(nil), erlCommand...), "-proto_dist", "inet_tls", "-ssl_dist_optfile", opts), more...)
 }
 
 // waitLog waits until the ps_port node's stderr holds want.
