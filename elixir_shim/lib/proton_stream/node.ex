@@ -55,8 +55,30 @@ defmodule ProtonStream.Node do
       (default 10000)
     * `:start_distribution` - `true` (or a node name atom for this VM) to
       start distribution when this VM is not distributed
+    * `:tls` - run distribution over TLS: `[certfile: path, keyfile: path]`,
+      the node's PEM certificate and unencrypted key, plus optionally
+      `cacertfile: path`, a CA that must have signed every peer's
+      certificate (mutual TLS). This VM must itself run OTP's TLS
+      distribution (`-proto_dist inet_tls`, see "TLS" below); a VM that does
+      not, or one that does without this option, gets `{:error, {:tls, message}}`
     * `:server_name` - register this process under that name
     * `:id` - the child spec id (default `ProtonStream.Node`)
+
+  ## TLS
+
+  A VM started with TLS distribution can only reach a ps_port node that
+  speaks it too (`ps_port node --tls-cert --tls-key [--tls-ca]`):
+
+      # elixir --erl "-proto_dist inet_tls -ssl_dist_optfile /etc/app/ssl_dist.conf" \\
+      #        --name app@host -S mix run --no-halt
+      {ProtonStream.Node,
+       allow: ["/usr/bin/*"],
+       tls: [certfile: "/etc/app/ps.pem", keyfile: "/etc/app/ps.key",
+             cacertfile: "/etc/app/ca.pem"]}
+
+  The ps_port node is this VM's TLS peer: with `cacertfile` it accepts only
+  a VM whose certificate (the `client` part of the `ssl_dist_optfile`)
+  that CA signed. docs/node.md ("TLS") has a complete `ssl_dist_optfile`.
 
   ## Errors
 
@@ -70,6 +92,8 @@ defmodule ProtonStream.Node do
       printed
     * `{:timeout, message}` - not up and connected within `:start_timeout`
     * `{:enoent, message}` - the ps_port binary is missing
+    * `{:tls, message}` - `:tls` given to a VM without TLS distribution, or
+      missing in a VM with it
   """
 
   use GenServer
@@ -85,6 +109,7 @@ defmodule ProtonStream.Node do
     :shutdown_timeout,
     :start_timeout,
     :start_distribution,
+    :tls,
     :server_name,
     :id
   ]
@@ -186,6 +211,20 @@ defmodule ProtonStream.Node do
 
   defp check_option!(:cgroup_base, base) when is_binary(base) and base != "", do: :ok
 
+  defp check_option!(:tls, tls) do
+    expected =
+      "[certfile: path, keyfile: path] and optionally cacertfile: path (PEM files; paths as strings)"
+
+    valid? =
+      Keyword.keyword?(tls) and Keyword.has_key?(tls, :certfile) and
+        Keyword.has_key?(tls, :keyfile) and
+        Enum.all?(tls, fn {key, path} ->
+          key in [:certfile, :keyfile, :cacertfile] and is_binary(path) and path != ""
+        end)
+
+    if not valid?, do: invalid!(:tls, tls, expected)
+  end
+
   defp check_option!(key, n)
        when key in [:max_children, :shutdown_timeout, :start_timeout] and is_integer(n) and n >= 0,
        do: :ok
@@ -205,7 +244,8 @@ defmodule ProtonStream.Node do
   def init(opts) do
     Process.flag(:trap_exit, true)
 
-    with :ok <- ensure_distribution(opts[:start_distribution]),
+    with :ok <- check_tls(opts[:tls]),
+         :ok <- ensure_distribution(opts[:start_distribution]),
          {:ok, executable} <- executable() do
       name = full_name(opts[:name])
       deadline = System.monotonic_time(:millisecond) + Keyword.get(opts, :start_timeout, 10_000)
@@ -231,6 +271,36 @@ defmodule ProtonStream.Node do
       end
     else
       {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  # Both ends of a distribution connection speak TLS, or neither does; the
+  # VM's choice is fixed at boot (-proto_dist).
+  defp check_tls(tls) do
+    proto_dist =
+      case :init.get_argument(:proto_dist) do
+        {:ok, [[proto | _] | _]} -> List.to_string(proto)
+        _ -> "inet_tcp"
+      end
+
+    vm_tls? = String.contains?(proto_dist, "tls")
+
+    cond do
+      vm_tls? and tls == nil ->
+        {:error,
+         {:tls,
+          "this VM runs TLS distribution (-proto_dist #{proto_dist}), so the ps_port node must " <>
+            "too: give ProtonStream.Node tls: [certfile: ..., keyfile: ...]"}}
+
+      not vm_tls? and tls != nil ->
+        {:error,
+         {:tls,
+          "tls: given, but this VM does not run TLS distribution (-proto_dist #{proto_dist}) and " <>
+            "could not connect to a TLS ps_port node: start it with " <>
+            "--erl \"-proto_dist inet_tls -ssl_dist_optfile FILE\" or drop the :tls option"}}
+
+      true ->
+        :ok
     end
   end
 
@@ -302,7 +372,8 @@ defmodule ProtonStream.Node do
         flag("--cgroup-base", opts[:cgroup_base]) ++
         flag("--max-children", opts[:max_children]) ++
         flag("--port", opts[:port]) ++
-        flag("--shutdown-timeout", opts[:shutdown_timeout])
+        flag("--shutdown-timeout", opts[:shutdown_timeout]) ++
+        tls_flags(opts[:tls])
 
     cookie = Atom.to_charlist(Node.get_cookie())
 
@@ -314,6 +385,13 @@ defmodule ProtonStream.Node do
       {:args, args},
       {:env, [{~c"PS_PORT_COOKIE", cookie}]}
     ])
+  end
+
+  defp tls_flags(nil), do: []
+
+  defp tls_flags(tls) do
+    flag("--tls-cert", tls[:certfile]) ++
+      flag("--tls-key", tls[:keyfile]) ++ flag("--tls-ca", tls[:cacertfile])
   end
 
   defp flag(_flag, nil), do: []

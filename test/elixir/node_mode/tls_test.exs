@@ -1,0 +1,149 @@
+defmodule ProtonStreamTest.NodeMode.TLSTest do
+  # ProtonStream.Node with tls: a VM on OTP's TLS distribution starts a ps_port
+  # node that speaks it and runs programs there; the :tls option is checked
+  # against the VM's distribution. The TLS VM is a second VM (this suite's
+  # VM runs plain distribution), started with `elixir --erl`.
+  use ExUnit.Case, async: true
+  @moduletag :node
+
+  import ProtonStreamTest.Helpers
+
+  @script ~S"""
+  [ps_cert, ps_key, ca, other_ca] = System.argv()
+  Process.flag(:trap_exit, true)
+  {:ok, _} = Application.ensure_all_started(:proton_stream)
+  tls = [certfile: ps_cert, keyfile: ps_key, cacertfile: ca]
+  {:ok, server} = ProtonStream.Node.start_link(allow_any: true, tls: tls)
+  ps_node = ProtonStream.Node.name(server)
+  {:ok, ps} = ProtonStream.open("cat", [], node: ps_node)
+  ProtonStream.command(ps, "over tls\n")
+  data = receive do {^ps, {:data, d}} -> d after 5000 -> :timeout end
+  {:ok, info} = :net_kernel.node_info(ps_node)
+  ProtonStream.eof(ps)
+  exit = receive do {:EXIT, ^ps, r} -> r after 5000 -> :timeout end
+
+  result = %{
+    data: data,
+    transport: elem(info[:address], 3),
+    exit: exit,
+    without_tls: ProtonStream.Node.start_link(allow_any: true),
+    other_ca:
+      ProtonStream.Node.start_link(
+        allow_any: true,
+        tls: Keyword.put(tls, :cacertfile, other_ca),
+        start_timeout: 2000
+      )
+  }
+
+  IO.puts("RESULT:" <> Base.encode64(:erlang.term_to_binary(result)))
+  """
+
+  setup do
+    Process.flag(:trap_exit, true)
+    :ok
+  end
+
+  test "a VM on TLS distribution runs programs on a ProtonStream.Node started with tls:" do
+    dir = Path.join(System.tmp_dir!(), "ps_tls_#{rand_hex()}")
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+
+    # No openssl: :public_key makes the certificates.
+    # Two chains: ps_port's certificate from one CA, the VM's from another.
+    # ps_port trusts the VM's CA (--tls-ca); a ps_port node that trusts
+    # only its own CA refuses the VM.
+    %{server_config: ps_conf, client_config: vm_conf} =
+      :public_key.pkix_test_data(%{
+        server_chain: %{root: p256(), intermediates: [], peer: p256()},
+        client_chain: %{root: p256(), intermediates: [], peer: p256()}
+      })
+
+    ps_cert = write_pem(dir, "ps.pem", [{:Certificate, ps_conf[:cert], :not_encrypted}])
+    ps_key = write_key(dir, "ps.key", ps_conf[:key])
+    vm_cert = write_pem(dir, "vm.pem", [{:Certificate, vm_conf[:cert], :not_encrypted}])
+    vm_key = write_key(dir, "vm.key", vm_conf[:key])
+
+    # cacerts holds both roots: split them by who signed the VM's certificate.
+    {[vm_root], [ps_root]} =
+      Enum.split_with(ps_conf[:cacerts], &:public_key.pkix_is_issuer(vm_conf[:cert], &1))
+
+    vm_ca = write_pem(dir, "vm_ca.pem", [{:Certificate, vm_root, :not_encrypted}])
+    ps_ca = write_pem(dir, "ps_ca.pem", [{:Certificate, ps_root, :not_encrypted}])
+
+    side =
+      "[{certfile, #{inspect(vm_cert)}}, {keyfile, #{inspect(vm_key)}}, {verify, verify_none}]"
+
+    optfile = Path.join(dir, "ssl_dist.conf")
+    File.write!(optfile, "[{server, #{side}}, {client, #{side}}].\n")
+    script = Path.join(dir, "vm.exs")
+    File.write!(script, @script)
+
+    ebin = Path.join(:code.lib_dir(:proton_stream), "ebin")
+
+    args = [
+      "--erl",
+      "-proto_dist inet_tls -ssl_dist_optfile #{optfile}",
+      "--name",
+      "tls_vm_#{rand_hex()}@127.0.0.1",
+      "--cookie",
+      "c#{rand_hex(8)}",
+      "-pa",
+      ebin,
+      script,
+      ps_cert,
+      ps_key,
+      vm_ca,
+      ps_ca
+    ]
+
+    {out, status} = System.cmd(System.find_executable("elixir"), args, stderr_to_stdout: true)
+    assert status == 0, out
+    assert [_, encoded] = Regex.run(~r/^RESULT:(.*)$/m, out), out
+    result = :erlang.binary_to_term(Base.decode64!(encoded))
+
+    assert result.data == "over tls\n"
+    assert result.transport == :tls
+    assert result.exit == :normal
+    assert {:error, {:tls, message}} = result.without_tls
+    assert message =~ "this VM runs TLS distribution (-proto_dist inet_tls)"
+    assert {:error, {:timeout, message}} = result.other_ca
+    assert message =~ "this VM cannot connect to it"
+  end
+
+  test ":tls in a VM without TLS distribution is refused, saying what to do" do
+    assert {:error, {:tls, message}} =
+             ProtonStream.Node.start_link(
+               allow_any: true,
+               tls: [certfile: "/nonexistent.pem", keyfile: "/nonexistent.key"]
+             )
+
+    assert message =~ "this VM does not run TLS distribution"
+    assert message =~ "-proto_dist inet_tls"
+  end
+
+  test "bad :tls options raise ArgumentError" do
+    for tls <- [
+          [certfile: "/a.pem"],
+          [keyfile: "/a.key"],
+          [certfile: "/a.pem", keyfile: "/a.key", verify: true],
+          [certfile: ~c"/a.pem", keyfile: "/a.key"],
+          "yes"
+        ] do
+      assert_raise ArgumentError, ~r/invalid ProtonStream.Node option :tls/, fn ->
+        ProtonStream.Node.start_link(allow_any: true, tls: tls)
+      end
+    end
+  end
+
+  # A curve and a digest Go's crypto/x509 takes (the defaults may not be:
+  # a brainpool curve, ECDSA with SHA-1).
+  defp p256, do: [key: {:namedCurve, :secp256r1}, digest: :sha256]
+
+  defp write_pem(dir, name, entries) do
+    path = Path.join(dir, name)
+    File.write!(path, :public_key.pem_encode(entries))
+    path
+  end
+
+  defp write_key(dir, name, {type, der}), do: write_pem(dir, name, [{type, der, :not_encrypted}])
+end
