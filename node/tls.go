@@ -87,6 +87,7 @@ func (f TLSFiles) TLSConfig() (*tls.Config, error) {
 	// Request, not require, a certificate: a peer without one then gets
 	// to VerifyConnection, which says so (Go's own refusal is terser).
 	cfg.ClientAuth = tls.RequestClientCert
+	cfg.ClientCAs = pool // named in the request, so a peer picks the right certificate
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return &peerCertError{msg: "it sent no certificate"}
