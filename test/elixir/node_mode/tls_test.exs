@@ -38,6 +38,34 @@ defmodule ProtonStreamTest.NodeMode.TLSTest do
   IO.puts("RESULT:" <> Base.encode64(:erlang.term_to_binary(result)))
   """
 
+  # Writes into the directory argv[0]: ps.pem/ps.key (ps_port's certificate
+  # and key), vm.pem/vm.key (the TLS VM's), vm_ca.pem (the CA that signed
+  # the VM's certificate) and ps_ca.pem (another CA: the one that signed
+  # ps_port's). A P-256 key and SHA-256: Go's crypto/x509 takes neither of
+  # pkix_test_data's defaults (a brainpool curve, ECDSA with SHA-1).
+  @certs_script ~S"""
+  [dir] = System.argv()
+  ec = [key: {:namedCurve, :secp256r1}, digest: :sha256]
+  chain = %{root: ec, intermediates: [], peer: ec}
+
+  %{server_config: ps, client_config: vm} =
+    :public_key.pkix_test_data(%{server_chain: chain, client_chain: chain})
+
+  # cacerts holds both roots: split them by who signed the VM's certificate.
+  {[vm_root], [ps_root]} =
+    Enum.split_with(ps[:cacerts], &:public_key.pkix_is_issuer(vm[:cert], &1))
+
+  write = fn name, entry -> File.write!(Path.join(dir, name), :public_key.pem_encode([entry])) end
+  {ps_type, ps_key} = ps[:key]
+  {vm_type, vm_key} = vm[:key]
+  write.("ps.pem", {:Certificate, ps[:cert], :not_encrypted})
+  write.("ps.key", {ps_type, ps_key, :not_encrypted})
+  write.("vm.pem", {:Certificate, vm[:cert], :not_encrypted})
+  write.("vm.key", {vm_type, vm_key, :not_encrypted})
+  write.("vm_ca.pem", {:Certificate, vm_root, :not_encrypted})
+  write.("ps_ca.pem", {:Certificate, ps_root, :not_encrypted})
+  """
+
   setup do
     Process.flag(:trap_exit, true)
     :ok
@@ -48,27 +76,17 @@ defmodule ProtonStreamTest.NodeMode.TLSTest do
     File.mkdir_p!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
 
-    # No openssl: :public_key makes the certificates.
-    # Two chains: ps_port's certificate from one CA, the VM's from another.
-    # ps_port trusts the VM's CA (--tls-ca); a ps_port node that trusts
-    # only its own CA refuses the VM.
-    %{server_config: ps_conf, client_config: vm_conf} =
-      :public_key.pkix_test_data(%{
-        server_chain: %{root: p256(), intermediates: [], peer: p256()},
-        client_chain: %{root: p256(), intermediates: [], peer: p256()}
-      })
+    # No openssl: :public_key makes the certificates, in a VM of its own
+    # (Mix on Elixir 1.15+ keeps :public_key off this VM's code path).
+    {out, status} =
+      System.cmd(System.find_executable("elixir"), ["-e", @certs_script, dir],
+        stderr_to_stdout: true
+      )
 
-    ps_cert = write_pem(dir, "ps.pem", [{:Certificate, ps_conf[:cert], :not_encrypted}])
-    ps_key = write_key(dir, "ps.key", ps_conf[:key])
-    vm_cert = write_pem(dir, "vm.pem", [{:Certificate, vm_conf[:cert], :not_encrypted}])
-    vm_key = write_key(dir, "vm.key", vm_conf[:key])
+    assert status == 0, out
 
-    # cacerts holds both roots: split them by who signed the VM's certificate.
-    {[vm_root], [ps_root]} =
-      Enum.split_with(ps_conf[:cacerts], &:public_key.pkix_is_issuer(vm_conf[:cert], &1))
-
-    vm_ca = write_pem(dir, "vm_ca.pem", [{:Certificate, vm_root, :not_encrypted}])
-    ps_ca = write_pem(dir, "ps_ca.pem", [{:Certificate, ps_root, :not_encrypted}])
+    [ps_cert, ps_key, vm_cert, vm_key, vm_ca, ps_ca] =
+      for f <- ~w(ps.pem ps.key vm.pem vm.key vm_ca.pem ps_ca.pem), do: Path.join(dir, f)
 
     side =
       "[{certfile, #{inspect(vm_cert)}}, {keyfile, #{inspect(vm_key)}}, {verify, verify_none}]"
@@ -134,16 +152,4 @@ defmodule ProtonStreamTest.NodeMode.TLSTest do
       end
     end
   end
-
-  # A curve and a digest Go's crypto/x509 takes (the defaults may not be:
-  # a brainpool curve, ECDSA with SHA-1).
-  defp p256, do: [key: {:namedCurve, :secp256r1}, digest: :sha256]
-
-  defp write_pem(dir, name, entries) do
-    path = Path.join(dir, name)
-    File.write!(path, :public_key.pem_encode(entries))
-    path
-  end
-
-  defp write_key(dir, name, {type, der}), do: write_pem(dir, name, [{type, der, :not_encrypted}])
 end
