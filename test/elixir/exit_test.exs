@@ -14,9 +14,9 @@ defmodule ProtonStreamTest.ExitTest do
         Process.sleep(:infinity)
       end)
 
-    assert_receive {:ps, ps}, 2000
+    assert_receive {:ps, ps}, 10_000
     ref = Process.monitor(ps)
     Process.exit(owner, :boom)
-    assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :boom}}}, 1000
+    assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :boom}}}, 10_000
   end
 end

@@ -9,13 +9,13 @@ defmodule ProtonStreamTest.MessagesTest do
       {:ok, ps} = ProtonStream.open("cat", [])
       assert ps in elem(Process.info(self(), :links), 1)
       ProtonStream.close(ps)
-      assert_receive {^ps, :closed}, 1000
+      assert_receive {^ps, :closed}, 10_000
     end
 
     test "{ps, :closed} comes once the server is gone" do
       {:ok, ps} = ProtonStream.open("cat", [])
       ProtonStream.close(ps)
-      assert_receive {^ps, :closed}, 1000
+      assert_receive {^ps, :closed}, 10_000
       refute Process.alive?(ps)
     end
 
@@ -23,8 +23,7 @@ defmodule ProtonStreamTest.MessagesTest do
       {:ok, ps} = ProtonStream.open("cat", [])
       new_owner = spawn_link(fn -> Process.sleep(:infinity) end)
       ProtonStream.connect(ps, new_owner)
-      assert_receive {^ps, :connected}, 1000
-
+      assert_receive {^ps, :connected}, 10_000
       {:links, links} = Process.info(ps, :links)
       assert new_owner in links
       refute self() in links
@@ -32,7 +31,7 @@ defmodule ProtonStreamTest.MessagesTest do
       ref = Process.monitor(ps)
       Process.unlink(new_owner)
       Process.exit(new_owner, :kill)
-      assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :killed}}}, 1000
+      assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :killed}}}, 10_000
     end
 
     test "unexpected messages to the process are logged and ignored" do
@@ -43,7 +42,7 @@ defmodule ProtonStreamTest.MessagesTest do
           send(ps, :hello)
           send(ps, {self(), :bogus})
           ProtonStream.command(ps, "ok")
-          assert_receive {^ps, {:data, "ok"}}, 1000
+          assert_receive {^ps, {:data, "ok"}}, 10_000
         end)
 
       assert log =~ "unexpected message: :hello"

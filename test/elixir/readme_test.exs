@@ -52,7 +52,7 @@ defmodule ProtonStreamTest.ReadmeTest do
 
         # Close when done
         send(ps, {self(), :close})
-        assert_receive {^ps, :closed}, 1000
+        assert_receive {^ps, :closed}, 10_000
       end)
 
     assert output == "Got: hello\n"
@@ -77,7 +77,7 @@ defmodule ProtonStreamTest.ReadmeTest do
     end
 
     send(ps, {self(), :close})
-    assert_receive {^ps, :closed}, 1000
+    assert_receive {^ps, :closed}, 10_000
   end
 
   test "callback module mode: MyWorker in a supervision tree" do
@@ -105,7 +105,7 @@ defmodule ProtonStreamTest.ReadmeTest do
         # When the child dies, handle_exit stops the worker and the supervisor restarts it.
         ref = Process.monitor(worker)
         ProtonStream.signal(worker, :sigkill)
-        assert_receive {:DOWN, ^ref, :process, ^worker, {:signal, 9}}, 2000
+        assert_receive {:DOWN, ^ref, :process, ^worker, {:signal, 9}}, 10_000
 
         assert wait_until(fn ->
                  match?(
@@ -153,9 +153,9 @@ defmodule ProtonStreamTest.ReadmeTest do
   test "FAQ: send input to stdin, then stop" do
     {:ok, ps} = ProtonStream.open("cat", [])
     send(ps, {self(), {:command, "hello world\n"}})
-    assert_receive {^ps, {:data, "hello world\n"}}, 1000
+    assert_receive {^ps, {:data, "hello world\n"}}, 10_000
     send(ps, {self(), :close})
-    assert_receive {^ps, :closed}, 1000
+    assert_receive {^ps, :closed}, 10_000
     refute Process.alive?(ps)
   end
 
@@ -169,7 +169,7 @@ defmodule ProtonStreamTest.ReadmeTest do
         Process.sleep(:infinity)
       end)
 
-    assert_receive {:os_pid, os_pid}, 2000
+    assert_receive {:os_pid, os_pid}, 10_000
     assert wait_until(fn -> os_descendants(os_pid) != [] end)
     tree = [os_pid | os_descendants(os_pid)]
     Process.exit(pid, :oops)
@@ -186,7 +186,7 @@ defmodule ProtonStreamTest.ReadmeTest do
         cgroup_base: mycgroup
       )
 
-    assert_receive {^ps, {:data, "spawned\n"}}, 2000
+    assert_receive {^ps, {:data, "spawned\n"}}, 10_000
     os_pid = ProtonStream.os_pid(ps)
     "/" <> group = cgroup_of(os_pid, "cpu")
     assert String.starts_with?(group, mycgroup <> "/")
@@ -196,7 +196,7 @@ defmodule ProtonStreamTest.ReadmeTest do
     for pid <- tree, do: assert(cgroup_of(pid, "cpu") == "/" <> group)
 
     send(ps, {self(), :close})
-    assert_receive {^ps, :closed}, 1000
+    assert_receive {^ps, :closed}, 10_000
     assert wait_until(fn -> Enum.all?(tree, &(not os_pid_alive?(&1))) end, 600)
     assert wait_until(fn -> not File.exists?(cgroup_dir("cpu", group)) end, 1000)
   end
@@ -264,7 +264,7 @@ defmodule ProtonStreamTest.ReadmeTest do
            )
 
     send(ps, {self(), :close})
-    assert_receive {^ps, :closed}, 1000
+    assert_receive {^ps, :closed}, 10_000
     assert wait_until(fn -> not File.exists?(cgroup_dir("cpu", group)) end, 1000)
   end
 

@@ -15,6 +15,6 @@ defmodule ProtonStreamTest.StreamTest do
     {:message_queue_len, len} = Process.info(ps, :message_queue_len)
     assert len == 0
     ProtonStream.close(ps)
-    assert_receive {^ps, :closed}, 1000
+    assert_receive {^ps, :closed}, 10_000
   end
 end

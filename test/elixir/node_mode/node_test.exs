@@ -40,8 +40,8 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       assert node(ps) == ProtonStreamTest.Mode.node_name()
       assert {:links, []} = Process.info(self(), :links)
       ProtonStream.close(ps)
-      assert_receive {^ps, :closed}, 1000
-      assert_receive {:EXIT, ^ps, :normal}, 1000
+      assert_receive {^ps, :closed}, 10_000
+      assert_receive {:EXIT, ^ps, :normal}, 10_000
     end
 
     test "flow: :queue_len (the default) bounds the owner's mailbox by the window", %{m: m} do
@@ -77,7 +77,7 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       {:ok, ps} = ProtonStream.open("cat", [])
       assert ProtonStream.ack(ps, 10) == :ok
       ProtonStream.command(ps, "x")
-      assert_receive {^ps, {:data, "x"}}, 1000
+      assert_receive {^ps, {:data, "x"}}, 10_000
       ProtonStream.close(ps)
     end
 
@@ -95,13 +95,13 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       assert File.read!("/proc/#{node_os_pid}/comm") == "ps_port\n"
 
       {:ok, ps} = ProtonStream.open("sh", ["-c", "echo ready; exec sleep 1000"], node: ps_node)
-      assert_receive {^ps, {:data, "ready\n"}}, 2000
+      assert_receive {^ps, {:data, "ready\n"}}, 10_000
       os_pid = ProtonStream.os_pid(ps)
       assert os_ppid(os_pid) == node_os_pid
 
       Supervisor.stop(sup)
       # The owner gets the exit; the program and the node are gone.
-      assert_receive {:EXIT, ^ps, {:signal, 15}}, 2000
+      assert_receive {:EXIT, ^ps, {:signal, 15}}, 10_000
       refute os_pid_alive?(os_pid)
       assert wait_until(fn -> not os_pid_alive?(node_os_pid) end, 1000)
       refute ps_node in Node.list()
@@ -125,8 +125,7 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
         end)
 
       ProtonStream.connect(ps, new_owner)
-      assert_receive {^ps, :connected}, 1000
-
+      assert_receive {^ps, :connected}, 10_000
       # ... and callback mode.
       {:ok, worker} =
         ProtonStream.start_link(ProtonStreamTest.Cases.Callback.Bare, "sleep", ["1000"], [],
@@ -138,8 +137,8 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       capture_log(fn ->
         System.cmd("kill", ["-KILL", Integer.to_string(node_os_pid)])
 
-        assert_receive {:new_owner_got, {:EXIT, ^ps, {:ps_port_exited, :noconnection}}}, 2000
-        assert_receive {:EXIT, ^worker, {:ps_port_exited, :noconnection}}, 2000
+        assert_receive {:new_owner_got, {:EXIT, ^ps, {:ps_port_exited, :noconnection}}}, 10_000
+        assert_receive {:EXIT, ^worker, {:ps_port_exited, :noconnection}}, 10_000
         refute_received {:EXIT, ^ps, _}
 
         # The programs die with their node (parent-death signal).
@@ -171,14 +170,14 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       ps_node = ProtonStream.Node.name(server)
       node_os_pid = ProtonStream.Node.os_pid(server)
       {:ok, ps} = ProtonStream.open("sh", ["-c", "echo ready; exec sleep 1000"], node: ps_node)
-      assert_receive {^ps, {:data, "ready\n"}}, 2000
+      assert_receive {^ps, {:data, "ready\n"}}, 10_000
       os_pid = ProtonStream.os_pid(ps)
 
       # :kill skips terminate/2 (no SIGTERM): ps_port only sees the end of
       # its stdin, as when this VM dies.
       Process.exit(server, :kill)
 
-      assert_receive {:EXIT, ^ps, {:signal, 15}}, 5000
+      assert_receive {:EXIT, ^ps, {:signal, 15}}, 10_000
       refute os_pid_alive?(os_pid)
       assert wait_until(fn -> not os_pid_alive?(node_os_pid) end, 5000)
       assert wait_until(fn -> ps_node not in Node.list() end, 2000)
@@ -211,7 +210,7 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
                ProtonStream.open("true", [], node: ps_node)
 
       ProtonStream.close(ps)
-      assert_receive {:EXIT, ^ps, :normal}, 1000
+      assert_receive {:EXIT, ^ps, :normal}, 10_000
       assert %{exit: :normal} = run("true", [], node: ps_node)
     end
 

@@ -126,9 +126,9 @@ defmodule ProtonStreamTest.Cases.Callback do
           Worker.start_link({"sh", ["-c", "echo out; echo err >&2; exit 4"], self(), m})
 
         assert_receive {:worker_started, ^pid}
-        assert_receive {:stdout, "out\n"}, 2000
-        assert_receive {:stderr, "err\n"}, 2000
-        assert_receive {:exit, {:exit_status, 4}, "out\n"}, 2000
+        assert_receive {:stdout, "out\n"}, 10_000
+        assert_receive {:stderr, "err\n"}, 10_000
+        assert_receive {:exit, {:exit_status, 4}, "out\n"}, 10_000
         assert_receive {:terminate, :normal}
         assert_receive {:EXIT, ^pid, :normal}
       end
@@ -140,14 +140,14 @@ defmodule ProtonStreamTest.Cases.Callback do
               {"sh", ["-c", "kill -TERM $$"], {:signal, 15}}
             ] do
           {:ok, _pid} = Worker.start_link({cmd, args, self(), m})
-          assert_receive {:exit, ^reason, ""}, 2000
+          assert_receive {:exit, ^reason, ""}, 10_000
         end
       end
 
       test "all output is handled before handle_exit/2", %{m: m} do
         expected = Enum.map_join(1..50_000, &"#{&1}\n")
         {:ok, _pid} = Worker.start_link({"seq", ["1", "50000"], self(), m})
-        assert_receive {:exit, :normal, ^expected}, 5000
+        assert_receive {:exit, :normal, ^expected}, 10_000
       end
 
       test "the :name option registers the process; os_pid/1 works", %{m: m} do
@@ -156,7 +156,7 @@ defmodule ProtonStreamTest.Cases.Callback do
         assert Process.whereis(name) == pid
         assert File.read!("/proc/#{ProtonStream.os_pid(name)}/comm") == "cat\n"
         ProtonStream.command(name, "via name")
-        assert_receive {:stdout, "via name"}, 1000
+        assert_receive {:stdout, "via name"}, 10_000
         GenServer.stop(name)
       end
 
@@ -165,15 +165,15 @@ defmodule ProtonStreamTest.Cases.Callback do
         other = spawn(fn -> ProtonStream.command(pid, "from another process") end)
         ref = Process.monitor(other)
         assert_receive {:DOWN, ^ref, _, _, _}
-        assert_receive {:stdout, "from another process"}, 1000
+        assert_receive {:stdout, "from another process"}, 10_000
         ProtonStream.eof(pid)
-        assert_receive {:exit, :normal, "from another process"}, 2000
+        assert_receive {:exit, :normal, "from another process"}, 10_000
       end
 
       test "handle_call/3, handle_cast/2, handle_info/2 and handle_continue/2 are used", %{m: m} do
         {:ok, pid} = Worker.start_link({"cat", [], self(), m})
         ProtonStream.command(pid, "abc")
-        assert_receive {:stdout, "abc"}, 1000
+        assert_receive {:stdout, "abc"}, 10_000
         assert GenServer.call(pid, :buffer) == "abc"
         assert GenServer.call(pid, {:continue_then_reply, 42}) == {:continued, 42}
         GenServer.cast(pid, {:echo, :hi})
@@ -191,7 +191,7 @@ defmodule ProtonStreamTest.Cases.Callback do
         {:ok, pid} = Worker.start_link({"cat", [], self(), m})
         os_pid = ProtonStream.os_pid(pid)
         ProtonStream.close(pid)
-        assert_receive {^pid, :closed}, 1000
+        assert_receive {^pid, :closed}, 10_000
         refute Process.alive?(pid)
         assert_receive {:terminate, :normal}
         assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
@@ -203,7 +203,7 @@ defmodule ProtonStreamTest.Cases.Callback do
             {"sh", ["-c", "sleep 1000 & sleep 1000 & echo ready; wait"], self(), m}
           )
 
-        assert_receive {:stdout, "ready\n"}, 2000
+        assert_receive {:stdout, "ready\n"}, 10_000
         os_pid = ProtonStream.os_pid(pid)
         assert wait_until(fn -> length(os_descendants(os_pid)) == 2 end)
         tree = [os_pid | os_descendants(os_pid)]
@@ -215,25 +215,24 @@ defmodule ProtonStreamTest.Cases.Callback do
         {:ok, pid} =
           ProtonStream.start_link(Bare, "sh", ["-c", "echo ignored; exit 3"], :state, m)
 
-        assert_receive {:EXIT, ^pid, {:exit_status, 3}}, 2000
-
+        assert_receive {:EXIT, ^pid, {:exit_status, 3}}, 10_000
         {:ok, pid} = ProtonStream.start_link(Bare, "true", [], [], m)
-        assert_receive {:EXIT, ^pid, :normal}, 2000
+        assert_receive {:EXIT, ^pid, :normal}, 10_000
       end
 
       test "{:stop, reason, state} from handle_stdout/2 stops it and kills the child", %{m: m} do
         {:ok, pid} =
           ProtonStream.start_link(Stopper, "sh", ["-c", "echo $$; exec sleep 1000"], self(), m)
 
-        assert_receive {:stdout, os_pid}, 2000
-        assert_receive {:EXIT, ^pid, {:shutdown, :enough}}, 2000
+        assert_receive {:stdout, os_pid}, 10_000
+        assert_receive {:EXIT, ^pid, {:shutdown, :enough}}, 10_000
         os_pid = os_pid |> String.trim() |> String.to_integer()
         assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
       end
 
       test "init/1 results: {:continue, _}, :ignore, {:stop, _}, bad values", %{m: m} do
         {:ok, pid} = ProtonStream.start_link(InitVariants, "cat", [], {:continue, self()}, m)
-        assert_receive {:continued, ^pid}, 1000
+        assert_receive {:continued, ^pid}, 10_000
         GenServer.stop(pid)
 
         assert ProtonStream.start_link(InitVariants, "cat", [], :ignore, m) == :ignore

@@ -36,7 +36,7 @@ defmodule ProtonStreamTest.Cases.Cgroup do
             [cgroup_controllers: ["cpu", "memory"], cgroup_path: path] ++ m
           )
 
-        assert_receive {^ps, {:data, "ready\n"}}, 2000
+        assert_receive {^ps, {:data, "ready\n"}}, 10_000
         os_pid = ProtonStream.os_pid(ps)
         assert cgroup_of(os_pid, "cpu") == "/" <> cg <> path
         assert cgroup_of(os_pid, "memory") == "/" <> cg <> path
@@ -52,7 +52,7 @@ defmodule ProtonStreamTest.Cases.Cgroup do
         assert Integer.to_string(os_pid) in tasks
 
         ProtonStream.command(ps, "go\n")
-        assert_receive {:EXIT, ^ps, :normal}, 2000
+        assert_receive {:EXIT, ^ps, :normal}, 10_000
         # The exit is reported after the group was removed.
         refute File.exists?(cgroup_dir("cpu", cg <> path))
         refute File.exists?(cgroup_dir("memory", cg <> path))
@@ -70,10 +70,10 @@ defmodule ProtonStreamTest.Cases.Cgroup do
               [cgroup_controllers: ["cpu", "memory"], cgroup_path: path] ++ m
             )
 
-          assert_receive {^ps, {:data, "ready\n"}}, 2000
+          assert_receive {^ps, {:data, "ready\n"}}, 10_000
           assert File.dir?(cgroup_dir("memory", cg <> path))
           ProtonStream.command(ps, "go\n")
-          assert_receive {:EXIT, ^ps, :normal}, 2000
+          assert_receive {:EXIT, ^ps, :normal}, 10_000
           refute File.exists?(cgroup_dir("cpu", cg <> path))
           refute File.exists?(cgroup_dir("memory", cg <> path))
         end

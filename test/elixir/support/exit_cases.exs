@@ -28,12 +28,12 @@ defmodule ProtonStreamTest.Cases.Exit do
 
         test "true exits :normal", %{m: m} do
           {:ok, ps} = ProtonStream.open("true", [], m)
-          assert_receive {:EXIT, ^ps, :normal}, 2000
+          assert_receive {:EXIT, ^ps, :normal}, 10_000
         end
 
         test "false exits {:exit_status, 1}", %{m: m} do
           {:ok, ps} = ProtonStream.open("false", [], m)
-          assert_receive {:EXIT, ^ps, {:exit_status, 1}}, 2000
+          assert_receive {:EXIT, ^ps, {:exit_status, 1}}, 10_000
         end
 
         test "other statuses are reported as they are", %{m: m} do
@@ -42,13 +42,13 @@ defmodule ProtonStreamTest.Cases.Exit do
 
         test "a program that SIGTERMs itself exits {:signal, 15}", %{m: m} do
           {:ok, ps} = ProtonStream.open("sh", ["-c", "kill -TERM $$"], m)
-          assert_receive {:EXIT, ^ps, {:signal, 15}}, 2000
+          assert_receive {:EXIT, ^ps, {:signal, 15}}, 10_000
         end
 
         test "a program killed from outside exits {:signal, 9}", %{m: m} do
           {:ok, ps} = ProtonStream.open("sleep", ["100"], m)
           System.cmd("kill", ["-KILL", Integer.to_string(ProtonStream.os_pid(ps))])
-          assert_receive {:EXIT, ^ps, {:signal, 9}}, 2000
+          assert_receive {:EXIT, ^ps, {:signal, 9}}, 10_000
         end
       end
 
@@ -108,7 +108,7 @@ defmodule ProtonStreamTest.Cases.Exit do
       end
 
       describe "owner killed" do
-        test "the program and its children are gone within delay_to_sigkill + 100 ms",
+        test "the program and its children are gone once delay_to_sigkill has passed",
              %{m: m} do
           {os_pid, tree, owner} =
             start_owned_tree(["-c", "sleep 1000 & sleep 1000 & echo ready; wait"], m, 2)
@@ -119,7 +119,7 @@ defmodule ProtonStreamTest.Cases.Exit do
           Process.exit(owner, :kill)
           assert wait_until(fn -> Enum.all?(tree, &(not os_pid_alive?(&1))) end, 2000)
           elapsed = System.monotonic_time(:millisecond) - t0
-          assert elapsed <= 500 + 100, "took #{elapsed} ms (os pid #{os_pid})"
+          assert elapsed <= 500 + slack_ms(), "took #{elapsed} ms (os pid #{os_pid})"
         end
 
         test "children that ignore SIGTERM are SIGKILLed after delay_to_sigkill", %{m: m} do
@@ -133,10 +133,10 @@ defmodule ProtonStreamTest.Cases.Exit do
           assert wait_until(fn -> Enum.all?(tree, &(not os_pid_alive?(&1))) end, 2000)
           elapsed = System.monotonic_time(:millisecond) - t0
           assert elapsed >= 250, "SIGKILL came after #{elapsed} ms, before delay_to_sigkill"
-          assert elapsed <= 250 + 100, "took #{elapsed} ms"
+          assert elapsed <= 250 + slack_ms(), "took #{elapsed} ms"
         end
 
-        test "a SIGTERM-ignoring program with delay_to_sigkill: 1000 is alive at 100 ms and gone by 1500 ms",
+        test "a SIGTERM-ignoring program with delay_to_sigkill: 1000 is alive at 100 ms and gone after the delay",
              %{m: m} do
           {os_pid, _tree, owner} =
             start_owned_tree(
@@ -151,8 +151,9 @@ defmodule ProtonStreamTest.Cases.Exit do
           alive? = os_pid_alive?(os_pid)
           elapsed = System.monotonic_time(:millisecond) - t0
           assert alive?, "gone after #{elapsed} ms, before delay_to_sigkill (1000 ms)"
-          sleep_until(t0 + 1500)
-          refute os_pid_alive?(os_pid), "still alive at 1500 ms"
+
+          assert wait_until(fn -> not os_pid_alive?(os_pid) end, 1500),
+                 "still alive #{1500 + slack_ms()} ms after its owner was killed"
         end
 
         test "a normal owner exit takes the program down too", %{m: m} do
@@ -181,7 +182,7 @@ defmodule ProtonStreamTest.Cases.Exit do
               Process.sleep(:infinity)
             end)
 
-          assert_receive {:pids, os_pid, escapee}, 2000
+          assert_receive {:pids, os_pid, escapee}, 10_000
           assert wait_until(fn -> File.read("/proc/#{escapee}/comm") == {:ok, "sleep\n"} end)
 
           t0 = System.monotonic_time(:millisecond)
@@ -192,7 +193,7 @@ defmodule ProtonStreamTest.Cases.Exit do
                    2000
                  )
 
-          assert System.monotonic_time(:millisecond) - t0 <= 500 + 100
+          assert System.monotonic_time(:millisecond) - t0 <= 500 + slack_ms()
         end
 
         @tag :cgroup
@@ -216,7 +217,7 @@ defmodule ProtonStreamTest.Cases.Exit do
               Process.sleep(:infinity)
             end)
 
-          assert_receive {:os_pid, os_pid}, 2000
+          assert_receive {:os_pid, os_pid}, 10_000
           "/" <> group = cgroup_of(os_pid, "cpu")
           procs = Path.join(cgroup_dir("cpu", group), "cgroup.procs")
           assert wait_until(fn -> length(String.split(File.read!(procs))) == 2 end)
@@ -225,7 +226,7 @@ defmodule ProtonStreamTest.Cases.Exit do
           t0 = System.monotonic_time(:millisecond)
           Process.exit(owner, :kill)
           assert wait_until(fn -> Enum.all?(pids, &(not os_pid_alive?(&1))) end, 2000)
-          assert System.monotonic_time(:millisecond) - t0 <= 500 + 100
+          assert System.monotonic_time(:millisecond) - t0 <= 500 + slack_ms()
           assert wait_until(fn -> not File.exists?(cgroup_dir("cpu", group)) end, 2000)
         end
       end
@@ -249,7 +250,7 @@ defmodule ProtonStreamTest.Cases.Exit do
             end
           end)
 
-        assert_receive {:started, os_pid}, 2000
+        assert_receive {:started, os_pid}, 10_000
         assert wait_until(fn -> length(os_descendants(os_pid)) == descendants end)
         {os_pid, [os_pid | os_descendants(os_pid)], owner}
       end

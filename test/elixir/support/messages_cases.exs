@@ -36,7 +36,7 @@ defmodule ProtonStreamTest.Cases.Messages do
           assert File.read!("/proc/#{os_pid}/comm") == "cat\n"
           assert os_pid_alive?(os_pid)
           ProtonStream.close(ps)
-          assert_receive {^ps, :closed}, 1000
+          assert_receive {^ps, :closed}, 10_000
         end
 
         test "args reach the program unchanged", %{m: m} do
@@ -71,8 +71,8 @@ defmodule ProtonStreamTest.Cases.Messages do
 
         test "{:EXIT, ps, reason} comes after all output, once, as a message", %{m: m} do
           {:ok, ps} = ProtonStream.open("sh", ["-c", "echo last words; exit 3"], m)
-          assert_receive {^ps, {:data, "last words\n"}}, 2000
-          assert_receive {:EXIT, ^ps, {:exit_status, 3}}, 2000
+          assert_receive {^ps, {:data, "last words\n"}}, 10_000
+          assert_receive {:EXIT, ^ps, {:exit_status, 3}}, 10_000
           assert wait_until(fn -> not ps_alive?(ps) end, 1000)
           refute_receive {:EXIT, ^ps, _}, 100
         end
@@ -91,8 +91,8 @@ defmodule ProtonStreamTest.Cases.Messages do
               send(test_pid, {:owner_alive, Process.alive?(self())})
             end)
 
-          assert_receive {:owner_got, {:exit_status, 1}}, 2000
-          assert_receive {:owner_alive, true}, 1000
+          assert_receive {:owner_got, {:exit_status, 1}}, 10_000
+          assert_receive {:owner_alive, true}, 10_000
           refute_received {:EXIT, ^owner, _}
         end
       end
@@ -101,9 +101,9 @@ defmodule ProtonStreamTest.Cases.Messages do
         test "writes to stdin", %{m: m} do
           {:ok, ps} = ProtonStream.open("cat", [], m)
           send(ps, {self(), {:command, "hello"}})
-          assert_receive {^ps, {:data, "hello"}}, 1000
+          assert_receive {^ps, {:data, "hello"}}, 10_000
           assert ProtonStream.command(ps, ["a", ?b, ["c" | "d"]]) == :ok
-          assert_receive {^ps, {:data, "abcd"}}, 1000
+          assert_receive {^ps, {:data, "abcd"}}, 10_000
           ProtonStream.close(ps)
         end
 
@@ -123,7 +123,7 @@ defmodule ProtonStreamTest.Cases.Messages do
           assert_receive {:DOWN, ^ref, _, _, _}
           # ps handles messages in order: "mine" comes after the stranger's.
           send(ps, {self(), {:command, "mine"}})
-          assert_receive {^ps, {:data, "mine"}}, 1000
+          assert_receive {^ps, {:data, "mine"}}, 10_000
           refute_received {^ps, {:data, "stranger" <> _}}
           ProtonStream.close(ps)
         end
@@ -140,16 +140,16 @@ defmodule ProtonStreamTest.Cases.Messages do
           {:ok, ps} = ProtonStream.open("cat", [], m)
           os_pid = ProtonStream.os_pid(ps)
           send(ps, {self(), :close})
-          assert_receive {^ps, :closed}, 1000
+          assert_receive {^ps, :closed}, 10_000
           assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
-          assert_receive {:EXIT, ^ps, :normal}, 1000
+          assert_receive {:EXIT, ^ps, :normal}, 10_000
           assert wait_until(fn -> not ps_alive?(ps) end, 1000)
         end
 
         test "close/1 is the same", %{m: m} do
           {:ok, ps} = ProtonStream.open("cat", [], m)
           assert ProtonStream.close(ps) == :ok
-          assert_receive {^ps, :closed}, 1000
+          assert_receive {^ps, :closed}, 10_000
           assert wait_until(fn -> not ps_alive?(ps) end, 1000)
         end
 
@@ -159,7 +159,7 @@ defmodule ProtonStreamTest.Cases.Messages do
           ref = Process.monitor(stranger)
           assert_receive {:DOWN, ^ref, _, _, _}
           send(ps, {self(), {:command, "still here"}})
-          assert_receive {^ps, {:data, "still here"}}, 1000
+          assert_receive {^ps, {:data, "still here"}}, 10_000
           assert ps_alive?(ps)
           ProtonStream.close(ps)
         end
@@ -182,11 +182,11 @@ defmodule ProtonStreamTest.Cases.Messages do
             end)
 
           send(ps, {self(), {:connect, new_owner}})
-          assert_receive {^ps, :connected}, 1000
+          assert_receive {^ps, :connected}, 10_000
           # The new owner's commands are accepted, the old owner's are not.
           send(ps, {self(), {:command, "from old"}})
           send(ps, {new_owner, {:command, "from new"}})
-          assert_receive {:new_owner_got, "from new"}, 1000
+          assert_receive {:new_owner_got, "from new"}, 10_000
           refute_received {^ps, {:data, _}}
 
           os_pid = ProtonStream.os_pid(ps)
@@ -198,9 +198,9 @@ defmodule ProtonStreamTest.Cases.Messages do
         test "connect/2 is the same; connecting to oneself is a no-op", %{m: m} do
           {:ok, ps} = ProtonStream.open("cat", [], m)
           assert ProtonStream.connect(ps, self()) == :ok
-          assert_receive {^ps, :connected}, 1000
+          assert_receive {^ps, :connected}, 10_000
           ProtonStream.command(ps, "x")
-          assert_receive {^ps, {:data, "x"}}, 1000
+          assert_receive {^ps, {:data, "x"}}, 10_000
           ProtonStream.close(ps)
         end
 
@@ -209,7 +209,7 @@ defmodule ProtonStreamTest.Cases.Messages do
           test_pid = self()
           spawn(fn -> send(ps, {self(), {:connect, self()}}) end)
           send(ps, {test_pid, {:command, "mine"}})
-          assert_receive {^ps, {:data, "mine"}}, 1000
+          assert_receive {^ps, {:data, "mine"}}, 10_000
           ProtonStream.close(ps)
         end
       end
@@ -254,7 +254,7 @@ defmodule ProtonStreamTest.Cases.Messages do
           script = "trap 'echo got usr1; exit 7' USR1; echo ready; while :; do sleep 0.01; done"
           {:ok, ps} = ProtonStream.open("sh", ["-c", script], m)
 
-          assert_receive {^ps, {:data, "ready\n"}}, 2000
+          assert_receive {^ps, {:data, "ready\n"}}, 10_000
           ProtonStream.signal(ps, :sigusr1)
           assert %{stdout: "got usr1\n", exit: {:exit_status, 7}} = collect(ps)
         end

@@ -106,11 +106,11 @@ defmodule ProtonStreamTest.Cases.Options do
               [delay_to_sigkill: 200] ++ m
             )
 
-          assert_receive {^ps, {:data, "ready\n"}}, 2000
+          assert_receive {^ps, {:data, "ready\n"}}, 10_000
           os_pid = ProtonStream.os_pid(ps)
           t0 = System.monotonic_time(:millisecond)
           ProtonStream.close(ps)
-          assert_receive {^ps, :closed}, 1000
+          assert_receive {^ps, :closed}, 10_000
           assert wait_until(fn -> not os_pid_alive?(os_pid) end, 2000)
           assert System.monotonic_time(:millisecond) - t0 >= 200
         end
