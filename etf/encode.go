@@ -54,6 +54,23 @@ func AppendBinaryTupleHeader(dst []byte, tag Atom, n int) []byte {
 	return binary.BigEndian.AppendUint32(dst, uint32(n))
 }
 
+// AppendIDBinaryTupleHeader appends the encoding of {tag, id,
+// <<_:n/binary>>} without its last n bytes, id written as INTEGER_EXT (see
+// [Int32]), like [AppendBinaryTupleHeader] does for {tag, binary}.
+func AppendIDBinaryTupleHeader(dst []byte, tag Atom, id int32, n int) []byte {
+	if n < 0 || uint64(n) > math.MaxUint32 {
+		panic(fmt.Sprintf("etf: AppendIDBinaryTupleHeader: binary length %d out of range", n))
+	}
+	dst = append(dst, versionMagic, tagSmallTuple, 3)
+	dst, err := appendAtom(dst, tag)
+	if err != nil {
+		panic("etf: AppendIDBinaryTupleHeader: " + err.Error())
+	}
+	dst = binary.BigEndian.AppendUint32(append(dst, tagInteger), uint32(id))
+	dst = append(dst, tagBinary)
+	return binary.BigEndian.AppendUint32(dst, uint32(n))
+}
+
 func appendTerm(b []byte, t Term, depth int) ([]byte, error) {
 	switch v := t.(type) {
 	case Atom:
@@ -62,6 +79,8 @@ func appendTerm(b []byte, t Term, depth int) ([]byte, error) {
 		return appendInt(b, v), nil
 	case int:
 		return appendInt(b, int64(v)), nil
+	case Int32:
+		return binary.BigEndian.AppendUint32(append(b, tagInteger), uint32(v)), nil
 	case uint64:
 		if v <= math.MaxInt64 {
 			return appendInt(b, int64(v)), nil

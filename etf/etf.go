@@ -42,6 +42,12 @@ type Term = any
 // t == Atom("eof") reports whether t is the atom eof.
 type Atom string
 
+// Int32 is an integer that [Encode] always writes as INTEGER_EXT (tag 98 and
+// 4 bytes, big-endian), also when it would fit in SMALL_INTEGER_EXT: a field
+// of fixed size, such as the child id in the frames of ps_port --shared.
+// [Decode] never returns it: an INTEGER_EXT decodes to int64.
+type Int32 int32
+
 // Tuple is an Erlang tuple.
 type Tuple []Term
 
@@ -157,7 +163,7 @@ var knownAtoms = func() map[string]Term {
 		"ack", "command", "eof", "signal", "stop",
 		"started", "spawn_error", "stdout", "stderr", "error",
 		"oom_killed", "exit", "status", "badframe", "stdin_closed",
-		"ok", "true", "false", "undefined", "nil",
+		"ok", "true", "false", "undefined", "nil", "open", "environ",
 	} {
 		m[string(a)] = a
 	}

@@ -505,3 +505,33 @@ func TestDecodeProtocolAtomsDoNotAllocate(t *testing.T) {
 		t.Errorf("Decode([]) made %v allocations, want 0", n)
 	}
 }
+
+func TestInt32AndIDBinaryTupleHeader(t *testing.T) {
+	// The id of a --shared frame is INTEGER_EXT even when small: the header
+	// of {stdout, 7, <<"hi">>} has a fixed size.
+	got, err := etf.Encode(etf.Tuple{etf.Atom("started"), etf.Int32(7), int64(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := unhex(t, "83 68 03 77 07 73746172746564 62 00000007 61 07"); !bytes.Equal(got, want) {
+		t.Errorf("{started, Int32(7), 7} = % x, want % x", got, want)
+	}
+	back, err := etf.Decode(got)
+	if err != nil || !equal(back, etf.Tuple{etf.Atom("started"), int64(7), int64(7)}) {
+		t.Errorf("decoded back as %#v, %v; want int64 ids", back, err)
+	}
+	for _, id := range []int32{1, 255, 256, 1<<31 - 1} {
+		for _, n := range []int{0, 1, 70000} {
+			payload := bytes.Repeat([]byte{0x5a}, n)
+			hdr := etf.AppendIDBinaryTupleHeader([]byte("x"), "stderr", id, n)
+			frame := append(hdr[1:len(hdr):len(hdr)], payload...)
+			want, _ := etf.Encode(etf.Tuple{etf.Atom("stderr"), etf.Int32(id), payload})
+			if !bytes.Equal(frame, want) {
+				t.Errorf("id %d, n %d: header+payload = % x..., want % x...", id, n, frame[:min(len(frame), 30)], want[:min(len(want), 30)])
+			}
+			if len(hdr)-1 != 3+2+6+5+5 {
+				t.Errorf("id %d: header is %d bytes, want the fixed 21", id, len(hdr)-1)
+			}
+		}
+	}
+}

@@ -23,19 +23,10 @@ const MaxFrame = 64 << 20
 // ErrFrameTooLarge is a length prefix above MaxFrame.
 var ErrFrameTooLarge = fmt.Errorf("frame longer than %d bytes", MaxFrame)
 
-// DefaultStdinLimit is how many bytes may wait in the child's stdin queue
-// before further {command, _} frames are refused with {error,
-// stdin_overflow, _}.
-const DefaultStdinLimit = 16 << 20
-
 // Conn is ps_port's end of a {packet,4} port: frames are read from r and
 // written to the file descriptor of w. Writes are serialized; reads must come
 // from one goroutine.
 type Conn struct {
-	// StdinLimit bounds the child's stdin queue (see DefaultStdinLimit);
-	// 0 means unbounded.
-	StdinLimit int
-
 	r      io.Reader
 	w      *os.File
 	wfd    int
@@ -55,7 +46,7 @@ type Conn struct {
 // be written whole before the owner wakes up to read it.
 func NewConn(r io.Reader, w *os.File) *Conn {
 	unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 1<<20) // EBADF/EINVAL when not a pipe: fine
-	return &Conn{r: r, w: w, wfd: int(w.Fd()), hdr: make([]byte, 0, 64), StdinLimit: DefaultStdinLimit}
+	return &Conn{r: r, w: w, wfd: int(w.Fd()), hdr: make([]byte, 0, 64)}
 }
 
 // ReadFrame reads one frame and returns its payload (the term's bytes).
@@ -92,36 +83,53 @@ func (c *Conn) Send(t etf.Term) error {
 }
 
 // SendBinary writes the frame {tag, p} with one writev, without copying p.
-func (c *Conn) SendBinary(tag etf.Atom, p []byte) error {
+func (c *Conn) SendBinary(tag etf.Atom, p []byte) error { return c.sendBinary(tag, noID, p) }
+
+// noID marks a frame without a child id ({packet,4} mode with one child).
+const noID = -1
+
+// header appends the frame header of {tag, <<n bytes>>}, or of {tag, id,
+// <<n bytes>>} when id is not noID, to c.hdr and returns it; c.mu is held.
+func (c *Conn) header(tag etf.Atom, id int64, n int) []byte {
+	var h []byte
+	if id == noID {
+		h = etf.AppendBinaryTupleHeader(append(c.hdr[:0], 0, 0, 0, 0), tag, n)
+	} else {
+		h = etf.AppendIDBinaryTupleHeader(append(c.hdr[:0], 0, 0, 0, 0), tag, int32(id), n)
+	}
+	c.hdr = h[:0]
+	binary.BigEndian.PutUint32(h, uint32(len(h)-4+n))
+	return h
+}
+
+func (c *Conn) sendBinary(tag etf.Atom, id int64, p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h := etf.AppendBinaryTupleHeader(append(c.hdr[:0], 0, 0, 0, 0), tag, len(p))
-	c.hdr = h[:0]
-	binary.BigEndian.PutUint32(h, uint32(len(h)-4+len(p)))
-	return c.writev(h, p)
+	return c.writev(c.header(tag, id, len(p)), p)
 }
 
 // MoveStdout sends {stdout, <n bytes from fd>}; with MoveStderr it makes
 // Conn a procctl.Mover.
-func (c *Conn) MoveStdout(fd, n int) error { return c.move("stdout", fd, n) }
+func (c *Conn) MoveStdout(fd, n int) error { return c.move("stdout", noID, fd, n) }
 
 // MoveStderr sends {stderr, <n bytes from fd>}.
-func (c *Conn) MoveStderr(fd, n int) error { return c.move("stderr", fd, n) }
+func (c *Conn) MoveStderr(fd, n int) error { return c.move("stderr", noID, fd, n) }
 
-// move writes the frame {tag, p} where p is the next n bytes waiting in the
-// pipe fd: the header, then the payload spliced from that pipe into the
-// port's, so the bytes are never copied through this program. Where splice
-// cannot be used, they are read and written.
-func (c *Conn) move(tag etf.Atom, fd, n int) error {
+// move writes the frame {tag, p} (or {tag, id, p}) where p is the next n
+// bytes waiting in the pipe fd: the header, then the payload spliced from
+// that pipe into the port's, so the bytes are never copied through this
+// program. Where splice cannot be used, they are read and written.
+//
+// The port's lock is held throughout, so move only ever waits for the
+// port to take bytes, never for the child's pipe: the caller saw n bytes
+// in it and is its only reader. A pipe found holding less (which would
+// leave the frame, and the port, waiting on a child) is an error.
+func (c *Conn) move(tag etf.Atom, id int64, fd, n int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h := etf.AppendBinaryTupleHeader(append(c.hdr[:0], 0, 0, 0, 0), tag, n)
-	c.hdr = h[:0]
-	binary.BigEndian.PutUint32(h, uint32(len(h)-4+n))
-	if err := c.writev(h, nil); err != nil {
+	if err := c.writev(c.header(tag, id, n), nil); err != nil {
 		return err
 	}
-	waitOut := true // on EAGAIN: the port's pipe is full (else the child's is empty)
 	for n > 0 {
 		if c.noSplice {
 			k, err := c.copyOut(fd, n)
@@ -135,14 +143,12 @@ func (c *Conn) move(tag etf.Atom, fd, n int) error {
 		switch {
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			// Which end would block is not said: wait for the likely one
-			// and alternate, never spinning.
-			ev, wfd := int16(unix.POLLOUT), c.wfd
-			if !waitOut {
-				ev, wfd = unix.POLLIN, fd
+			// Either the port's pipe is full or the child's is empty;
+			// only the first is a reason to wait.
+			if avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err != nil || avail == 0 {
+				return fmt.Errorf("the child's pipe holds nothing of the %d bytes still due in a frame", n)
 			}
-			waitOut = !waitOut
-			if err := waitFor(wfd, ev); err != nil {
+			if err := waitWritable(c.wfd); err != nil {
 				return err
 			}
 		case err == unix.EINVAL || err == unix.ENOSYS:
@@ -153,7 +159,6 @@ func (c *Conn) move(tag etf.Atom, fd, n int) error {
 			return fmt.Errorf("the child's pipe ended %d bytes short of a frame", n)
 		default:
 			n -= int(m)
-			waitOut = true
 		}
 	}
 	return nil
@@ -169,11 +174,8 @@ func (c *Conn) copyOut(fd, n int) (int, error) {
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
-			if err := waitFor(fd, unix.POLLIN); err != nil {
-				return 0, err
-			}
-			continue
+		case err == unix.EAGAIN: // see move: never wait for the child
+			return 0, fmt.Errorf("the child's pipe holds nothing of the %d bytes still due in a frame", n)
 		case err != nil:
 			return 0, fmt.Errorf("reading the child's output: %w", err)
 		case k == 0:

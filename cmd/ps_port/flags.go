@@ -3,7 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
-	"github.com/protonstream/ps_port/port"
+
+	"github.com/protonstream/ps_port/host"
 	"io"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 // config is the command line of one ps_port in port mode.
 type config struct {
 	packet        bool
+	shared        bool
 	arg0          string
 	controllers   list
 	group         string
@@ -36,11 +38,15 @@ func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 
 const usageHead = `usage: ps_port [flags] [--] program [args...]
+       ps_port --shared [--stdio-window N] [--stdin-limit N] [--delay-to-sigkill MS]
        ps_port node --name NAME@HOST [node flags]   (see ps_port node --help)
 
 Runs program contained: closing the port (EOF on stdin), SIGTERM or :stop
 terminates it and everything it started. Flags are MuonTrap's, plus:
 --packet (the {packet,4} protocol of docs/protocol.md), --cd, --env, --unset.
+With --shared, one ps_port runs many children over one {packet,4} port; they
+are opened with {open, Id, Opts} frames ("Shared mode" in docs/protocol.md),
+and the flags it takes are the defaults of every child.
 
 `
 
@@ -63,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		}
 	}
 	fs.BoolVar(&c.packet, "packet", false, "speak the {packet,4} term protocol on stdin/stdout")
+	fs.BoolVar(&c.shared, "shared", false, "run many children over one {packet,4} port (no program on the command line)")
 	str(&c.arg0, "arg0", "0", "argv[0] for the program")
 	lst(&c.controllers, "controller", "c", "cgroup controller to use (repeatable)")
 	str(&c.group, "group", "g", "cgroup path to create for the program")
@@ -72,7 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	str(&c.uid, "uid", "", "run the program as this user (name or number)")
 	str(&c.gid, "gid", "", "run the program with this group (name or number)")
 	fs.IntVar(&c.window, "stdio-window", 0, "bytes of output in flight before ps_port waits for acks")
-	fs.IntVar(&c.stdinLimit, "stdin-limit", port.DefaultStdinLimit, "packet mode: stdin bytes queued for the child before commands are refused")
+	fs.IntVar(&c.stdinLimit, "stdin-limit", host.DefaultStdinLimit, "stdin bytes that may wait for the child; a command that would go past it is refused whole")
 	fs.BoolVar(&c.captureOutput, "capture-output", false, "raw mode: copy the program's stdout to ps_port's stdout")
 	fs.BoolVar(&c.captureStderr, "capture-stderr", false, "send the program's stderr where its stdout goes")
 	fs.BoolVar(&c.stderrOnly, "capture-stderr-only", false, "capture stderr and discard stdout")
@@ -85,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if c.shared {
+		return c, c.checkShared(fs, delayMS)
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -113,4 +123,34 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.delay = time.Duration(delayMS) * time.Millisecond
 	c.program, c.args = fs.Arg(0), fs.Args()[1:]
 	return c, nil
+}
+
+// checkShared validates the command line of ps_port --shared: no program,
+// and only the flags that give every child its defaults.
+func (c *config) checkShared(fs *flag.FlagSet, delayMS int) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("--shared takes no program (got %q): children are opened with {open, Id, Opts} frames, see docs/protocol.md", fs.Arg(0))
+	}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "shared", "stdio-window", "stdin-limit", "delay-to-sigkill", "k":
+		default:
+			if err == nil {
+				err = fmt.Errorf("--%s is per child: with --shared give it in the {open, Id, Opts} frame (see docs/protocol.md)", f.Name)
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return err
+	case delayMS < 0:
+		return fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
+	case c.stdinLimit < 0:
+		return fmt.Errorf("--stdin-limit must be >= 0, got %d", c.stdinLimit)
+	case c.window < 0:
+		return fmt.Errorf("--stdio-window must be > 0, got %d", c.window)
+	}
+	c.delay = time.Duration(delayMS) * time.Millisecond
+	return nil
 }

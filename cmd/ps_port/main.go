@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/host"
 	"github.com/protonstream/ps_port/port"
 	"github.com/protonstream/ps_port/procctl"
 )
@@ -43,127 +43,86 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "ps_port: %v; orphans may escape\n", err)
 	}
 
+	if cfg.shared {
+		return port.ServeShared(port.NewConn(os.Stdin, os.Stdout), port.SharedConfig{
+			StdinLimit: cfg.stdinLimit, Window: cfg.window, DelayToSIGKILL: cfg.delay, Logf: logf,
+		}, stop)
+	}
 	var conn *port.Conn
-	var sink procctl.Sink
+	var out host.Output
 	if cfg.packet {
 		conn = port.NewConn(os.Stdin, os.Stdout)
-		conn.StdinLimit = cfg.stdinLimit
-		sink = conn
+		out = conn
 	} else {
-		sink = port.NewRawSink(os.Stdout)
+		out = port.RawOutput{RawSink: port.NewRawSink(os.Stdout)}
 	}
-	fail := func(reason string, err error, code int) int {
-		if conn != nil {
-			return conn.SendSpawnError(reason, err.Error(), code)
-		}
+	req, err := request(cfg)
+	var s *host.Session
+	if err == nil {
+		s, err = host.Start(req, out, logf)
+	}
+	switch {
+	case err != nil && conn != nil:
+		return conn.SendSpawnError(err)
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "ps_port: %v\n", err)
-		return code
-	}
-
-	spec, err := childSpec(cfg)
-	if err != nil {
-		return fail(reasonOf(err), err, port.ExitSpawn)
-	}
-	if len(cfg.controllers) > 0 {
-		group, err := newGroup(cfg)
-		if err != nil {
-			return fail("badcgroup", err, port.ExitCgroup)
+		if port.ReasonOf(err) == "badcgroup" {
+			return port.ExitCgroup
 		}
-		defer func() {
-			if err := group.Delete(); err != nil {
-				fmt.Fprintf(os.Stderr, "ps_port: %v\n", err)
-			}
-		}()
-		spec.Placement = group
+		return port.ExitSpawn
+	case conn != nil:
+		return port.Serve(conn, s, stop)
 	}
-	if conn != nil {
-		spec.Started = conn.Started
-	}
-	child, err := procctl.Start(spec, sink)
-	if err != nil {
-		return fail(reasonOf(err), err, port.ExitSpawn)
-	}
-	if cfg.packet {
-		return port.Serve(conn, child, spec.Placement, stop)
-	}
-	return port.ServeRaw(os.Stdin, child, stop)
+	code := port.ServeRaw(os.Stdin, s.Child(), stop)
+	s.Wait() // and its cgroup is gone
+	return code
 }
 
-// childSpec turns the command line into what procctl starts.
-func childSpec(cfg *config) (procctl.Spec, error) {
-	cred, err := procctl.LookupCredential(cfg.uid, cfg.gid)
-	if err != nil {
-		return procctl.Spec{}, err
-	}
-	spec := procctl.Spec{
-		Path:           cfg.program,
+// logf is where the host layer's lines go: ps_port's stderr.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "ps_port: "+format+"\n", args...)
+}
+
+// request turns the command line of --packet and raw mode into the one
+// child's host.Request.
+func request(cfg *config) (host.Request, error) {
+	req := host.Request{
+		Program:        cfg.program,
 		Args:           cfg.args,
 		Arg0:           cfg.arg0,
 		Dir:            cfg.dir,
-		Env:            environ(os.Environ(), cfg.env, cfg.unset),
-		Credential:     cred,
+		Env:            cfg.env,
+		Unset:          cfg.unset,
+		UID:            cfg.uid,
+		GID:            cfg.gid,
 		Window:         cfg.window,
+		StdinLimit:     cfg.stdinLimit,
 		DelayToSIGKILL: cfg.delay,
 		Sweep:          true, // one child per ps_port: every orphan is its
-		Stdin:          procctl.Pipe,
-		Stdout:         procctl.Pipe,
-		Stderr:         procctl.Pipe,
+		Cgroup:         cgroup.Spec{Controllers: cfg.controllers, Path: cfg.group},
 	}
-	switch {
-	case cfg.captureStderr:
-		spec.Stderr = procctl.ToStdout
-	case cfg.stderrOnly:
-		spec.Stdout = procctl.Null
-	}
-	if !cfg.packet {
-		// MuonTrap's raw mode: stdin is the ack channel, not the child's.
-		spec.Stdin = procctl.Null
-		if !cfg.captureOutput && !cfg.stderrOnly {
-			spec.Stdout = procctl.Null
-		}
-		if spec.Stderr == procctl.Pipe && !cfg.stderrOnly {
-			spec.Stderr = procctl.Inherit
-		}
-	}
-	return spec, nil
-}
-
-func newGroup(cfg *config) (*cgroup.Group, error) {
-	gs := cgroup.Spec{Controllers: cfg.controllers, Path: cfg.group}
 	for _, s := range cfg.sets {
 		set, err := cgroup.ParseSet(s)
 		if err != nil {
-			return nil, err
+			return req, &procctl.SpawnError{Reason: "badcgroup", Path: cfg.program, Err: err}
 		}
-		gs.Sets = append(gs.Sets, set)
+		req.Cgroup.Sets = append(req.Cgroup.Sets, set)
 	}
-	return cgroup.Create(gs)
-}
-
-// environ applies --env and --unset to base.
-func environ(base, set, unset []string) []string {
-	drop := make(map[string]bool)
-	for _, k := range unset {
-		drop[k] = true
+	switch {
+	case cfg.captureStderr:
+		req.Stderr = procctl.ToStdout
+	case cfg.stderrOnly:
+		req.Stdout = procctl.Null
 	}
-	for _, kv := range set {
-		k, _, _ := strings.Cut(kv, "=")
-		drop[k] = true
-	}
-	env := make([]string, 0, len(base)+len(set))
-	for _, kv := range base {
-		k, _, _ := strings.Cut(kv, "=")
-		if !drop[k] {
-			env = append(env, kv)
+	if !cfg.packet {
+		// MuonTrap's raw mode: stdin is the ack channel, not the child's.
+		req.Stdin = procctl.Null
+		if !cfg.captureOutput && !cfg.stderrOnly {
+			req.Stdout = procctl.Null
+		}
+		if req.Stderr == procctl.Pipe && !cfg.stderrOnly {
+			req.Stderr = procctl.Inherit
 		}
 	}
-	return append(env, set...)
-}
-
-func reasonOf(err error) string {
-	var se *procctl.SpawnError
-	if errors.As(err, &se) {
-		return se.Reason
-	}
-	return "badarg"
+	return req, nil
 }

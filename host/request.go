@@ -1,0 +1,99 @@
+// Package host runs one child's whole session, whatever the transport: it
+// turns a transport-neutral Request into a started, contained process
+// (environment, working directory, credentials, cgroup), applies the
+// owner's requests to it (command, eof, ack, signal, stop) under one stdin
+// rule, and reports how it ended (OOM kills, cgroup removal, exit status)
+// through an Output. Transports (the port's codecs, node mode) only decode
+// requests and encode what their Output is handed.
+package host
+
+import (
+	"os"
+	"strings"
+	"time"
+
+	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/procctl"
+)
+
+// DefaultStdinLimit is how many bytes may wait in a child's stdin queue
+// before a command that would go past it is refused (docs/protocol.md).
+const DefaultStdinLimit = 16 << 20
+
+// Request describes a child to start, independent of how the request
+// travelled.
+type Request struct {
+	Program string   // resolved as execvp does, in Dir and with the child's PATH
+	Args    []string // arguments after argv[0]
+	Arg0    string   // argv[0]; Program when empty
+	Dir     string   // working directory; ps_port's when empty
+
+	// BaseEnv is the environment the child's starts from, "KEY=VALUE"
+	// (os.Environ() when nil). Env entries are set over it, and Unset
+	// names removed from it.
+	BaseEnv []string
+	Env     []string
+	Unset   []string
+
+	UID, GID string // user and group, by name or number; "" keeps ps_port's
+
+	// Where the standard streams go: procctl.Pipe (the zero value) for all
+	// three streams in the {packet,4} protocols; Stderr procctl.ToStdout
+	// merges stderr into stdout, Stdout procctl.Null captures stderr only.
+	Stdin, Stdout, Stderr procctl.Stdio
+
+	Window         int           // flow-control window; procctl.DefaultWindow when 0
+	StdinLimit     int           // see DefaultStdinLimit (used when 0)
+	DelayToSIGKILL time.Duration // between SIGTERM and SIGKILL
+	Cgroup         cgroup.Spec   // no cgroup when Cgroup.Controllers is empty
+
+	// Sweep: this program runs this one child only (see procctl.Spec.Sweep).
+	Sweep bool
+}
+
+// spec builds what procctl starts, without the cgroup.
+func (r *Request) spec() (procctl.Spec, error) {
+	cred, err := procctl.LookupCredential(r.UID, r.GID)
+	if err != nil {
+		return procctl.Spec{}, err
+	}
+	base := r.BaseEnv
+	if base == nil {
+		base = os.Environ()
+	}
+	return procctl.Spec{
+		Path:           r.Program,
+		Args:           r.Args,
+		Arg0:           r.Arg0,
+		Dir:            r.Dir,
+		Env:            Environ(base, r.Env, r.Unset),
+		Credential:     cred,
+		Stdin:          r.Stdin,
+		Stdout:         r.Stdout,
+		Stderr:         r.Stderr,
+		Window:         r.Window,
+		DelayToSIGKILL: r.DelayToSIGKILL,
+		Sweep:          r.Sweep,
+	}, nil
+}
+
+// Environ returns base with every "KEY=VALUE" of set applied (replacing
+// KEY) and every key of unset removed; a key both set and unset is set.
+func Environ(base, set, unset []string) []string {
+	drop := make(map[string]bool, len(set)+len(unset))
+	for _, k := range unset {
+		drop[k] = true
+	}
+	for _, kv := range set {
+		k, _, _ := strings.Cut(kv, "=")
+		drop[k] = true
+	}
+	env := make([]string, 0, len(base)+len(set))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !drop[k] {
+			env = append(env, kv)
+		}
+	}
+	return append(env, set...)
+}
