@@ -130,11 +130,10 @@ func (s *Session) Child() *procctl.Child { return s.child }
 // them.
 func (s *Session) StdinQueued() int { return s.child.StdinQueued() }
 
-// refuse reports a refused request; s.mu is held.
+// refuse reports a refused request to the owner (whether it is logged too
+// is the transport's call); s.mu is held.
 func (s *Session) refuse(reason, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	s.logf("child %d: %s: %s", s.child.Pid(), reason, msg)
-	s.out.Error(reason, msg)
+	s.out.Error(reason, fmt.Sprintf(format, args...))
 }
 
 // Command queues p for the child's stdin, whole or not at all: it is

@@ -1,0 +1,262 @@
+package host
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/procctl"
+)
+
+// recorder is an Output that keeps every call, in order. It acks output
+// at once when autoAck is set.
+type recorder struct {
+	mu      sync.Mutex
+	events  []string
+	stdout  bytes.Buffer
+	stderr  bytes.Buffer
+	session *Session
+	exit    chan procctl.ExitStatus
+	autoAck bool
+}
+
+func newRecorder() *recorder { return &recorder{exit: make(chan procctl.ExitStatus, 1), autoAck: true} }
+
+func (r *recorder) add(format string, args ...any) {
+	r.mu.Lock()
+	r.events = append(r.events, fmt.Sprintf(format, args...))
+	r.mu.Unlock()
+}
+
+func (r *recorder) Stdout(p []byte) error {
+	r.mu.Lock()
+	r.stdout.Write(p)
+	r.mu.Unlock()
+	r.add("stdout")
+	if r.autoAck {
+		go r.ack(len(p))
+	}
+	return nil
+}
+
+func (r *recorder) Stderr(p []byte) error {
+	r.mu.Lock()
+	r.stderr.Write(p)
+	r.mu.Unlock()
+	r.add("stderr")
+	if r.autoAck {
+		go r.ack(len(p))
+	}
+	return nil
+}
+
+// ack waits for the session to be known (Start may still be returning).
+func (r *recorder) ack(n int) {
+	for {
+		r.mu.Lock()
+		s := r.session
+		r.mu.Unlock()
+		if s != nil {
+			s.Ack(int64(n))
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (r *recorder) Started(pid int)              { r.add("started") }
+func (r *recorder) Error(reason, message string) { r.add("error %s: %s", reason, message) }
+func (r *recorder) OOMKilled(n uint64)           { r.add("oom_killed %d", n) }
+func (r *recorder) Exit(st procctl.ExitStatus) {
+	r.add("exit %v", st)
+	r.exit <- st
+}
+
+func (r *recorder) log() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...)
+}
+
+func start(t *testing.T, req Request) (*Session, *recorder) {
+	t.Helper()
+	r := newRecorder()
+	s, err := Start(req, r, t.Logf)
+	if err != nil {
+		t.Fatalf("Start(%+v): %v", req, err)
+	}
+	r.mu.Lock()
+	r.session = s
+	r.mu.Unlock()
+	t.Cleanup(func() {
+		s.Abandon()
+		s.Wait()
+	})
+	return s, r
+}
+
+func wait(t *testing.T, r *recorder) procctl.ExitStatus {
+	t.Helper()
+	select {
+	case st := <-r.exit:
+		return st
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit; events so far %q", r.log())
+	}
+	return procctl.ExitStatus{}
+}
+
+func TestEnviron(t *testing.T) {
+	got := Environ([]string{"A=1", "B=2", "C=3", "PATH=/bin"}, []string{"B=two", "D=4"}, []string{"C", "D", "NOPE"})
+	want := []string{"A=1", "PATH=/bin", "B=two", "D=4"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Environ = %q, want %q (set replaces, unset removes, set wins over unset)", got, want)
+	}
+}
+
+func TestSessionReportsInOrder(t *testing.T) {
+	s, r := start(t, Request{
+		Program: "sh", Args: []string{"-c", `echo "$X$Y" ; echo err >&2; exit 3`},
+		BaseEnv: []string{"PATH=" + os.Getenv("PATH"), "X=base", "Y=gone"},
+		Env:     []string{"X=set"}, Unset: []string{"Y"},
+	})
+	if st := wait(t, r); st.Code != 3 || st.Signal != 0 {
+		t.Errorf("exit %v, want status 3", st)
+	}
+	if got := s.Wait(); got.Code != 3 {
+		t.Errorf("Wait = %v", got)
+	}
+	ev := r.log()
+	if ev[0] != "started" || !strings.HasPrefix(ev[len(ev)-1], "exit") {
+		t.Errorf("events %q: want started first and exit last", ev)
+	}
+	if r.stdout.String() != "set\n" || r.stderr.String() != "err\n" {
+		t.Errorf("stdout %q stderr %q", r.stdout.String(), r.stderr.String())
+	}
+	// Requests after the exit are ignored, and never reported after it.
+	s.Command([]byte("late"))
+	s.EOF()
+	s.Ack(5)
+	s.Stop()
+	if err := s.Signal(15); err != nil {
+		t.Errorf("Signal after exit: %v", err)
+	}
+	if ev2 := r.log(); len(ev2) != len(ev) {
+		t.Errorf("requests after the exit were reported: %q", ev2[len(ev):])
+	}
+}
+
+// TestStdinWholeOrNothing is the one stdin rule: refused when queued+size
+// would pass the limit, unless nothing is queued.
+func TestStdinWholeOrNothing(t *testing.T) {
+	// sleep never reads stdin: what the pipe does not take stays queued.
+	s, r := start(t, Request{Program: "sleep", Args: []string{"600"}, StdinLimit: 100 << 10})
+	big := bytes.Repeat([]byte("x"), 1<<20) // bigger than limit and pipe
+	s.Command(big)
+	queued := s.StdinQueued()
+	if queued == 0 || queued > len(big) {
+		t.Fatalf("after a 1 MiB command into a child that does not read, %d bytes queued", queued)
+	}
+	s.Command([]byte("y"))
+	if got := s.StdinQueued(); got != queued {
+		t.Errorf("a refused command changed the queue: %d -> %d bytes", queued, got)
+	}
+	ev := r.log()
+	want := fmt.Sprintf("error stdin_overflow: 1 bytes for stdin refused whole: %d bytes already wait for the child to read them and the stdin limit is 102400", queued)
+	if len(ev) != 2 || !strings.HasPrefix(ev[1], want) {
+		t.Errorf("events %q, want the second to start %q", ev, want)
+	}
+	s.EOF()
+	s.Command([]byte("z"))
+	if ev := r.log(); len(ev) != 3 || !strings.HasPrefix(ev[2], "error stdin_closed: 1 bytes for stdin refused: stdin was closed by eof") {
+		t.Errorf("command after EOF: events %q", ev)
+	}
+	if err := s.Signal(0); !errors.Is(err, ErrBadSignal) {
+		t.Errorf("Signal(0) = %v, want ErrBadSignal", err)
+	}
+	s.Stop()
+	if st := wait(t, r); st.Signal != syscall.SIGTERM {
+		t.Errorf("after Stop: %v, want SIGTERM", st)
+	}
+}
+
+// TestStdinLimitDefault: 0 means DefaultStdinLimit, and a queue below the
+// limit takes a command that fits.
+func TestStdinLimitDefault(t *testing.T) {
+	s, r := start(t, Request{Program: "sleep", Args: []string{"600"}})
+	if s.limit != DefaultStdinLimit || DefaultStdinLimit != 16<<20 {
+		t.Errorf("limit %d, want DefaultStdinLimit = 16 MiB", s.limit)
+	}
+	s.Command(bytes.Repeat([]byte("a"), 1<<20))
+	s.Command(bytes.Repeat([]byte("b"), 8<<20))
+	s.Command(bytes.Repeat([]byte("c"), 8<<20)) // 17 MiB: refused
+	ev := r.log()
+	if len(ev) != 2 || !strings.Contains(ev[1], "8388608 bytes for stdin refused whole") {
+		t.Errorf("events %q: want only the third command refused", ev)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	cases := []struct {
+		req    Request
+		reason string
+		text   string
+	}{
+		{Request{Program: "no_such_program_xyz"}, "enoent", "not found in PATH"},
+		{Request{Program: "true", Dir: "/no/such/dir"}, "enoent", `working directory (cd) "/no/such/dir"`},
+		{Request{Program: "true", UID: "no_such_user_xyz"}, "baduser", "no such user"},
+		{Request{Program: "true", Cgroup: cgroup.Spec{Controllers: []string{"no_such_controller"}, Path: "ps_port_host_test/x"}}, "badcgroup", "no_such_controller"},
+	}
+	for _, c := range cases {
+		r := newRecorder()
+		_, err := Start(c.req, r, t.Logf)
+		var se *procctl.SpawnError
+		if !errors.As(err, &se) || se.Reason != c.reason || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("%+v: error %v, want a SpawnError %s mentioning %q", c.req, err, c.reason, c.text)
+		}
+		if ev := r.log(); len(ev) != 0 {
+			t.Errorf("%+v: a child that did not start reported %q", c.req, ev)
+		}
+	}
+}
+
+// TestCgroupRemovedBeforeExit: with a cgroup, the exit report comes after
+// the group is gone.
+func TestCgroupRemovedBeforeExit(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("needs root (CI runs as root) for cgroups")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
+		t.Fatalf("no cgroup v1 memory controller: %v", err)
+	}
+	path := fmt.Sprintf("ps_port_host_test_%d/child", os.Getpid())
+	dir := "/sys/fs/cgroup/memory/" + path
+	r := newRecorder()
+	s, err := Start(Request{Program: "sh", Args: []string{"-c", "cat /proc/self/cgroup"},
+		Cgroup: cgroup.Spec{Controllers: []string{"memory"}, Path: path}}, r, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.session = s
+	r.mu.Unlock()
+	st := wait(t, r)
+	if st.Code != 0 || !strings.Contains(r.stdout.String(), path) {
+		t.Errorf("child in %s: exit %v, output %q", path, st, r.stdout.String())
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("%s still there after the exit report", dir)
+		os.Remove(dir)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/" + strings.TrimSuffix(path, "/child")); err == nil {
+		t.Errorf("the group's parent, made for it, is still there")
+	}
+}
