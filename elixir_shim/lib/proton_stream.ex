@@ -268,6 +268,67 @@ defmodule ProtonStream do
   ]
 
   @doc """
+  Runs `command` with `args` to completion and returns
+  `{collected_stdout, exit_status}`, like `System.cmd/3` and
+  `MuonTrap.cmd/3`, with containment: when the caller dies or `:timeout`
+  expires, the program and everything it started are killed.
+
+  Options (besides every option of `open/3`: `:cd`, `:env`, `:arg0`,
+  `:stderr_to_stdout`, cgroups, `:uid`/`:gid`, `:delay_to_sigkill`,
+  `node:` ...):
+
+    * `:into` - a `Collectable` for stdout (default `""`), e.g.
+      `IO.stream()` to print it as it comes
+    * `:timeout` - milliseconds (default `:infinity`); when it expires the
+      program's whole tree is killed and `{output_so_far, :timeout}` is
+      returned
+    * `:input` - stdin: a binary, iodata or any `Enumerable` of binaries
+      (e.g. `File.stream!/2`), followed by end of file. Without it the
+      program's stdin is at end of file from the start.
+    * `:stderr` - `:console` (default: written to this VM's stderr, as
+      `System.cmd/3` leaves it), `:log` (a Logger warning per chunk),
+      `:discard`, or `:merge` (same as `stderr_to_stdout: true`)
+
+  The exit status is the program's, or `128 + n` when signal `n` killed it.
+  Raises like `open/3` for bad options and a program that is not found
+  (`ErlangError` `:enoent`), `ErlangError` with ps_port's reason atom and
+  message when the program cannot be started, and `ProtonStream.ExitError`
+  when `:input` could not be written. Leaves no message in the caller's
+  mailbox.
+
+  ## Example
+
+      {"hello\n", 0} = ProtonStream.cmd("echo", ["hello"])
+      {"3\n", 0} = ProtonStream.cmd("wc", ["-l"], input: ["a\n", "b\n", "c\n"])
+      {_, :timeout} = ProtonStream.cmd("sleep", ["10"], timeout: 100)
+  """
+  @spec cmd(binary(), [binary()], keyword()) :: {Collectable.t(), non_neg_integer() | :timeout}
+  defdelegate cmd(command, args \\ [], opts \\ []), to: ProtonStream.Cmd
+
+  @doc """
+  Returns a lazy `Enumerable` of `command`'s stdout chunks (binaries).
+
+  The program starts when the stream is enumerated and is demand-driven: it
+  gets a new window of output only as the consumer takes chunks, so memory
+  stays bounded however slowly they are consumed. Halting early
+  (`Enum.take/2`, ...) kills the program and its whole tree. A non-zero exit
+  raises `ProtonStream.ExitError` (carrying the status) after all output was
+  yielded.
+
+  Takes `:input` and `:stderr` as `cmd/3` does (`:stderr` `:merge` puts
+  stderr in the stream), plus every option of `open/3`.
+
+  ## Example
+
+      ProtonStream.stream!("seq", ["1", "100000"])
+      |> Stream.flat_map(&String.split(&1, "\n", trim: true))
+      |> Enum.take(3)
+      #=> ["1", "2", "3"]
+  """
+  @spec stream!(binary(), [binary()], keyword()) :: Enumerable.t()
+  defdelegate stream!(command, args \\ [], opts \\ []), to: ProtonStream.Stream
+
+  @doc """
   Runs `command` with `args` and returns its process; the caller becomes the
   owner and is linked to it.
 

@@ -496,6 +496,17 @@ defmodule ProtonStream.Server do
     {:noreply, state}
   end
 
+  # A callback module that exports handle_stdin_refused/3 (ProtonStream.Run,
+  # behind cmd/3 and stream!/3) is told, so refused :input fails loudly.
+  defp handle_frame({:error, reason, message}, %{module: module} = state)
+       when reason in [:stdin_overflow, :stdin_closed] and module != nil do
+    Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
+
+    if function_exported?(module, :handle_stdin_refused, 3),
+      do: wrap(module.handle_stdin_refused(reason, message, state.mod_state), state),
+      else: {:noreply, state}
+  end
+
   defp handle_frame({:error, reason, message}, state) do
     Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
     {:noreply, state}

@@ -1,0 +1,5 @@
+defmodule ProtonStreamTest.CmdTest do
+  # ProtonStream.cmd/3 and stream!/3 through a port (support/cmd_cases.exs).
+  use ExUnit.Case, async: false
+  use ProtonStreamTest.Cases.Cmd, mode: :port
+end
