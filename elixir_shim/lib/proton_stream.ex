@@ -486,6 +486,96 @@ defmodule ProtonStream do
     GenServer.call(server, :"$os_pid")
   end
 
+  @typedoc """
+  What `statistics/1` returns: the program's output bytes so far, and its
+  cgroup's figures keyed by v2 file names (see `ProtonStream.Cgroup`).
+  """
+  @type statistics :: %{
+          output_byte_count: non_neg_integer(),
+          cgroup: %{optional(binary()) => integer() | %{optional(binary()) => integer()}}
+        }
+
+  @doc """
+  The cgroup the program runs in (relative to the controllers' roots,
+  e.g. `"proton_stream/1a2b3c4d"`), or nil when it was given no cgroup.
+  For a ps_port node's program on this host the path includes the node's
+  `--cgroup-base`.
+
+  Takes a local ProtonStream process: one from `open/3` in port mode, or
+  from `start_link/5` (and `ProtonStream.Daemon`) in any mode. Raises
+  `ArgumentError` for a node mode `open/3` pid (it lives on the node).
+  """
+  @spec cgroup_path(server()) :: binary() | nil
+  def cgroup_path(server) do
+    case info(server) do
+      %{cgroup_path: nil} -> nil
+      %{cgroup_path: path} -> actual_cgroup_path(server, path)
+    end
+  end
+
+  defp actual_cgroup_path(server, path) do
+    with os_pid when is_integer(os_pid) <- os_pid(server),
+         actual when is_binary(actual) <- ProtonStream.Cgroup.of_os_pid(os_pid),
+         true <- String.ends_with?(actual, path) do
+      actual
+    else
+      _ -> path
+    end
+  end
+
+  @doc """
+  The program's cgroup limits as a `:cgroup` map (see `ProtonStream.Cgroup`),
+  read from the group's files and reusable as the `:cgroup` option; nil when
+  it has no cgroup. Takes the processes `cgroup_path/1` takes.
+  """
+  @spec cgroup_config(server()) :: ProtonStream.Cgroup.config() | nil
+  def cgroup_config(server) do
+    if path = cgroup_path(server), do: ProtonStream.Cgroup.config(path)
+  end
+
+  @doc """
+  `%{output_byte_count: n, cgroup: %{...}}`: the stdout and stderr bytes the
+  program wrote so far, and its cgroup's figures keyed by v2 file names on
+  every host (`"memory.current"`, `"memory.peak"`,
+  `"cpu.stat" => %{"usage_usec" => ...}`, `"pids.current"`,
+  `"memory.events" => %{"oom_kill" => ...}`; empty without a cgroup). Takes
+  the processes `cgroup_path/1` takes.
+  """
+  @spec statistics(server()) :: statistics()
+  def statistics(server) do
+    %{output_byte_count: count, cgroup_path: path} = info(server)
+    path = if path, do: actual_cgroup_path(server, path)
+    cgroup = if path, do: ProtonStream.Cgroup.statistics(path), else: %{}
+    %{output_byte_count: count, cgroup: cgroup}
+  end
+
+  defp info(server) do
+    if ProtonStream.Remote.remote?(server) do
+      raise ArgumentError,
+            "#{inspect(server)} is a program's pid on a ps_port node (node mode open/3); " <>
+              "cgroup_path/1, cgroup_config/1 and statistics/1 take local ProtonStream processes " <>
+              "(start it with start_link/5 or ProtonStream.Daemon for those)"
+    end
+
+    GenServer.call(server, {:"$proton_stream", :info})
+  end
+
+  @doc """
+  A child spec to run `command` under a supervisor: `{ProtonStream,
+  [command, args, opts]}`. The child is a `ProtonStream.Daemon` (its options
+  are accepted; without `:log_output` the output is dropped): the program
+  dies with the child, and the child stops when the program exits.
+  """
+  @spec child_spec([binary() | [binary()] | keyword()]) :: Supervisor.child_spec()
+  def child_spec([command, args]), do: child_spec([command, args, []])
+
+  def child_spec([command, args, opts]) do
+    %{
+      ProtonStream.Daemon.child_spec([command, args, opts])
+      | id: Keyword.get(opts, :id, {__MODULE__, command})
+    }
+  end
+
   @doc """
   Returns the absolute path of the ps_port helper executable (the name is
   kept from proton_stream, whose helper was muontrap).

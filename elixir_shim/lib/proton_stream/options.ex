@@ -32,7 +32,13 @@ defmodule ProtonStream.Options do
     * `:stdio_window` - flow-control window in bytes (positive integer; default
       ps_port's, 256 KiB)
     * `:stderr_to_stdout` - deliver stderr as stdout data (boolean)
-    * `:capture_stderr_only` - deliver only stderr, discard stdout (boolean)
+    * `:capture_stderr_only` - deliver only stderr, discard stdout (boolean).
+      Given together with `stderr_to_stdout: true` (which proton_stream
+      1.8.3 accepts too), `:capture_stderr_only` wins: stdout is discarded
+      and stderr arrives as stderr (`{:error, data}`)
+    * `:cgroup` - a map of limits keyed by cgroup v2 names, e.g.
+      `%{memory_max: 268435456, cpu_max: {50000, 100000}, pids_max: 100}`,
+      translated to v1 files on v1 and hybrid hosts; see `ProtonStream.Cgroup`
     * `:parallelism` - passed to `Port.open/2` for the helper's port (boolean);
       it only affects how the VM schedules the port's I/O
     * `:stdin_limit` - bytes of stdin that may wait for the program before
@@ -80,7 +86,8 @@ defmodule ProtonStream.Options do
           optional(:parallelism) => boolean(),
           optional(:stdin_limit) => pos_integer(),
           optional(:node) => node(),
-          optional(:flow) => :queue_len | :ack
+          optional(:flow) => :queue_len | :ack,
+          optional(:cgroup) => ProtonStream.Cgroup.config()
         }
 
   # The kernel takes at most this many bytes, with the final NUL, for one
@@ -111,6 +118,7 @@ defmodule ProtonStream.Options do
     options =
       opts
       |> Enum.reduce(%{command: command, args: args}, &validate_option/2)
+      |> apply_cgroup_map()
       |> check_combinations!()
       |> check_node_limits!()
       |> resolve_cgroup_path()
@@ -241,6 +249,12 @@ defmodule ProtonStream.Options do
     Enum.map(env, &env_pair!/1)
   end
 
+  defp normalize({:cgroup, config}) do
+    # Checked (and raising, naming the key) here; applied by apply_cgroup_map/1.
+    ProtonStream.Cgroup.to_options(config)
+    config
+  end
+
   defp normalize({key, value}) do
     raise ArgumentError, "invalid option #{inspect(key)} with value #{inspect(value)}"
   end
@@ -313,15 +327,32 @@ defmodule ProtonStream.Options do
     raise ArgumentError, "invalid option :env: invalid environment key-value #{inspect(other)}"
   end
 
+  # The :cgroup map (ProtonStream.Cgroup) adds controllers and sets, and a
+  # group of its own when no :cgroup_path or :cgroup_base was given.
+  defp apply_cgroup_map(%{cgroup: config} = opts) do
+    {controllers, sets} = ProtonStream.Cgroup.to_options(config)
+
+    opts
+    |> Map.update(:cgroup_controllers, controllers, &Enum.uniq(&1 ++ controllers))
+    |> Map.update(:cgroup_sets, sets, &(&1 ++ sets))
+    |> then(fn opts ->
+      if Map.has_key?(opts, :cgroup_path) or Map.has_key?(opts, :cgroup_base),
+        do: opts,
+        else: Map.put(opts, :cgroup_base, "proton_stream")
+    end)
+  end
+
+  defp apply_cgroup_map(opts), do: opts
+
   defp check_combinations!(%{cgroup_path: _, cgroup_base: _}) do
     raise ArgumentError,
           "invalid options :cgroup_path and :cgroup_base: cannot specify both a cgroup_path and a cgroup_base"
   end
 
-  defp check_combinations!(%{stderr_to_stdout: true, capture_stderr_only: true}) do
-    raise ArgumentError,
-          "invalid options :stderr_to_stdout and :capture_stderr_only: they exclude each other"
-  end
+  # proton_stream 1.8.3 accepts the pair; :capture_stderr_only wins (stdout
+  # is discarded, stderr arrives as stderr).
+  defp check_combinations!(%{stderr_to_stdout: true, capture_stderr_only: true} = opts),
+    do: check_combinations!(Map.delete(opts, :stderr_to_stdout))
 
   defp check_combinations!(%{cgroup_sets: [_ | _] = sets} = opts) do
     controllers = Map.get(opts, :cgroup_controllers, [])

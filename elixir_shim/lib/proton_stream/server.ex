@@ -59,7 +59,8 @@ defmodule ProtonStream.Server do
     :command,
     :cgroup_path,
     port_open: true,
-    oom_kills: 0
+    oom_kills: 0,
+    output_bytes: 0
   ]
 
   # `port` (port mode) or `remote` (node mode: the program's pid on the
@@ -76,7 +77,8 @@ defmodule ProtonStream.Server do
            command: binary(),
            cgroup_path: binary() | nil,
            port_open: boolean(),
-           oom_kills: non_neg_integer()
+           oom_kills: non_neg_integer(),
+           output_bytes: non_neg_integer()
          }
 
   @doc """
@@ -457,13 +459,13 @@ defmodule ProtonStream.Server do
   defp handle_frame({:stdout, data}, %{module: nil} = state) do
     send(state.owner, {self(), {:data, data}})
     PsPort.ack(state.port, byte_size(data))
-    {:noreply, state}
+    {:noreply, %{state | output_bytes: state.output_bytes + byte_size(data)}}
   end
 
   defp handle_frame({:stderr, data}, %{module: nil} = state) do
     send(state.owner, {self(), {:error, data}})
     PsPort.ack(state.port, byte_size(data))
-    {:noreply, state}
+    {:noreply, %{state | output_bytes: state.output_bytes + byte_size(data)}}
   end
 
   defp handle_frame({:stdout, data}, state), do: output_callback(:handle_stdout, data, state)
@@ -476,10 +478,16 @@ defmodule ProtonStream.Server do
     finish(exit_reason(status), %{state | port_open: false})
   end
 
+  # Sent just before the exit frame. The kernel log names the processes the
+  # OOM killer chose (the program, or one of its descendants); the owner
+  # (message mode) is told first, as a ps_port node tells it.
   defp handle_frame({:oom_killed, count}, state) do
+    if state.module == nil, do: send(state.owner, {self(), {:oom_killed, count}})
+
     Logger.warning(
-      "ProtonStream: #{state.command} (os pid #{state.os_pid}) was killed by the kernel's OOM killer " <>
-        "(#{count} OOM kill(s) in cgroup #{state.cgroup_path}); its exit reason stays {:signal, 9}",
+      "ProtonStream: the kernel's OOM killer killed #{oom_victims(state, count)} " <>
+        "(#{count} OOM kill(s) in cgroup #{state.cgroup_path}) while running #{state.command} " <>
+        "(os pid #{state.os_pid})",
       oom_kills: count,
       os_pid: state.os_pid
     )
@@ -517,7 +525,25 @@ defmodule ProtonStream.Server do
     {:noreply, state}
   end
 
+  defp oom_victims(%{cgroup_path: nil}, _count), do: "a process"
+
+  defp oom_victims(state, count) do
+    case Enum.take(ProtonStream.Cgroup.oom_victims(state.cgroup_path), -count) do
+      [] ->
+        "a process (the kernel log, which names it, could not be read)"
+
+      victims ->
+        Enum.map_join(victims, ", ", fn {pid, name} ->
+          if pid == state.os_pid,
+            do: "#{name} (os pid #{pid}, the program itself)",
+            else: "#{name} (os pid #{pid})"
+        end)
+    end
+  end
+
   defp output_callback(fun, data, %{module: module} = state) do
+    state = %{state | output_bytes: state.output_bytes + byte_size(data)}
+
     result =
       if function_exported?(module, fun, 2) do
         apply(module, fun, [data, state.mod_state])
@@ -571,6 +597,11 @@ defmodule ProtonStream.Server do
   def handle_call(request, _from, state)
       when request in [:"$os_pid", {:"$proton_stream", :os_pid}] do
     {:reply, state.os_pid, state}
+  end
+
+  # ProtonStream.cgroup_path/1 and statistics/1.
+  def handle_call({:"$proton_stream", :info}, _from, state) do
+    {:reply, %{cgroup_path: state.cgroup_path, output_byte_count: state.output_bytes}, state}
   end
 
   def handle_call(request, from, %{module: module} = state) when module != nil do

@@ -91,6 +91,19 @@ defmodule ProtonStreamTest.Cases.Options do
           assert result.stderr == "err\n"
         end
 
+        test "stderr_to_stdout with capture_stderr_only (as 1.8.3 accepts): capture_stderr_only wins",
+             %{m: m} do
+          result =
+            run(
+              "sh",
+              ["-c", "echo out; echo err >&2"],
+              [stderr_to_stdout: true, capture_stderr_only: true] ++ m
+            )
+
+          assert result.stdout == ""
+          assert result.stderr == "err\n"
+        end
+
         test ":stdio_window: a tiny window still delivers everything", %{m: m} do
           expected = Enum.map_join(1..2000, &"#{&1}\n")
 
