@@ -46,6 +46,8 @@ defmodule ProtonStreamTest.ReadmeBlocksTest do
   describe "README.md" do
     test "its elixir blocks run" do
       output = run_readme("README.md", %{})
+      assert output =~ "apple\npear\n"
+      assert output =~ ~s(["1", "2", "3"])
       assert output =~ "Got: hello\n"
       assert output =~ "Linux\n"
     end
@@ -62,7 +64,7 @@ defmodule ProtonStreamTest.ReadmeBlocksTest do
       # which may be a moment after the test.
       on_exit(fn ->
         assert wait_until(fn ->
-                 remove_cgroup!(["memory", "cpu"], "mycgroup")
+                 remove_cgroup!(["memory", "cpu", "cpuacct", "pids"], "mycgroup")
                  not File.exists?(cgroup_dir("cpu", "mycgroup"))
                end)
       end)

@@ -355,7 +355,9 @@ defmodule ProtonStreamTest.Mode do
 
     ExUnit.after_suite(fn _ ->
       Supervisor.stop(sup)
-      if base, do: ProtonStreamTest.Helpers.remove_cgroup!(["memory", "cpu"], base)
+
+      if base,
+        do: ProtonStreamTest.Helpers.remove_cgroup!(["memory", "cpu", "cpuacct", "pids"], base)
     end)
   end
 
