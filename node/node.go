@@ -30,8 +30,14 @@ import (
 // RegisteredName is the name of the process that opens children.
 const RegisteredName = "proton_stream"
 
-// MaxMessageSize is the largest distribution message ps_port accepts.
+// MaxMessageSize is the largest distribution message ps_port sends, and
+// the most --max-request may be.
 const MaxMessageSize = 128 << 20
+
+// DefaultMaxRequest is the largest request (one distribution message from
+// a peer, lists and tuples weighed as decoded: distconn.go) a node takes
+// without --max-request.
+const DefaultMaxRequest = 16 << 20
 
 // Config configures a node.
 type Config struct {
@@ -39,6 +45,10 @@ type Config struct {
 	Cookie      string        // the distribution cookie; never logged
 	Allow       []string      // glob patterns on the program's absolute path
 	AllowAny    bool          // allow every program
+	AllowEnv    []string      // globs on the loader variables a peer may set (allow.go: loaderEnv)
+	AllowUID    []string      // users a peer may run children as, besides the node's own (creds.go)
+	AllowGID    []string      // groups likewise
+	MaxRequest  int           // largest request (distribution message) taken; 0: DefaultMaxRequest
 	CgroupBase  string        // cgroup path below which children's groups go; "" refuses cgroup options
 	MaxChildren int           // 0: no limit
 	ListenPort  uint16        // distribution port; 0 picks a free one
@@ -54,6 +64,8 @@ type Node struct {
 	ergo    ergonode.Node
 	rpc     *rpcClient
 	spawner gen.Process
+	allowUID *idSet
+	allowGID *idSet
 	opens   chan struct{} // bounds concurrent opens
 
 	mu       sync.Mutex
@@ -79,6 +91,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, errors.New("no program is allowed: give --allow PATTERN (repeatable) or --allow-any")
 	}
 	if err := checkPatterns(cfg.Allow); err != nil {
+		return nil, err
+	}
+	if err := checkEnvPatterns(cfg.AllowEnv); err != nil {
+		return nil, err
+	}
+	allowUID, err := parseIDs("--allow-uid", cfg.AllowUID, false)
+	if err != nil {
+		return nil, err
+	}
+	allowGID, err := parseIDs("--allow-gid", cfg.AllowGID, true)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.CgroupBase != "" {
@@ -114,6 +137,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		opens:    make(chan struct{}, 8),
 		children: make(map[*child]struct{}),
 		done:     make(chan struct{}),
+		allowUID: allowUID,
+		allowGID: allowGID,
 	}
 	n.rpc = newRPCClient()
 	if n.rpc.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mailboxSize}, n.rpc.loop); err != nil {
@@ -307,21 +332,16 @@ func (n *Node) release() {
 
 // start spawns the OS process and its ergo process.
 func (n *Node) start(req *openRequest) (*child, error) {
+	if err := n.checkEnv(req); err != nil {
+		return nil, err
+	}
 	env := req.environ(os.Environ())
-	prog, err := procctl.Resolve(req.command, req.dir, env)
+	prog, err := n.openProgram(req, env)
 	if err != nil {
 		return nil, err
 	}
-	// Before the --allow check: a relative program under a missing cd would
-	// otherwise be refused as not allowed, naming a path that cannot exist.
-	if err := n.checkDir(req.dir, req.command); err != nil {
-		return nil, err
-	}
-	if !n.cfg.AllowAny && !allowed(n.cfg.Allow, prog) {
-		n.log.Printf("refused %s for %s: no --allow pattern matches", prog, req.owner)
-		return nil, &notAllowedError{path: prog}
-	}
-	cred, err := procctl.LookupCredential(req.uid, req.gid)
+	defer prog.file.Close() // the child has its own reference once started
+	cred, err := n.credential(req)
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +350,8 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		arg0 = req.command
 	}
 	spec := procctl.Spec{
-		Path:           prog,
+		Path:           prog.path,
+		Exec:           prog.file,
 		Args:           req.args,
 		Arg0:           arg0,
 		Dir:            req.dir,
@@ -350,7 +371,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		spec.Stdout = procctl.Null
 	}
 	c := newChild(n, req)
-	c.path = prog
+	c.path = prog.path
 	if req.cgWanted {
 		g, err := n.createGroup(req)
 		if err != nil {

@@ -1,11 +1,9 @@
 package node
 
 import (
-	"errors"
 	"fmt"
 	"github.com/protonstream/ps_port/procctl"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -391,41 +389,4 @@ func (r *openRequest) environ(base []string) []string {
 		}
 	}
 	return append(env, r.env...)
-}
-
-// notAllowedError is a program that no --allow pattern matches.
-type notAllowedError struct{ path string }
-
-func (e *notAllowedError) Error() string {
-	return fmt.Sprintf("%s is not allowed on this node (see ps_port node --allow)", e.path)
-}
-
-// allowed reports whether program (absolute) may run: a pattern matches
-// either its path or the path with every symlink resolved.
-func allowed(patterns []string, program string) bool {
-	cands := []string{program}
-	if real, err := filepath.EvalSymlinks(program); err == nil && real != program {
-		cands = append(cands, real)
-	}
-	for _, pat := range patterns {
-		for _, c := range cands {
-			if ok, _ := filepath.Match(pat, c); ok {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// checkPatterns validates --allow patterns.
-func checkPatterns(patterns []string) error {
-	for _, p := range patterns {
-		if !filepath.IsAbs(p) {
-			return fmt.Errorf("--allow %q: want an absolute path pattern such as /usr/bin/*", p)
-		}
-		if _, err := filepath.Match(p, "/"); errors.Is(err, filepath.ErrBadPattern) {
-			return fmt.Errorf("--allow %q: %v", p, err)
-		}
-	}
-	return nil
 }

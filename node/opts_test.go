@@ -121,8 +121,8 @@ func TestIodata(t *testing.T) {
 }
 
 func TestAllowed(t *testing.T) {
-	if !allowed([]string{"/usr/bin/*"}, "/usr/bin/cat") || allowed([]string{"/usr/bin/*"}, "/usr/bin/x/cat") ||
-		allowed([]string{"/opt/*"}, "/usr/bin/cat") {
+	if !allowedPath([]string{"/usr/bin/*"}, "/usr/bin/cat") || allowedPath([]string{"/usr/bin/*"}, "/usr/bin/x/cat") ||
+		allowedPath([]string{"/opt/*"}, "/usr/bin/cat") || !allowedPath([]string{"/opt/*"}, "/x", "/opt/y") {
 		t.Fatal("glob semantics")
 	}
 	if err := checkPatterns([]string{"relative/*"}); err == nil {

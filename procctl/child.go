@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,6 +72,7 @@ type Child struct {
 	status ExitStatus
 
 	marker       string // MarkerEnv's value in the child's environment, or ""
+	execDone     func() // removes the exec link of a script (execfd.go), or nil
 	termOnce     sync.Once
 	killDeadline atomic.Int64 // unix nanos after which leftovers get SIGKILL; 0 = not terminating
 }
@@ -84,9 +86,12 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	if err := checkDir(spec.Path, spec.Dir); err != nil {
 		return nil, err
 	}
-	path, err := Resolve(spec.Path, spec.Dir, spec.Env)
-	if err != nil {
-		return nil, err
+	path := spec.Path
+	if spec.Exec == nil {
+		var err error
+		if path, err = Resolve(spec.Path, spec.Dir, spec.Env); err != nil {
+			return nil, err
+		}
 	}
 	c := &Child{
 		spec:   spec,
@@ -126,7 +131,18 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		}
 	}
 	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: st.childFds(), Sys: sys}
-	_, err = onForkerThread(func() (int, error) {
+	execPath := path
+	var plan *execPlan
+	if spec.Exec != nil {
+		var err error
+		if plan, err = planExec(spec.Exec, filepath.Base(path), attr.Files); err != nil {
+			st.closeParentEnds()
+			return nil, spawnError(path, err)
+		}
+		defer plan.afterFork()
+		execPath, attr.Files = plan.path, plan.files
+	}
+	_, err := onForkerThread(func() (int, error) {
 		registry.Lock()
 		defer registry.Unlock()
 		if spec.Placement != nil {
@@ -140,7 +156,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 				}
 			}()
 		}
-		pid, _, err := syscall.StartProcess(path, argv, attr)
+		pid, _, err := syscall.StartProcess(execPath, argv, attr)
 		if err != nil {
 			return 0, err
 		}
@@ -150,6 +166,9 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	})
 	if err != nil {
 		st.closeParentEnds()
+		if plan != nil {
+			plan.done()
+		}
 		var se *SpawnError
 		if errors.As(err, &se) {
 			return nil, se
@@ -159,6 +178,9 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 				err, os.Geteuid(), os.Getegid(), cr.Uid, cr.Gid)
 		}
 		return nil, spawnError(path, err)
+	}
+	if plan != nil && plan.keep {
+		c.execDone = plan.done
 	}
 	if err := unix.SetNonblock(pidfd, true); err != nil {
 		return nil, fmt.Errorf("pidfd of child %d: %w", c.pid, err)
@@ -283,6 +305,9 @@ func (c *Child) supervise() {
 	c.readers.Wait()
 	if c.stdin != nil {
 		c.stdin.abort()
+	}
+	if c.execDone != nil {
+		c.execDone()
 	}
 	c.pidfd.Close()
 	close(c.done)

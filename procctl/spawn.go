@@ -40,6 +40,13 @@ type Spec struct {
 	Dir  string   // working directory; ps_port's when empty
 	Env  []string // the whole environment, "KEY=VALUE"; ps_port's when nil
 
+	// Exec, when set, is the program already opened (O_PATH will do) and
+	// checked by the caller: the child runs this very file, whatever Path
+	// names by the time it starts (execfd.go). Path is then only used to
+	// name the program in errors and, with Arg0 empty, as argv[0]; the
+	// program's comm is Path's last component. Start does not close Exec.
+	Exec *os.File
+
 	// Credential, when not nil, is the uid/gid the child runs as. See
 	// LookupCredential.
 	Credential *syscall.Credential
@@ -124,6 +131,10 @@ func LookupCredential(uid, gid string) (*syscall.Credential, error) {
 		cred.Uid = uint32(n)
 		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
 			cred.Gid = uint32(g)
+		} else if gid == "" {
+			// Never this program's own group (root's, often) by default.
+			return nil, &SpawnError{Reason: "baduser", Path: uid,
+				Err: fmt.Errorf("uid %d has no passwd entry, so no group of its own: give a gid too", n)}
 		}
 	}
 	if gid != "" {
@@ -139,8 +150,8 @@ func LookupCredential(uid, gid string) (*syscall.Credential, error) {
 func lookupUser(s string) (*user.User, error) {
 	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
 		u, err := user.LookupId(s)
-		if err != nil { // a bare number need not have a passwd entry
-			return &user.User{Uid: strconv.FormatUint(n, 10), Gid: strconv.Itoa(os.Getgid())}, nil
+		if err != nil { // a bare number need not have a passwd entry; it has no group then
+			return &user.User{Uid: strconv.FormatUint(n, 10)}, nil
 		}
 		return u, nil
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/protonstream/ps_port/node"
 	"github.com/protonstream/ps_port/procctl"
 )
@@ -40,7 +42,9 @@ func nodeMain(args []string) int {
 	fs := flag.NewFlagSet("ps_port node", flag.ContinueOnError)
 	var (
 		name, cookieFile, cgroupBase string
-		allow                        list
+		allow, allowEnv              list
+		allowUID, allowGID           list
+		maxRequest                   int
 		allowAny, exitOnEOF          bool
 		maxChildren, port            int
 		shutdownMS, tickSeconds      int
@@ -50,6 +54,10 @@ func nodeMain(args []string) int {
 	fs.StringVar(&cookieFile, "cookie-file", "", "file holding the distribution cookie")
 	fs.Var(&allow, "allow", "glob on the absolute path of programs owners may run, e.g. /usr/bin/* (repeatable)")
 	fs.BoolVar(&allowAny, "allow-any", false, "let owners run any program")
+	fs.Var(&allowEnv, "allow-env", "glob on names of the dynamic loader's and libc's variables (LD_*, GCONV_PATH, MALLOC_*, ...) owners may set, e.g. LD_LIBRARY_PATH (repeatable; default none)")
+	fs.Var(&allowUID, "allow-uid", "user (name, uid, or range LOW-HIGH; ranges never include 0) a root node may run children as, besides its own (repeatable)")
+	fs.Var(&allowGID, "allow-gid", "group (name, gid, or range LOW-HIGH; ranges never include 0) a root node may run children with, besides its own and the user's primary group (repeatable)")
+	fs.IntVar(&maxRequest, "max-request", node.DefaultMaxRequest, "largest request (distribution message, in bytes, lists and tuples weighed as decoded) taken; larger ones are refused with {:error, {:too_large, _}}")
 	fs.StringVar(&cgroupBase, "cgroup-base", "", "cgroup path under which children's groups are made; without it cgroup options are refused")
 	fs.IntVar(&maxChildren, "max-children", 0, "most children at once (0: no limit)")
 	fs.IntVar(&port, "port", 0, "distribution listen port (0: a free one, registered with epmd)")
@@ -88,6 +96,9 @@ func nodeMain(args []string) int {
 	if maxChildren < 0 || port < 0 || port > 65535 || shutdownMS < 0 {
 		return fail("--max-children, --port and --shutdown-timeout must be non-negative (and --port at most 65535)")
 	}
+	if maxRequest < 1<<16 || maxRequest > node.MaxMessageSize {
+		return fail("--max-request must be %d..%d (bytes), got %d", 1<<16, node.MaxMessageSize, maxRequest)
+	}
 	if tickSeconds < 1 {
 		return fail("--net-ticktime must be at least 1 (seconds), got %d", tickSeconds)
 	}
@@ -97,6 +108,12 @@ func nodeMain(args []string) int {
 		if tlsConfig, err = tlsFiles.TLSConfig(); err != nil {
 			return fail("%v", err)
 		}
+	}
+	// Nobody but root may read this process's memory or /proc/PID/environ
+	// (which keeps PS_PORT_COOKIE whatever os.Unsetenv does), ptrace it
+	// or take its core: not even a child running as the same user.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fail("prctl(PR_SET_DUMPABLE, 0): %v; refusing to start: children could read the cookie from this process", err)
 	}
 	cookie, err := readCookie(cookieFile)
 	// Children inherit the environment: never the cookie.
@@ -120,6 +137,10 @@ func nodeMain(args []string) int {
 		Cookie:      cookie,
 		Allow:       allow,
 		AllowAny:    allowAny,
+		AllowEnv:    allowEnv,
+		AllowUID:    allowUID,
+		AllowGID:    allowGID,
+		MaxRequest:  maxRequest,
 		CgroupBase:  cgroupBase,
 		MaxChildren: maxChildren,
 		ListenPort:  uint16(port),
@@ -129,6 +150,7 @@ func nodeMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
+	defer procctl.RemoveExecLinks()
 	fmt.Fprintf(os.Stderr, "ps_port node: %s is up\n", n.Name())
 	stopped := make(chan struct{})
 	go func() { n.Wait(); close(stopped) }()

@@ -158,6 +158,13 @@ func startPsNode(t *testing.T, cookie string, extra ...string) *psNode {
 // startPsNodeWith is startPsNode with stdin (nil: /dev/null).
 func startPsNodeWith(t *testing.T, cookie string, stdin io.Reader, extra ...string) *psNode {
 	t.Helper()
+	return startPsNodeCmd(t, cookie, func(cmd *exec.Cmd) { cmd.Stdin = stdin }, extra...)
+}
+
+// startPsNodeCmd is startPsNode with setup called on the command before it
+// starts (working directory, environment, credentials, stdin).
+func startPsNodeCmd(t *testing.T, cookie string, setup func(cmd *exec.Cmd), extra ...string) *psNode {
+	t.Helper()
 	if len(extra) == 0 {
 		extra = []string{"--allow-any"}
 	}
@@ -165,7 +172,9 @@ func startPsNodeWith(t *testing.T, cookie string, stdin io.Reader, extra ...stri
 	args := append([]string{"node", "--name", name, "--cookie-file", writeCookie(t, cookie)}, extra...)
 	n := &psNode{t: t, name: name, cmd: exec.Command(psPortBinary(t), args...), stderr: &nodeBuf{}, waited: make(chan struct{})}
 	n.cmd.Stderr = n.stderr
-	n.cmd.Stdin = stdin
+	if setup != nil {
+		setup(n.cmd)
+	}
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
