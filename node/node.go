@@ -59,14 +59,14 @@ type Config struct {
 
 // Node is a running ps_port node.
 type Node struct {
-	cfg     Config
-	log     *log.Logger
-	ergo    ergonode.Node
-	rpc     *rpcClient
-	spawner gen.Process
+	cfg      Config
+	log      *log.Logger
+	ergo     ergonode.Node
+	rpc      *rpcClient
+	spawner  gen.Process
 	allowUID *idSet
 	allowGID *idSet
-	opens   chan struct{} // bounds concurrent opens
+	opens    chan struct{} // bounds concurrent opens
 
 	mu       sync.Mutex
 	changed  time.Time // last child started or gone (memory.go)

@@ -62,11 +62,11 @@ func RemoveExecLinks() {
 
 // execPlan is how one child runs Spec.Exec.
 type execPlan struct {
-	path   string   // given to execve
+	path   string    // given to execve
 	files  []uintptr // the child's descriptors 0.. (stdio, and the script's fd 3)
-	link   string   // a directory to remove: after the fork, or with keep after the child's exit
-	keep   bool     // a script: its interpreter opens the link after the exec
-	closeF *os.File // a descriptor to close after the fork
+	link   string    // a directory to remove: after the fork, or with keep after the child's exit
+	keep   bool      // a script: its interpreter opens the link after the exec
+	closeF *os.File  // a descriptor to close after the fork
 }
 
 // planExec prepares running f, named name (its path's last component), in
