@@ -338,8 +338,11 @@ defmodule ProtonStreamTest.Mode do
 
     base = cgroup_base()
 
+    # nobody: the option cases run programs as uid 65534 (docs/node.md,
+    # "Security model": a node runs them only as users it allows).
     opts =
-      [allow_any: true, shutdown_timeout: 1000] ++ if(base, do: [cgroup_base: base], else: [])
+      [allow_any: true, allow_uid: ["nobody"], shutdown_timeout: 1000] ++
+        if(base, do: [cgroup_base: base], else: [])
 
     {:ok, sup} = Supervisor.start_link([{ProtonStream.Node, opts}], strategy: :one_for_one)
     Process.unlink(sup)

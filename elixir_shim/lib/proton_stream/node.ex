@@ -40,6 +40,19 @@ defmodule ProtonStream.Node do
     * `:allow` - list of glob patterns on the absolute path of the programs
       owners may run (`*` does not cross `/`), e.g. `["/usr/bin/*"]`; or
     * `allow_any: true` - allow every program. One of the two is required.
+    * `:allow_env` - list of names (or globs, e.g. `"LD_*"`) of the dynamic
+      loader's and libc's variables (`LD_PRELOAD`, `LD_LIBRARY_PATH`,
+      `GCONV_PATH`, `MALLOC_*`, ...) that owners may set in `env:`; by
+      default an open setting one is refused (docs/node.md, "Security model")
+    * `:allow_uid`, `:allow_gid` - lists of users (groups) owners may run
+      programs as, besides the node's own: names, numeric ids, or ranges
+      `"LOW-HIGH"` (a range never includes 0: root only by name or 0).
+      Default: only this VM's user. They apply to a node running as root;
+      one running as another user can only run programs as itself
+    * `:max_request` - largest request the node takes, in bytes (lists and
+      tuples weighed as decoded; default 16 MiB, at most 128 MiB); a larger
+      `open` gets `{:error, {:too_large, message}}`, a larger `{:command, _}`
+      `{ps, {:error, :too_large, message}}`
     * `:name` - the node's name: an atom or string, `"NAME@HOST"` or just
       `"NAME"` (the host of this VM's node name is added). Default:
       `ps_<random>`; a child spec fixes it once, so a restarted node keeps it
@@ -102,6 +115,10 @@ defmodule ProtonStream.Node do
   @options [
     :allow,
     :allow_any,
+    :allow_env,
+    :allow_uid,
+    :allow_gid,
+    :max_request,
     :name,
     :cgroup_base,
     :max_children,
@@ -197,6 +214,32 @@ defmodule ProtonStream.Node do
   end
 
   defp check_option!(:allow_any, value) when is_boolean(value), do: :ok
+
+  defp check_option!(:allow_env, names) do
+    if not (is_list(names) and
+              Enum.all?(names, &(is_binary(&1) and &1 != "" and not String.contains?(&1, "=")))) do
+      invalid!(
+        :allow_env,
+        names,
+        "a list of variable names or globs like \"LD_LIBRARY_PATH\" or \"LD_*\""
+      )
+    end
+  end
+
+  defp check_option!(key, ids) when key in [:allow_uid, :allow_gid] do
+    valid? =
+      is_list(ids) and
+        Enum.all?(ids, fn
+          id when is_integer(id) -> id >= 0
+          id when is_binary(id) -> id != ""
+          _ -> false
+        end)
+
+    if not valid?,
+      do: invalid!(key, ids, "a list of names, non-negative integers or \"LOW-HIGH\" ranges")
+  end
+
+  defp check_option!(:max_request, n) when is_integer(n) and n in 65_536..134_217_728, do: :ok
   defp check_option!(:start_distribution, value) when is_boolean(value), do: :ok
 
   defp check_option!(:start_distribution, value) when is_atom(value) do
@@ -369,6 +412,10 @@ defmodule ProtonStream.Node do
       ["node", "--name", Atom.to_string(name), "--exit-on-eof"] ++
         Enum.flat_map(Keyword.get(opts, :allow, []), &["--allow", &1]) ++
         if(opts[:allow_any], do: ["--allow-any"], else: []) ++
+        Enum.flat_map(Keyword.get(opts, :allow_env, []), &["--allow-env", &1]) ++
+        Enum.flat_map(Keyword.get(opts, :allow_uid, []), &["--allow-uid", to_string(&1)]) ++
+        Enum.flat_map(Keyword.get(opts, :allow_gid, []), &["--allow-gid", to_string(&1)]) ++
+        flag("--max-request", opts[:max_request]) ++
         flag("--cgroup-base", opts[:cgroup_base]) ++
         flag("--max-children", opts[:max_children]) ++
         flag("--port", opts[:port]) ++
