@@ -172,6 +172,10 @@ func (c *child) handleCall(from callFrom, req etf.Term) {
 	case isAtom(req, "$stdin_queued"):
 		reply = c.pc.StdinQueued()
 	default:
+		if why, ok := tooLarge(req); ok {
+			reply = errorTerm(etf.Tuple{etf.Atom("too_large"), []byte(why)})
+			break
+		}
 		reply = errorTerm(etf.Tuple{etf.Atom("badcall"), req})
 	}
 	to, msg := from.replyTo(reply)
@@ -201,6 +205,10 @@ func (c *child) ownerMsg(t etf.Term) {
 		c.mu.Unlock()
 		c.pc.CloseStdin()
 	default:
+		if why, ok := tooLarge(t); ok {
+			c.errMsg("too_large", "%s", why)
+			return
+		}
 		if cmd, ok := tagged(t, "command", 2); ok {
 			c.command(cmd[1], eof)
 			return

@@ -42,6 +42,8 @@ type distConn struct {
 	ready    []byte // converted bytes for ergo: ready[readyOff:]
 	readyOff int
 	rbody    int    // bytes of the current packet's message still to pass on
+	rskip    int    // bytes of the current packet to throw away (too large: request.go)
+	maxReq   int    // largest message taken (request.go); 0: DefaultMaxRequest
 	rrefs    []span // scratch for walkTerms
 
 	// write side
@@ -125,6 +127,12 @@ func (c *distConn) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		}
+		if c.rskip > 0 {
+			if err := c.skip(); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		if c.rbody > 0 {
 			if c.roff < len(c.rbuf) {
 				n := min(c.rbody, len(c.rbuf)-c.roff, len(p))
@@ -158,6 +166,9 @@ func (c *distConn) Read(p []byte) (int, error) {
 func (c *distConn) fill() error {
 	if c.roff > 0 && c.roff == len(c.rbuf) {
 		c.rbuf, c.roff = c.rbuf[:0], 0
+		if cap(c.rbuf) > 1<<20 { // a large request went through: give it back
+			c.rbuf = make([]byte, 0, 64<<10)
+		}
 	}
 	if cap(c.rbuf)-len(c.rbuf) < 4096 {
 		if c.roff > 0 {
@@ -194,13 +205,13 @@ func (c *distConn) readPacketHead() error {
 		c.roff += 4
 		return nil
 	}
-	if l > MaxMessageSize {
-		return packetError("%d bytes, more than %d", l, MaxMessageSize)
-	}
 	if len(d) < 5 {
 		return errShort
 	}
 	if d[4] != passThrough { // already what ergo reads
+		if l > c.maxRequest() {
+			return packetError("%d bytes, more than --max-request %d", l, c.maxRequest())
+		}
 		c.stats.packetsIn.Add(1)
 		c.ready = append(c.ready, d[:5]...)
 		c.roff += 5
@@ -237,6 +248,23 @@ func (c *distConn) readPacketHead() error {
 			return packetError("pass-through packet without 131 before the message")
 		}
 	}
+	msg := 0
+	if rest > 0 {
+		msg = rest - 1
+	}
+	// The message, when there is one, is weighed before ergo decodes it
+	// (request.go): a large one is replaced by a small one saying so.
+	var replaced []byte
+	if msg > 0 {
+		start := 4 + 2 + clen + 1
+		var err error
+		if replaced, err = c.weigh(d, start, msg, l); err != nil {
+			if err == errShort {
+				return errShort
+			}
+			return packetError("message: %v", err)
+		}
+	}
 	c.stats.packetsIn.Add(1)
 	op, arity := controlOp(ctl)
 	if op == opDemonitor {
@@ -258,9 +286,15 @@ func (c *distConn) readPacketHead() error {
 			return nil
 		}
 	}
-	msg := 0
-	if rest > 0 {
-		msg = rest - 1
+	if replaced != nil {
+		c.ready = binary.BigEndian.AppendUint32(c.ready, uint32(3+clen+len(replaced)))
+		c.ready = append(c.ready, versionMagic, distHeader, 0)
+		c.ready = append(c.ready, ctl...)
+		c.ready = append(c.ready, replaced...)
+		k := min(4+l, len(d))
+		c.roff += k
+		c.rskip = 4 + l - k
+		return nil
 	}
 	c.ready = binary.BigEndian.AppendUint32(c.ready, uint32(3+clen+msg))
 	c.ready = append(c.ready, versionMagic, distHeader, 0)

@@ -119,6 +119,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if dp, ok := opts.Proto.(distProto); ok {
 		dp.tickTime = cfg.NetTickTime
+		dp.maxRequest = cfg.MaxRequest
 		dp.log = cfg.Log
 		opts.Proto = dp
 	}
@@ -205,6 +206,10 @@ func (n *Node) handleSpawner(msg interface{}) {
 	from, req, ok := parseCall(msg)
 	if !ok {
 		n.log.Printf("%s: ignoring %s", RegisteredName, describe(msg))
+		return
+	}
+	if why, ok := tooLarge(req); ok {
+		n.reply(from, errorTerm(etf.Tuple{etf.Atom("too_large"), []byte(why)}))
 		return
 	}
 	open, ok := tagged(req, "open", 5)

@@ -32,6 +32,9 @@ type distProto struct {
 	ergonode.ProtoInterface
 	tickTime time.Duration // net_ticktime (tick.go); 0: DefaultNetTickTime
 	log      *log.Logger   // where distConn says why it dropped a connection
+	// maxRequest is the largest message a peer may send (request.go); 0:
+	// DefaultMaxRequest.
+	maxRequest int
 }
 
 func newDistProto(po ergonode.ProtoOptions) distProto {
@@ -63,7 +66,7 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 		details.Buffer = nil
 	}
 	dc := newDistConn(conn, info.flags&dflagUnlinkID != 0, early)
-	dc.peer, dc.log = details.Name, p.log
+	dc.peer, dc.log, dc.maxReq = details.Name, p.log, p.maxRequest
 	dc.closer, _ = raw.(io.Closer)
 	if onDistConn != nil {
 		onDistConn(details.Name, dc)

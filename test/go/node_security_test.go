@@ -324,9 +324,8 @@ func TestNodeSecLargeRequestRefused(t *testing.T) {
 		t.Fatalf("ps_port's RSS grew by %d KiB for requests it refused", after-before)
 	}
 	// Raised by the flag.
-	ps2, e2 := nodePair(t, "--allow", "/usr/bin/*", "--allow", "/bin/*", "--max-request", "50000000")
-	_ = ps2
-	e2.expect(`{ok, Q} = open(<<"wc">>, [<<"-c">>]), Q ! {self(), {command, binary:copy(<<"b">>, 40000000)}}, Q ! {self(), eof}, element(1, collect(Q, 60000))`, `<<"40000000\n">>`)
+	_, e2 := nodePair(t, "--allow", "/usr/bin/*", "--allow", "/bin/*", "--max-request", "50000000")
+	e2.expect(`{ok, Q} = open(<<"wc">>, [<<"-c">>], [{stdin_limit, 50000000}]), Q ! {self(), {command, binary:copy(<<"b">>, 40000000)}}, Q ! {self(), eof}, element(1, collect(Q, 60000))`, `<<"40000000\n">>`)
 }
 
 // A grandchild that drops the marker and leaves the session is still

@@ -1,0 +1,157 @@
+package node
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/ergo-services/ergo/etf"
+)
+
+// Bounded requests. A peer's message costs this node its bytes, and ergo's
+// decoding costs more: every element of a list or tuple becomes a 16-byte
+// interface value (a charlist sent as a list of small integers takes 2
+// bytes a character on the wire and 16 decoded), and ergo sizes a list by
+// the count in its header before it looks at the bytes behind it. So
+// distConn weighs each message before ergo sees it: it must hold the terms
+// its counts promise, and weigh, as bytes plus elemCost a element, at most
+// the node's --max-request. A heavier one never reaches ergo: distConn hands
+// it, in its place, a small message to the same process that says so
+// (tooLargeMessage), and throws the rest away as it arrives, so the
+// connection stays up and the sender gets an answer:
+//
+//   - {'$gen_call', From, _} becomes {'$gen_call', From, {'$ps_too_large',
+//     Weight, Max}}: a call (an open) is answered {error, {too_large, Text}}.
+//   - {X, _} becomes {X, {'$ps_too_large', Weight, Max}}: a child's owner
+//     sending {Owner, {command, Data}} gets {Child, {error, too_large, Text}}.
+//   - Anything else becomes {'$ps_too_large', Weight, Max}, logged and
+//     dropped by whoever gets it.
+//
+// A message within the limit is read whole into distConn's buffer before it
+// is passed on (twice its size at most, given back after it), so a request
+// costs the node a small multiple of its weight.
+
+// elemCost is what decoding one element of a tuple, list or map costs.
+const elemCost = 16
+
+// replyHeadMax is how much of a message too large to read is looked at to
+// find whom to answer.
+const replyHeadMax = 4096
+
+// atomTooLarge is the tag of a message put in place of a refused one.
+const atomTooLarge = "$ps_too_large"
+
+func (c *distConn) maxRequest() int {
+	if c.maxReq > 0 {
+		return c.maxReq
+	}
+	return DefaultMaxRequest
+}
+
+// weigh decides whether the message of the packet at d (whose bytes start
+// at d[start:], msg of them, in a packet of length l) may pass. It returns
+// the message to pass in its place, or nil to pass it; errShort: more
+// bytes are needed first.
+func (c *distConn) weigh(d []byte, start, msg, l int) ([]byte, error) {
+	max := c.maxRequest()
+	if l > max {
+		need := min(msg, replyHeadMax)
+		if len(d) < start+need {
+			return nil, errShort
+		}
+		c.refused(l, max)
+		return tooLargeMessage(d[start:start+need], l, max), nil
+	}
+	if len(d) < 4+l {
+		return nil, errShort
+	}
+	body := d[start : 4+l]
+	n, elems, err := termWeight(body)
+	switch {
+	case err == errShort:
+		return nil, fmt.Errorf("it ends inside a term (its counts promise more than its %d bytes)", len(body))
+	case err != nil:
+		return nil, err
+	case n != len(body):
+		return nil, fmt.Errorf("%d bytes after its term", len(body)-n)
+	}
+	if w := uint64(len(body)) + elemCost*elems; w > uint64(max) {
+		weight := int(min(w, math.MaxInt32))
+		c.refused(weight, max)
+		return tooLargeMessage(body, weight, max), nil
+	}
+	return nil, nil
+}
+
+func (c *distConn) refused(weight, max int) {
+	if c.log != nil {
+		c.log.Printf("refused a message of %d bytes (lists and tuples weighed as decoded) from %s: more than --max-request %d; its sender is told",
+			weight, c.peer, max)
+	}
+}
+
+// skip throws away rskip bytes of the socket.
+func (c *distConn) skip() error {
+	if c.roff < len(c.rbuf) {
+		k := min(c.rskip, len(c.rbuf)-c.roff)
+		c.roff += k
+		c.rskip -= k
+		return nil
+	}
+	c.rbuf, c.roff = c.rbuf[:0], 0
+	n, err := c.NetReadWriter.Read(c.rbuf[:min(cap(c.rbuf), c.rskip)])
+	c.rskip -= n
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// tooLargeMessage is the message passed on in place of one too large,
+// whose first bytes are head (see the comment at the top).
+func tooLargeMessage(head []byte, weight, max int) []byte {
+	mark := []byte{104, 3, 119, byte(len(atomTooLarge))}
+	mark = append(mark, atomTooLarge...)
+	mark = binary.BigEndian.AppendUint32(append(mark, 98), uint32(min(weight, math.MaxInt32)))
+	mark = binary.BigEndian.AppendUint32(append(mark, 98), uint32(min(max, math.MaxInt32)))
+	if len(head) < 2 || head[0] != 104 || head[1] < 2 {
+		return mark
+	}
+	k1, err := skipTerm(head[2:])
+	if err != nil {
+		return mark
+	}
+	first := head[2 : 2+k1]
+	if head[1] == 3 && atomNamed(first, "$gen_call") {
+		if k2, err := skipTerm(head[2+k1:]); err == nil {
+			out := append([]byte{104, 3}, head[2:2+k1+k2]...)
+			return append(out, mark...)
+		}
+		return mark
+	}
+	out := append([]byte{104, 2}, first...)
+	return append(out, mark...)
+}
+
+// atomNamed reports whether the term b is the atom name.
+func atomNamed(b []byte, name string) bool {
+	switch {
+	case len(b) >= 2 && (b[0] == 115 || b[0] == 119):
+		return string(b[2:]) == name && int(b[1]) == len(name)
+	case len(b) >= 3 && (b[0] == 100 || b[0] == 118):
+		return string(b[3:]) == name && int(binary.BigEndian.Uint16(b[1:])) == len(name)
+	}
+	return false
+}
+
+// tooLarge reads {'$ps_too_large', Weight, Max}.
+func tooLarge(t etf.Term) (string, bool) {
+	tu, ok := tagged(t, atomTooLarge, 3)
+	if !ok {
+		return "", false
+	}
+	w, _ := intOf(tu[1])
+	m, _ := intOf(tu[2])
+	return fmt.Sprintf("a request of %d bytes (lists and tuples weighed as decoded) is more than this node takes "+
+		"(ps_port node --max-request %d): send less at once, or start the node with a larger --max-request", w, m), true
+}
