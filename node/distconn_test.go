@@ -329,9 +329,9 @@ func TestDistConnRefusesWhatItCannotConvert(t *testing.T) {
 		}
 	}
 	for _, p := range [][]byte{
-		{0, 0, 0, 3, 112, 97, 1},           // no 131
-		{0, 0, 0, 4, 112, 131, 104, 9},     // control cut short
-		{0, 0, 0, 5, 112, 131, 97, 1, 0},   // no 131 before the message
+		{0, 0, 0, 3, 112, 97, 1},         // no 131
+		{0, 0, 0, 4, 112, 131, 104, 9},   // control cut short
+		{0, 0, 0, 5, 112, 131, 97, 1, 0}, // no 131 before the message
 		// (A packet too big is replaced, not refused: request_test.go.)
 		{0, 0, 0, 9, 112, 131, 97, 1, 131, 108, 255, 255, 255}, // a list that claims more than it holds
 	} {
