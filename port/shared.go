@@ -43,8 +43,12 @@ type shared struct {
 	running sync.WaitGroup   // one per live entry
 }
 
-// entry is one live child; s is nil while it is being started.
-type entry struct{ s *host.Session }
+// entry is one live child; s is nil while it is being started, and the
+// frames that come for it meanwhile wait in pending.
+type entry struct {
+	s       *host.Session
+	pending []etf.Tuple
+}
 
 // ServeShared runs the shared protocol on c until the port closes (or the
 // stream of frames breaks) or stop delivers a signal, then terminates every
@@ -168,6 +172,14 @@ func (sv *shared) apply(frame []byte) {
 	sv.mu.Lock()
 	e := sv.live[id]
 	ended := e == nil && sv.ended.has(id)
+	var s *host.Session
+	if e != nil {
+		if s = e.s; s == nil {
+			// Still starting: applied in order once it runs (or dropped
+			// with it when it cannot start).
+			e.pending = append(e.pending, tu)
+		}
+	}
 	sv.mu.Unlock()
 	switch {
 	case ended:
@@ -175,9 +187,14 @@ func (sv *shared) apply(frame []byte) {
 	case e == nil:
 		sv.badframe(id, "%s frame for child id %d, which was never opened", tag, id)
 		return
+	case s != nil:
+		sv.dispatch(s, id, tu)
 	}
-	s := e.s
-	switch tag {
+}
+
+// dispatch applies a well-formed per-child frame to its session.
+func (sv *shared) dispatch(s *host.Session, id int32, tu etf.Tuple) {
+	switch tu[0].(etf.Atom) {
 	case "command":
 		data, ok := tu[2].([]byte)
 		if !ok {
@@ -246,7 +263,13 @@ func (sv *shared) open(id int32, opts etf.Term) {
 	sv.running.Add(1)
 	base := sv.base
 	sv.mu.Unlock()
+	// Started on a goroutine of its own, so that the frames of running
+	// children (acks above all) never wait for a fork or a cgroup.
+	go sv.start(id, e, opts, base)
+}
 
+// start starts child id, then applies the frames that came meanwhile.
+func (sv *shared) start(id int32, e *entry, opts etf.Term, base []string) {
 	req, err := sv.request(opts, base)
 	var s *host.Session
 	if err == nil {
@@ -261,12 +284,23 @@ func (sv *shared) open(id int32, opts etf.Term) {
 		sv.spawnError(id, ReasonOf(err), err.Error())
 		return
 	}
-	sv.mu.Lock()
-	e.s = s
-	closing := sv.closing
-	sv.mu.Unlock()
-	if closing { // shutdown ran while it started
-		s.Abandon()
+	for {
+		sv.mu.Lock()
+		pending := e.pending
+		e.pending = nil
+		if len(pending) == 0 {
+			e.s = s // from now on the reader applies frames itself
+			closing := sv.closing
+			sv.mu.Unlock()
+			if closing { // shutdown ran while it started
+				s.Abandon()
+			}
+			return
+		}
+		sv.mu.Unlock()
+		for _, tu := range pending {
+			sv.dispatch(s, id, tu)
+		}
 	}
 }
 

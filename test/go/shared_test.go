@@ -447,3 +447,36 @@ func TestSharedUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedFramesRightAfterOpen: frames sent before {started, ...} came
+// back apply, in order, once the child runs; those for a child that could
+// not start are dropped with it.
+func TestSharedFramesRightAfterOpen(t *testing.T) {
+	sp := startShared(t)
+	for i := range 20 {
+		id := int64(i + 1)
+		sp.open(id, "cat", nil)
+		for j := range 5 {
+			sp.sendTerm(etf.Tuple{atom("command"), id, []byte(fmt.Sprintf("%d.%d ", id, j))})
+		}
+		sp.sendTerm(etf.Tuple{atom("eof"), id})
+	}
+	sp.open(21, "no_such_program_xyz", nil)
+	sp.sendTerm(etf.Tuple{atom("command"), int64(21), []byte("x")})
+	sp.sendTerm(etf.Tuple{atom("stop"), int64(21)})
+	for i := range 20 {
+		id := int64(i + 1)
+		sp.started(id)
+		o := sp.collect(id, true, 20*time.Second)
+		want := fmt.Sprintf("%d.0 %d.1 %d.2 %d.3 %d.4 ", id, id, id, id, id)
+		if string(o.stdout) != want || !equal(o.exit, status(0)) || len(o.others) > 0 {
+			t.Errorf("child %d: stdout %q exit %v others %v; want %q, status 0", id, o.stdout, o.exit, o.others, want)
+		}
+	}
+	if f := sp.next(21, 10*time.Second); f[0] != atom("spawn_error") {
+		t.Errorf("child 21: want spawn_error, got %v", f)
+	}
+	if f := sp.queue(21).pop(200 * time.Millisecond); f != nil {
+		t.Errorf("child 21: frames for it after its spawn_error were answered: %v", f)
+	}
+}
