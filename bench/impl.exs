@@ -196,7 +196,7 @@ defmodule Bench.Node do
   end
 
   @doc "Starts another ps_port node (same cookie); stop it with stop_extra/1."
-  def start_extra!(ps_port), do: start_instance!(ps_port)
+  def start_extra!(ps_port, env \\ []), do: start_instance!(ps_port, env)
 
   def stop_extra(inst), do: stop_instance(inst)
 
@@ -223,7 +223,7 @@ defmodule Bench.Node do
       "_" <> Integer.to_string(:rand.uniform(1_000_000_000))
   end
 
-  defp start_instance!(ps_port) do
+  defp start_instance!(ps_port, env \\ []) do
     name = :"ps_bench_#{unique()}@127.0.0.1"
     cookie_file = :persistent_term.get({__MODULE__, :cookie_file})
     parent = self()
@@ -235,6 +235,7 @@ defmodule Bench.Node do
             :binary,
             :stderr_to_stdout,
             :exit_status,
+            env: env,
             args: [
               "node",
               "--name",

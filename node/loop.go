@@ -1,15 +1,21 @@
 package node
 
 import (
+	"sync"
+
 	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/gen"
 )
 
-// mailboxSize is the ergo mailbox of every process here: the largest ergo
-// allows. ergo drops a message (with a log line) when a mailbox is full, so
-// each process's loop only moves messages out of it and never blocks on
-// the network (see loopProc).
-const mailboxSize = 65535
+// Mailbox sizes (ergo's channel of entries; see directory for why they are
+// small). A child's mailbox gets the DOWN of its owner monitor (one at a
+// time: :connect moves it) and nothing else that is not local; the
+// singletons get more, since ergo's own processes and local sends may
+// address them.
+const (
+	childMailbox = 16
+	mainMailbox  = 1024
+)
 
 // exitSignal is an exit signal from a linked or exiting process, turned into
 // a message by trapping exits.
@@ -19,7 +25,8 @@ type exitSignal struct {
 }
 
 // loopProc is an ergo process behavior whose loop hands every message to
-// handle as soon as it arrives. handle runs on the loop goroutine and must
+// handle as soon as it arrives: those of ergo's mailbox, and those that
+// directRouter put in its inbox. handle runs on the loop goroutine and must
 // not block: anything that may wait (sending to a remote node waits when
 // the connection's send queue is full) goes to another goroutine.
 type loopProc struct {
@@ -27,11 +34,18 @@ type loopProc struct {
 	// onStart is called on the loop goroutine before the first message.
 	onStart func(p gen.Process)
 	stop    chan string
+
+	inbox inbox
 }
 
 func newLoopProc(handle func(interface{}), onStart func(gen.Process)) *loopProc {
-	return &loopProc{handle: handle, onStart: onStart, stop: make(chan string, 1)}
+	l := &loopProc{handle: handle, onStart: onStart, stop: make(chan string, 1)}
+	l.inbox.ready = make(chan struct{}, 1)
+	return l
 }
+
+// deliver queues msg for handle; false once the loop has ended.
+func (l *loopProc) deliver(msg etf.Term) bool { return l.inbox.push(msg) }
 
 // ProcessInit implements gen.ProcessBehavior.
 func (l *loopProc) ProcessInit(p gen.Process, args ...etf.Term) (gen.ProcessState, error) {
@@ -46,8 +60,16 @@ func (l *loopProc) ProcessLoop(ps gen.ProcessState, started chan<- bool) string 
 		l.onStart(ps.Process)
 	}
 	started <- true
+	defer l.inbox.close()
+	var batch []etf.Term
 	for {
 		select {
+		case <-l.inbox.ready:
+			batch = l.inbox.take(batch)
+			for i, m := range batch {
+				l.handle(m)
+				batch[i] = nil
+			}
 		case m := <-ch.Mailbox:
 			l.handle(m.Message)
 		case ex := <-ch.GracefulExit:
@@ -68,6 +90,58 @@ func (l *loopProc) Stop(reason string) {
 	case l.stop <- reason:
 	default:
 	}
+}
+
+// inbox is a loopProc's queue of messages from the network: unbounded (an
+// owner's commands are bounded by stdin_limit once handled, and the loop
+// takes them as they come), in arrival order, and small again once
+// drained.
+type inbox struct {
+	mu     sync.Mutex
+	items  []etf.Term
+	closed bool
+	ready  chan struct{} // holds a token while items is not empty
+}
+
+func (b *inbox) push(m etf.Term) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
+	b.items = append(b.items, m)
+	first := len(b.items) == 1
+	b.mu.Unlock()
+	if first {
+		select {
+		case b.ready <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// take swaps the queued messages for spare (emptied by the caller) and
+// returns them.
+func (b *inbox) take(spare []etf.Term) []etf.Term {
+	if cap(spare) > maxSpare {
+		spare = nil // a burst's backing array is not kept
+	}
+	b.mu.Lock()
+	items := b.items
+	b.items = spare[:0]
+	b.mu.Unlock()
+	return items
+}
+
+// maxSpare is the largest backing array an inbox keeps between bursts.
+const maxSpare = 256
+
+func (b *inbox) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.items = nil
+	b.mu.Unlock()
 }
 
 type unsupportedError struct{}

@@ -10,15 +10,13 @@ import (
 const quietAfter = time.Second
 
 // returnMemory gives the memory of a burst of children back to the OS once
-// the node is quiet. Every child's ergo process allocates two mailboxes of
-// mailboxSize entries (about 6 MiB together); after a few thousand
-// children the heap holds hundreds of MiB of dead mailboxes and freed
-// pages, and with nothing allocating any more they stay (measured: RSS
-// 325 MiB for minutes after 2 000 opens, 16 MiB before). A forced GC, a
-// second after the last child started or ended, returns them; a second one
-// a few seconds later returns what the ergo processes' teardown still held
-// at the first (on a loaded machine, RSS stayed 2-4 MiB above its level
-// before the burst without it).
+// the node is quiet: a burst's goroutine stacks, pipe buffers and queues
+// are freed pages the heap keeps, and with nothing allocating any more they
+// stay resident. A forced GC, a second after the last child started or
+// ended, returns them; a second one a few seconds later returns what the
+// ergo processes' teardown still held at the first. (Before mailboxes were
+// small, route.go, this mattered most: 6 MiB of mailbox per child, and RSS
+// 325 MiB for minutes after 2 000 opens, 16 MiB before.)
 func (n *Node) returnMemory() {
 	t := time.NewTicker(quietAfter)
 	defer t.Stop()

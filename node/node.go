@@ -66,6 +66,7 @@ type Node struct {
 	spawner  gen.Process
 	allowUID *idSet
 	allowGID *idSet
+	dir      *directory    // loopProcs that take messages from the network directly
 	opens    chan struct{} // bounds concurrent opens
 
 	mu       sync.Mutex
@@ -117,10 +118,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if dh, ok := opts.Handshake.(*distHandshake); ok {
 		dh.log = cfg.Log
 	}
+	dir := newDirectory()
 	if dp, ok := opts.Proto.(distProto); ok {
 		dp.tickTime = cfg.NetTickTime
 		dp.maxRequest = cfg.MaxRequest
 		dp.log = cfg.Log
+		dp.dir = dir
 		opts.Proto = dp
 	}
 	opts.Registrar = dist.CreateRegistrar() // the system epmd
@@ -137,20 +140,23 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ergo:     en,
 		opens:    make(chan struct{}, 8),
 		children: make(map[*child]struct{}),
+		dir:      dir,
 		done:     make(chan struct{}),
 		allowUID: allowUID,
 		allowGID: allowGID,
 	}
 	n.rpc = newRPCClient()
-	if n.rpc.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mailboxSize}, n.rpc.loop); err != nil {
+	if n.rpc.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mainMailbox}, n.rpc.loop); err != nil {
 		en.Stop()
 		return nil, fmt.Errorf("starting the rpc process: %w", err)
 	}
+	dir.add(n.rpc.proc.Self(), "", n.rpc.loop)
 	sp := newLoopProc(n.handleSpawner, nil)
-	if n.spawner, err = en.Spawn(RegisteredName, gen.ProcessOptions{MailboxSize: mailboxSize}, sp); err != nil {
+	if n.spawner, err = en.Spawn(RegisteredName, gen.ProcessOptions{MailboxSize: mainMailbox}, sp); err != nil {
 		en.Stop()
 		return nil, fmt.Errorf("registering %s: %w", RegisteredName, err)
 	}
+	dir.add(n.spawner.Self(), RegisteredName, sp)
 	go n.watchNodes()
 	go n.returnMemory()
 	return n, nil
@@ -397,7 +403,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	if req.flow == flowQueueLen {
 		c.flow = newFlowCtl(c, c.window.Size())
 	}
-	proc, err := n.ergo.Spawn("", gen.ProcessOptions{MailboxSize: mailboxSize}, c.loop)
+	proc, err := n.ergo.Spawn("", gen.ProcessOptions{MailboxSize: childMailbox}, c.loop)
 	if err != nil {
 		pc.Window().Close()
 		pc.Terminate()
@@ -408,6 +414,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		return nil, fmt.Errorf("spawning the ergo process: %w", err)
 	}
 	c.proc, c.self = proc, proc.Self()
+	n.dir.add(c.self, "", c.loop)
 	monitor := proc.MonitorProcess(req.owner)
 	n.mu.Lock()
 	n.reserved--
@@ -424,6 +431,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		if c.flow != nil {
 			c.flow.stop()
 		}
+		n.dir.remove(c.self)
 		c.loop.Stop("normal")
 		n.mu.Lock()
 		delete(n.children, c)

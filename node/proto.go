@@ -35,6 +35,16 @@ type distProto struct {
 	// maxRequest is the largest message a peer may send (request.go); 0:
 	// DefaultMaxRequest.
 	maxRequest int
+	dir        *directory // processes that take network messages directly (route.go)
+}
+
+// Serve implements ergonode.ProtoInterface: the connection's reader
+// delivers through directRouter.
+func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.CoreRouter) {
+	if p.dir != nil {
+		router = directRouter{CoreRouter: router, dir: p.dir}
+	}
+	p.ProtoInterface.Serve(conn, router)
 }
 
 func newDistProto(po ergonode.ProtoOptions) distProto {

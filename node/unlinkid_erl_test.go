@@ -140,7 +140,7 @@ func spawnGoProc(t *testing.T, en interface {
 		g.msgs <- m
 	}, nil)
 	var err error
-	if g.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mailboxSize}, g.loop); err != nil {
+	if g.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mainMailbox}, g.loop); err != nil {
 		t.Fatal(err)
 	}
 	return g

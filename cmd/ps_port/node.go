@@ -122,6 +122,7 @@ func nodeMain(args []string) int {
 		return fail("%v", err)
 	}
 
+	servePprof("ps_port node")
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)

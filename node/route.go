@@ -1,0 +1,94 @@
+package node
+
+import (
+	"sync"
+
+	"github.com/ergo-services/ergo/etf"
+	"github.com/ergo-services/ergo/gen"
+	ergonode "github.com/ergo-services/ergo/node"
+)
+
+// directory knows this node's loopProcs by pid and by registered name, so
+// that messages from the network reach them without ergo's mailbox.
+//
+// ergo puts a message for a local process into a channel of MailboxSize
+// entries, allocated whole when the process starts (48 bytes an entry,
+// twice: the mailbox and the exit-signal box), and drops the message with
+// a log line when the channel is full. Sized for a flood (65535 entries) it
+// cost every child 6 MiB of heap, which Go must zero (and so make
+// resident) when it reuses it; sized small it drops. Messages from other
+// nodes are what can flood (an owner's commands), so directRouter hands
+// them to the loopProc's inbox, a queue that grows as needed and shrinks
+// back, in the order the connection delivered them. What still comes
+// through ergo's mailbox is local: the DOWN of an owner monitor, one per
+// monitor, so the mailbox can be small (childMailbox).
+type directory struct {
+	mu     sync.RWMutex
+	byPid  map[etf.Pid]*loopProc
+	byName map[string]*loopProc
+}
+
+func newDirectory() *directory {
+	return &directory{byPid: make(map[etf.Pid]*loopProc), byName: make(map[string]*loopProc)}
+}
+
+func (d *directory) add(pid etf.Pid, name string, l *loopProc) {
+	d.mu.Lock()
+	d.byPid[pid] = l
+	if name != "" {
+		d.byName[name] = l
+	}
+	d.mu.Unlock()
+}
+
+func (d *directory) remove(pid etf.Pid) {
+	d.mu.Lock()
+	if l := d.byPid[pid]; l != nil {
+		delete(d.byPid, pid)
+		for name, n := range d.byName {
+			if n == l {
+				delete(d.byName, name)
+			}
+		}
+	}
+	d.mu.Unlock()
+}
+
+func (d *directory) pid(pid etf.Pid) *loopProc {
+	d.mu.RLock()
+	l := d.byPid[pid]
+	d.mu.RUnlock()
+	return l
+}
+
+func (d *directory) name(name string) *loopProc {
+	d.mu.RLock()
+	l := d.byName[name]
+	d.mu.RUnlock()
+	return l
+}
+
+// directRouter is the router a connection's reader delivers to: ergo's,
+// except that sends to a process in the directory go to its inbox. One
+// reader per connection (NumHandlers 1) calls it, so a sender's messages
+// enter the inbox in the order they were sent.
+type directRouter struct {
+	ergonode.CoreRouter
+	dir *directory
+}
+
+// RouteSend implements ergonode.CoreRouter.
+func (r directRouter) RouteSend(from etf.Pid, to etf.Pid, message etf.Term) error {
+	if l := r.dir.pid(to); l != nil && l.deliver(message) {
+		return nil
+	}
+	return r.CoreRouter.RouteSend(from, to, message)
+}
+
+// RouteSendReg implements ergonode.CoreRouter.
+func (r directRouter) RouteSendReg(from etf.Pid, to gen.ProcessID, message etf.Term) error {
+	if l := r.dir.name(to.Name); l != nil && l.deliver(message) {
+		return nil
+	}
+	return r.CoreRouter.RouteSendReg(from, to, message)
+}
