@@ -113,6 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := EnsureEPMD(); err != nil {
 		return nil, err
 	}
+	routeErgoLog(cfg.Log)
 	opts := distOptions()
 	opts.TLS = cfg.TLS
 	if dh, ok := opts.Handshake.(*distHandshake); ok {
@@ -124,6 +125,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		dp.maxRequest = cfg.MaxRequest
 		dp.log = cfg.Log
 		dp.dir = dir
+		dp.peers = new(sync.Map)
 		opts.Proto = dp
 	}
 	opts.Registrar = dist.CreateRegistrar() // the system epmd

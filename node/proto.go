@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log"
+	"sync"
 	"time"
 
 	"github.com/ergo-services/ergo/lib"
@@ -36,6 +37,7 @@ type distProto struct {
 	// DefaultMaxRequest.
 	maxRequest int
 	dir        *directory // processes that take network messages directly (route.go)
+	peers      *sync.Map  // ConnectionInterface -> peer name, from Init to Serve's end
 }
 
 // Serve implements ergonode.ProtoInterface: the connection's reader
@@ -45,6 +47,12 @@ func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.Core
 		router = directRouter{CoreRouter: router, dir: p.dir}
 	}
 	p.ProtoInterface.Serve(conn, router)
+	if p.peers == nil {
+		return
+	}
+	if name, ok := p.peers.LoadAndDelete(conn); ok && p.log != nil {
+		p.log.Printf("the connection to %s is gone", name)
+	}
 }
 
 func newDistProto(po ergonode.ProtoOptions) distProto {
@@ -65,7 +73,9 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 	if isErgoPeer(details.Flags) {
 		// Another ergo node: it reads and writes ergo's own format
 		// (fragments too, when it says so).
-		return p.ProtoInterface.Init(ctx, conn, nodename, details)
+		ci, err := p.ProtoInterface.Init(ctx, conn, nodename, details)
+		p.remember(ci, err, details.Name)
+		return ci, err
 	}
 	// ergo fragments long messages, distConn puts them back together.
 	details.Flags.EnableFragmentation = true
@@ -81,7 +91,16 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 	if onDistConn != nil {
 		onDistConn(details.Name, dc)
 	}
-	return p.ProtoInterface.Init(ctx, dc, nodename, details)
+	ci, err := p.ProtoInterface.Init(ctx, dc, nodename, details)
+	p.remember(ci, err, details.Name)
+	return ci, err
+}
+
+// remember notes the connection's peer for Serve's last word.
+func (p distProto) remember(ci ergonode.ConnectionInterface, err error, name string) {
+	if err == nil && p.peers != nil {
+		p.peers.Store(ci, name)
+	}
 }
 
 // onDistConn, when set (by tests), sees every distConn made.

@@ -108,6 +108,10 @@ func (h *distHandshake) Version() ergonode.HandshakeVersion { return h.inner.Ver
 func (h *distHandshake) Start(remote net.Addr, conn lib.NetReadWriter, tls bool, cookie string) (ergonode.HandshakeDetails, error) {
 	hc := newHandshakeConn(conn, tls)
 	d, err := h.inner.Start(remote, hc, tls, cookie)
+	if err != nil {
+		h.logf("could not connect to %s: %s", peerName(hc, remote), handshakeError(err, hc))
+		return d, err
+	}
 	d.Custom = peerInfo{flags: hc.peerFlags}
 	return d, err
 }
@@ -122,11 +126,16 @@ func (h *distHandshake) Accept(remote net.Addr, conn lib.NetReadWriter, tls bool
 		}
 	}
 	hc := newHandshakeConn(conn, tls)
+	hc.accepting = true
 	d, err := h.inner.Accept(remote, hc, tls, cookie)
 	if err != nil && !tls && hc.first == tlsRecordHandshake {
 		h.logf("refused a connection from %s: it speaks TLS (OTP's -proto_dist inet_tls) and this node does not; "+
 			"start ps_port node with --tls-cert and --tls-key (docs/node.md, \"TLS\"), or the peer without inet_tls", remote)
 		return d, io.EOF
+	}
+	if err != nil {
+		h.logf("refused a connection from %s: %s", peerName(hc, remote), handshakeError(err, hc))
+		return d, io.EOF // said above; io.EOF keeps ergo quiet
 	}
 	d.Custom = peerInfo{flags: hc.peerFlags}
 	return d, err
@@ -148,6 +157,13 @@ type handshakeConn struct {
 	in        []byte // peer bytes not parsed yet
 	done      bool   // the peer's last handshake message was seen
 	peerFlags uint64
+
+	// for explaining a failed handshake (logs.go)
+	accepting bool   // the peer connected to this node
+	name      string // the peer's node name, once it said it
+	version   int    // the handshake version of the peer's name message
+	status    string // the peer's status message ("ok", "nok", ...), connecting only
+	sentReply bool   // this node sent its challenge reply
 }
 
 func newHandshakeConn(conn lib.NetReadWriter, tls bool) *handshakeConn {
@@ -166,6 +182,9 @@ func (c *handshakeConn) Write(p []byte) (int, error) {
 	}
 	m := append([]byte(nil), p...)
 	body := m[c.lenSize:]
+	if body[0] == 'r' {
+		c.sentReply = true
+	}
 	switch body[0] {
 	case 'N': // name or challenge, version 6: flags are 8 bytes after the tag
 		if len(body) >= 9 {
@@ -219,10 +238,33 @@ func (c *handshakeConn) parse() {
 			if len(m) >= 9 {
 				c.peerFlags |= binary.BigEndian.Uint64(m[1:9])
 			}
+			// name: N Flags:8 Creation:4 Len:2 Name; challenge: the same
+			// with Challenge:4 after the flags
+			at := 13
+			if !c.accepting {
+				at = 17
+			}
+			if len(m) >= at+2 {
+				if l := int(binary.BigEndian.Uint16(m[at:])); len(m) >= at+2+l {
+					c.name = string(m[at+2 : at+2+l])
+				}
+			}
+			c.version = 6
 		case 'n':
 			if len(m) >= 7 {
 				c.peerFlags |= uint64(binary.BigEndian.Uint32(m[3:7]))
+				c.version = int(binary.BigEndian.Uint16(m[1:3]))
 			}
+			// name: n Version:2 Flags:4 Name; challenge: Challenge:4 before the name
+			at := 7
+			if !c.accepting {
+				at = 11
+			}
+			if len(m) > at {
+				c.name = string(m[at:])
+			}
+		case 's':
+			c.status = string(m[1:])
 		case 'c': // complement: the high 32 bits of the flags
 			if len(m) >= 5 {
 				c.peerFlags |= uint64(binary.BigEndian.Uint32(m[1:5])) << 32

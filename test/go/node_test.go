@@ -151,8 +151,41 @@ func TestNodeWrongCookieRefused(t *testing.T) {
 	e := startErl(t, randomCookie(), ps.name)
 	e.expect(`net_adm:ping(ps_node())`, `pang`)
 	e.expect(`{'EXIT', {{nodedown, _}, _}} = (catch gen_server:call({proton_stream, ps_node()}, {open, <<"cat">>, [], [], self()}, 5000)), ok`, `ok`)
-	if n := strings.Count(ps.stderr.String(), "Can't handshake"); n == 0 {
-		t.Errorf("ps_port logged no refused handshake:\n%s", ps.stderr.String())
+	// One line per refused attempt, naming the peer and the reason.
+	log := ps.stderr.String()
+	want := "refused a connection from " + e.name + " ("
+	if !strings.Contains(log, want) || !strings.Contains(log, "wrong cookie") {
+		t.Errorf("ps_port did not log %q with \"wrong cookie\":\n%s", want, log)
+	}
+	for _, noise := range []string{"WARNING", "malformed handshake", "Can't handshake"} {
+		if strings.Contains(log, noise) {
+			t.Errorf("ps_port's log holds ergo's %q:\n%s", noise, log)
+		}
+	}
+}
+
+// A connection from OTP, used and closed, logs nothing of ergo's (OTP 25's
+// global sync sends a map with a tuple key that ergo warned about every
+// time, with a timestamp of its own) and says once that it is gone.
+func TestNodeLogsQuiet(t *testing.T) {
+	ps, e := nodePair(t)
+	e.expect(`{ok, P} = open(<<"echo">>, [<<"hi">>]), collect(P)`, `{<<"hi\n">>,<<>>,[],normal}`)
+	e.kill()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(ps.stderr.String(), "the connection to "+e.name+" is gone") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line saying the connection to %s is gone:\n%s", e.name, ps.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log := ps.stderr.String()
+	for _, noise := range []string{"WARNING", "map key", "ergo:", "%!"} {
+		if strings.Contains(log, noise) {
+			t.Errorf("ps_port's log holds %q:\n%s", noise, log)
+		}
+	}
+	if n := strings.Count(log, "\n"); n > 4 {
+		t.Errorf("%d log lines for one connection and one child:\n%s", n, log)
 	}
 }
 
