@@ -8,7 +8,6 @@ import (
 
 	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/gen"
-	"github.com/protonstream/ps_port/cgroup"
 	"github.com/protonstream/ps_port/procctl"
 )
 
@@ -76,7 +75,7 @@ type child struct {
 	proc   gen.Process
 	self   etf.Pid
 	pc     *procctl.Child
-	group  *cgroup.Group
+	group  *claimedGroup
 	window *procctl.Window
 	flow   *flowCtl // nil with flow: :ack
 

@@ -72,6 +72,7 @@ type Node struct {
 	mu       sync.Mutex
 	changed  time.Time // last child started or gone (memory.go)
 	children map[*child]struct{}
+	groups   map[string]etf.Pid // live children's cgroup paths and their owners (cgroups.go)
 	reserved int
 	stopping bool
 	done     chan struct{}
@@ -143,6 +144,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		opens:    make(chan struct{}, 8),
 		children: make(map[*child]struct{}),
 		dir:      dir,
+		groups:   make(map[string]etf.Pid),
 		done:     make(chan struct{}),
 		allowUID: allowUID,
 		allowGID: allowGID,
@@ -444,7 +446,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	return c, nil
 }
 
-func (n *Node) createGroup(req *openRequest) (*cgroup.Group, error) {
+func (n *Node) createGroup(req *openRequest) (*claimedGroup, error) {
 	const opt = "cgroup_controllers"
 	if n.cfg.CgroupBase == "" {
 		return nil, bad(opt, "this node was started without --cgroup-base, so it creates no cgroups")
@@ -458,11 +460,15 @@ func (n *Node) createGroup(req *openRequest) (*cgroup.Group, error) {
 	default:
 		p = path.Join(n.cfg.CgroupBase, randomName())
 	}
+	if err := n.claimGroup(p, req.owner); err != nil {
+		return nil, err
+	}
 	g, err := cgroup.Create(cgroup.Spec{Controllers: req.controllers, Path: p, Sets: req.sets})
 	if err != nil {
+		n.releaseGroup(p)
 		return nil, &cgroupError{err}
 	}
-	return g, nil
+	return &claimedGroup{Group: g, n: n, path: p}, nil
 }
 
 func randomName() string {
