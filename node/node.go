@@ -442,6 +442,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		n.changed = time.Now()
 		n.mu.Unlock()
 		close(c.finished)
+		n.killEscapees()
 	}()
 	return c, nil
 }
@@ -488,6 +489,7 @@ func (n *Node) watchNodes() {
 			return
 		case <-t.C:
 		}
+		n.killEscapees()
 		connected := map[string]bool{}
 		for _, name := range n.ergo.Nodes() {
 			connected[name] = true
@@ -503,6 +505,26 @@ func (n *Node) watchNodes() {
 		for _, c := range lost {
 			c.ownerDown("the owner's node " + string(c.currentOwner().Node) + " is not connected")
 		}
+	}
+}
+
+// killEscapees kills the processes reparented to this node that no live
+// child claims (procctl.KillUnclaimed): they dropped their child's marker
+// and left its session, and would otherwise outlive every termination
+// without a cgroup and not count against --max-children. It runs every
+// second and after each child's end.
+func (n *Node) killEscapees() {
+	n.mu.Lock()
+	live := make(map[string]bool, len(n.children))
+	for c := range n.children {
+		if c.pc != nil {
+			live[c.pc.Marker()] = true
+		}
+	}
+	n.mu.Unlock()
+	for _, pid := range procctl.KillUnclaimed(func(m string) bool { return live[m] }) {
+		n.log.Printf("killed process %d: reparented to this node, it carries no live child's %s (it dropped it and left its child's session)",
+			pid, procctl.MarkerEnv)
 	}
 }
 

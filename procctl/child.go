@@ -209,6 +209,9 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 // Pid is the child's OS pid.
 func (c *Child) Pid() int { return c.pid }
 
+// Marker is MarkerEnv's value in the child's environment ("" with Sweep).
+func (c *Child) Marker() string { return c.marker }
+
 // Window is the child's flow-control window; the owner's acks go to its Ack.
 func (c *Child) Window() *Window { return c.window }
 
