@@ -30,7 +30,10 @@ func (s *RawSink) Stderr(p []byte) error { return s.Stdout(p) }
 
 // ServeRaw runs MuonTrap's protocol: every byte b read from in gives b+1
 // bytes of output credit, and in reaching EOF (the port closing) terminates
-// the child. It returns the child's exit status, or 128+signal.
+// the child. It returns the child's exit status, or 128+signal, once the
+// child's tree is gone and every output byte has been acknowledged (or the
+// port closed): an owner that acks its last output must find the port still
+// open, not get epipe.
 func ServeRaw(in io.Reader, child *procctl.Child, stop <-chan os.Signal) int {
 	go func() {
 		buf := make([]byte, 512)
@@ -52,10 +55,13 @@ func ServeRaw(in io.Reader, child *procctl.Child, stop <-chan os.Signal) int {
 		select {
 		case <-stop:
 			child.Terminate()
+			// A SIGTERMed ps_port does not wait for acks either.
+			child.Window().Close()
 		case <-child.Done():
 		}
 	}()
 	status := child.Wait()
+	child.Window().WaitAcked()
 	if status.Signal != 0 {
 		return 128 + int(status.Signal)
 	}

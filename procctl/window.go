@@ -58,6 +58,18 @@ func (w *Window) Close() {
 	w.mu.Unlock()
 }
 
+// WaitAcked blocks until every byte handed out has been acknowledged or the
+// window is closed (nobody will ack any more). It reports whether
+// everything was acknowledged.
+func (w *Window) WaitAcked() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.avail < w.size && !w.closed {
+		w.cond.Wait()
+	}
+	return w.avail >= w.size
+}
+
 // wait blocks until some credit is available, the window is closed or it has
 // been kicked. It reports whether there is credit.
 func (w *Window) wait() bool {

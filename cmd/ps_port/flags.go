@@ -112,8 +112,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.captureStderr && c.stderrOnly {
 		return nil, fmt.Errorf("--capture-stderr and --capture-stderr-only exclude each other")
 	}
+	// As MuonTrap: a group, controllers and settings come together.
 	if len(c.controllers) > 0 && c.group == "" {
-		return nil, fmt.Errorf("--controller needs --group")
+		return nil, fmt.Errorf("--controller (-c) needs --group (-g): name the cgroup path to create, e.g. -c memory -g myapp/job1")
+	}
+	if c.group != "" && len(c.controllers) == 0 {
+		return nil, fmt.Errorf("--group (-g) %q needs at least one --controller (-c): name the cgroup controllers to create it under, e.g. -c memory -g %s", c.group, c.group)
+	}
+	if len(c.sets) > 0 && len(c.controllers) == 0 {
+		return nil, fmt.Errorf("--set (-s) needs --controller (-c) and --group (-g): a setting is written into the group's controller files")
 	}
 	for _, kv := range c.env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

@@ -396,6 +396,8 @@ func TestRawMuonTrapMode(t *testing.T) {
 	if got := read(3); got != "fgh" {
 		t.Fatalf("after a 3-byte ack got %q", got)
 	}
+	// ps_port exits once the last output has been acked (raw_test.go).
+	stdin.Write([]byte{2})
 	err := cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
 		t.Errorf("want exit code 3, got %v", err)
