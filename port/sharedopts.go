@@ -206,7 +206,7 @@ func boolean(key etf.Atom, v etf.Term) (bool, error) {
 }
 
 // envList reads [{Name, Value}] of binaries; with unset, a Value of false
-// is returned as "\x00" (no real value can hold a NUL byte).
+// (or nil, Elixir's) is returned as "\x00" (no real value can hold a NUL byte).
 func envList(v etf.Term, unset bool) ([][2]string, error) {
 	l, ok := v.(etf.List)
 	if !ok {
@@ -222,7 +222,7 @@ func envList(v etf.Term, unset bool) ([][2]string, error) {
 		if !ok || len(name) == 0 || strings.ContainsAny(string(name), "=\x00") {
 			return nil, fmt.Errorf("want a name as a non-empty binary without '=' or NUL, found %s", describe(kv[0]))
 		}
-		if unset && kv[1] == etf.Atom("false") {
+		if unset && (kv[1] == etf.Atom("false") || kv[1] == etf.Atom("nil")) {
 			out = append(out, [2]string{string(name), "\x00"})
 			continue
 		}
@@ -230,7 +230,7 @@ func envList(v etf.Term, unset bool) ([][2]string, error) {
 		if !ok || strings.IndexByte(string(val), 0) >= 0 {
 			want := "a binary without NUL bytes"
 			if unset {
-				want += " or false"
+				want += ", or false to unset"
 			}
 			return nil, fmt.Errorf("value of %s: want %s, got %s", name, want, describe(kv[1]))
 		}

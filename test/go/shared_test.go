@@ -480,3 +480,30 @@ func TestSharedFramesRightAfterOpen(t *testing.T) {
 		t.Errorf("child 21: frames for it after its spawn_error were answered: %v", f)
 	}
 }
+
+// TestSharedCgroups: children of one ps_port --shared, each in its own
+// cgroup from its first instruction; a memory hog's OOM is reported under
+// its id only, and every group is gone when its exit frame arrives.
+func TestSharedCgroups(t *testing.T) {
+	sp := startShared(t)
+	hog, calm := cgroupPath(t), cgroupPath(t)
+	cg := func(path string) []etf.Term {
+		return []etf.Term{opt("cgroup_controllers", binList([]string{"memory", "pids"})), opt("cgroup_path", []byte(path)),
+			opt("cgroup_sets", binList([]string{"memory.limit_in_bytes=33554432", "pids.max=50"}))}
+	}
+	sp.open(1, "sh", []string{"-c", `x=$(head -c 200000000 /dev/zero | tr '\0' a); echo survived ${#x}`}, cg(hog)...)
+	sp.open(2, "sh", []string{"-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/pids/$(grep :pids: /proc/self/cgroup | cut -d: -f3)/pids.max"}, cg(calm)...)
+	sp.started(1)
+	sp.started(2)
+	o := sp.collect(1, true, 60*time.Second)
+	if !equal(o.exit, signal(9)) || len(o.others) != 1 || o.others[0][0] != atom("oom_killed") || o.others[0][2].(int64) < 1 {
+		t.Errorf("memory hog: exit %v, other frames %v; want {oom_killed, 1, N} then {signal, 9}", o.exit, o.others)
+	}
+	assertGroupGone(t, hog)
+	o = sp.collect(2, true, 20*time.Second)
+	if !bytes.Contains(o.stdout, []byte(":memory:/"+calm+"\n")) || !bytes.HasSuffix(o.stdout, []byte("\n50\n")) ||
+		!equal(o.exit, status(0)) || len(o.others) > 0 {
+		t.Errorf("calm child: stdout %q, exit %v, others %v", o.stdout, o.exit, o.others)
+	}
+	assertGroupGone(t, calm)
+}
