@@ -304,8 +304,9 @@ func (sv *shared) start(id int32, e *entry, opts etf.Term, base []string) {
 	}
 }
 
+// spawnError tells the owner (and only the owner, as in --packet mode)
+// that child id did not start.
 func (sv *shared) spawnError(id int32, reason, msg string) {
-	sv.cfg.Logf("child id %d not started: %s", id, msg)
 	sv.c.Send(etf.Tuple{etf.Atom("spawn_error"), etf.Int32(id), etf.Atom(reason), []byte(msg)})
 }
 
