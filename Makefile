@@ -26,7 +26,7 @@ lint:
 # Every test: Go unit and black-box tests (with the race detector), then the
 # Elixir shim's ExUnit suite against a real BEAM. Root is needed for the
 # cgroup tests; they create and remove their own groups.
-test: deps lint test-go test-elixir bench-smoke fuzz-smoke test-otp27
+test: deps lint test-otp-host test-go test-elixir bench-smoke fuzz-smoke test-otp-all
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -35,18 +35,33 @@ test-elixir:
 	cd elixir_shim && MIX_ENV=test mix compile --warnings-as-errors --force
 	cd elixir_shim && mix test
 
-# The suites that matter across releases again on Erlang/OTP 27 and Elixir
-# 1.18 (Debian 13 in a chroot at .otp27/, made on first use in about a
-# minute by scripts/otp27.sh; see docs/otp-compat.md): node mode with OTP 27
-# owners (and a cluster of OTP 25 and 27 owners), then the shim's ExUnit
-# suite, built apart from the host's OTP 25 build.
-.PHONY: test-otp27
-OTP27_MIX := MIX_BUILD_ROOT=/root/ps_port_build/_build
-test-otp27:
-	./scripts/otp27.sh create
-	$(GO) test -race -count=1 -timeout 20m -tags otp27 -run OTP27 ./node/ ./test/go/
-	cd elixir_shim && ../scripts/otp27.sh run -- sh -c '$(OTP27_MIX) mix compile --warnings-as-errors --force && \
-	  $(OTP27_MIX) MIX_ENV=test mix compile --warnings-as-errors --force && $(OTP27_MIX) mix test'
+# The suites that matter across releases again on the Erlang/OTP and Elixir
+# of other Debian releases (OTP_RELEASES; trixie: OTP 27 / Elixir 1.18, sid:
+# the newest, OTP 29 / Elixir 1.20 today), each in a chroot at
+# .otp-roots/REL/ that scripts/otp-root.sh makes on first use (about a
+# minute; see docs/otp-compat.md): node mode with owners of that release
+# (and a cluster of host and root owners), then the shim's ExUnit suite,
+# compiled inside the root in a build root of its own (MIX_BUILD_ROOT), so
+# no .beam of the host's OTP reaches it. One release alone:
+# make test-otp REL=sid. Each run starts with a banner naming its versions.
+.PHONY: test-otp test-otp-all test-otp-host
+OTP_RELEASES ?= trixie sid
+OTP_ROOT_MIX := MIX_BUILD_ROOT=/root/ps_port_build/_build
+test-otp-all:
+	@for rel in $(OTP_RELEASES); do $(MAKE) --no-print-directory test-otp REL=$$rel || exit 1; done
+
+test-otp:
+	@[ -n "$(REL)" ] || { echo "make test-otp REL=RELEASE: a Debian release, e.g. REL=sid or REL=trixie" >&2; exit 2; }
+	./scripts/otp-root.sh $(REL) create
+	@echo "=== $$(./scripts/otp-root.sh $(REL) versions) ==="
+	PS_OTP_ROOT=$(REL) $(GO) test -race -count=1 -timeout 20m -tags otproot -run OTPRoot ./node/ ./test/go/
+	cd elixir_shim && ../scripts/otp-root.sh $(REL) run -- sh -c '$(OTP_ROOT_MIX) mix compile --warnings-as-errors --force && \
+	  $(OTP_ROOT_MIX) MIX_ENV=test mix compile --warnings-as-errors --force && $(OTP_ROOT_MIX) mix test'
+	@echo "=== passed: $$(./scripts/otp-root.sh $(REL) versions) ==="
+
+# The banner of the host's own run (test-go and test-elixir).
+test-otp-host:
+	@echo "=== $$(./scripts/otp-root.sh host versions) ==="
 
 # ps_port beside the plain Erlang Port, as ratios (docs/benchmarks.md): every
 # scenario, several interleaved rounds, ~5-10 minutes. Writes

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,8 @@ import (
 // The translation against a real BEAM, both directions of the link
 // protocol and long references, with an ergo node set up as ps_port's
 // (distOptions). testDistWithErlang runs it with erlCmd as "erl"; this file
-// runs it on the host's Erlang/OTP, otp27_test.go on OTP 27.
+// runs it on the host's Erlang/OTP, otproot_test.go on the OTP of a Debian
+// release's chroot (scripts/otp-root.sh).
 
 const unlinkPeerErl = `-module(unlink_peer).
 -export([start/0]).
@@ -60,7 +62,7 @@ type erlPeer struct {
 
 func startErlPeer(t *testing.T, erlCmd []string, cookie string) *erlPeer {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "unlink_peer") // /tmp: the OTP 27 chroot sees it too
+	dir, err := os.MkdirTemp("/tmp", "unlink_peer") // /tmp: a chroot of scripts/otp-root.sh sees it too
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,11 +71,16 @@ func startErlPeer(t *testing.T, erlCmd []string, cookie string) *erlPeer {
 	if err := os.WriteFile(src, []byte(unlinkPeerErl), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("erlc", "-o", dir, src).CombinedOutput(); err != nil {
-		t.Fatalf("erlc (the node tests need Erlang/OTP on PATH): %v\n%s", err, out)
+	// Compiled by the erlc beside erlCmd's erl ("erl" → "erlc"), so the
+	// peer loads a .beam of its own release.
+	erlc := append([]string(nil), erlCmd...)
+	erlc[len(erlc)-1] += "c"
+	cargs := append(append([]string(nil), erlc[1:]...), "-o", dir, src)
+	if out, err := exec.Command(erlc[0], cargs...).CombinedOutput(); err != nil {
+		t.Fatalf("%v (the node tests need Erlang/OTP on PATH): %v\n%s", erlc, err, out)
 	}
 	p := &erlPeer{name: randomNodeName("erl")}
-	args := append(erlCmd[1:], "-name", p.name, "-setcookie", cookie, "-noshell", "-pa", dir, "-s", "unlink_peer", "start")
+	args := append(append([]string(nil), erlCmd[1:]...), "-name", p.name, "-setcookie", cookie, "-noshell", "-pa", dir, "-s", "unlink_peer", "start")
 	p.cmd = exec.Command(erlCmd[0], args...)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -191,7 +198,9 @@ func sharedErgoNode(t *testing.T) (ergonode.Node, string) {
 	return ergoNode, ergoCookie
 }
 
-func testDistWithErlang(t *testing.T, erlCmd []string) {
+// testDistWithErlang runs the translation's checks against a peer started
+// with erlCmd, which must run OTP release wantRelease ("29"; "" for any).
+func testDistWithErlang(t *testing.T, erlCmd []string, wantRelease string) {
 	if err := EnsureEPMD(); err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +228,9 @@ func testDistWithErlang(t *testing.T, erlCmd []string) {
 	}
 	peerPid := who[1].(etf.Pid)
 	t.Logf("peer %s runs OTP %s", peer.name, who[2])
+	if rel := fmt.Sprintf("%s", who[2]); wantRelease != "" && rel != wantRelease {
+		t.Fatalf("the peer runs OTP %s, want %s", rel, wantRelease)
+	}
 	var dc *distConn
 	select {
 	case dc = <-conns:
@@ -343,5 +355,5 @@ func describeTerm(t interface{}) string {
 }
 
 func TestDistWithErlang(t *testing.T) {
-	testDistWithErlang(t, []string{"erl"})
+	testDistWithErlang(t, []string{"erl"}, "")
 }

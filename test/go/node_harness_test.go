@@ -88,32 +88,56 @@ func waitProcGone(t *testing.T, pid int, timeout time.Duration) time.Duration {
 }
 
 var (
-	driverOnce sync.Once
-	driverDir  string
-	driverErr  error
+	driverMu   sync.Mutex
+	driverDirs = map[string]string{}
 )
 
-// nodeDriver compiles node_driver.erl once and returns the directory of
-// its .beam. A missing erlc fails the test: these tests never skip.
+// nodeDriver compiles node_driver.erl with the host's erlc once and returns
+// the directory of its .beam. A missing erlc fails the test: these tests
+// never skip.
 func nodeDriver(t *testing.T) string {
 	t.Helper()
-	driverOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "node_driver")
-		if err != nil {
-			driverErr = err
-			return
-		}
-		out, err := exec.Command("erlc", "-o", dir, "node_driver.erl").CombinedOutput()
-		if err != nil {
-			driverErr = fmt.Errorf("erlc node_driver.erl: %v\n%s(node tests need Erlang/OTP: apt-get install erlang-base erlang-dev)", err, out)
-			return
-		}
-		driverDir = dir
-	})
-	if driverErr != nil {
-		t.Fatal(driverErr)
+	return nodeDriverFor(t, []string{"erl"})
+}
+
+// nodeDriverFor is nodeDriver for the Erlang/OTP that the command erl runs:
+// node_driver.erl is compiled once per command, by the erlc beside that erl
+// (erlcFor), so every owner loads a .beam of its own release.
+func nodeDriverFor(t *testing.T, erl []string) string {
+	t.Helper()
+	erlc := erlcFor(erl)
+	key := strings.Join(erlc, " ")
+	driverMu.Lock()
+	defer driverMu.Unlock()
+	if dir, ok := driverDirs[key]; ok {
+		return dir
 	}
-	return driverDir
+	src, err := filepath.Abs("node_driver.erl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In /tmp: a chroot made by scripts/otp-root.sh sees the host's /tmp.
+	dir, err := os.MkdirTemp("/tmp", "node_driver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string(nil), erlc[1:]...), "-o", dir, src)
+	out, err := exec.Command(erlc[0], args...).CombinedOutput()
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("%s node_driver.erl: %v\n%s(node tests need Erlang/OTP: apt-get install erlang-base erlang-dev)", key, err, out)
+	}
+	driverDirs[key] = dir
+	return dir
+}
+
+// erlcFor is the Erlang compiler beside the command erl: the same command
+// with a "c" added to its last word ("erl" → "erlc", and
+// "scripts/otp-root.sh sid run -- erl" → "... -- erlc").
+func erlcFor(erl []string) []string {
+	c := append([]string(nil), erl...)
+	c[len(c)-1] += "c"
+	return c
 }
 
 func uniqueName(prefix string) string {
@@ -252,8 +276,9 @@ type erlNode struct {
 	waited chan struct{}
 }
 
-// erlCommand is how startErl runs erl. The OTP 27 suite (otp27_test.go)
-// points it at the OTP 27 chroot while it runs node tests there.
+// erlCommand is how startErl runs erl. The suite for another release
+// (otproot_test.go) points it at that release's chroot while it runs node
+// tests there.
 var erlCommand = []string{"erl"}
 
 // startErl starts "erl -name ... -setcookie cookie" running node_driver,
@@ -264,10 +289,10 @@ func startErl(t *testing.T, cookie, psName string) *erlNode {
 }
 
 // startErlWith is startErl with erl run as the command erl (e.g. inside a
-// chroot: scripts/otp27.sh run -- erl).
+// chroot: scripts/otp-root.sh sid run -- erl).
 func startErlWith(t *testing.T, erl []string, cookie, psName string) *erlNode {
 	t.Helper()
-	dir := nodeDriver(t)
+	dir := nodeDriverFor(t, erl)
 	name := uniqueName("erl")
 	args := append(append([]string(nil), erl[1:]...), "-name", name, "-setcookie", cookie, "-noshell", "-pa", dir,
 		"-s", "node_driver", "main", "-extra", psName)
