@@ -110,10 +110,7 @@ defmodule ProtonStream.Options do
   def validate(:stream, command, args, opts) do
     check_command!(command)
     check_args!(args)
-
-    if not is_list(opts) do
-      raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
-    end
+    check_opts!(opts)
 
     options =
       opts
@@ -163,6 +160,12 @@ defmodule ProtonStream.Options do
 
   defp check_args!(args) do
     raise ArgumentError, "the arguments must be a list of binaries, got: #{inspect(args)}"
+  end
+
+  defp check_opts!(opts) when is_list(opts), do: :ok
+
+  defp check_opts!(opts) do
+    raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
   end
 
   defp validate_option({:node, nil}, acc), do: acc
