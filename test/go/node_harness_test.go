@@ -131,13 +131,18 @@ func nodeDriverFor(t *testing.T, erl []string) string {
 	return dir
 }
 
-// erlcFor is the Erlang compiler beside the command erl: the same command
-// with a "c" added to its last word ("erl" → "erlc", and
-// "scripts/otp-root.sh sid run -- erl" → "... -- erlc").
+// erlcFor is the Erlang compiler beside the command erl: the command up to
+// its last word named erl, with erlc there instead ("erl" → "erlc";
+// "scripts/otp-root.sh sid run -- erl -proto_dist inet_tls" → "... -- erlc").
 func erlcFor(erl []string) []string {
-	c := append([]string(nil), erl...)
-	c[len(c)-1] += "c"
-	return c
+	for i := len(erl) - 1; i >= 0; i-- {
+		if filepath.Base(erl[i]) == "erl" {
+			c := append([]string(nil), erl[:i+1]...)
+			c[i] += "c"
+			return c
+		}
+	}
+	return []string{"erlc"}
 }
 
 func uniqueName(prefix string) string {
