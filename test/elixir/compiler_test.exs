@@ -25,7 +25,24 @@ defmodule ProtonStreamTest.CompilerTest do
 
     File.write!(fake_go, """
     #!/bin/sh
+    # go env, go list and go mod are recorded in go.log.other; builds in go.log.
+    case "$1" in
+      env)
+        echo "${FAKE_GO_VERSION-go9.9.0}"; echo "${FAKE_GO_CACHE-/nonexistent}"; echo /fake/modcache
+        exit 0 ;;
+      list)
+        echo "list GOPROXY=${GOPROXY-}" >> #{log}.other
+        if [ -n "${FAKE_GO_MISSING-}" ]; then
+          echo "go: example.com/m@v1.0.0: module lookup disabled by GOPROXY=off"; exit 1
+        fi
+        exit 0 ;;
+      mod)
+        echo "mod $*" >> #{log}.other
+        if [ -n "${FAKE_GO_NO_NETWORK-}" ]; then echo "fake go: dial tcp: no network"; exit 1; fi
+        exit 0 ;;
+    esac
     echo "args: $*" >> #{log}
+    echo "proxy: ${GOPROXY-}" >> #{log}
     echo "cwd: $(pwd)" >> #{log}
     echo "env: GOOS=${GOOS-} GOARCH=${GOARCH-} CGO_ENABLED=${CGO_ENABLED-}" >> #{log}
     if [ -n "${FAKE_GO_FAIL-}" ]; then echo "fake go: $FAKE_GO_FAIL"; exit 1; fi
@@ -102,6 +119,56 @@ defmodule ProtonStreamTest.CompilerTest do
     {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
     assert out =~ "Compiling ps_port"
     assert File.exists?(binary(ctx))
+  end
+
+  test "says what it builds and how long it takes; a cold cache is named as such", ctx do
+    cache = Path.join(ctx.tmp, "gocache")
+    File.mkdir_p!(Path.join(cache, "00"))
+    {out, 0} = mix_compile(ctx, [{"FAKE_GO_CACHE", cache}, {"FAKE_GO_VERSION", "go9.9.0"}])
+    assert out =~ "Compiling ps_port, proton_stream's Go helper, with go9.9.0"
+    assert out =~ "first Go build on this machine"
+    assert out =~ "1-3 minutes"
+    assert out =~ ~r/Compiled ps_port in \d+ s/
+  end
+
+  test "offline once the modules are there: the build runs with GOPROXY=off", ctx do
+    {_out, 0} = mix_compile(ctx, [])
+    assert File.read!(ctx.log <> ".other") =~ "list GOPROXY=off"
+    assert [entry] = log_entries(ctx.log)
+    assert entry =~ "proxy: off\n"
+  end
+
+  test "missing modules are downloaded first, with the configured proxy", ctx do
+    {out, 0} = mix_compile(ctx, [{"FAKE_GO_MISSING", "1"}, {"GOPROXY", "https://proxy.example"}])
+    assert out =~ "Downloading the Go modules ps_port needs"
+    assert File.read!(ctx.log <> ".other") =~ "mod mod download"
+    assert [entry] = log_entries(ctx.log)
+    assert entry =~ "proxy: https://proxy.example\n"
+  end
+
+  test "missing modules that cannot be downloaded: the error says how to get them", ctx do
+    {out, status} = mix_compile(ctx, [{"FAKE_GO_MISSING", "1"}, {"FAKE_GO_NO_NETWORK", "1"}])
+    assert status != 0
+    assert out =~ "the Go modules it needs are not in the module cache"
+    assert out =~ "fake go: dial tcp: no network"
+    assert out =~ "go mod download"
+    assert out =~ "go mod vendor"
+    assert out =~ "/fake/modcache"
+    assert log_entries(ctx.log) == []
+  end
+
+  test "a Go older than go.mod's go line is a clear compile error", ctx do
+    {out, status} = mix_compile(ctx, [{"FAKE_GO_VERSION", "go1.2.3"}])
+    assert status != 0
+    [_, go_version] = Regex.run(~r/^go\s+(\S+)/m, File.read!(Path.join(@repo_root, "go.mod")))
+    assert out =~ "it needs Go #{go_version} or newer"
+    assert out =~ "go1.2.3"
+    assert log_entries(ctx.log) == []
+  end
+
+  test "the READMEs name go.mod's Go version" do
+    [_, version] = Regex.run(~r/^go\s+(\d+\.\d+)/m, File.read!(Path.join(@repo_root, "go.mod")))
+    assert File.read!(Path.join(@repo_root, "README.md")) =~ "Go (≥ #{version},"
   end
 
   test "a failing go build is a compile error showing go's output", ctx do
