@@ -236,6 +236,15 @@ func TestSpawnErrors(t *testing.T) {
 	if _, err := LookupCredential("", "no_such_group_xyz"); err == nil || err.(*SpawnError).Reason != "badgroup" {
 		t.Errorf("bad group: %v", err)
 	}
+	// The user or group is named as such, not where the program's name goes.
+	_, err := LookupCredential("no_such_user_xyz", "")
+	if want := `cannot start the program as the user asked for: no such user "no_such_user_xyz"`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("bad user message: %v; want it to start with %s", err, want)
+	}
+	_, err = LookupCredential("", "no_such_group_xyz")
+	if want := `cannot start the program as the group asked for: no such group "no_such_group_xyz"`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("bad group message: %v; want it to start with %s", err, want)
+	}
 	cred, err := LookupCredential("nobody", "")
 	if err != nil || cred.Uid != 65534 {
 		t.Errorf("nobody: %+v %v", cred, err)

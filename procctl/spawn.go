@@ -93,6 +93,11 @@ type SpawnError struct {
 }
 
 func (e *SpawnError) Error() string {
+	if e.Reason == "baduser" || e.Reason == "badgroup" {
+		// Path is the user or group (LookupCredential does not know the
+		// program); Err names it as such.
+		return fmt.Sprintf("cannot start the program as the %s asked for: %v", e.Reason[3:], e.Err)
+	}
 	return fmt.Sprintf("cannot start %q: %v", e.Path, e.Err)
 }
 

@@ -163,12 +163,16 @@ defmodule ProtonStream do
 
     * Bad options raise `ArgumentError` in the caller, naming the option;
       a command that is not found raises `ErlangError` with reason `:enoent`
-      (as `System.cmd/3` does). See `ProtonStream.Options`.
+      (as `System.cmd/3` does), its message naming the program and the
+      `PATH` searched. See `ProtonStream.Options` and
+      `ProtonStream.SpawnErrors`.
     * A program that is found but cannot be started (permissions, unknown
       user, a cgroup that cannot be created, ...) makes `open/3` and
       `start_link/5` return `{:error, {:spawn_error, reason, message}}`, with
-      `reason` an atom such as `:eacces`, `:baduser`, `:badcgroup` and
-      `message` a binary that says what failed.
+      `reason` an atom such as `:eacces`, `:enoent`, `:e2big`, `:baduser`,
+      `:badcgroup` and `message` a binary that says what failed and why (a
+      directory, the file's mode, a missing `#!` interpreter, the argument
+      sizes and ARG_MAX, the user or group asked for).
     * If ps_port itself dies without reporting the program's exit, the reason
       is `{:ps_port_exited, status}`.
 
@@ -357,7 +361,7 @@ defmodule ProtonStream do
     case ProtonStream.Options.validate(:stream, command, args, opts) do
       %{node: _} = options ->
         case ProtonStream.Remote.open_owned(options, self()) do
-          {:not_found, _message} -> :erlang.error(:enoent, [command, args, opts])
+          {:not_found, message} -> ProtonStream.SpawnErrors.not_found!(message)
           result -> result
         end
 

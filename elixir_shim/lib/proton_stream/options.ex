@@ -123,10 +123,7 @@ defmodule ProtonStream.Options do
     if Map.has_key?(options, :node) do
       options
     else
-      abs_command =
-        System.find_executable(command) || :erlang.error(:enoent, [command, args, opts])
-
-      %{options | command: abs_command}
+      %{options | command: ProtonStream.SpawnErrors.resolve!(command, options)}
     end
   end
 

@@ -35,7 +35,14 @@ defmodule ProtonStream.Remote do
           {:ok, pid()} | {:error, {:spawn_error, atom(), binary()}} | {:not_found, binary()}
   def open(%{node: node} = options, owner) do
     if Node.alive?() do
-      call_open(node, {:open, options.command, options.args, node_opts(options), owner})
+      case call_open(node, {:open, options.command, options.args, node_opts(options), owner}) do
+        {:error, {:spawn_error, _, _} = error} ->
+          {:error,
+           ProtonStream.SpawnErrors.explain_remote(error, node, options.command, options.args)}
+
+        result ->
+          result
+      end
     else
       {:error,
        {:spawn_error, :not_distributed,

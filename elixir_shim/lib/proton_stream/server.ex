@@ -109,8 +109,8 @@ defmodule ProtonStream.Server do
 
     case GenServer.start_link(__MODULE__, {:callback, module, init_arg, options}, gen_opts) do
       # The node did not find the command: raise as port mode does.
-      {:error, {:"$proton_stream_not_found", _message}} ->
-        :erlang.error(:enoent, [command, args, opts])
+      {:error, {:"$proton_stream_not_found", message}} ->
+        ProtonStream.SpawnErrors.not_found!(message)
 
       other ->
         other
@@ -207,8 +207,18 @@ defmodule ProtonStream.Server do
 
   defp spawn_child(options) do
     case open_port(options) do
-      {:ok, port} -> await_started(port, options)
-      error -> error
+      {:ok, port} ->
+        case await_started(port, options) do
+          # The words ps_port cannot know: what is wrong with the file.
+          {:error, {:spawn_error, _, _} = error} ->
+            {:error, ProtonStream.SpawnErrors.explain(error, options.command, options.args)}
+
+          result ->
+            result
+        end
+
+      error ->
+        error
     end
   end
 
@@ -222,13 +232,18 @@ defmodule ProtonStream.Server do
   defp open_port(options) do
     path = PsPort.executable()
 
-    if File.regular?(path) do
+    with true <- File.regular?(path),
+         :ok <- ProtonStream.SpawnErrors.check_size([path | PsPort.args(options)], options) do
       {:ok, PsPort.open(options)}
     else
-      {:error,
-       {:spawn_error, :enoent,
-        "the ps_port helper is missing at #{path}; proton_stream's :ps_port compiler builds it " <>
-          "(needs Go on PATH when proton_stream is compiled)"}}
+      {:error, _} = too_big ->
+        too_big
+
+      false ->
+        {:error,
+         {:spawn_error, :enoent,
+          "the ps_port helper is missing at #{path}; proton_stream's :ps_port compiler builds it " <>
+            "(needs Go on PATH when proton_stream is compiled)"}}
     end
   rescue
     e in ErlangError ->
