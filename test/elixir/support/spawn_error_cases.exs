@@ -54,16 +54,13 @@ defmodule ProtonStreamTest.Cases.SpawnErrors do
           cmd: fn -> ProtonStream.cmd(command, args, opts) end,
           stream: fn -> ProtonStream.stream!(command, args, opts) |> Enum.to_list() end
         ]
-        |> Enum.map(fn {entry, fun} ->
-          result =
-            try do
-              fun.()
-            rescue
-              e -> {:raised, e}
-            end
+        |> Enum.map(fn {entry, fun} -> {entry, attempt(fun)} end)
+      end
 
-          {entry, result}
-        end)
+      defp attempt(fun) do
+        fun.()
+      rescue
+        e -> {:raised, e}
       end
 
       defp isolated(fun) do
@@ -73,15 +70,7 @@ defmodule ProtonStreamTest.Cases.SpawnErrors do
         {pid, monitor} =
           spawn_monitor(fn ->
             Process.flag(:trap_exit, true)
-
-            result =
-              try do
-                fun.()
-              rescue
-                e -> {:raised, e}
-              end
-
-            send(parent, {ref, result})
+            send(parent, {ref, attempt(fun)})
           end)
 
         receive do
