@@ -209,14 +209,7 @@ func (c *distConn) readPacketHead() error {
 		return errShort
 	}
 	if d[4] != passThrough { // already what ergo reads
-		if l > c.maxRequest() {
-			return packetError("%d bytes, more than --max-request %d", l, c.maxRequest())
-		}
-		c.stats.packetsIn.Add(1)
-		c.ready = append(c.ready, d[:5]...)
-		c.roff += 5
-		c.rbody = l - 1
-		return nil
+		return c.readHeaderPacket(d, l)
 	}
 	// 112, 131, Control, [131, Message]
 	whole := len(d) >= 4+l

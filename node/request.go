@@ -155,3 +155,41 @@ func tooLarge(t etf.Term) (string, bool) {
 	return fmt.Sprintf("a request of %d bytes (lists and tuples weighed as decoded) is more than this node takes "+
 		"(ps_port node --max-request %d): send less at once, or start the node with a larger --max-request", w, m), true
 }
+
+// readHeaderPacket takes a packet in ergo's own format (131 68 0 Control
+// [Message]), which an OTP peer does not send here (it was offered neither
+// the atom cache nor fragments) but one holding the cookie could: it is
+// weighed as a pass-through packet is, and anything else is refused.
+func (c *distConn) readHeaderPacket(d []byte, l int) error {
+	if l > c.maxRequest() {
+		return packetError("%d bytes, more than --max-request %d", l, c.maxRequest())
+	}
+	if len(d) < 4+l {
+		return errShort
+	}
+	pkt := d[4 : 4+l]
+	if len(pkt) < 3 || pkt[0] != versionMagic || pkt[1] != distHeader || pkt[2] != 0 {
+		return packetError("a packet neither pass-through (112) nor a distribution header without cached atoms (131 68 0)")
+	}
+	clen, err := skipTerm(pkt[3:])
+	if err != nil {
+		return packetError("control message: %v", err)
+	}
+	var replaced []byte
+	if start := 4 + 3 + clen; start < 4+l {
+		if replaced, err = c.weigh(d, start, 4+l-start, l); err != nil {
+			return packetError("message: %v", err)
+		}
+	}
+	c.stats.packetsIn.Add(1)
+	if replaced != nil {
+		c.ready = binary.BigEndian.AppendUint32(c.ready, uint32(3+clen+len(replaced)))
+		c.ready = append(c.ready, pkt[:3+clen]...)
+		c.ready = append(c.ready, replaced...)
+		c.roff += 4 + l
+		return nil
+	}
+	c.ready = append(c.ready, d[:4+l]...)
+	c.roff += 4 + l
+	return nil
+}

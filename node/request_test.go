@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"testing"
 
 	"github.com/ergo-services/ergo/etf"
@@ -95,5 +96,44 @@ func TestTooLargeReads(t *testing.T) {
 	}
 	if _, ok := tooLarge(etf.Tuple{etf.Atom("open"), 1, 2}); ok {
 		t.Fatal("took another message")
+	}
+}
+
+// A list that claims more elements than its packet holds never reaches
+// ergo (which would size it by the claim): the connection is dropped. Also
+// in ergo's own packet format, which is weighed like the pass-through one.
+func TestDistConnRefusesListsLargerThanTheirPacket(t *testing.T) {
+	send := tuple(small(opSend), atomBytes(""), ourPid)
+	bomb := []byte{108, 0xff, 0xff, 0xff, 0xf0, 97, 1, 106}
+	for name, p := range map[string][]byte{
+		"pass-through": otpPacket(send, tuple(peerPid, bomb)),
+		"131 68 0":     ergoPacket(send, tuple(peerPid, bomb)),
+		"cached atoms": append(binary.BigEndian.AppendUint32(nil, 4), 131, 68, 1, 0),
+	} {
+		f := newFakeConn()
+		c := newDistConn(f, true, nil)
+		f.send(p, 0)
+		close(f.in)
+		if n, err := c.Read(make([]byte, 100)); err == nil || err == io.EOF {
+			t.Errorf("%s: Read took it (%d bytes, %v)", name, n, err)
+		}
+	}
+	// Heavy in ergo's format: replaced like a pass-through one.
+	const max = 1 << 16
+	heavy := binary.BigEndian.AppendUint32([]byte{108}, max/4)
+	for i := 0; i < max/4; i++ {
+		heavy = append(heavy, 97, 'a')
+	}
+	heavy = append(heavy, 106)
+	msg := tuple(peerPid, heavy)
+	f := newFakeConn()
+	c := newDistConn(f, true, nil)
+	c.maxReq = max
+	f.send(ergoPacket(send, msg), 100)
+	out := append(tuple(peerPid), tooLargeMark(len(msg)+elemCost*(1+2+max/4+1), max)...)
+	out[1] = 2
+	want := ergoPacket(send, out)
+	if got := readN(t, c, len(want), 1<<16); !bytes.Equal(got, want) {
+		t.Fatalf("got\n% x\nwant\n% x", got, want)
 	}
 }
