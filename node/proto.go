@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"sync"
@@ -71,11 +72,15 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 	details.Flags.EnableHeaderAtomCache = false
 	info, _ := details.Custom.(peerInfo)
 	if isErgoPeer(details.Flags) {
-		// Another ergo node: it reads and writes ergo's own format
-		// (fragments too, when it says so).
-		ci, err := p.ProtoInterface.Init(ctx, conn, nodename, details)
-		p.remember(ci, err, details.Name)
-		return ci, err
+		// Another ergo node would read and write ergo's own format
+		// (compressed, with its atom cache), which distConn cannot weigh
+		// (request.go): a peer claiming ergo's flags would bypass
+		// --max-request and reach ergo's decoder with any list header.
+		// ps_port serves OTP nodes.
+		if p.log != nil {
+			p.log.Printf("refused a connection from %s: it advertises ergo's own distribution flags (compression, proxy); ps_port node serves Erlang/OTP nodes only", details.Name)
+		}
+		return nil, fmt.Errorf("%s advertises ergo's own distribution flags; ps_port node serves Erlang/OTP nodes only", details.Name)
 	}
 	// ergo fragments long messages, distConn puts them back together.
 	details.Flags.EnableFragmentation = true

@@ -2,11 +2,14 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/ergo-services/ergo/etf"
+	ergonode "github.com/ergo-services/ergo/node"
 )
 
 // tooLargeMark is {'$ps_too_large', weight, max}.
@@ -135,5 +138,17 @@ func TestDistConnRefusesListsLargerThanTheirPacket(t *testing.T) {
 	want := ergoPacket(send, out)
 	if got := readN(t, c, len(want), 1<<16); !bytes.Equal(got, want) {
 		t.Fatalf("got\n% x\nwant\n% x", got, want)
+	}
+}
+
+// A peer that claims ergo's own flags would bypass distConn: refused.
+func TestDistProtoRefusesErgoPeers(t *testing.T) {
+	p := newDistProto(ergonode.DefaultProtoOptions())
+	var details ergonode.HandshakeDetails
+	details.Name = "intruder@127.0.0.1"
+	details.Flags.EnableCompression = true
+	if _, err := p.Init(context.Background(), newFakeConn(), "ps@127.0.0.1", details); err == nil ||
+		!strings.Contains(err.Error(), "Erlang/OTP nodes only") {
+		t.Fatalf("Init for a peer with ergo's flags: %v", err)
 	}
 }
