@@ -214,6 +214,52 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       assert %{exit: :normal} = run("true", [], node: ps_node)
     end
 
+    test "allow_env:, allow_uid:, allow_gid: and max_request: reach the node" do
+      {_sup, server} = start_node(allow_any: true)
+      ps_node = ProtonStream.Node.name(server)
+      preload = [env: [{"LD_PRELOAD", "/nonexistent/x.so"}], node: ps_node]
+
+      assert {:error, {:spawn_error, :badarg, message}} =
+               ProtonStream.open("echo", ["hi"], preload)
+
+      assert message =~ "LD_PRELOAD" and message =~ "--allow-env"
+
+      assert {:error, {:spawn_error, :badarg, message}} =
+               ProtonStream.open("id", [], uid: "nobody", node: ps_node)
+
+      assert message =~ "--allow-uid"
+
+      {_sup, server} =
+        start_node(
+          allow_any: true,
+          allow_env: ["LD_*"],
+          allow_uid: ["nobody", 54_321],
+          allow_gid: [54_321],
+          max_request: 1_000_000
+        )
+
+      ps_node = ProtonStream.Node.name(server)
+      preload = Keyword.put(preload, :node, ps_node)
+      assert %{stdout: "hi\n", stderr: stderr} = run("echo", ["hi"], preload)
+      assert stderr =~ "ld.so"
+
+      if System.get_env("USER") == "root" or :os.cmd(~c"id -u") == ~c"0\n" do
+        assert %{stdout: "54321 54321\n"} =
+                 run("sh", ["-c", "echo $(id -u) $(id -g)"],
+                   uid: 54_321,
+                   gid: 54_321,
+                   node: ps_node
+                 )
+      end
+
+      assert {:error, {:spawn_error, :too_large, message}} =
+               ProtonStream.open("echo", List.duplicate(String.duplicate("a", 100_000), 12),
+                 node: ps_node
+               )
+
+      assert message =~ "--max-request 1000000"
+    end
+
     test "cgroup options need the node's :cgroup_base" do
       {_sup, server} = start_node()
 
@@ -246,6 +292,18 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
 
       assert_raise ArgumentError, ~r/:allow/, fn ->
         ProtonStream.Node.start_link(allow: ["bin"])
+      end
+
+      for {key, bad} <- [
+            allow_env: "LD_*",
+            allow_env: ["A=B"],
+            allow_uid: [-1],
+            allow_gid: [:root],
+            max_request: 10
+          ] do
+        assert_raise ArgumentError, ~r/#{key}/, fn ->
+          ProtonStream.Node.start_link([{:allow_any, true}, {key, bad}])
+        end
       end
 
       assert_raise ArgumentError, ~r/unknown ProtonStream.Node option :cookie/, fn ->
