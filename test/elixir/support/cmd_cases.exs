@@ -88,6 +88,20 @@ defmodule ProtonStreamTest.Cases.Cmd do
           assert {^data, 0} = ProtonStream.cmd("cat", [], [input: data] ++ m)
         end
 
+        test ":input past :stdin_limit that the program does not read fails loudly", %{m: m} do
+          # Never silently cut: the run stops and says why.
+          data = :binary.copy("x", 8 * 1024 * 1024)
+
+          error =
+            assert_raise ProtonStream.ExitError, fn ->
+              ProtonStream.cmd("sleep", ["1000"], [input: data, stdin_limit: 1_048_576] ++ m)
+            end
+
+          assert error.reason == :failed
+          assert error.message =~ "stdin_overflow"
+          assert_mailbox_empty()
+        end
+
         test "without :input the program's stdin is at end of file", %{m: m} do
           assert {"", 0} = ProtonStream.cmd("cat", [], m)
         end
