@@ -586,6 +586,18 @@ defmodule ProtonStream do
   end
 
   @doc """
+  Sets the terminal window size of a program started with `pty: true` to
+  `{rows, columns}`; the program gets `SIGWINCH`. The program must run on
+  this host (port mode, or a ps_port node on this host). See
+  `ProtonStream.Pty`.
+  """
+  @spec pty_resize(server(), {pos_integer(), pos_integer()}) :: :ok | {:error, binary()}
+  def pty_resize(server, {rows, cols})
+      when is_integer(rows) and rows > 0 and is_integer(cols) and cols > 0 do
+    ProtonStream.Pty.resize(os_pid(server), rows, cols)
+  end
+
+  @doc """
   Returns the absolute path of the ps_port helper executable (the name is
   kept from proton_stream, whose helper was muontrap).
   """

@@ -81,6 +81,7 @@ defmodule ProtonStreamTest.ReadmeBlocksTest do
       {:ok, host} = :inet.gethostname()
       assert output =~ "ran on #{host}\n"
       assert stderr =~ "my_command warning"
+      assert output =~ "resized\n"
     end
   end
 

@@ -36,6 +36,9 @@ defmodule ProtonStream.Options do
       Given together with `stderr_to_stdout: true` (which proton_stream
       1.8.3 accepts too), `:capture_stderr_only` wins: stdout is discarded
       and stderr arrives as stderr (`{:error, data}`)
+    * `:pty` - run the program on a pseudo-terminal (boolean; see
+      `ProtonStream.Pty`), with `:pty_size` `{rows, columns}` (default
+      `{24, 80}`)
     * `:cgroup` - a map of limits keyed by cgroup v2 names, e.g.
       `%{memory_max: 268435456, cpu_max: {50000, 100000}, pids_max: 100}`,
       translated to v1 files on v1 and hybrid hosts; see `ProtonStream.Cgroup`
@@ -87,7 +90,9 @@ defmodule ProtonStream.Options do
           optional(:stdin_limit) => pos_integer(),
           optional(:node) => node(),
           optional(:flow) => :queue_len | :ack,
-          optional(:cgroup) => ProtonStream.Cgroup.config()
+          optional(:cgroup) => ProtonStream.Cgroup.config(),
+          optional(:pty) => boolean(),
+          optional(:pty_size) => {pos_integer(), pos_integer()}
         }
 
   # The kernel takes at most this many bytes, with the final NUL, for one
@@ -121,9 +126,12 @@ defmodule ProtonStream.Options do
       |> resolve_cgroup_path()
 
     if Map.has_key?(options, :node) do
-      options
+      ProtonStream.Pty.wrap(options)
     else
-      %{options | command: ProtonStream.SpawnErrors.resolve!(command, options)}
+      ProtonStream.Pty.wrap(%{
+        options
+        | command: ProtonStream.SpawnErrors.resolve!(command, options)
+      })
     end
   end
 
@@ -248,6 +256,16 @@ defmodule ProtonStream.Options do
 
     Enum.map(env, &env_pair!/1)
   end
+
+  defp normalize({:pty, value}) when is_boolean(value), do: value
+  defp normalize({:pty = key, value}), do: invalid!(key, value, "a boolean")
+
+  defp normalize({:pty_size, {rows, cols} = size})
+       when is_integer(rows) and rows > 0 and is_integer(cols) and cols > 0,
+       do: size
+
+  defp normalize({:pty_size = key, value}),
+    do: invalid!(key, value, "{rows, columns}, positive integers")
 
   defp normalize({:cgroup, config}) do
     # Checked (and raising, naming the key) here; applied by apply_cgroup_map/1.

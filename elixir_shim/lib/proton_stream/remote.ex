@@ -83,7 +83,7 @@ defmodule ProtonStream.Remote do
   # puts it under its --cgroup-base.
   defp node_opts(options) do
     options
-    |> Map.drop([:command, :args, :node, :cgroup_base, :cgroup])
+    |> Map.drop([:command, :args, :node, :cgroup_base, :cgroup, :pty, :pty_size])
     |> Map.put_new(:stdin_limit, @default_stdin_limit)
   end
 
