@@ -184,14 +184,18 @@ func (s *soak) group() string {
 // gone checks that nothing but the node carries the tag any more.
 func (s *soak) gone(what string, timeout time.Duration) {
 	s.t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout + testSlack())
 	for {
 		live := relTaggedExcept(s.tag, s.ps.pid())
 		if len(live) == 0 {
+			if took := time.Since(start); took > timeout {
+				s.t.Logf("%s: gone after %v (goal %v; a loaded machine?)", what, took.Round(time.Millisecond), timeout)
+			}
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Errorf("%s: left running after %v: %s", what, timeout, relDescribe(live))
+			s.t.Errorf("%s: left running after %v: %s", what, time.Since(start).Round(time.Millisecond), relDescribe(live))
 			relKill(live)
 			return
 		}
