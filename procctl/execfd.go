@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -43,13 +44,35 @@ var execLinks struct {
 // nobody but this process's user can list or change it.
 func execLinkDir() (string, error) {
 	execLinks.once.Do(func() {
-		dir, err := os.MkdirTemp("", "ps_port-exec-")
+		removeStaleExecLinks()
+		dir, err := os.MkdirTemp("", "ps_port-exec-"+strconv.Itoa(os.Getpid())+"-")
 		if err == nil {
 			err = os.Chmod(dir, 0o711)
 		}
 		execLinks.dir, execLinks.err = dir, err
 	})
 	return execLinks.dir, execLinks.err
+}
+
+// removeStaleExecLinks removes the exec link directories, named with
+// their process's pid, that processes of this user no longer alive left
+// (killed before they could remove them).
+func removeStaleExecLinks() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "ps_port-exec-*-*"))
+	for _, d := range dirs {
+		var st unix.Stat_t
+		if unix.Lstat(d, &st) != nil || st.Uid != uint32(os.Geteuid()) || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		f := filepath.Base(d)[len("ps_port-exec-"):]
+		pid, err := strconv.Atoi(f[:max(0, strings.IndexByte(f, '-'))])
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == unix.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // RemoveExecLinks removes the exec links' directory; call it when this

@@ -1,0 +1,95 @@
+package procctl
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// openPath opens p as Spec.Exec wants it.
+func openPath(t *testing.T, p string) *os.File {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), p)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// Spec.Exec runs the open file, whatever its name points to by then; the
+// program's comm is still its name; a script keeps working; descriptors
+// above the child's stdio are not left open in a binary.
+func TestExecRunsTheOpenFile(t *testing.T) {
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "prog")
+	script := "#!/bin/sh\necho script $0; cat /proc/$$/comm; ls /proc/$$/fd | wc -l\n"
+	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := openPath(t, prog)
+	// Swapped after the open: the child still runs what was opened.
+	if err := os.WriteFile(filepath.Join(dir, "other"), []byte("#!/bin/sh\necho OTHER\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "other"), prog); err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	c := start(t, Spec{Path: prog, Exec: f}, r)
+	if st := c.Wait(); st != (ExitStatus{}) {
+		t.Fatalf("script: %v, stderr %q", st, r.err.String())
+	}
+	out := strings.Split(r.stdout(), "\n")
+	if len(out) < 3 || !strings.HasPrefix(out[0], "script ") || !strings.HasSuffix(out[0], "/prog") || out[1] != "prog" {
+		t.Fatalf("script: %q", r.stdout())
+	}
+	// A binary: its comm, and only stdio (plus what ls itself opens).
+	ls, err := filepath.EvalSymlinks("/bin/ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := func(exec *os.File) string {
+		r := &recorder{}
+		c := start(t, Spec{Path: "/bin/ls", Args: []string{"/proc/self/fd"}, Exec: exec}, r)
+		c.Wait()
+		return r.stdout()
+	}
+	if byPath, byFD := fds(nil), fds(openPath(t, ls)); byFD != byPath {
+		t.Fatalf("ls /proc/self/fd in the child: %q run by descriptor, %q by path", byFD, byPath)
+	}
+	r = &recorder{}
+	c = start(t, Spec{Path: "/bin/cat", Args: []string{"/proc/self/comm"}, Exec: openPath(t, "/bin/cat")}, r)
+	c.Wait()
+	if r.stdout() != "cat\n" {
+		t.Fatalf("comm of a binary run by descriptor: %q", r.stdout())
+	}
+	// A file that is not a program: as execve says.
+	_, err = Start(Spec{Path: "/etc/passwd", Exec: openPath(t, "/etc/passwd")}, &recorder{})
+	if se, ok := err.(*SpawnError); !ok || se.Reason != "eacces" || se.Err == nil || !strings.Contains(se.Error(), "/etc/passwd") {
+		t.Fatalf("a file without x: %v", err)
+	}
+	_, err = Start(Spec{Path: "/etc", Exec: openPath(t, "/etc")}, &recorder{})
+	if se, ok := err.(*SpawnError); !ok || !errorsIs(se.Err, syscall.EACCES) {
+		t.Fatalf("a directory: %v", err)
+	}
+}
+
+func errorsIs(err error, target error) bool {
+	for err != nil {
+		if err == target {
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
