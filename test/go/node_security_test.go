@@ -227,7 +227,24 @@ func TestNodeSecCookieNotReadableByChildren(t *testing.T) {
 	if !strings.Contains(got, "/environ") || !strings.Contains(got, "ermission denied") {
 		t.Fatalf("want the node's environ refused (Permission denied): %s", got)
 	}
-	// The node still works as usual: children, their trees, their kill.
+	// The node still works as usual, non-dumpable and as nobody: it reads
+	// its own /proc/self/fd to check programs, runs scripts by descriptor,
+	// finds children's trees and kills them.
+	dir, err := os.MkdirTemp("", "ps_port_sec_script")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	script := filepath.Join(dir, "hello.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho hello $(cat /proc/$$/comm)\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ps2 := relStartNode(t, relTag(), relNodeOpts{cookie: cookie, asUser: "nobody",
+		flags: []string{"--allow", "/usr/bin/*", "--allow", "/bin/*", "--allow", dir + "/*"}})
+	e2 := startErl(t, cookie, ps2.name)
+	e2.expect(fmt.Sprintf(`{ok, S} = open(<<%q>>, []), collect(S)`, script), `{<<"hello hello.sh\n">>,<<>>,[],normal}`)
+	e2.expect(`{ok, S2} = open(<<"cat">>, [<<"/proc/self/comm">>]), collect(S2)`, `{<<"cat\n">>,<<>>,[],normal}`)
 	e.expect(`{ok, Q} = open(<<"sh">>, [<<"-c">>, <<"sleep 100 & echo started; wait">>]), receive {Q, {data, <<"started\n">>}} -> ok after 10000 -> timeout end`, "ok")
 	e.expect(`Q ! {self(), close}, receive {'EXIT', Q, R} -> R after 10000 -> timeout end`, "normal")
 	if live := relTaggedExcept(tag, ps.pid()); len(live) != 0 {
