@@ -141,8 +141,10 @@ defmodule ProtonStream do
       that would queue more is refused as a whole and the owner gets
       `{ps, {:error, :stdin_overflow, message}}`; after `eof/1` commands give
       `{ps, {:error, :stdin_closed, message}}` (the same as port mode, which also logs them).
-      `command/2` sends data over 8 MiB in pieces; never `send/2` a single
-      command over 128 MiB (the node drops the connection).
+      `command/2` sends data as binaries of at most 8 MiB; a single
+      `send/2` of a command over the node's `--max-request` (16 MiB by
+      default, lists weighed at 16 bytes an element) is refused with
+      `{ps, {:error, :too_large, message}}`.
 
   Differences that follow from the program living on another node: after
   `{ps, :closed}` the owner also gets `{:EXIT, ps, :normal}` (as a message,
@@ -151,7 +153,8 @@ defmodule ProtonStream do
   `:enoent` as in port mode, but an absolute path that does not exist there
   is `{:error, {:spawn_error, :enoent, message}}`; refusals by the node are
   spawn errors: `:not_allowed`, `:too_many_children`, `:badarg` (e.g.
-  cgroup options on a node without `--cgroup-base`), `:nodedown`,
+  cgroup options on a node without `--cgroup-base`, a loader variable in
+  `:env` or a `:uid` the node does not allow), `:too_large`, `:nodedown`,
   `:not_distributed`. Cgroup paths are relative to the node's
   `--cgroup-base`. Messages from processes other than the owner are ignored
   and logged by the node, not here. The ergo release ps_port nodes are built

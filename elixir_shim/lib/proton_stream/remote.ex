@@ -14,8 +14,9 @@ defmodule ProtonStream.Remote do
       `{:EXIT, ps, {:ps_port_exited, :noconnection}}`, as it would get
       `{:ps_port_exited, status}` from a helper that died in port mode. The
       watcher follows ownership moved with `ProtonStream.connect/2`;
-    * sends stdin data larger than 8 MiB in pieces (ps_port refuses
-      distribution messages over 128 MiB by dropping the connection).
+    * sends stdin data as binaries of at most 8 MiB (a ps_port node refuses
+      a message over its `--max-request`, 16 MiB by default, and weighs the
+      elements of lists as decoded, 16 bytes each).
   """
 
   @open_timeout 15_000
@@ -185,7 +186,8 @@ defmodule ProtonStream.Remote do
 
   @doc """
   Sends `data` to `remote` (any process `send/2` takes) as
-  `{sender, {:command, _}}` messages of at most 8 MiB each. Raises
+  `{sender, {:command, binary}}` messages of at most 8 MiB each (iodata is
+  made a binary first: the node weighs list elements as decoded). Raises
   `ArgumentError` when `data` is not iodata.
   """
   @spec command(pid() | atom() | {atom(), node()}, pid(), iodata()) :: :ok
@@ -200,13 +202,7 @@ defmodule ProtonStream.Remote do
     end
   end
 
-  def command(remote, sender, data) do
-    if IO.iodata_length(data) > @max_command_chunk,
-      do: command(remote, sender, IO.iodata_to_binary(data)),
-      else: send(remote, {sender, {:command, data}})
-
-    :ok
-  end
+  def command(remote, sender, data), do: command(remote, sender, IO.iodata_to_binary(data))
 
   @doc "True for a pid on another node (a ps_port node's pid, in node mode)."
   defguard remote?(server) when is_pid(server) and node(server) != node()
