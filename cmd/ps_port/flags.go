@@ -103,8 +103,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if delayMS < 0 {
 		return nil, fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
 	}
-	if c.stdinLimit < 0 {
-		return nil, fmt.Errorf("--stdin-limit must be >= 0, got %d", c.stdinLimit)
+	if c.stdinLimit < 1 {
+		return nil, fmt.Errorf("--stdin-limit must be at least 1 (bytes), got %d", c.stdinLimit)
 	}
 	if c.window < 0 {
 		return nil, fmt.Errorf("--stdio-window must be > 0, got %d", c.window)
@@ -153,8 +153,8 @@ func (c *config) checkShared(fs *flag.FlagSet, delayMS int) error {
 		return err
 	case delayMS < 0:
 		return fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
-	case c.stdinLimit < 0:
-		return fmt.Errorf("--stdin-limit must be >= 0, got %d", c.stdinLimit)
+	case c.stdinLimit < 1:
+		return fmt.Errorf("--stdin-limit must be at least 1 (bytes), got %d", c.stdinLimit)
 	case c.window < 0:
 		return fmt.Errorf("--stdio-window must be > 0, got %d", c.window)
 	}
