@@ -10,6 +10,7 @@ package host
 import (
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/protonstream/ps_port/cgroup"
@@ -36,6 +37,13 @@ type Request struct {
 	Unset   []string
 
 	UID, GID string // user and group, by name or number; "" keeps ps_port's
+	// Credential, when set, is used instead of looking up UID and GID: for
+	// a transport with its own policy on who a child may run as (node).
+	Credential *syscall.Credential
+
+	// Exec, when set, is the program already opened and checked by the
+	// transport (see procctl.Spec.Exec); Program then only names it.
+	Exec *os.File
 
 	// Where the standard streams go: procctl.Pipe (the zero value) for all
 	// three streams in the {packet,4} protocols; Stderr procctl.ToStdout
@@ -46,16 +54,30 @@ type Request struct {
 	StdinLimit     int           // see DefaultStdinLimit (used when 0)
 	DelayToSIGKILL time.Duration // between SIGTERM and SIGKILL
 	Cgroup         cgroup.Spec   // no cgroup when Cgroup.Controllers is empty
+	// Group, when set, is a cgroup the transport made itself (node mode's
+	// claimed groups); Cgroup is then ignored. The session deletes it.
+	Group Group
 
 	// Sweep: this program runs this one child only (see procctl.Spec.Sweep).
 	Sweep bool
 }
 
+// Group is a cgroup a child runs in: where it is placed before its first
+// instruction, its OOM count, and its removal. *cgroup.Group is one.
+type Group interface {
+	procctl.Placement
+	OOMKills() (uint64, error)
+	Delete() error
+}
+
 // spec builds what procctl starts, without the cgroup.
 func (r *Request) spec() (procctl.Spec, error) {
-	cred, err := procctl.LookupCredential(r.UID, r.GID)
-	if err != nil {
-		return procctl.Spec{}, err
+	cred := r.Credential
+	if cred == nil {
+		var err error
+		if cred, err = procctl.LookupCredential(r.UID, r.GID); err != nil {
+			return procctl.Spec{}, err
+		}
 	}
 	base := r.BaseEnv
 	if base == nil {
@@ -63,6 +85,7 @@ func (r *Request) spec() (procctl.Spec, error) {
 	}
 	return procctl.Spec{
 		Path:           r.Program,
+		Exec:           r.Exec,
 		Args:           r.Args,
 		Arg0:           r.Arg0,
 		Dir:            r.Dir,

@@ -40,7 +40,7 @@ var ErrBadSignal = errors.New("want a signal number 1..64")
 // methods may be called from any goroutine.
 type Session struct {
 	child *procctl.Child
-	group *cgroup.Group // nil without a cgroup
+	group Group // nil without a cgroup
 	out   Output
 	logf  Logf
 	limit int
@@ -55,26 +55,31 @@ type Session struct {
 // Start starts the child req describes and reports it to out (Started,
 // then its output, then its end). A child that cannot be started is a
 // *procctl.SpawnError; its Reason is "badcgroup" when the cgroup could not
-// be made. logf (which may be nil) gets what nobody is told otherwise.
+// be made. A req.Group belongs to the session from here on: it is deleted
+// when the child does not start, and after its exit otherwise. logf (which
+// may be nil) gets what nobody is told otherwise.
 func Start(req Request, out Output, logf Logf) (*Session, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	spec, err := req.spec()
-	if err != nil {
-		return nil, err
-	}
-	s := &Session{out: out, logf: logf, limit: req.StdinLimit, done: make(chan struct{})}
+	s := &Session{out: out, logf: logf, limit: req.StdinLimit, group: req.Group, done: make(chan struct{})}
 	if s.limit <= 0 {
 		s.limit = DefaultStdinLimit
 	}
-	if len(req.Cgroup.Controllers) > 0 {
+	spec, err := req.spec()
+	if err != nil {
+		s.deleteGroup()
+		return nil, err
+	}
+	if s.group == nil && len(req.Cgroup.Controllers) > 0 {
 		g, err := cgroup.Create(req.Cgroup)
 		if err != nil {
 			return nil, &procctl.SpawnError{Reason: "badcgroup", Path: req.Program, Err: err}
 		}
 		s.group = g
-		spec.Placement = g
+	}
+	if s.group != nil {
+		spec.Placement = s.group
 	}
 	spec.Started = out.Started
 	s.child, err = procctl.Start(spec, out)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/gen"
+	"github.com/protonstream/ps_port/host"
 	"github.com/protonstream/ps_port/procctl"
 )
 
@@ -74,26 +75,26 @@ type child struct {
 	loop   *loopProc
 	proc   gen.Process
 	self   etf.Pid
+	s      *host.Session // the child's session: stdin rule, exit report
 	pc     *procctl.Child
-	group  *claimedGroup
+	pid    int // set by Started, before anything else can use it
 	window *procctl.Window
 	flow   *flowCtl // nil with flow: :ack
 
 	out      outQueue
 	finished chan struct{}
 
-	mu        sync.Mutex // guards owner, closing, eof
+	mu        sync.Mutex // guards owner, closing
 	owner     etf.Pid    // whose messages are obeyed
 	closing   bool       // :close received
-	eof       bool       // :eof received
 	ownerGone atomic.Bool
-	exited    atomic.Bool // the OS process has ended (finish)
+	exited    atomic.Bool // the OS process has ended (Exit)
 	ackWarned atomic.Bool
 }
 
 // terminate takes the child's tree down as a port close does.
 func (c *child) terminate() {
-	c.pc.Terminate()
+	c.s.Stop()
 }
 
 func newChild(n *Node, req *openRequest) *child {
@@ -184,13 +185,13 @@ func (c *child) handleCall(from callFrom, req etf.Term) {
 // errMsg queues {pid, {:error, reason, message}} for the owner.
 func (c *child) errMsg(reason, format string, a ...interface{}) {
 	text := fmt.Sprintf(format, a...)
-	c.n.log.Printf("child %d: %s", c.pc.Pid(), text)
+	c.n.log.Printf("child %d: %s", c.pid, text)
 	c.out.push(outItem{kind: outMsg, term: etf.Tuple{atomError, etf.Atom(reason), []byte(text)}})
 }
 
 func (c *child) ownerMsg(t etf.Term) {
 	c.mu.Lock()
-	closing, eof := c.closing, c.eof
+	closing := c.closing
 	c.mu.Unlock()
 	if closing {
 		return // a closed port ignores what follows too
@@ -199,17 +200,14 @@ func (c *child) ownerMsg(t etf.Term) {
 	case isAtom(t, "close"):
 		c.close(true)
 	case isAtom(t, "eof"):
-		c.mu.Lock()
-		c.eof = true
-		c.mu.Unlock()
-		c.pc.CloseStdin()
+		c.s.EOF()
 	default:
 		if why, ok := tooLarge(t); ok {
 			c.errMsg("too_large", "%s", why)
 			return
 		}
 		if cmd, ok := tagged(t, "command", 2); ok {
-			c.command(cmd[1], eof)
+			c.command(cmd[1])
 			return
 		}
 		if con, ok := tagged(t, "connect", 2); ok {
@@ -226,13 +224,10 @@ func (c *child) ownerMsg(t etf.Term) {
 		}
 		if sig, ok := tagged(t, "signal", 2); ok {
 			n, ok := intOf(sig[1])
-			if !ok || n < 1 || n > 64 {
-				c.errMsg("badarg", "{:signal, n}: want a signal number 1..64, got %s", describe(sig[1]))
-				return
+			if ok && c.s.Signal(n) == nil {
+				return // sent, or its failure reported
 			}
-			if err := c.pc.Signal(sigNum(n)); err != nil {
-				c.errMsg("signal", "signal %d to child %d: %v", n, c.pc.Pid(), err)
-			}
+			c.errMsg("badarg", "{:signal, n}: %v, got %s", host.ErrBadSignal, describe(sig[1]))
 			return
 		}
 		if ack, ok := tagged(t, "ack", 2); ok {
@@ -247,33 +242,19 @@ func (c *child) ownerMsg(t etf.Term) {
 				}
 				return
 			}
-			if !c.window.Ack(int(n)) {
-				c.n.log.Printf("child %d: ack of %d bytes is more than was in flight; clamped", c.pc.Pid(), n)
-			}
+			c.s.Ack(n)
 			return
 		}
 		c.errMsg("badarg", "unknown message %s", describe(t))
 	}
 }
 
-func (c *child) command(data etf.Term, eof bool) {
+// command queues a {:command, data} under the host's stdin rule (accepted
+// or refused whole, docs/node.md), which reports refusals.
+func (c *child) command(data etf.Term) {
 	size := iodataSize(data, 0)
 	if size < 0 {
 		c.errMsg("badarg", "{:command, data}: data is not iodata: %s", describe(data))
-		return
-	}
-	if eof {
-		c.errMsg("stdin_closed", "dropped %d bytes of {:command, _}: stdin was closed by :eof", size)
-		return
-	}
-	queued := c.pc.StdinQueued()
-	if queued+size > c.req.stdinLimit {
-		c.errMsg("stdin_overflow",
-			"dropped a {:command, _} of %d bytes: %d bytes wait for the child to read them and stdin_limit is %d",
-			size, queued, c.req.stdinLimit)
-		return
-	}
-	if size == 0 {
 		return
 	}
 	b, err := appendIodata(make([]byte, 0, size), data, 0)
@@ -281,9 +262,7 @@ func (c *child) command(data etf.Term, eof bool) {
 		c.errMsg("badarg", "{:command, data}: %v", err)
 		return
 	}
-	if err := c.pc.Write(b); err != nil {
-		c.errMsg("stdin_closed", "dropped %d bytes of {:command, _}: %v", size, err)
-	}
+	c.s.Command(b)
 }
 
 // close terminates the child as a port close does; with reply, the owner
@@ -303,8 +282,7 @@ func (c *child) close(reply bool) {
 		c.out.cond.Signal()
 	}
 	c.out.mu.Unlock()
-	c.window.Close()
-	c.terminate()
+	c.s.Abandon()
 }
 
 // downReason says in words why the owner is gone, from the reason of its
@@ -337,8 +315,7 @@ func (c *child) ownerDown(why string) {
 	c.out.mu.Lock()
 	c.out.discard = true
 	c.out.mu.Unlock()
-	c.window.Close()
-	c.terminate()
+	c.s.Abandon()
 }
 
 // currentOwner is the owner as the loop sees it.
@@ -424,19 +401,24 @@ func (c *child) checkAlive(owner etf.Pid) {
 	}
 }
 
-// finish waits for the child's end and reports it.
-func (c *child) finish() {
-	st := c.pc.Wait()
+// Started implements host.Output: the pid is known before the child can
+// write anything.
+func (c *child) Started(pid int) { c.pid = pid }
+
+// Error implements host.Output: a refused request (stdin overflow, stdin
+// closed, a signal not sent) goes to the owner and the log.
+func (c *child) Error(reason, message string) { c.errMsg(reason, "%s", message) }
+
+// OOMKilled implements host.Output.
+func (c *child) OOMKilled(n uint64) {
+	c.n.log.Printf("child %d: its cgroup recorded %d OOM kills", c.pid, n)
+	c.out.push(outItem{kind: outMsg, term: etf.Tuple{etf.Atom("oom_killed"), int64(n)}})
+}
+
+// Exit implements host.Output: the child, its tree and its cgroup are gone
+// and all its output is queued; the exit goes last.
+func (c *child) Exit(st procctl.ExitStatus) {
 	c.exited.Store(true)
-	if c.group != nil {
-		if n, err := c.group.OOMKills(); err == nil && n > 0 {
-			c.n.log.Printf("child %d: its cgroup recorded %d OOM kills", c.pc.Pid(), n)
-			c.out.push(outItem{kind: outMsg, term: etf.Tuple{etf.Atom("oom_killed"), int64(n)}})
-		}
-		if err := c.group.Delete(); err != nil {
-			c.n.log.Printf("child %d: %v", c.pc.Pid(), err)
-		}
-	}
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()

@@ -2,13 +2,10 @@ package node
 
 import (
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ergo-services/ergo/etf"
 )
-
-func sigNum(n int64) syscall.Signal { return syscall.Signal(n) }
 
 // flowCtl is flow control by the owner's message_queue_len (flow:
 // :queue_len). It remembers the size of every data message sent to the

@@ -24,6 +24,7 @@ import (
 	ergonode "github.com/ergo-services/ergo/node"
 	"github.com/ergo-services/ergo/proto/dist"
 	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/host"
 	"github.com/protonstream/ps_port/procctl"
 )
 
@@ -364,26 +365,24 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	if arg0 == "" {
 		arg0 = req.command
 	}
-	spec := procctl.Spec{
-		Path:           prog.path,
+	hreq := host.Request{
+		Program:        prog.path,
 		Exec:           prog.file,
 		Args:           req.args,
 		Arg0:           arg0,
 		Dir:            req.dir,
-		Env:            env,
+		BaseEnv:        env, // already merged and checked
 		Credential:     cred,
 		Window:         req.window,
+		StdinLimit:     req.stdinLimit,
 		DelayToSIGKILL: req.delay,
-		Stdin:          procctl.Pipe,
-		Stdout:         procctl.Pipe,
-		Stderr:         procctl.Pipe,
 		// Sweep stays false: this program runs many children.
 	}
 	switch {
 	case req.stderrToStdout:
-		spec.Stderr = procctl.ToStdout
+		hreq.Stderr = procctl.ToStdout
 	case req.stderrOnly:
-		spec.Stdout = procctl.Null
+		hreq.Stdout = procctl.Null
 	}
 	c := newChild(n, req)
 	c.path = prog.path
@@ -392,29 +391,21 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.group = g
-		spec.Placement = g
+		hreq.Group = g // the session deletes it
 	}
-	pc, err := procctl.Start(spec, c)
+	s, err := host.Start(hreq, c, n.log.Printf)
 	if err != nil {
-		if c.group != nil {
-			c.group.Delete()
-		}
 		return nil, err
 	}
-	c.pc = pc
-	c.window = pc.Window()
+	c.s, c.pc = s, s.Child()
+	c.window = c.pc.Window()
 	if req.flow == flowQueueLen {
 		c.flow = newFlowCtl(c, c.window.Size())
 	}
 	proc, err := n.ergo.Spawn("", gen.ProcessOptions{MailboxSize: childMailbox}, c.loop)
 	if err != nil {
-		pc.Window().Close()
-		pc.Terminate()
-		pc.Wait()
-		if c.group != nil {
-			c.group.Delete()
-		}
+		s.Abandon()
+		s.Wait() // and its cgroup is gone
 		return nil, fmt.Errorf("spawning the ergo process: %w", err)
 	}
 	c.proc, c.self = proc, proc.Self()
@@ -429,7 +420,6 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	if c.flow != nil {
 		go c.flow.run()
 	}
-	go c.finish()
 	go func() {
 		c.sender(monitor)
 		if c.flow != nil {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"github.com/protonstream/ps_port/host"
 	"github.com/protonstream/ps_port/procctl"
 	"path"
 	"strconv"
@@ -25,8 +26,9 @@ const (
 )
 
 // DefaultStdinLimit is how many bytes of stdin may wait for the child to
-// read them before a {:command, _} is refused (option stdin_limit).
-const DefaultStdinLimit = 1 << 20
+// read them before a {:command, _} that would go past it is refused
+// (option stdin_limit): the host's, the same in every mode.
+const DefaultStdinLimit = host.DefaultStdinLimit
 
 // maxWindow and maxStdinLimit bound what a remote owner may ask for.
 const (

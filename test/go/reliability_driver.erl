@@ -95,7 +95,7 @@ stdin_flood(P, Total, Chunk, Finish) ->
 flood_collect(P, Sent, Refused, RBytes, Out) ->
     receive
         {P, {error, stdin_overflow, Msg}} ->
-            {match, [Size]} = re:run(Msg, "of ([0-9]+) bytes", [{capture, all_but_first, binary}]),
+            {match, [Size]} = re:run(Msg, "^([0-9]+) bytes for stdin refused", [{capture, all_but_first, binary}]),
             flood_collect(P, Sent, Refused + 1, RBytes + binary_to_integer(Size), Out);
         {P, {data, D}} -> flood_collect(P, Sent, Refused, RBytes, [Out, D]);
         {P, closed} -> flood_collect(P, Sent, Refused, RBytes, Out);
@@ -106,7 +106,7 @@ flood_collect(P, Sent, Refused, RBytes, Out) ->
 
 %% stdin_paced(P, Total, Chunk, Finish): like stdin_flood, but before each
 %% command asks P how much stdin is still queued and waits while another
-%% chunk would pass the default stdin_limit of 1 MiB (an owner that must
+%% chunk would pass 1 MiB, well under the default stdin_limit (an owner that must
 %% not lose input). Returns what stdin_flood does.
 stdin_paced(P, Total, Chunk, Finish) ->
     B = binary:copy(<<"z">>, Chunk),
