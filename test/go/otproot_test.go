@@ -3,11 +3,14 @@
 package blackbox
 
 // Node mode with the Erlang/OTP of another Debian release on the owner's
-// side: the node tests of node_test.go run again with erl from a chroot that
-// scripts/otp-root.sh makes, plus what only matters across versions (unlink
-// from the owner's side, a cluster with owners of the host's OTP and of the
-// root's at once). PS_OTP_ROOT names the release (trixie: OTP 27, sid: the
-// newest); "make test-otp REL=sid" runs these (build tag otproot).
+// side, in a chroot that scripts/otp-root.sh makes; PS_OTP_ROOT names the
+// release (trixie: OTP 27, sid: the newest). Built with the tag otproot and
+// PS_OTP_ROOT set, every test that starts its owners with startErl — all
+// the TestNode* tests, today's and tomorrow's — runs them on the root's
+// OTP; the TestOTPRoot* tests below check that, and add what only matters
+// across versions (unlink from the owner's side, a cluster with owners of
+// the host's OTP and of the root's at once). "make test-otp REL=sid" runs
+// both (-run '^Test(OTPRoot|Node)').
 
 import (
 	"fmt"
@@ -28,6 +31,23 @@ var (
 	rootErr  error
 )
 
+// The owners of every startErl are the root's; TestOTPRootOwners checks it.
+func init() {
+	if rel := os.Getenv("PS_OTP_ROOT"); rel != "" {
+		erlCommand = []string{rootScript(), rel, "run", "--", "erl"}
+	}
+}
+
+// rootScript is scripts/otp-root.sh, absolute (go test runs a package's
+// tests in its directory).
+func rootScript() string {
+	script, err := filepath.Abs("../../scripts/otp-root.sh")
+	if err != nil {
+		panic(err)
+	}
+	return script
+}
+
 // otpRoot makes the chroot of the release PS_OTP_ROOT names when it is
 // missing and returns the command that runs its erl and its OTP release as
 // erl prints it ("29"). A root that runs the host's own release fails: the
@@ -40,11 +60,7 @@ func otpRoot(t *testing.T) (erl []string, release string) {
 			rootErr = fmt.Errorf("PS_OTP_ROOT is not set: name the Debian release whose Erlang/OTP to test, e.g. PS_OTP_ROOT=sid (or run make test-otp REL=sid)")
 			return
 		}
-		script, err := filepath.Abs("../../scripts/otp-root.sh")
-		if err != nil {
-			rootErr = err
-			return
-		}
+		script := rootScript()
 		start := time.Now()
 		out, err := exec.Command(script, rel, "create").CombinedOutput()
 		if err != nil {
@@ -92,51 +108,22 @@ func otpName(release string) string {
 	return "OTP " + strings.Trim(release, `"`)
 }
 
-// withRootErl points startErl at the root's erl for the rest of t and
-// checks that an owner started so runs the root's release.
-func withRootErl(t *testing.T) {
-	t.Helper()
+// TestOTPRootOwners: an owner that a test starts with startErl runs the
+// root's OTP and uses ps_port (so the TestNode* tests run in this build
+// test the root's release).
+func TestOTPRootOwners(t *testing.T) {
 	erl, rel := otpRoot(t)
-	saved := erlCommand
-	erlCommand = erl
-	t.Cleanup(func() { erlCommand = saved })
+	if strings.Join(erlCommand, " ") != strings.Join(erl, " ") {
+		t.Fatalf("startErl runs %v, want the root's erl %v", erlCommand, erl)
+	}
 	cookie := randomCookie()
 	ps := startPsNode(t, cookie)
-	if got := erlRelease(startErl(t, cookie, ps.name)); got != rel {
-		t.Fatalf("an owner started with the root's erl runs OTP %s, want %s", got, rel)
+	e := startErl(t, cookie, ps.name)
+	if got := erlRelease(e); got != rel {
+		t.Fatalf("an owner started with startErl runs %s, want %s", otpName(got), otpName(rel))
 	}
+	e.expect(`{ok, C} = open(<<"cat">>, []), C ! {self(), {command, <<"hi\n">>}}, receive {C, {data, D}} -> D after 5000 -> timeout end`, `<<"hi\n">>`)
 	t.Logf("owners on %s", otpName(rel))
-}
-
-// TestOTPRootNodeTests runs the node tests of node_test.go with owners on
-// the root's OTP.
-func TestOTPRootNodeTests(t *testing.T) {
-	withRootErl(t)
-
-	for _, c := range []struct {
-		name string
-		f    func(*testing.T)
-	}{
-		{"EchoThroughCat", TestNodeEchoThroughCat},
-		{"StdoutAndStderr", TestNodeStdoutAndStderr},
-		{"ExitReasons", TestNodeExitReasons},
-		{"FiftyThousandLines", TestNodeFiftyThousandLines},
-		{"BadOpens", TestNodeBadOpens},
-		{"DisallowedCommand", TestNodeDisallowedCommand},
-		{"WrongCookieRefused", TestNodeWrongCookieRefused},
-		{"OwnerKilledTakesTreeDown", TestNodeOwnerKilledTakesTreeDown},
-		{"ErlKilledTakesChildrenDown", TestNodeErlKilledTakesChildrenDown},
-		{"CloseAndConnect", TestNodeCloseAndConnect},
-		{"TwoHundredChildren", TestNodeTwoHundredChildren},
-		{"StdinOverflowIsReported", TestNodeStdinOverflowIsReported},
-		{"SIGTERMTerminatesChildren", TestNodeSIGTERMTerminatesChildren},
-		{"MaxChildren", TestNodeMaxChildren},
-		{"FlowControlBoundsMemory", TestNodeFlowControlBoundsMemory},
-		{"DownNotLostBehindAFlood", TestNodeDownNotLostBehindAFlood},
-		{"SelectiveReceiveAcrossChildren", TestNodeSelectiveReceiveAcrossChildren},
-	} {
-		t.Run(c.name, c.f)
-	}
 }
 
 // testLinks: the owner links to a child and unlinks; the link exit that
