@@ -77,8 +77,15 @@ versions() {
   echo "OTP $otp / Elixir $ex ($where)"
 }
 
+# complete: the root was made, with today's package list (a root made
+# with another list is made again, so adding a package here reaches
+# existing roots).
+complete() {
+  [ -f "$mark" ] && [ "$(cat "$mark")" = "$packages" ]
+}
+
 create() {
-  [ -f "$mark" ] && return 0
+  complete && return 0
   if ! command -v debootstrap >/dev/null; then
     echo "otp-root: installing debootstrap" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >&2 ||
@@ -89,11 +96,12 @@ create() {
   local script=""
   [ -e "/usr/share/debootstrap/scripts/$release" ] || script=/usr/share/debootstrap/scripts/sid
   # Serialize concurrent creators of this root. A root without the
-  # completion mark (an interrupted run) is removed and made again.
+  # completion mark (an interrupted run) or with another package list is
+  # removed and made again.
   mkdir -p "$roots"
   exec 9>"$roots/.$release.lock"
   flock 9
-  if [ -f "$mark" ]; then exec 9>&-; return 0; fi
+  if complete; then exec 9>&-; return 0; fi
   rm -rf "$root"
   mkdir -p "$root"
   local m log start=$SECONDS
@@ -111,7 +119,7 @@ create() {
   fi
   rm -f "$log"
   rm -rf "$root/var/cache/apt/archives/"*.deb
-  touch "$mark"
+  echo "$packages" >"$mark"
   exec 9>&-
   echo "otp-root: $release ready in $((SECONDS - start)) s: $(versions)" >&2
 }
