@@ -71,10 +71,18 @@ type Child struct {
 	done   chan struct{} // closed when Wait may return
 	status ExitStatus
 
-	marker       string // MarkerEnv's value in the child's environment, or ""
+	marker       string // MarkerEnv's value in the child's environment
 	execDone     func() // removes the exec link of a script (execfd.go), or nil
 	termOnce     sync.Once
 	killDeadline atomic.Int64 // unix nanos after which leftovers get SIGKILL; 0 = not terminating
+	termSent     atomic.Bool  // the group and orphans have had their SIGTERM
+
+	// Orphan rounds (proctree.go): what c's orphans get next, and what the
+	// last round found and sent (guarded by rounds.mu).
+	orphanReq   atomic.Uint32
+	orphansSeen int
+	roundSig    syscall.Signal
+	unclaimed   bool // rounds.forget was called (guarded by rounds.claimMu)
 }
 
 // Start starts the child described by spec. Its output goes to sink.
@@ -114,10 +122,8 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	if env == nil {
 		env = os.Environ()
 	}
-	if !spec.Sweep {
-		c.marker = newMarker()
-		env = withMarker(env, c.marker)
-	}
+	c.marker = newMarker()
+	env = withMarker(env, c.marker)
 	pidfd := -1
 	sys := &syscall.SysProcAttr{
 		Setsid:     true,
@@ -209,7 +215,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 // Pid is the child's OS pid.
 func (c *Child) Pid() int { return c.pid }
 
-// Marker is MarkerEnv's value in the child's environment ("" with Sweep).
+// Marker is MarkerEnv's value in the child's environment.
 func (c *Child) Marker() string { return c.marker }
 
 // Window is the child's flow-control window; the owner's acks go to its Ack.
@@ -258,9 +264,10 @@ func (c *Child) Signal(sig syscall.Signal) error {
 	return err
 }
 
-// Terminate takes the child's tree down: SIGTERM to its process group, then,
-// after DelayToSIGKILL or as soon as the child has exited, SIGKILL to the group,
-// to every descendant that escaped it and to its cgroup. It returns at once;
+// Terminate takes the child's tree down: SIGTERM to its process group and
+// to the escapees already reparented here, then, once DelayToSIGKILL has
+// passed, SIGKILL to whatever of the tree is left: the group, every
+// descendant that escaped it, its cgroup (tree.go). It returns at once;
 // Wait tells when it is over. Calling it again does nothing.
 func (c *Child) Terminate() {
 	c.termOnce.Do(func() {
@@ -272,13 +279,14 @@ func (c *Child) Terminate() {
 				return // supervise takes care of leftovers
 			default:
 			}
-			c.signalAll(syscall.SIGTERM)
+			c.startTermination()
 			t := time.NewTimer(time.Until(deadline))
 			defer t.Stop()
 			select {
 			case <-c.exited:
 			case <-t.C:
-				c.killAll()
+				// The child's exit hands the rest to supervise.
+				c.groupSignal(syscall.SIGKILL)
 			}
 		}()
 	})

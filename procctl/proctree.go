@@ -7,6 +7,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // procStat is what procctl needs from /proc/PID/stat.
@@ -111,26 +116,6 @@ func parseStat(pid int, b []byte) (procStat, bool) {
 	return st, true
 }
 
-// descendants returns the pids below root in the parent tree (not root itself).
-func descendants(procs []procStat, root int) map[int]bool {
-	children := make(map[int][]int, len(procs))
-	for _, p := range procs {
-		children[p.ppid] = append(children[p.ppid], p.pid)
-	}
-	out := make(map[int]bool)
-	stack := append([]int(nil), children[root]...)
-	for len(stack) > 0 {
-		pid := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if out[pid] {
-			continue
-		}
-		out[pid] = true
-		stack = append(stack, children[pid]...)
-	}
-	return out
-}
-
 func newMarker() string {
 	var b [12]byte
 	rand.Read(b[:])
@@ -149,37 +134,163 @@ func withMarker(env []string, marker string) []string {
 	return append(out, MarkerEnv+"="+marker)
 }
 
-// markedOrphans lists the orphans reparented to this program (self) whose
-// environment carries c's marker, with everything below them.
-func (c *Child) markedOrphans(procs []procStat, self int) map[int]bool {
-	want := []byte(MarkerEnv + "=" + c.marker)
-	registry.Lock()
-	live := make(map[int]bool, len(registry.children))
-	for pid := range registry.children {
-		live[pid] = true
-	}
-	registry.Unlock()
-	out := make(map[int]bool)
-	for _, p := range procs {
-		if p.ppid != self || live[p.pid] || p.zombie || !hasEnv(p.pid, want) {
-			continue
+// orphanPids lists this program's children that no Child owns: orphans
+// reparented to it, the subreaper. The caller holds registry's lock.
+func orphanPids() []int {
+	kids, ok := ownChildren()
+	if !ok {
+		// No children files (CONFIG_PROC_CHILDREN): a scan of every process.
+		self := os.Getpid()
+		kids = kids[:0]
+		for _, p := range scanProcs() {
+			if p.ppid == self {
+				kids = append(kids, p.pid)
+			}
 		}
-		out[p.pid] = true
-		for d := range descendants(procs, p.pid) {
-			out[d] = true
+	}
+	out := kids[:0]
+	for _, pid := range kids {
+		if registry.children[pid] == nil {
+			out = append(out, pid)
 		}
 	}
 	return out
 }
 
-// hasEnv reports whether pid's initial environment holds the entry kv.
-func hasEnv(pid int, kv []byte) bool {
+// orphanRounds lists, reaps and signals the orphans of every terminating
+// child together. A child asks for a round that starts after its request
+// (run); requests that arrive while a round is under way share the next
+// one, so any number of terminations at the same moment cost one listing
+// of this program's children per round.
+type orphanRounds struct {
+	started atomic.Uint64
+	mu      sync.Mutex // held for a whole round
+	done    uint64     // the last round finished (guarded by mu)
+
+	claimMu sync.Mutex
+	claims  map[string]*Child // terminating children by marker
+	sweeps  map[*Child]bool   // terminating children with Spec.Sweep: they claim every orphan
+}
+
+var rounds = &orphanRounds{claims: make(map[string]*Child), sweeps: make(map[*Child]bool)}
+
+// Bits of Child.orphanReq: what its orphans get in the next round.
+const (
+	reqTERM = 1 << iota
+	reqKILL
+)
+
+// run registers c as claiming its orphans, has them sent sig in a round
+// (0: only counted) and returns how many of them were alive in it.
+func (r *orphanRounds) run(c *Child, sig syscall.Signal) int {
+	switch sig {
+	case syscall.SIGTERM:
+		c.orphanReq.Or(reqTERM)
+	case syscall.SIGKILL:
+		c.orphanReq.Or(reqKILL)
+	}
+	r.claimMu.Lock()
+	if !c.unclaimed {
+		if c.spec.Sweep {
+			r.sweeps[c] = true
+		} else if c.marker != "" {
+			r.claims[c.marker] = c
+		}
+	}
+	r.claimMu.Unlock()
+	need := r.started.Load() + 1
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done < need {
+		r.round()
+	}
+	return c.orphansSeen
+}
+
+// forget ends c's claim on orphans, for good.
+func (r *orphanRounds) forget(c *Child) {
+	r.claimMu.Lock()
+	c.unclaimed = true
+	if r.claims[c.marker] == c {
+		delete(r.claims, c.marker)
+	}
+	delete(r.sweeps, c)
+	r.claimMu.Unlock()
+}
+
+// round lists this program's orphans once, reaps the dead ones and
+// counts and signals the live ones of each claiming child. Orphans are
+// signalled under registry's lock: only this program reaps them, so their
+// pids cannot have been reused.
+func (r *orphanRounds) round() {
+	r.done = r.started.Add(1)
+	r.claimMu.Lock()
+	claims := make(map[string]*Child, len(r.claims))
+	var sweep *Child
+	for m, c := range r.claims {
+		claims[m] = c
+	}
+	for c := range r.sweeps {
+		sweep = c
+	}
+	for _, c := range claims {
+		c.prepareRound()
+	}
+	if sweep != nil {
+		sweep.prepareRound()
+	}
+	r.claimMu.Unlock()
+
+	registry.Lock()
+	defer registry.Unlock()
+	for _, pid := range orphanPids() {
+		if reapIfDead(pid) {
+			continue
+		}
+		owner := sweep
+		if len(claims) > 0 {
+			m, ok := registry.markers[pid]
+			if !ok {
+				m = markerOf(pid)
+				registry.markers[pid] = m
+			}
+			if c := claims[m]; c != nil {
+				owner = c
+			}
+		}
+		if owner == nil {
+			continue
+		}
+		owner.orphansSeen++
+		if owner.roundSig != 0 {
+			unix.Kill(pid, owner.roundSig)
+			unix.Kill(-pid, owner.roundSig) // its group, when it leads one (pid is reserved: it is not reaped)
+		}
+	}
+}
+
+// prepareRound resets c's count and takes the signal its orphans get in
+// the round starting.
+func (c *Child) prepareRound() {
+	c.orphansSeen = 0
+	c.roundSig = 0
+	switch req := c.orphanReq.Swap(0); {
+	case req&reqKILL != 0:
+		c.roundSig = syscall.SIGKILL
+	case req&reqTERM != 0:
+		c.roundSig = syscall.SIGTERM
+	}
+}
+
+// hasEnvPrefix reports whether an entry of pid's initial environment starts
+// with prefix.
+func hasEnvPrefix(pid int, prefix []byte) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
 		return false
 	}
 	for _, e := range bytes.Split(b, []byte{0}) {
-		if bytes.Equal(e, kv) {
+		if bytes.HasPrefix(e, prefix) {
 			return true
 		}
 	}

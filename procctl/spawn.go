@@ -60,11 +60,11 @@ type Spec struct {
 	DelayToSIGKILL time.Duration
 	// Placement puts the child in a cgroup before its first instruction.
 	Placement Placement
-	// Sweep makes termination also kill every descendant of this program
-	// that does not belong to another live Child: right for a program that
-	// runs one child (port mode), where every orphan reparented to the
-	// subreaper came from that child. Without Sweep, orphans are claimed by
-	// the marker (MarkerEnv) they inherited.
+	// Sweep makes termination also kill every orphan reparented to this
+	// program that no other terminating Child claims by its marker: right
+	// for a program that runs one child (port mode), where every orphan came
+	// from that child, even one that dropped MarkerEnv from its environment.
+	// Without Sweep, orphans are claimed by the marker they inherited.
 	Sweep bool
 	// Started, when set, is called with the child's pid after the fork and
 	// before any of its output reaches the Sink.
@@ -75,11 +75,13 @@ type Spec struct {
 // how it was chosen.
 const DefaultWindow = 256 << 10
 
-// MarkerEnv is set, without Sweep, in every child's environment to a value
-// unique to that child. A descendant that left the child's process group,
-// session and parent tree (setsid, then its parent died) is reparented to
-// this program, the subreaper; the marker it inherited still says whose it
-// is, so terminating the child takes it down too.
+// MarkerEnv is set in every child's environment to a value unique to that
+// child, which starts with this program's instance id (see Register). A
+// descendant that left the child's process group, session and parent tree
+// (setsid, then its parent died) is reparented to this program, the
+// subreaper; the marker it inherited still says whose it is, so terminating
+// the child takes it down too. When this program dies without cleaning up
+// (SIGKILL, a crash), the next one finds what is left by the instance id.
 const MarkerEnv = "PS_PORT_CHILD"
 
 // DefaultDelayToSIGKILL is how long termination waits after SIGTERM.
@@ -263,7 +265,8 @@ func checkDir(program, dir string) error {
 var registry = struct {
 	sync.Mutex
 	children map[int]*Child
-}{children: make(map[int]*Child)}
+	markers  map[int]string // MarkerEnv of each orphan read so far, until it is reaped
+}{children: make(map[int]*Child), markers: make(map[int]string)}
 
 type forkRequest struct {
 	run  func() (int, error)

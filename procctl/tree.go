@@ -104,114 +104,130 @@ func (s *stdioSet) closeParentEnds() {
 	}
 }
 
-// members lists the live processes of the child's tree: its process group and
-// session, its descendants, and with Spec.Sweep every other descendant of this
-// program that belongs to no other live child.
-func (c *Child) members() []int {
-	procs := scanProcs()
-	self := os.Getpid()
-	set := make(map[int]bool)
-	for _, p := range procs {
-		if p.pid != self && (p.pgrp == c.pid || p.session == c.pid) {
-			set[p.pid] = true
+// Taking a tree down costs O(1) per child plus one listing of this
+// program's own children per batch, never a scan of every process:
+//
+//   - The child leads its own session and process group (Setsid), so one
+//     signal to the group reaches everything it started that did not leave
+//     the group. The group is signalled through the child's pidfd
+//     (pidfd_send_signal with PIDFD_SIGNAL_PROCESS_GROUP, Linux 6.9+), which
+//     names the group by the child's struct pid, not its number: it stays
+//     right after the child has been reaped and its pid recycled.
+//   - A process that left the group (setsid, setpgid) is still a
+//     descendant: once its parents are dead it is reparented to this
+//     program, the subreaper, and shows up in /proc/self/task/*/children.
+//     Each such orphan is claimed by the marker it inherited (MarkerEnv), or
+//     with Spec.Sweep by the one child this program runs. Orphans are
+//     listed, reaped and signalled in rounds (orphanRounds) that every
+//     terminating child shares: 1 000 terminations at once cost a handful
+//     of rounds, not 1 000 scans.
+//   - The tree is gone when the group is empty and a round that started
+//     after that finds no orphan of the child alive: every member was dead
+//     by then, so every escapee below it had already been reparented here.
+
+// phaseCount asks a round only to count a child's orphans.
+const phaseCount = syscall.Signal(0)
+
+// groupSignal sends sig to the child's process group (which it leads) and
+// reports whether the group had any member (zombies included). sig 0 only
+// asks.
+func (c *Child) groupSignal(sig syscall.Signal) bool {
+	if pgroupSignals() {
+		rc, err := c.pidfd.SyscallConn()
+		if err != nil {
+			return false
 		}
-	}
-	for pid := range descendants(procs, c.pid) {
-		set[pid] = true
-	}
-	if c.marker != "" {
-		for pid := range c.markedOrphans(procs, self) {
-			set[pid] = true
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.PidfdSendSignal(int(fd), sig, nil, unix.PIDFD_SIGNAL_PROCESS_GROUP)
+		}); err != nil {
+			return false // the pidfd is closed: the tree was finished with
 		}
+		return serr != unix.ESRCH
 	}
-	if c.spec.Sweep {
-		others := make(map[int]bool)
-		registry.Lock()
-		for pid := range registry.children {
-			if pid != c.pid {
-				others[pid] = true
-				for d := range descendants(procs, pid) {
-					others[d] = true
-				}
-			}
-		}
-		registry.Unlock()
-		for pid := range descendants(procs, self) {
-			if !others[pid] {
-				set[pid] = true
-			}
-		}
-	}
-	zombie := make(map[int]bool)
-	for _, p := range procs {
-		if p.zombie {
-			zombie[p.pid] = true
-		}
-	}
-	out := make([]int, 0, len(set))
-	for pid := range set {
-		if !zombie[pid] {
-			out = append(out, pid)
-		}
-	}
-	return out
+	// Before Linux 6.9 the group can only be named by number. Until the
+	// child is reaped its pid cannot be reused; after that the number
+	// stays reserved only while the group has a member, so a signal sent
+	// once it emptied could, after a full cycle of pids, reach a group of
+	// the same number.
+	return unix.Kill(-c.pid, sig) != unix.ESRCH
 }
 
-// signalAll sends sig to the child's group and to every member of its tree.
-func (c *Child) signalAll(sig syscall.Signal) {
-	members := c.members()
-	unix.Kill(-c.pid, sig)
-	for _, pid := range members {
-		unix.Kill(pid, sig)
+var (
+	pgroupOnce sync.Once
+	pgroupOK   bool
+)
+
+// pgroupSignals reports whether pidfd_send_signal takes
+// PIDFD_SIGNAL_PROCESS_GROUP (Linux 6.9+), probed once on this program's
+// own pidfd with signal 0.
+func pgroupSignals() bool {
+	pgroupOnce.Do(func() {
+		fd, err := unix.PidfdOpen(os.Getpid(), 0)
+		if err != nil {
+			return
+		}
+		defer unix.Close(fd)
+		err = unix.PidfdSendSignal(fd, 0, nil, unix.PIDFD_SIGNAL_PROCESS_GROUP)
+		pgroupOK = err == nil || err == unix.ESRCH || err == unix.EPERM
+	})
+	return pgroupOK
+}
+
+// treeGone reports whether nothing of the child's tree is left: its group
+// is empty and a round that started after that found no orphan of it.
+func (c *Child) treeGone(sig syscall.Signal) bool {
+	empty := !c.groupSignal(sig)
+	return rounds.run(c, sig) == 0 && empty
+}
+
+// startTermination SIGTERMs the group and the orphans of the child already
+// reparented here, once.
+func (c *Child) startTermination() {
+	if c.termSent.CompareAndSwap(false, true) {
+		c.groupSignal(syscall.SIGTERM)
+		rounds.run(c, syscall.SIGTERM)
 	}
 }
 
-// killAll SIGKILLs the tree until nothing of it is left. The tree is listed
-// before anything is killed (a dying parent would hand its children to the
-// subreaper, out of reach of the walk from the child), and listed again
-// until a scan finds nothing, since a process can fork between a scan and
-// its kill.
-func (c *Child) killAll() {
-	for i := 0; ; i++ {
-		left := c.members()
-		unix.Kill(-c.pid, syscall.SIGKILL)
-		for _, pid := range left {
-			unix.Kill(pid, syscall.SIGKILL)
+// killTree SIGKILLs the child's containment, group and orphans until
+// nothing of the tree is left. Orphans are found only after their parents
+// have died, so it goes in rounds, a millisecond apart at first.
+func (c *Child) killTree() {
+	c.killPlacement()
+	start := time.Now()
+	for backoff := time.Millisecond; !c.treeGone(syscall.SIGKILL); backoff = min(2*backoff, 10*time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			fmt.Fprintf(os.Stderr, "ps_port: the tree of child %d survives SIGKILL for %v; giving up on it\n", c.pid, time.Since(start).Round(time.Millisecond))
+			return
 		}
-		c.killPlacement()
-		if len(left) == 0 {
-			break
-		}
-		reapOrphans()
-		if i > 1000 {
-			fmt.Fprintf(os.Stderr, "ps_port: %d processes of child %d survive SIGKILL: %v\n", len(left), c.pid, left)
-			break
-		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(backoff)
 	}
-	reapOrphans()
 }
 
-// stopLeftovers runs after the child itself has exited: what it left behind
-// gets SIGTERM, then SIGKILL at the termination deadline.
+// stopLeftovers runs after the child itself has exited and been reaped:
+// what it left behind gets SIGTERM (unless termination already sent it),
+// then SIGKILL at the termination deadline.
 func (c *Child) stopLeftovers() {
-	if c.nothingLeft() {
-		// The usual case, found without reading every process's stat.
+	defer rounds.forget(c)
+	if c.treeGone(phaseCount) {
+		// The usual case: one signal and one round.
 		c.killPlacement()
 		return
 	}
-	if left := c.members(); len(left) > 0 {
-		deadline := time.Now().Add(c.spec.DelayToSIGKILL)
-		if d := c.killDeadline.Load(); d != 0 {
-			deadline = time.Unix(0, d)
-		}
-		c.signalAll(syscall.SIGTERM)
-		for time.Now().Before(deadline) && len(c.members()) > 0 {
-			reapOrphans()
-			time.Sleep(5 * time.Millisecond)
-		}
+	deadline := time.Now().Add(c.spec.DelayToSIGKILL)
+	if d := c.killDeadline.Load(); d != 0 {
+		deadline = time.Unix(0, d)
 	}
-	c.killAll()
+	c.startTermination()
+	for backoff := time.Millisecond; time.Now().Before(deadline); backoff = min(2*backoff, 10*time.Millisecond) {
+		if c.treeGone(phaseCount) {
+			c.killPlacement()
+			return
+		}
+		time.Sleep(min(backoff, time.Until(deadline)))
+	}
+	c.killTree()
 }
 
 func (c *Child) killPlacement() {
@@ -220,31 +236,6 @@ func (c *Child) killPlacement() {
 			fmt.Fprintf(os.Stderr, "ps_port: killing the cgroup of child %d: %v\n", c.pid, err)
 		}
 	}
-}
-
-// nothingLeft reports, for a child that has been reaped, whether its tree is
-// certainly empty. With this program a subreaper, every process the child
-// started (its group and session hold nothing else) is a descendant of this
-// program, below the child's orphans that were reparented here. So when every
-// direct child of this program is another live Child, nothing of this one is
-// left. Anything else (an orphan, a zombie not yet reaped, no way to tell)
-// answers false and the caller scans /proc.
-func (c *Child) nothingLeft() bool {
-	if !isSubreaper.Load() {
-		return false
-	}
-	registry.Lock()
-	defer registry.Unlock()
-	kids, ok := ownChildren()
-	if !ok {
-		return false
-	}
-	for _, pid := range kids {
-		if pid == c.pid || registry.children[pid] == nil {
-			return false
-		}
-	}
-	return true
 }
 
 var (
@@ -276,22 +267,21 @@ func BecomeSubreaper() error {
 
 // reapOrphans reaps zombie children of this program that no Child owns.
 func reapOrphans() {
-	self := os.Getpid()
 	registry.Lock()
 	defer registry.Unlock()
-	if kids, ok := ownChildren(); ok {
-		for _, pid := range kids {
-			if registry.children[pid] == nil {
-				var ws syscall.WaitStatus
-				syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
-			}
-		}
-		return
+	for _, pid := range orphanPids() {
+		reapIfDead(pid)
 	}
-	for _, p := range scanProcs() {
-		if p.ppid == self && p.zombie && registry.children[p.pid] == nil {
-			var ws syscall.WaitStatus
-			syscall.Wait4(p.pid, &ws, syscall.WNOHANG, nil)
-		}
+}
+
+// reapIfDead reaps orphan pid if it has exited and reports whether it did.
+// The caller holds registry's lock: orphans are reaped only under it, so
+// while it is held an orphan's pid cannot be reused.
+func reapIfDead(pid int) bool {
+	var ws syscall.WaitStatus
+	if wpid, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); wpid != pid {
+		return false
 	}
+	delete(registry.markers, pid)
+	return true
 }
