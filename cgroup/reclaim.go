@@ -97,6 +97,27 @@ func reclaimStale(base string, o options) int {
 	return n
 }
 
+// ReclaimAbandoned reclaims every group, under any base, whose ps_port died
+// without deleting it (its lease is no longer locked): kills what is still
+// in it and removes its directories. It returns how many it reclaimed.
+func ReclaimAbandoned() int {
+	o, err := hostOptions()
+	if err != nil {
+		return 0
+	}
+	entries, err := os.ReadDir(leaseDir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") && reclaim(filepath.Join(leaseDir, e.Name()), o) {
+			n++
+		}
+	}
+	return n
+}
+
 // reclaim takes over the lease at path if its holder is gone, and then
 // empties and removes the group's directories.
 func reclaim(path string, o options) bool {

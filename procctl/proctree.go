@@ -116,10 +116,12 @@ func parseStat(pid int, b []byte) (procStat, bool) {
 	return st, true
 }
 
+// newMarker returns a marker unique to one child: this program's instance
+// id, a dot and a random part.
 func newMarker() string {
-	var b [12]byte
+	var b [8]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return instanceID() + "." + hex.EncodeToString(b[:])
 }
 
 // withMarker returns env with MarkerEnv set to marker (and any inherited

@@ -42,6 +42,13 @@ func run(args []string) int {
 	if err := procctl.BecomeSubreaper(); err != nil {
 		fmt.Fprintf(os.Stderr, "ps_port: %v; orphans may escape\n", err)
 	}
+	// Live ps_ports are listed; one that died without cleaning up leaves
+	// grandchildren and cgroups, which this one removes (procctl.Register).
+	reg, err := procctl.Register(func(int) { cgroup.ReclaimAbandoned() })
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ps_port: %v; if this ps_port is killed, what its children started may survive it\n", err)
+	}
+	defer reg.Close()
 
 	if cfg.shared {
 		return port.ServeShared(port.NewConn(os.Stdin, os.Stdout), port.SharedConfig{

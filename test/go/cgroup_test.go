@@ -154,7 +154,9 @@ func TestCgroupPathEscapingIsRefused(t *testing.T) {
 }
 
 // A ps_port killed with SIGKILL cannot delete its cgroup; the next ps_port
-// under the same base reclaims it: kills what is left and removes it.
+// under the same base reclaims it: kills what is left and removes it. (Any
+// ps_port that starts meanwhile, another test's, may be the one: it finds
+// the dead ps_port's entry, see predecessor_test.go.)
 func TestCgroupLeftByKilledPsPortIsReclaimed(t *testing.T) {
 	t.Parallel()
 	path := cgroupPath(t)
@@ -170,19 +172,10 @@ func TestCgroupLeftByKilledPsPortIsReclaimed(t *testing.T) {
 	daemon, _ := strconv.Atoi(strings.TrimSpace(string(tu[1].([]byte))))
 	p.cmd.Process.Kill()
 	waitGone(t, child, 2*time.Second) // parent-death signal
-	if !alive(daemon) {
-		t.Fatalf("daemon %d died with ps_port; the test needs it to outlive it", daemon)
-	}
-	if _, err := os.Stat(groupDir("memory", path)); err != nil {
-		t.Fatalf("the killed ps_port's group is already gone: %v", err)
-	}
 	q := startPort(t, "--packet", "-c", "memory", "-g", base+"/next", "--", "true")
 	q.started()
 	q.collect(true, 5*time.Second)
 	q.exitCode(5 * time.Second)
 	waitGone(t, daemon, time.Second)
 	assertGroupGone(t, path)
-	if !strings.Contains(q.stderr.String(), "reclaimed") {
-		t.Errorf("no log line about the reclaimed group; stderr: %s", q.stderr.String())
-	}
 }

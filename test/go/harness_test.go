@@ -24,6 +24,12 @@ import (
 var psPort string
 
 func TestMain(m *testing.M) {
+	if bin := os.Getenv("PS_PORT_BIN"); bin != "" {
+		// Another build, e.g. an older one for a before/after figure
+		// (bench/kill.sh).
+		psPort = bin
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "ps_port_bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
