@@ -28,7 +28,15 @@ defmodule ProtonStreamTest.Cases.Daemon do
       defp start_daemon(command, args, opts) do
         {:ok, daemon} = Daemon.start_link(command, args, opts)
         Process.unlink(daemon)
-        on_exit(fn -> if Process.alive?(daemon), do: GenServer.stop(daemon) end)
+        path = Daemon.cgroup_path(daemon)
+
+        # Stopped, and its group gone, before the test's base group is
+        # removed (else ps_port finds the group gone while it empties it).
+        on_exit(fn ->
+          if Process.alive?(daemon), do: GenServer.stop(daemon)
+          if path, do: wait_until(fn -> not File.exists?(cgroup_dir("memory", path)) end)
+        end)
+
         daemon
       end
 
@@ -123,15 +131,15 @@ defmodule ProtonStreamTest.Cases.Daemon do
               strategy: :one_for_one
             )
 
+          # The program has written its line (so it has exec'd sleep).
+          assert wait_until(fn -> file_lines(file) == 1 end)
           os_pid = Daemon.os_pid(name)
           assert os_pid_alive?(os_pid)
           System.cmd("kill", ["-KILL", Integer.to_string(os_pid)])
 
           # Restarted: a new program under the same name.
-          assert wait_until(fn ->
-                   length(String.split(File.read!(file), "\n", trim: true)) == 2
-                 end),
-                 "not restarted: #{inspect(File.read!(file))}"
+          assert wait_until(fn -> file_lines(file) == 2 end),
+                 "not restarted: #{inspect(File.read(file))}"
 
           assert wait_until(fn -> os_pid_of(name) not in [nil, os_pid] end)
           new_pid = os_pid_of(name)
@@ -241,10 +249,11 @@ defmodule ProtonStreamTest.Cases.Daemon do
           daemon = start_daemon("sh", ["-c", script], [cgroup: %{}, cgroup_base: base] ++ m)
           assert wait_until(fn -> Daemon.statistics(daemon).output_byte_count == 100_000 end)
 
+          # Only sleep is left once sh has exec'd it and head was reaped.
+          assert wait_until(fn -> Daemon.statistics(daemon).cgroup["pids.current"] == 1 end)
           %{cgroup: stats} = Daemon.statistics(daemon)
           assert stats["memory.current"] > 0
           assert stats["memory.peak"] >= stats["memory.current"]
-          assert stats["pids.current"] == 1
           assert stats["cpu.stat"]["usage_usec"] > 0
           assert stats["memory.events"]["oom_kill"] == 0
         end
@@ -319,6 +328,13 @@ defmodule ProtonStreamTest.Cases.Daemon do
           assert log =~ "while running "
           # sh went on after its child was killed.
           assert log =~ "sh: survived"
+        end
+      end
+
+      defp file_lines(file) do
+        case File.read(file) do
+          {:ok, text} -> length(String.split(text, "\n", trim: true))
+          {:error, _} -> 0
         end
       end
 
