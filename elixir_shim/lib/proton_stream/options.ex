@@ -108,8 +108,12 @@ defmodule ProtonStream.Options do
   this package. Raises `ArgumentError` for an unknown option, a value of the
   wrong type, a non-binary argument, a NUL byte in the command or an
   argument, or both `:cgroup_path` and `:cgroup_base`; raises `ErlangError`
-  with reason `:enoent` when `command` is not an executable found on `PATH`
-  (not checked with `:node`: the node looks the command up).
+  with reason `:enoent`, and the program and the `PATH` searched in its
+  message, when there is no `command` to run (looked up as `execvp(3)`
+  does, on `:env`'s `PATH` when it sets one, relative paths from `:cd`; see
+  `ProtonStream.SpawnErrors.resolve!/2`). Not checked with `:node`: the
+  node looks the command up. With `pty: true` the result runs `script`
+  (see `ProtonStream.Pty`).
   """
   @spec validate(:stream, binary(), [binary()], keyword()) :: t()
   def validate(:stream, command, args, opts) do
