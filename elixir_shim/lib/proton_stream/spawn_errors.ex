@@ -31,9 +31,11 @@ defmodule ProtonStream.SpawnErrors do
   @spec resolve!(binary(), map()) :: binary()
   def resolve!(command, options) do
     if String.contains?(command, "/") do
-      path = Path.expand(command, Path.expand(Map.get(options, :cd, ".")))
+      cd = Path.expand(Map.get(options, :cd, "."))
+      path = Path.expand(command, cd)
 
-      if File.exists?(path) do
+      # A missing cd is reported as such when the program is started.
+      if File.exists?(path) or not File.dir?(cd) do
         path
       else
         not_found!(

@@ -190,6 +190,20 @@ defmodule ProtonStreamTest.Cases.SpawnErrors do
         assert_spawn_error(every_entry_point("true", [], [cd: "/no/such/dir"] ++ m), :enoent, [
           ~s[working directory (cd) "/no/such/dir"]
         ])
+
+        # Also for a program given relative to it.
+        assert_spawn_error(every_entry_point("./prog", [], [cd: "/no/such/dir"] ++ m), :enoent, [
+          ~s[working directory (cd) "/no/such/dir"]
+        ])
+      end
+
+      test "a relative program is looked up from :cd", %{m: m, dir: dir} do
+        script!(dir, "here", "#!/bin/sh\necho from cd\n")
+        assert {"from cd\n", 0} = ProtonStream.cmd("./here", [], [cd: dir] ++ m)
+
+        e = assert_raise ErlangError, fn -> ProtonStream.cmd("./nothere", [], [cd: dir] ++ m) end
+        assert e.original == :enoent
+        assert Exception.message(e) =~ "nothere"
       end
     end
   end
