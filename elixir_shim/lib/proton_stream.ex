@@ -393,14 +393,26 @@ defmodule ProtonStream do
 
   @doc """
   Writes `data` to the program's stdin. Same as
-  `send(ps, {self(), {:command, data}})`, except that data over 8 MiB is sent
-  as several commands of at most 8 MiB; raises `ArgumentError` when `data` is
-  not iodata.
+  `send(ps, {self(), {:command, data}})`; raises `ArgumentError` when `data`
+  is not iodata.
+
+  A command is taken or refused whole, never cut: when the program's stdin
+  queue already holds data and this command would take it past
+  `:stdin_limit`, or when the command is larger than the 64 MiB ps_port's
+  frames can carry, none of it is written and the owner gets
+  `{ps, {:error, :stdin_overflow, message}}`. (Node mode, message mode: data
+  over 8 MiB is sent as several commands of at most 8 MiB, see "Node mode".)
   """
   @spec command(server(), iodata()) :: :ok
-  def command(server, data) do
+  def command(server, data) when ProtonStream.Remote.remote?(server) do
     # Raises ArgumentError for data that is not iodata.
     ProtonStream.Remote.command(server, self(), data)
+  end
+
+  def command(server, data) do
+    if not is_binary(data), do: IO.iodata_length(data)
+    send(server, {self(), {:command, data}})
+    :ok
   end
 
   @doc """

@@ -42,8 +42,13 @@ defmodule ProtonStream.Options do
     * `:cgroup` - a map of limits keyed by cgroup v2 names, e.g.
       `%{memory_max: 268435456, cpu_max: {50000, 100000}, pids_max: 100}`,
       translated to v1 files on v1 and hybrid hosts; see `ProtonStream.Cgroup`
+    * `:isolated` - `true` runs the program under a `ps_port` of its own (one
+      helper process per program, as proton_stream 1.8 does) instead of in
+      the VM's shared `ps_port` (the default, see "Shared and isolated
+      helpers" in `ProtonStream`); boolean, default `false`; not with `:node`
     * `:parallelism` - passed to `Port.open/2` for the helper's port (boolean);
-      it only affects how the VM schedules the port's I/O
+      it only affects how the VM schedules the port's I/O, and only with
+      `isolated: true` (the shared helper's port is opened once, without it)
     * `:stdin_limit` - bytes of stdin that may wait for the program before
       further `{:command, _}` data is refused (positive integer, default
       16 MiB); a refusal is reported, never a silent drop
@@ -87,6 +92,7 @@ defmodule ProtonStream.Options do
           optional(:stderr_to_stdout) => boolean(),
           optional(:capture_stderr_only) => boolean(),
           optional(:parallelism) => boolean(),
+          optional(:isolated) => boolean(),
           optional(:stdin_limit) => pos_integer(),
           optional(:node) => node(),
           optional(:flow) => :queue_len | :ack,
@@ -196,7 +202,7 @@ defmodule ProtonStream.Options do
   end
 
   defp normalize({key, value})
-       when key in [:stderr_to_stdout, :capture_stderr_only, :parallelism] do
+       when key in [:stderr_to_stdout, :capture_stderr_only, :parallelism, :isolated] do
     if is_boolean(value), do: value, else: invalid!(key, value, "a boolean")
   end
 
@@ -375,6 +381,12 @@ defmodule ProtonStream.Options do
   # is discarded, stderr arrives as stderr).
   defp check_combinations!(%{stderr_to_stdout: true, capture_stderr_only: true} = opts),
     do: check_combinations!(Map.delete(opts, :stderr_to_stdout))
+
+  defp check_combinations!(%{isolated: true, node: _}) do
+    raise ArgumentError,
+          "invalid options :isolated and :node: isolated: true asks for a ps_port of this VM " <>
+            "for the program, :node runs it on a ps_port node; give one of them"
+  end
 
   defp check_combinations!(%{cgroup_sets: [_ | _] = sets} = opts) do
     controllers = Map.get(opts, :cgroup_controllers, [])

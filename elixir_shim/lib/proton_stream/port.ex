@@ -24,8 +24,9 @@ defmodule ProtonStream.Port do
           | {:oom_killed, non_neg_integer()}
           | {:exit, {:status, non_neg_integer()} | {:signal, pos_integer()}}
 
-  # ps_port refuses frames over 64 MiB; stdin data is sent in pieces well below.
-  @max_command_chunk 8 * 1024 * 1024
+  # ps_port refuses a frame longer than this (its length prefix's value).
+  @max_frame 64 * 1024 * 1024
+  @command_header_size byte_size(<<131, 104, 2, 119, 7, "command", 109, 0::32>>)
 
   @doc """
   Absolute path of the `ps_port` executable inside this application's `priv/`.
@@ -129,19 +130,18 @@ defmodule ProtonStream.Port do
   def decode(frame), do: :erlang.binary_to_term(frame)
 
   @doc """
-  Sends stdin data to ps_port as `{:command, binary}` frames (split in pieces
-  below ps_port's frame limit). Returns `:ok`, or `:closed` when the port is
-  already gone.
+  The largest stdin payload one `{:command, binary}` frame can carry: 64 MiB
+  (ps_port's frame limit) minus the frame's header.
+  """
+  @spec max_command() :: pos_integer()
+  def max_command, do: @max_frame - @command_header_size
+
+  @doc """
+  Sends stdin data to ps_port as one `{:command, binary}` frame, which ps_port
+  takes or refuses whole (the caller keeps `data` within `max_command/0`).
+  Returns `:ok`, or `:closed` when the port is already gone.
   """
   @spec command(port(), binary()) :: :ok | :closed
-  def command(port, data) when byte_size(data) > @max_command_chunk do
-    <<chunk::binary-size(@max_command_chunk), rest::binary>> = data
-
-    with :ok <- command(port, chunk) do
-      command(port, rest)
-    end
-  end
-
   def command(port, data) do
     send_frame(port, [<<131, 104, 2, 119, 7, "command", 109, byte_size(data)::32>>, data])
   end

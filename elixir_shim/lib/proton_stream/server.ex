@@ -1,57 +1,49 @@
 defmodule ProtonStream.Server do
   @moduledoc """
-  The GenServer behind every `ProtonStream` process: it owns the `ps_port` port
-  and turns its frames into messages (message mode, `ProtonStream.open/3`) or
-  callback calls (callback mode, `ProtonStream.start_link/5`). In callback
-  mode with `node: node` it owns the program's pid on that ps_port node
-  instead of a port (opened with `flow: :ack`, so the callbacks' speed
-  bounds the data in flight), and turns that pid's messages into callback
-  calls.
+  The GenServer behind every local `ProtonStream` process: the `ps` a user
+  holds. It runs the program through a transport (`ProtonStream.Transport`:
+  the VM's shared ps_port by default, a ps_port of its own with
+  `isolated: true`, or, in callback mode, a ps_port node with `node: node`)
+  and turns the program's events into messages (message mode,
+  `ProtonStream.open/3`) or callback calls (callback mode,
+  `ProtonStream.start_link/5`).
 
   You do not call this module directly; see `ProtonStream` for the contract.
 
   Internals worth knowing:
 
-    * `init/1` waits for ps_port's first frame, so a started server always has
+    * `init/1` waits until the program runs, so a started server always has
       a running child and `ProtonStream.os_pid/1` its real pid; a child that
       cannot be started makes the start return
       `{:error, {:spawn_error, reason, message}}`.
     * The server traps exits. In message mode it links to the owner only once
       the child runs, and stops when the owner dies (reason `:normal`, or
       `{:shutdown, {:owner_exited, reason}}` so nothing more is logged).
-      `terminate/2` closes the port without waiting: ps_port sees EOF and
-      takes the child's process tree down on its own (SIGTERM, then SIGKILL
-      after `:delay_to_sigkill`), so a stopping server never blocks on it.
-    * Every output frame is acknowledged (`{:ack, n}`) right after it was sent
-      to the owner or after the callback returned.
-    * ps_port removes the child's cgroup before it sends the exit frame, so
-      the exit is reported as soon as that frame arrives (and the port is
-      closed then, which lets ps_port exit).
-    * In node mode the server monitors the node's pid; if it goes away
-      without reporting the program's exit (the connection was lost), the
-      exit reason is `{:ps_port_exited, reason}`.
+      `terminate/2` stops the program without waiting (its tree goes down
+      after SIGTERM, then SIGKILL after `:delay_to_sigkill`), so a stopping
+      server never blocks on it.
+    * Output is acknowledged right after it was sent to the owner or after
+      the callback returned. With the shared port in message mode, the
+      output does not pass through this process at all:
+      `ProtonStream.SharedPort` sends it to the owner, acknowledges it, and
+      sends `{:EXIT, ps, reason}` after it.
+    * ps_port removes the child's cgroup before it reports the exit, so the
+      exit is reported as soon as it arrives.
   """
 
   use GenServer
   require Logger
 
-  alias ProtonStream.Port, as: PsPort
-  alias ProtonStream.Remote
+  alias ProtonStream.Transport
 
   # How long init/1 may take to hear from ps_port.
   @start_timeout 15_000
 
   @gen_server_opts [:name, :timeout, :debug, :spawn_opt, :hibernate_after]
 
-  # Headers of ps_port's {:started, _} and {:spawn_error, _, _} frames (atoms
-  # as SMALL_ATOM_UTF8_EXT, docs/protocol.md).
-  @started_header <<131, 104, 2, 119, 7, "started">>
-  @spawn_error_header <<131, 104, 3, 119, 11, "spawn_error">>
-
   defstruct [
-    :port,
-    :remote,
-    :remote_ref,
+    :transport,
+    :handle,
     :os_pid,
     :owner,
     :module,
@@ -63,13 +55,10 @@ defmodule ProtonStream.Server do
     output_bytes: 0
   ]
 
-  # `port` (port mode) or `remote` (node mode: the program's pid on the
-  # node, monitored through `remote_ref`) is set, never both. `port_open`
-  # says the program is still ours to stop.
+  # `port_open` says the program is still ours to stop.
   @typep t :: %__MODULE__{
-           port: port() | nil,
-           remote: pid() | nil,
-           remote_ref: reference() | nil,
+           transport: module(),
+           handle: ProtonStream.Transport.handle(),
            os_pid: pos_integer() | nil,
            owner: pid() | nil,
            module: module() | nil,
@@ -129,7 +118,7 @@ defmodule ProtonStream.Server do
   def init({:owner, owner, options}) do
     Process.flag(:trap_exit, true)
 
-    case spawn_child(options) do
+    case spawn_child(options, owner) do
       {:ok, state} ->
         Process.link(owner)
         {:ok, %{state | owner: owner}}
@@ -145,7 +134,7 @@ defmodule ProtonStream.Server do
 
     case callback_init(module, init_arg) do
       {:ok, mod_state, extra} ->
-        case spawn_child(options) do
+        case spawn_child(options, nil) do
           {:ok, state} ->
             state = %{state | module: module, mod_state: mod_state}
             if extra == nil, do: {:ok, state}, else: {:ok, state, extra}
@@ -173,165 +162,43 @@ defmodule ProtonStream.Server do
     end
   end
 
-  defp spawn_child(%{node: _} = options) do
-    case Remote.open(Map.put(options, :flow, :ack), self()) do
-      {:ok, remote} ->
-        ref = Process.monitor(remote)
+  defp spawn_child(options, owner) do
+    transport = Transport.for_options(options)
 
-        # A program that ended at once has sent its {:EXIT, _, _} to us
-        # before its pid died (the call then exits :noproc or :normal); that exit is
-        # reported from the mailbox as usual, and os_pid stays nil.
-        case remote_os_pid(remote) do
-          {:ok, os_pid} ->
-            {:ok,
-             %__MODULE__{
-               remote: remote,
-               remote_ref: ref,
-               os_pid: os_pid,
-               command: options.command,
-               cgroup_path: Map.get(options, :cgroup_path)
-             }}
+    case transport.open(options, owner) do
+      # The words ps_port cannot know: what is wrong with the file.
+      {:error, {:spawn_error, _, _} = error} when transport != ProtonStream.Transport.Remote ->
+        {:error, ProtonStream.SpawnErrors.explain(error, options.command, options.args)}
 
-          {:error, reason} ->
-            send(remote, {self(), :close})
-            {:error, {:spawn_error, :nodedown, "lost the program on #{options.node}: #{reason}"}}
-        end
-
-      {:not_found, message} ->
-        {:error, {:"$proton_stream_not_found", message}}
+      {:ok, handle, os_pid} ->
+        {:ok,
+         %__MODULE__{
+           transport: transport,
+           handle: handle,
+           os_pid: os_pid,
+           command: options.command,
+           cgroup_path: Map.get(options, :cgroup_path)
+         }}
 
       {:error, _} = error ->
         error
     end
   end
 
-  defp spawn_child(options) do
-    case open_port(options) do
-      {:ok, port} ->
-        case await_started(port, options) do
-          # The words ps_port cannot know: what is wrong with the file.
-          {:error, {:spawn_error, _, _} = error} ->
-            {:error, ProtonStream.SpawnErrors.explain(error, options.command, options.args)}
-
-          result ->
-            result
-        end
-
-      error ->
-        error
-    end
-  end
-
-  defp remote_os_pid(remote) do
-    {:ok, GenServer.call(remote, :"$os_pid", @start_timeout)}
-  catch
-    :exit, {reason, _} when reason in [:noproc, :normal] -> {:ok, nil}
-    :exit, {reason, _} -> {:error, inspect(reason)}
-  end
-
-  defp open_port(options) do
-    path = PsPort.executable()
-
-    with true <- File.regular?(path),
-         :ok <- ProtonStream.SpawnErrors.check_size([path | PsPort.args(options)], options) do
-      {:ok, PsPort.open(options)}
-    else
-      {:error, _} = too_big ->
-        too_big
-
-      false ->
-        {:error,
-         {:spawn_error, :enoent,
-          "the ps_port helper is missing at #{path}; proton_stream's :ps_port compiler builds it " <>
-            "(needs Go on PATH when proton_stream is compiled)"}}
-    end
-  rescue
-    e in ErlangError ->
-      {:error,
-       {:spawn_error, :ps_port, "could not open a port for ps_port: #{Exception.message(e)}"}}
-  end
-
-  # ps_port's first frame is {:started, os_pid} or {:spawn_error, ...}. The
-  # receive is selective on their fixed headers anyway: should output ever
-  # overtake :started, it stays in the mailbox, in order, for handle_info/2.
-  defp await_started(port, options) do
-    receive do
-      {^port, {:data, <<@started_header::binary, _::binary>> = frame}} ->
-        {:started, os_pid} = PsPort.decode(frame)
-
-        {:ok,
-         %__MODULE__{
-           port: port,
-           os_pid: os_pid,
-           command: options.command,
-           cgroup_path: Map.get(options, :cgroup_path)
-         }}
-
-      {^port, {:data, <<@spawn_error_header::binary, _::binary>> = frame}} ->
-        {:spawn_error, reason, message} = PsPort.decode(frame)
-        PsPort.close(port)
-        {:error, {:spawn_error, reason, message}}
-
-      {^port, {:exit_status, status}} ->
-        {:error,
-         {:spawn_error, :ps_port,
-          "ps_port exited with status #{status} before starting the program (see its stderr)"}}
-    end
-  end
-
-  ## Frames from ps_port
+  ## Events from the transport
 
   @impl GenServer
-  def handle_info({port, {:data, frame}}, %{port: port} = state) when port != nil do
-    handle_frame(PsPort.decode(frame), state)
-  end
-
-  # ps_port died before reporting the program's exit.
-  def handle_info({port, {:exit_status, status}}, %{port: port} = state) when port != nil do
-    Logger.error(
-      "ProtonStream: ps_port for #{state.command} exited with status #{status} " <>
-        "without reporting the program's exit (see its stderr)"
-    )
-
-    finish({:ps_port_exited, status}, %{state | port_open: false})
-  end
-
-  def handle_info({:EXIT, port, _reason}, %{port: port} = state) when port != nil,
-    do: {:noreply, state}
-
-  ## Messages from the program's pid on a ps_port node (node mode)
-
-  def handle_info({remote, message}, %{remote: remote} = state) when remote != nil do
-    case message do
-      {:data, data} when is_binary(data) -> handle_frame({:stdout, data}, state)
-      {:error, data} when is_binary(data) -> handle_frame({:stderr, data}, state)
-      {:error, reason, text} -> handle_frame({:error, reason, text}, state)
-      {:oom_killed, count} -> handle_frame({:oom_killed, count}, state)
-      # Replies to our :close (we are stopping anyway) and :connect (never sent).
-      reply when reply in [:closed, :connected] -> {:noreply, state}
-      other -> handle_frame(other, state)
+  def handle_info(msg, state) do
+    case state.transport.event(msg, state.handle) do
+      {:event, event} -> handle_event(event, state)
+      :ignore -> {:noreply, state}
+      :unknown -> handle_message(msg, state)
     end
-  end
-
-  # The last message: the program and its tree are gone (and its cgroup).
-  def handle_info({:EXIT, remote, reason}, %{remote: remote} = state) when remote != nil do
-    Process.demonitor(state.remote_ref, [:flush])
-    finish(reason, %{state | port_open: false})
-  end
-
-  def handle_info({:DOWN, ref, :process, _, reason}, %{remote_ref: ref} = state)
-      when ref != nil do
-    Logger.error(
-      "ProtonStream: the ps_port node's process for #{state.command} went away " <>
-        "(#{inspect(reason)}) without reporting the program's exit"
-    )
-
-    finish({:ps_port_exited, reason}, %{state | port_open: false})
   end
 
   ## Requests (message mode: from the owner only; callback mode: from anyone)
 
-  def handle_info({from, request} = msg, state) when is_pid(from) do
+  defp handle_message({from, request} = msg, state) when is_pid(from) do
     if request?(request) and (from == state.owner or state.module != nil) do
       handle_request(from, request, state)
     else
@@ -339,7 +206,7 @@ defmodule ProtonStream.Server do
     end
   end
 
-  def handle_info(msg, state), do: other_message(msg, state)
+  defp handle_message(msg, state), do: other_message(msg, state)
 
   defp request?({:command, _data}), do: true
   defp request?(:close), do: true
@@ -353,39 +220,31 @@ defmodule ProtonStream.Server do
   # mode's message-mode owners.
   defp handle_request(_from, {:ack, _bytes}, state), do: {:noreply, state}
 
-  defp handle_request(_from, {:command, data}, %{remote: remote} = state) when remote != nil do
-    case iodata_to_binary(data) do
-      {:ok, bin} -> Remote.command(remote, self(), bin)
-      :error -> Logger.error("ProtonStream: dropped {:command, data} whose data is not iodata")
-    end
-
-    {:noreply, state}
-  end
-
   defp handle_request(_from, {:command, data}, state) do
     case iodata_to_binary(data) do
       {:ok, bin} ->
-        PsPort.command(state.port, bin)
+        case state.transport.command(state.handle, bin) do
+          :ok -> {:noreply, state}
+          {:error, reason, message} -> handle_event({:error, reason, message}, state)
+        end
 
       :error ->
         Logger.error(
           "ProtonStream: dropped {:command, data} whose data is not iodata: #{inspect(data, limit: 10)}"
         )
-    end
 
-    {:noreply, state}
+        {:noreply, state}
+    end
   end
 
   defp handle_request(_from, :eof, state) do
-    if state.remote, do: send(state.remote, {self(), :eof}), else: PsPort.eof(state.port)
+    state.transport.eof(state.handle)
     {:noreply, state}
   end
 
   defp handle_request(_from, {:signal, signum}, state) do
     if signum in 1..64 do
-      if state.remote,
-        do: send(state.remote, {self(), {:signal, signum}}),
-        else: PsPort.signal(state.port, signum)
+      state.transport.signal(state.handle, signum)
     else
       Logger.error("ProtonStream: dropped {:signal, #{signum}}: signal numbers are 1..64")
     end
@@ -394,8 +253,7 @@ defmodule ProtonStream.Server do
   end
 
   defp handle_request(from, :close, state) do
-    close_child(state)
-    notify_when_down(from, {self(), :closed})
+    state.transport.close(state.handle, from)
     {:stop, :normal, %{state | port_open: false}}
   end
 
@@ -412,22 +270,8 @@ defmodule ProtonStream.Server do
   defp handle_request(old_owner, {:connect, new_owner}, state) do
     Process.link(new_owner)
     Process.unlink(old_owner)
-    send(old_owner, {self(), :connected})
+    state.transport.connect(state.handle, old_owner, new_owner)
     {:noreply, %{state | owner: new_owner}}
-  end
-
-  # `{ps, :closed}` is sent once the server is gone, so a process that sees it
-  # can rely on `Process.alive?(ps) == false`.
-  defp notify_when_down(to, message) do
-    server = self()
-
-    spawn(fn ->
-      ref = Process.monitor(server)
-
-      receive do
-        {:DOWN, ^ref, :process, _, _} -> send(to, message)
-      end
-    end)
   end
 
   defp iodata_to_binary(data) when is_binary(data), do: {:ok, data}
@@ -469,50 +313,46 @@ defmodule ProtonStream.Server do
     end
   end
 
-  ## Frames
+  ## Events
 
-  defp handle_frame({:stdout, data}, %{module: nil} = state) do
+  # Message mode: pass output on, then acknowledge it.
+  defp handle_event({:stdout, data}, %{module: nil} = state) do
     send(state.owner, {self(), {:data, data}})
-    PsPort.ack(state.port, byte_size(data))
+    state.transport.ack(state.handle, byte_size(data))
     {:noreply, %{state | output_bytes: state.output_bytes + byte_size(data)}}
   end
 
-  defp handle_frame({:stderr, data}, %{module: nil} = state) do
+  defp handle_event({:stderr, data}, %{module: nil} = state) do
     send(state.owner, {self(), {:error, data}})
-    PsPort.ack(state.port, byte_size(data))
+    state.transport.ack(state.handle, byte_size(data))
     {:noreply, %{state | output_bytes: state.output_bytes + byte_size(data)}}
   end
 
-  defp handle_frame({:stdout, data}, state), do: output_callback(:handle_stdout, data, state)
-  defp handle_frame({:stderr, data}, state), do: output_callback(:handle_stderr, data, state)
+  defp handle_event({:stdout, data}, state), do: output_callback(:handle_stdout, data, state)
+  defp handle_event({:stderr, data}, state), do: output_callback(:handle_stderr, data, state)
 
-  # The last frame: the program, its process tree and its cgroup are gone.
-  # ps_port lingers until the port is closed, then exits.
-  defp handle_frame({:exit, status}, state) do
-    PsPort.close(state.port)
-    finish(exit_reason(status), %{state | port_open: false})
+  # The program, its process tree and its cgroup are gone.
+  defp handle_event({:exit, reason}, state), do: finish(reason, %{state | port_open: false})
+
+  # ... and the owner has already been told, after the output it was sent.
+  defp handle_event({:exit_sent, _reason}, state) do
+    if state.owner, do: Process.unlink(state.owner)
+    {:stop, :normal, %{state | port_open: false}}
   end
 
-  # Sent just before the exit frame. The kernel log names the processes the
-  # OOM killer chose (the program, or one of its descendants); the owner
-  # (message mode) is told first, as a ps_port node tells it.
-  defp handle_frame({:oom_killed, count}, state) do
+  # Sent just before the exit. The kernel log names the processes the OOM
+  # killer chose (the program, or one of its descendants); the owner
+  # (message mode) is told first, as a ps_port node tells it. With the
+  # shared ps_port in message mode, its router has told the owner already
+  # ({:oom_killed_sent, count}), in order with the output.
+  defp handle_event({:oom_killed, count}, state) do
     if state.module == nil, do: send(state.owner, {self(), {:oom_killed, count}})
-
-    Logger.warning(
-      "ProtonStream: the kernel's OOM killer killed #{oom_victims(state, count)} " <>
-        "(#{count} OOM kill(s) in cgroup #{state.cgroup_path}) while running #{state.command} " <>
-        "(os pid #{state.os_pid})",
-      oom_kills: count,
-      os_pid: state.os_pid
-    )
-
-    {:noreply, %{state | oom_kills: count}}
+    {:noreply, log_oom(count, state)}
   end
 
   # Refused stdin: the owner is told, as in node mode, so it knows which data
   # did not reach the program (a callback module has no owner: logged only).
-  defp handle_frame({:error, reason, message}, %{module: nil} = state)
+  defp handle_event({:error, reason, message}, %{module: nil} = state)
        when reason in [:stdin_overflow, :stdin_closed] do
     Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
     send(state.owner, {self(), {:error, reason, message}})
@@ -521,7 +361,7 @@ defmodule ProtonStream.Server do
 
   # A callback module that exports handle_stdin_refused/3 (ProtonStream.Run,
   # behind cmd/3 and stream!/3) is told, so refused :input fails loudly.
-  defp handle_frame({:error, reason, message}, %{module: module} = state)
+  defp handle_event({:error, reason, message}, %{module: module} = state)
        when reason in [:stdin_overflow, :stdin_closed] and module != nil do
     Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
 
@@ -530,14 +370,26 @@ defmodule ProtonStream.Server do
       else: {:noreply, state}
   end
 
-  defp handle_frame({:error, reason, message}, state) do
+  defp handle_event({:error, reason, message}, state) do
     Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
     {:noreply, state}
   end
 
-  defp handle_frame(other, state) do
+  defp handle_event(other, state) do
     Logger.warning("ProtonStream: unexpected frame from ps_port: #{inspect(other, limit: 20)}")
     {:noreply, state}
+  end
+
+  defp log_oom(count, state) do
+    Logger.warning(
+      "ProtonStream: the kernel's OOM killer killed #{oom_victims(state, count)} " <>
+        "(#{count} OOM kill(s) in cgroup #{state.cgroup_path}) while running #{state.command} " <>
+        "(os pid #{state.os_pid})",
+      oom_kills: count,
+      os_pid: state.os_pid
+    )
+
+    %{state | oom_kills: count}
   end
 
   defp oom_victims(%{cgroup_path: nil}, _count), do: "a process"
@@ -566,21 +418,9 @@ defmodule ProtonStream.Server do
         {:noreply, state.mod_state}
       end
 
-    ack(state, byte_size(data))
+    state.transport.ack(state.handle, byte_size(data))
     wrap(result, state)
   end
-
-  defp ack(%{remote: nil, port: port}, bytes), do: PsPort.ack(port, bytes)
-  defp ack(%{remote: remote}, bytes), do: send(remote, {self(), {:ack, bytes}})
-
-  # Stops the program: a port close, or :close to the node's pid (the node
-  # would also notice this server's end through its monitor).
-  defp close_child(%{remote: nil, port: port}), do: PsPort.close(port)
-  defp close_child(%{remote: remote}), do: send(remote, {self(), :close})
-
-  defp exit_reason({:status, 0}), do: :normal
-  defp exit_reason({:status, status}), do: {:exit_status, status}
-  defp exit_reason({:signal, signum}), do: {:signal, signum}
 
   # Everything the child wrote has been passed on; report the exit.
   defp finish(reason, %{module: nil, owner: owner} = state) do
@@ -653,7 +493,7 @@ defmodule ProtonStream.Server do
   def terminate(reason, state) do
     # Close first: ps_port starts taking the child down while the callback
     # module's terminate/2 runs.
-    if state.port_open, do: close_child(state)
+    if state.port_open, do: state.transport.close(state.handle, nil)
 
     if state.module != nil and function_exported?(state.module, :terminate, 2) do
       state.module.terminate(reason, state.mod_state)

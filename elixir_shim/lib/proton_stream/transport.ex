@@ -1,0 +1,111 @@
+defmodule ProtonStream.Transport do
+  @moduledoc """
+  How a `ProtonStream.Server` reaches its program: the boundary between the
+  server (message mode or callback mode) and where the program runs.
+
+    * `ProtonStream.Transport.Shared` - the VM's shared `ps_port --shared`
+      (the default), through `ProtonStream.SharedPort`;
+    * `ProtonStream.Transport.Isolated` - a `ps_port --packet` of the
+      program's own (`isolated: true`);
+    * `ProtonStream.Transport.Remote` - a ps_port node (`node: node`, callback
+      mode; message mode on a node has no local server, see
+      `ProtonStream.Remote`).
+
+  A transport opens the program, writes requests to it, and turns the
+  messages the server receives into `t:event/0`s. The server never looks at
+  a port or a frame itself.
+  """
+
+  @typedoc "What a transport keeps for one program (its own business)."
+  @type handle :: term()
+
+  @typedoc """
+  What happened to the program, decoded from a message the server received:
+
+    * `{:stdout, data}` / `{:stderr, data}` - output, to be passed on and
+      then acknowledged with `c:ack/2`;
+    * `{:error, reason, message}` - a refused request or another problem;
+    * `{:oom_killed, count}` - the OOM killer struck in its memory cgroup;
+    * `{:exit, reason}` - the program is gone after all its output; the
+      server reports `reason`;
+    * `{:exit_sent, reason}` - the same, but the owner has already been sent
+      `{:EXIT, ps, reason}` (the shared port's router does that in message
+      mode, after the output it forwarded itself).
+  """
+  @type event ::
+          {:stdout, binary()}
+          | {:stderr, binary()}
+          | {:error, atom(), binary()}
+          | {:oom_killed, non_neg_integer()}
+          | {:exit, ProtonStream.exit_reason()}
+          | {:exit_sent, ProtonStream.exit_reason()}
+
+  @doc """
+  Opens the program for the calling server. `owner` is the owner in message
+  mode, `nil` in callback mode. Returns the handle and the program's OS pid
+  (nil when it is already gone).
+  """
+  @callback open(options :: ProtonStream.Options.t(), owner :: pid() | nil) ::
+              {:ok, handle(), pos_integer() | nil} | {:error, term()}
+
+  @doc "Decodes a message the server received: `:unknown` when it is not the transport's."
+  @callback event(message :: term(), handle()) :: {:event, event()} | :ignore | :unknown
+
+  @doc "Writes `data` to the program's stdin, whole (or reports it refused, whole)."
+  @callback command(handle(), binary()) :: :ok
+
+  @doc "Closes the program's stdin once the queued data is written."
+  @callback eof(handle()) :: :ok
+
+  @doc "Sends signal `signum` to the program."
+  @callback signal(handle(), 1..64) :: :ok
+
+  @doc "Acknowledges `bytes` of output the server has passed on."
+  @callback ack(handle(), non_neg_integer()) :: :ok
+
+  @doc """
+  Message mode: output goes to `new_owner` from now on, and `old_owner` gets
+  `{ps, :connected}` after everything sent to it before.
+  """
+  @callback connect(handle(), old_owner :: pid(), new_owner :: pid()) :: :ok
+
+  @doc """
+  Stops the program (its tree goes down as on owner death). `reply_to`, when
+  a pid, gets `{ps, :closed}` once the calling server is gone.
+  """
+  @callback close(handle(), reply_to :: pid() | nil) :: :ok
+
+  @doc "The transport module for validated options."
+  @spec for_options(ProtonStream.Options.t()) :: module()
+  def for_options(%{node: _}), do: ProtonStream.Transport.Remote
+  def for_options(%{isolated: true}), do: ProtonStream.Transport.Isolated
+  def for_options(_options), do: ProtonStream.Transport.Shared
+
+  @doc """
+  Sends `{ps, :closed}` to `to` once `ps` is gone, so the receiver can rely
+  on `Process.alive?(ps) == false`. `ps` is the calling process.
+  """
+  @spec notify_when_down(pid() | nil) :: :ok
+  def notify_when_down(nil), do: :ok
+
+  def notify_when_down(to) do
+    server = self()
+
+    spawn(fn ->
+      ref = Process.monitor(server)
+
+      receive do
+        {:DOWN, ^ref, :process, _, _} -> send(to, {server, :closed})
+      end
+    end)
+
+    :ok
+  end
+
+  @doc "Maps an exit frame's status to the exit reason owners see."
+  @spec exit_reason({:status, non_neg_integer()} | {:signal, pos_integer()}) ::
+          ProtonStream.exit_reason()
+  def exit_reason({:status, 0}), do: :normal
+  def exit_reason({:status, status}), do: {:exit_status, status}
+  def exit_reason({:signal, signum}), do: {:signal, signum}
+end

@@ -1,0 +1,120 @@
+defmodule ProtonStream.Transport.Shared do
+  @moduledoc """
+  The default transport: the program runs in the VM's shared
+  `ps_port --shared`, owned by `ProtonStream.SharedPort` (see there for who
+  does what). The server writes stdin, `:eof`, signals and acks to the port
+  itself; the router sends output straight to a message-mode owner.
+
+  A command is one frame, taken or refused whole by ps_port. A command over
+  `ProtonStream.SharedFrames.max_command/0` bytes (64 MiB, ps_port's frame
+  limit, minus the header) cannot be one frame: it is refused whole here,
+  without writing any of it, as `{:error, :stdin_overflow, message}` (never
+  cut: a program must not see half of a command).
+  """
+
+  @behaviour ProtonStream.Transport
+
+  alias ProtonStream.SharedFrames, as: Frames
+  alias ProtonStream.SharedPort
+
+  defstruct [:id, :port, :router, :router_ref]
+
+  @open_timeout 15_000
+
+  @impl ProtonStream.Transport
+  def open(options, owner) do
+    case Process.whereis(SharedPort) do
+      nil ->
+        {:error,
+         {:spawn_error, :noproc,
+          "the :proton_stream application is not started (it runs the shared ps_port): " <>
+            "start it, e.g. Application.ensure_all_started(:proton_stream), or pass isolated: true"}}
+
+      router ->
+        ref = Process.monitor(router)
+
+        case call(router, {:open, options, owner, :os.getenv()}, @open_timeout) do
+          {:ok, id, port, os_pid} ->
+            {:ok, %__MODULE__{id: id, port: port, router: router, router_ref: ref}, os_pid}
+
+          {:error, _} = error ->
+            Process.demonitor(ref, [:flush])
+            error
+        end
+    end
+  end
+
+  defp call(router, request, timeout) do
+    GenServer.call(router, request, timeout)
+  catch
+    :exit, {reason, _} ->
+      {:error,
+       {:spawn_error, :ps_port,
+        "the shared ps_port's process did not answer the open: #{inspect(reason)}"}}
+  end
+
+  @impl ProtonStream.Transport
+  def event({:"$ps_shared", id, event}, %__MODULE__{id: id}), do: {:event, event}
+
+  def event({:DOWN, ref, :process, _, reason}, %__MODULE__{router_ref: ref}),
+    do: {:event, {:exit, {:ps_port_exited, {:shared_port_down, reason}}}}
+
+  def event(_message, _handle), do: :unknown
+
+  @impl ProtonStream.Transport
+  def command(%__MODULE__{} = h, data) do
+    if byte_size(data) > Frames.max_command() do
+      {:error, :stdin_overflow,
+       "a command of #{byte_size(data)} bytes was refused whole: one command carries at most " <>
+         "#{Frames.max_command()} bytes (ps_port's 64 MiB frame limit); send the data as " <>
+         "several commands, each taken or refused whole"}
+    else
+      write(h, Frames.command(h.id, data))
+    end
+  end
+
+  @impl ProtonStream.Transport
+  def eof(h), do: write(h, Frames.eof(h.id))
+
+  @impl ProtonStream.Transport
+  def signal(h, signum), do: write(h, Frames.signal(h.id, signum))
+
+  @impl ProtonStream.Transport
+  def ack(h, bytes), do: write(h, Frames.ack(h.id, bytes))
+
+  @impl ProtonStream.Transport
+  def connect(h, old_owner, new_owner) do
+    case request(h, {:connect, h.id, old_owner, new_owner}) do
+      :ok -> :ok
+      _gone -> send(old_owner, {self(), :connected})
+    end
+
+    :ok
+  end
+
+  @impl ProtonStream.Transport
+  def close(h, reply_to) do
+    case request(h, {:close, h.id, reply_to}) do
+      :ok -> :ok
+      _gone -> ProtonStream.Transport.notify_when_down(reply_to)
+    end
+  end
+
+  # A call, so that when it returns the router has stopped forwarding to the
+  # old owner, and what it sent before precedes its {ps, :connected} /
+  # {ps, :closed}. A router that is gone answers nothing: the caller sends
+  # those itself.
+  defp request(h, request) do
+    GenServer.call(h.router, request, @open_timeout)
+  catch
+    :exit, _ -> :gone
+  end
+
+  defp write(h, frame) do
+    Port.command(h.port, frame)
+    :ok
+  rescue
+    # The shared port is gone; the router tells the server.
+    ArgumentError -> :ok
+  end
+end
