@@ -1,5 +1,5 @@
 defmodule ProtonStreamTest.CallbackTest do
-  # Callback module mode through a port (support/callback_cases.exs).
+  # Callback module mode through the VM's shared ps_port (support/callback_cases.exs).
   use ExUnit.Case, async: true
-  use ProtonStreamTest.Cases.Callback, mode: :port
+  use ProtonStreamTest.Cases.Callback, mode: :shared
 end

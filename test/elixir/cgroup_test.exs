@@ -1,9 +1,9 @@
 defmodule ProtonStreamTest.CgroupTest do
-  # cgroup options through a port (support/cgroup_cases.exs) and
+  # cgroup options through the shared ps_port (support/cgroup_cases.exs) and
   # ProtonStream.Cgroups. Needs root (cgcreate); a non-root developer runs
   # `mix test --exclude cgroup`.
   use ExUnit.Case, async: true
-  use ProtonStreamTest.Cases.Cgroup, mode: :port
+  use ProtonStreamTest.Cases.Cgroup, mode: :shared
 
   alias ProtonStream.Cgroups
 

@@ -1,54 +1,9 @@
 defmodule ProtonStreamTest.MessagesTest do
-  # Message mode through a port: the shared tests (support/messages_cases.exs)
-  # and what only port mode's local server does.
+  # Message mode through the VM's shared ps_port (the default): the shared
+  # tests (support/messages_cases.exs), and the functions that start no
+  # program. What a local server does is in local_test.exs.
   use ExUnit.Case, async: true
-  use ProtonStreamTest.Cases.Messages, mode: :port
-
-  describe "port mode's server" do
-    test "the owner is linked to ps" do
-      {:ok, ps} = ProtonStream.open("cat", [])
-      assert ps in elem(Process.info(self(), :links), 1)
-      ProtonStream.close(ps)
-      assert_receive {^ps, :closed}, 10_000
-    end
-
-    test "{ps, :closed} comes once the server is gone" do
-      {:ok, ps} = ProtonStream.open("cat", [])
-      ProtonStream.close(ps)
-      assert_receive {^ps, :closed}, 10_000
-      refute Process.alive?(ps)
-    end
-
-    test ":connect moves the link; the server stops with its new owner" do
-      {:ok, ps} = ProtonStream.open("cat", [])
-      new_owner = spawn_link(fn -> Process.sleep(:infinity) end)
-      ProtonStream.connect(ps, new_owner)
-      assert_receive {^ps, :connected}, 10_000
-      {:links, links} = Process.info(ps, :links)
-      assert new_owner in links
-      refute self() in links
-
-      ref = Process.monitor(ps)
-      Process.unlink(new_owner)
-      Process.exit(new_owner, :kill)
-      assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :killed}}}, 10_000
-    end
-
-    test "unexpected messages to the process are logged and ignored" do
-      {:ok, ps} = ProtonStream.open("cat", [])
-
-      log =
-        ExUnit.CaptureLog.capture_log(fn ->
-          send(ps, :hello)
-          send(ps, {self(), :bogus})
-          ProtonStream.command(ps, "ok")
-          assert_receive {^ps, {:data, "ok"}}, 10_000
-        end)
-
-      assert log =~ "unexpected message: :hello"
-      ProtonStream.close(ps)
-    end
-  end
+  use ProtonStreamTest.Cases.Messages, mode: :shared
 
   test "signal/2 raises for unknown signals" do
     assert_raise ArgumentError, ~r/unknown signal :sigfoo/, fn ->

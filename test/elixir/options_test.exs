@@ -1,8 +1,8 @@
 defmodule ProtonStreamTest.OptionsTest do
   # ProtonStream.Options.validate/4, and what every option does to a program
-  # through a port (support/option_cases.exs).
+  # through the VM's shared ps_port (support/option_cases.exs).
   use ExUnit.Case, async: true
-  use ProtonStreamTest.Cases.Options, mode: :port
+  use ProtonStreamTest.Cases.Options, mode: :shared
 
   alias ProtonStream.Options
 

@@ -308,9 +308,10 @@ end
 
 defmodule ProtonStreamTest.Mode do
   @moduledoc """
-  The two ways the shared behaviour tests (test/elixir/support/) run:
-  `:port` (ps_port as a port of this VM) and `:node` (programs on the
-  suite's ps_port node, started below with `ProtonStream.Node`).
+  The three ways the shared behaviour tests (test/elixir/support/) run:
+  `:shared` (the default: the VM's shared `ps_port --shared`), `:isolated`
+  (`isolated: true`, a `ps_port --packet` per program) and `:node` (programs
+  on the suite's ps_port node, started below with `ProtonStream.Node`).
 
   `context/1` is each test's context: `m`, the options that select the mode
   (appended to every open/start_link), and `cg`, the prefix of a cgroup
@@ -320,10 +321,15 @@ defmodule ProtonStreamTest.Mode do
   @doc "The suite's ps_port node (started by start_node!/0)."
   def node_name, do: :persistent_term.get({__MODULE__, :node})
 
-  def context(:port), do: %{m: [], cg: ""}
+  def context(:shared), do: %{m: [], cg: "", mode: :shared}
+  def context(:isolated), do: %{m: [isolated: true], cg: "", mode: :isolated}
 
   def context(:node) do
-    %{m: [node: node_name()], cg: :persistent_term.get({__MODULE__, :cgroup_prefix})}
+    %{
+      m: [node: node_name()],
+      cg: :persistent_term.get({__MODULE__, :cgroup_prefix}),
+      mode: :node
+    }
   end
 
   @doc """

@@ -80,6 +80,10 @@ defmodule ProtonStreamTest.Cases.Stream do
         assert Base.encode16(:erlang.md5_final(md5), case: :lower) == digest
       end
 
+      defp queued_output({from, {:data, data}}) when is_port(from) or is_pid(from), do: [data]
+      defp queued_output({:"$ps_shared", _id, {:stdout, data}}), do: [data]
+      defp queued_output(_msg), do: []
+
       defp consume(ps, bytes, md5, err) do
         receive do
           {^ps, {:data, data}} ->
@@ -129,10 +133,12 @@ defmodule ProtonStreamTest.Cases.Stream do
           Process.sleep(30)
           {:messages, messages} = Process.info(pid, :messages)
 
-          # From ps_port's port (a frame) or from the node's pid (a payload).
+          # From ps_port's port (a frame), from the shared port's router
+          # (a payload) or from the node's pid (a payload).
           queued =
             Enum.sum(
-              for {from, {:data, data}} when is_port(from) or is_pid(from) <- messages,
+              for msg <- messages,
+                  data <- queued_output(msg),
                   do: byte_size(data)
             )
 
