@@ -1,6 +1,7 @@
 defmodule ProtonStreamTest.ReliabilityFaultTest do
   # A BEAM that uses ProtonStream is SIGKILLed while 50 programs run
-  # (docs/reliability.md). Needs root for the cgroups, as the cgroup tests.
+  # (docs/reliability.md), with the shared ps_port (the default) and with
+  # isolated: true. Needs root for the cgroups, as the cgroup tests.
   use ExUnit.Case, async: false
 
   alias ProtonStreamTest.Helpers
@@ -20,10 +21,11 @@ defmodule ProtonStreamTest.ReliabilityFaultTest do
 
   # Run by a second BEAM: opens 50 programs through ProtonStream (every
   # second one in a memory+pids cgroup under BASE), says their OS pids and
-  # its own, and waits to be killed.
+  # its own, and waits to be killed. MODE is "shared" or "isolated".
   @script ~S"""
-  [tag, base | scripts] = System.argv()
+  [tag, base, mode | scripts] = System.argv()
   {:ok, _} = Application.ensure_all_started(:proton_stream)
+  iso = if mode == "isolated", do: [isolated: true], else: []
 
   pids =
     for i <- 0..49 do
@@ -33,7 +35,7 @@ defmodule ProtonStreamTest.ReliabilityFaultTest do
           else: []
 
       script = Enum.at(scripts, rem(i, length(scripts)))
-      {:ok, ps} = ProtonStream.open("sh", ["-c", script], [env: [{"PS_REL_TAG", tag}]] ++ cg)
+      {:ok, ps} = ProtonStream.open("sh", ["-c", script], [env: [{"PS_REL_TAG", tag}]] ++ cg ++ iso)
       ProtonStream.os_pid(ps)
     end
 
@@ -42,7 +44,15 @@ defmodule ProtonStreamTest.ReliabilityFaultTest do
   Process.sleep(:infinity)
   """
 
-  test "a BEAM SIGKILLed with 50 programs running leaves no process and no cgroup behind" do
+  for mode <- [:shared, :isolated] do
+    @tag mode: mode
+    test "a BEAM SIGKILLed with 50 programs running leaves no process and no cgroup behind (#{mode})",
+         %{mode: mode} do
+      sigkilled_beam(mode)
+    end
+  end
+
+  defp sigkilled_beam(mode) do
     tag = "rel" <> Helpers.rand_hex(6)
     base = Helpers.create_cgroup!(["memory", "pids"])
     script = Path.join(System.tmp_dir!(), "reliability_beam_#{Helpers.rand_hex()}.exs")
@@ -55,7 +65,7 @@ defmodule ProtonStreamTest.ReliabilityFaultTest do
         :binary,
         :exit_status,
         {:line, 65536},
-        args: ["-pa", ebin, script, tag, base | @scripts]
+        args: ["-pa", ebin, script, tag, base, Atom.to_string(mode) | @scripts]
       ])
 
     {children, beam} = read_started(port, nil, nil)
@@ -63,6 +73,8 @@ defmodule ProtonStreamTest.ReliabilityFaultTest do
     assert length(children) == 50
     tagged = wait_stable(tag, 100)
     helpers = Helpers.os_descendants(beam) -- tagged
+    ps_ports = Enum.count(helpers, &(File.read("/proc/#{&1}/comm") == {:ok, "ps_port\n"}))
+    assert ps_ports == if(mode == :shared, do: 1, else: 50)
     assert groups_under(base) == 25
 
     start = System.monotonic_time(:millisecond)
@@ -87,7 +99,7 @@ defmodule ProtonStreamTest.ReliabilityFaultTest do
 
     if System.get_env("RELIABILITY_REPORT") do
       IO.puts(
-        "\nBEAM SIGKILLed with 50 ProtonStream programs (#{length(tagged)} processes): " <>
+        "\nBEAM SIGKILLed with 50 ProtonStream programs (#{mode}, #{length(tagged)} processes): " <>
           "trees gone after #{trees} ms, ps_ports and cgroups after #{all} ms"
       )
     end

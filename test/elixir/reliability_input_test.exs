@@ -1,5 +1,6 @@
 defmodule ProtonStreamTest.ReliabilityInputTest do
-  # Hostile and malformed input through the shim, in port mode and node mode
+  # Hostile and malformed input through the shim, with the shared ps_port,
+  # with isolated: true, and in node mode
   # (docs/reliability.md): NUL bytes in every string option, bytes that are
   # not UTF-8, huge environments, unknown users, and 1 GiB of stdin.
   use ExUnit.Case, async: false
@@ -24,7 +25,7 @@ defmodule ProtonStreamTest.ReliabilityInputTest do
     cgroup_sets: [{"memory", "memory.limit\0_in_bytes", "1"}]
   ]
 
-  for mode <- [:port, :node] do
+  for mode <- [:shared, :isolated, :node] do
     describe "#{mode} mode" do
       @describetag mode: mode
       setup %{mode: mode}, do: Mode.context(mode)
@@ -118,10 +119,15 @@ defmodule ProtonStreamTest.ReliabilityInputTest do
         case mode do
           # ps_port's own exec would fail (the env goes on its command
           # line): refused before, with the sizes.
-          :port ->
+          :isolated ->
             assert reason == :e2big
             assert msg =~ "30 :env variables of 3000"
             assert msg =~ "ARG_MAX"
+
+          # The program's own exec is refused (the shared ps_port gets the
+          # environment in a frame), and ps_port says so.
+          :shared ->
+            assert {reason, msg =~ "argument list too long"} == {:e2big, true}
 
           :node ->
             assert {reason, msg =~ "argument list too long"} == {:e2big, true}
@@ -132,9 +138,9 @@ defmodule ProtonStreamTest.ReliabilityInputTest do
 
   # 1 GiB of stdin, 64 KiB at a time, as fast as ProtonStream.command/2 takes
   # it, into wc -c. Every byte is either counted by wc or refused with
-  # stdin_overflow: both modes send the owner
-  # {ps, {:error, :stdin_overflow, message}} (port mode also logs it).
-  for mode <- [:port, :node] do
+  # stdin_overflow: every mode sends the owner
+  # {ps, {:error, :stdin_overflow, message}} (the local ones also log it).
+  for mode <- [:shared, :isolated, :node] do
     @tag mode: mode
     test "1 GiB of stdin into wc -c: counted or refused, never lost (#{mode} mode)", %{mode: mode} do
       %{m: m} = Mode.context(mode)
@@ -154,7 +160,7 @@ defmodule ProtonStreamTest.ReliabilityInputTest do
 
       refused = length(for {^ps, {:error, :stdin_overflow, _}} <- flush(), do: :refused)
 
-      if mode == :port do
+      if mode != :node do
         assert length(Regex.scan(~r/stdin_overflow: (\d+) bytes for stdin refused/, log)) ==
                  refused
       end
