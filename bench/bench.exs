@@ -9,7 +9,8 @@
 #                                           [--only throughput,round_trip,...]
 #
 # Every scenario runs a plain `Port.open` of the program (the physical limit),
-# ProtonStream's port mode and ps_port's node mode, interleaved (the order
+# ProtonStream's default (the VM's shared ps_port), `isolated: true` (a
+# ps_port per program) and ps_port's node mode, interleaved (the order
 # rotates every round), and the figures are reported as ratios to the plain
 # Port of the same round, so they hold on a noisy shared machine. Any byte
 # lost or changed on the way makes the bench fail (exit status 1).
@@ -21,7 +22,8 @@ defmodule Bench do
 
   alias Bench.{Impl, Report, Scenarios}
 
-  @scenarios ~w(integrity throughput throughput_1m round_trip spawn_seq spawn_par kill memory)a
+  @scenarios ~w(integrity throughput throughput_1m throughput_8 round_trip spawn_seq spawn_par
+                kill close mass_kill memory memory_1000)a
 
   @full %{
     rounds: 7,
@@ -31,8 +33,14 @@ defmodule Bench do
     spawn_seq: 500,
     spawn_par: {500, 50},
     kill_samples: 8,
+    close_samples: 20,
+    mass_kill: 1000,
+    mass_rounds: 2,
     mem_children: 200,
     mem_rounds: 3,
+    mem_big: 1000,
+    mem_big_rounds: 1,
+    par: 8,
     integrity_bytes: 8 * 1024 * 1024
   }
 
@@ -44,8 +52,14 @@ defmodule Bench do
     spawn_seq: 10,
     spawn_par: {10, 5},
     kill_samples: 2,
+    close_samples: 2,
+    mass_kill: 10,
+    mass_rounds: 1,
     mem_children: 5,
     mem_rounds: 1,
+    mem_big: 10,
+    mem_big_rounds: 1,
+    par: 2,
     integrity_bytes: 300_000
   }
 
@@ -72,6 +86,9 @@ defmodule Bench do
         s -> s |> String.split(",") |> Enum.map(&String.to_existing_atom/1)
       end
 
+    # --no-start: mix loads the code only; the shared ps_port's router lives
+    # in the application.
+    {:ok, _} = Application.ensure_all_started(:proton_stream)
     ps_port = ProtonStream.muontrap_path()
     if not File.regular?(ps_port), do: raise("ps_port is not built at #{ps_port}")
     load_before = load()
@@ -103,6 +120,8 @@ defmodule Bench do
           scenario <- @scenarios,
           scenario in only,
           scenario != :memory or round <= sizes.mem_rounds,
+          scenario != :memory_1000 or round <= sizes.mem_big_rounds,
+          scenario != :mass_kill or round <= sizes.mass_rounds,
           impl <- rotate(Impl.all(), round + :erlang.phash2(scenario, 3)) do
         t0 = System.monotonic_time(:millisecond)
         figures = run_one(scenario, impl, sizes, ps_port, file, digest)
@@ -134,6 +153,11 @@ defmodule Bench do
     %{tp_1m: v}
   end
 
+  defp run_one(:throughput_8, impl, s, _, _, _) do
+    %{mbps: v} = Scenarios.throughput_par(impl, s.tp_bytes, s.par)
+    %{tp_par: v}
+  end
+
   defp run_one(:round_trip, impl, s, _, _, _),
     do: Scenarios.round_trip(impl, s.rt_count, 100, s.rt_warmup)
 
@@ -146,8 +170,17 @@ defmodule Bench do
 
   defp run_one(:kill, impl, s, _, _, _), do: Scenarios.kill(impl, s.kill_samples)
 
+  defp run_one(:close, impl, s, _, _, _), do: Scenarios.close_gone(impl, s.close_samples)
+
+  defp run_one(:mass_kill, impl, s, _, _, _), do: Scenarios.mass_kill(impl, s.mass_kill)
+
   defp run_one(:memory, impl, s, ps_port, _, _),
     do: Scenarios.memory(impl, s.mem_children, ps_port)
+
+  defp run_one(:memory_1000, impl, s, ps_port, _, _) do
+    %{mem_rss: rss, mem_pss: pss, mem_beam: beam} = Scenarios.memory(impl, s.mem_big, ps_port)
+    %{mem_rss_big: rss, mem_pss_big: pss, mem_beam_big: beam}
+  end
 
   defp rotate(list, n) do
     k = rem(n, length(list))
@@ -167,7 +200,11 @@ defmodule Bench do
   defp check_integrity!(only) do
     totals = Bench.Integrity.totals()
 
-    moving = Enum.any?(only, &(&1 in [:integrity, :throughput, :throughput_1m, :round_trip]))
+    moving =
+      Enum.any?(
+        only,
+        &(&1 in [:integrity, :throughput, :throughput_1m, :throughput_8, :round_trip])
+      )
 
     for impl <- Impl.all(), moving do
       case Map.get(totals, impl) do
@@ -263,6 +300,7 @@ defmodule Bench do
       node_api: node_api(),
       binary_size: "#{Float.round(File.stat!(ps_port).size / 1_048_576, 1)} MiB",
       kill_samples: sizes.kill_samples,
+      close_samples: sizes.close_samples,
       integrity: Bench.Integrity.totals(),
       integrity_note:
         "`cat` of a #{div(sizes.integrity_bytes, 1024)} KiB file of random bytes per " <>

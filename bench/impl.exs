@@ -1,10 +1,13 @@
-# The three implementations every scenario runs, behind one small interface:
+# The four implementations every scenario runs, behind one small interface:
 #
-#   * :plain - a plain `Port.open` of the program: the physical limit of BEAM
-#     port I/O, and the baseline of every ratio
-#   * :port  - ProtonStream's port mode, through the public API
-#     (`ProtonStream.open/3`), as users run it
-#   * :node  - ps_port node mode: a `ps_port node` started by the bench,
+#   * :plain    - a plain `Port.open` of the program: the physical limit of
+#     BEAM port I/O, and the baseline of every ratio
+#   * :shared   - ProtonStream's default, through the public API
+#     (`ProtonStream.open/3`) as users run it: the VM's one shared
+#     `ps_port --shared` runs every program
+#   * :isolated - `ProtonStream.open(cmd, args, isolated: true)`: a
+#     `ps_port --packet` per program
+#   * :node     - ps_port node mode: a `ps_port node` started by the bench,
 #     opened with `GenServer.call({:proton_stream, node}, {:open, ...})`
 #     (docs/node.md), or with `ProtonStream.open(..., node: node)` once the
 #     shim takes that option
@@ -16,12 +19,16 @@
 defmodule Bench.Impl do
   @moduledoc false
 
-  @impls [:plain, :port, :node]
+  @impls [:plain, :shared, :isolated, :node]
   def all, do: @impls
 
+  @doc "The implementations that run through ps_port (compared with :plain)."
+  def helpers, do: @impls -- [:plain]
+
   def label(:plain), do: "plain Port"
-  def label(:port), do: "ps_port port mode"
-  def label(:node), do: "ps_port node mode"
+  def label(:shared), do: "shared ps_port (default)"
+  def label(:isolated), do: "isolated: true"
+  def label(:node), do: "node mode"
 
   @doc "Opens `cmd` with `args`; the caller is the owner. Returns the handle."
   def open(impl, cmd, args, opts \\ [])
@@ -30,7 +37,9 @@ defmodule Bench.Impl do
     Port.open({:spawn_executable, exe(cmd)}, [:binary, :exit_status, :use_stdio, args: args])
   end
 
-  def open(:port, cmd, args, opts) do
+  def open(local, cmd, args, opts) when local in [:shared, :isolated] do
+    opts = if local == :isolated, do: [{:isolated, true} | opts], else: opts
+
     case ProtonStream.open(cmd, args, opts) do
       {:ok, ps} -> ps
       other -> raise "ProtonStream.open(#{inspect(cmd)}) failed: #{inspect(other)}"
@@ -67,7 +76,7 @@ defmodule Bench.Impl do
     pid
   end
 
-  def os_pid(:port, ps), do: ProtonStream.os_pid(ps)
+  def os_pid(local, ps) when local in [:shared, :isolated], do: ProtonStream.os_pid(ps)
   def os_pid(:node, pid), do: GenServer.call(pid, :"$os_pid", 10_000)
 
   @doc "Stops the child (plain: close the port and kill the program)."
@@ -86,11 +95,11 @@ defmodule Bench.Impl do
   @doc "Waits until a child stopped with close/2 is gone."
   def await_closed(:plain, _port), do: :ok
 
-  def await_closed(:port, ps) do
+  def await_closed(local, ps) when local in [:shared, :isolated] do
     receive do
       {^ps, :closed} -> :ok
     after
-      30_000 -> raise "port: no :closed reply 30 s after close"
+      30_000 -> raise "#{local}: no :closed reply 30 s after close"
     end
   end
 

@@ -7,31 +7,47 @@ defmodule Bench.Report do
 
   alias Bench.Impl
 
-  # {key, label, unit, better, port goal, node goal}. A goal is
+  # {key, label, unit, better, goals}: goals maps an implementation to
   # {:ratio, x} (ratio to the plain Port in the same round) or {:abs, x}.
+  # Shared: issue 11; isolated: issue 5's port mode goals plus issue 11's
+  # close and mass kill; node: issue 5 and 13.
   @metrics [
     {:tp_default, "Throughput, `head -c 256MiB /dev/zero`, default options", "MB/s", :higher,
-     {:ratio, 0.8}, {:ratio, 0.4}},
-    {:tp_1m, "Throughput, `head -c 256MiB /dev/zero`, 1 MiB window", "MB/s", :higher, nil, nil},
-    {:rt_median, "Round trip, 10 000 × 100 B through `cat`, median", "µs", :lower, {:ratio, 1.2},
-     {:ratio, 2.5}},
-    {:rt_p99, "Round trip, 10 000 × 100 B through `cat`, p99", "µs", :lower, nil, nil},
+     %{shared: {:ratio, 0.8}, isolated: {:ratio, 0.8}, node: {:ratio, 0.4}}},
+    {:tp_1m, "Throughput, `head -c 256MiB /dev/zero`, 1 MiB window", "MB/s", :higher, %{}},
+    {:tp_par, "Throughput, 8 × `head -c 256MiB /dev/zero` at once (total)", "MB/s", :higher,
+     %{shared: {:ratio, 0.8}}},
+    {:rt_median, "Round trip, 10 000 × 100 B through `cat`, median", "µs", :lower,
+     %{shared: {:ratio, 2.0}, isolated: {:ratio, 1.2}, node: {:ratio, 2.5}}},
+    {:rt_p99, "Round trip, 10 000 × 100 B through `cat`, p99", "µs", :lower, %{}},
     {:spawn_seq, "Spawn `true` and wait for its exit, 500 in a row", "ms each", :lower,
-     {:ratio, 2.0}, {:ratio, 1.0}},
+     %{shared: {:ratio, 1.5}, isolated: {:ratio, 2.0}, node: {:ratio, 1.0}}},
     {:spawn_par, "Spawn `true` and wait for its exit, 500 by 50 at a time", "ms each", :lower,
-     {:ratio, 2.0}, {:ratio, 1.0}},
+     %{shared: {:ratio, 1.5}, isolated: {:ratio, 2.0}, node: {:ratio, 1.0}}},
     {:kill_median, "Kill: owner killed → child + grandchild gone, median", "ms", :lower,
-     {:abs, 20.0}, {:abs, 20.0}},
-    {:kill_max, "Kill: owner killed → child + grandchild gone, max", "ms", :lower, nil, nil},
+     %{shared: {:abs, 20.0}, isolated: {:abs, 20.0}, node: {:abs, 20.0}}},
+    {:kill_max, "Kill: owner killed → child + grandchild gone, max", "ms", :lower, %{}},
+    {:close_median, "Close → `cat` gone, median", "ms", :lower,
+     %{shared: {:abs, 5.0}, isolated: {:abs, 5.0}}},
+    {:mass_kill, "1 000 owners of `sleep 600` killed at once → all gone", "ms", :lower,
+     %{shared: {:abs, 1000.0}, isolated: {:abs, 1000.0}, node: {:abs, 1000.0}}},
     {:mem_rss, "Memory, 200 × `sleep 60`: RSS ps_port adds per child", "KiB", :lower,
-     {:abs, 6144.0}, {:abs, 256.0}},
-    {:mem_pss, "Memory, 200 × `sleep 60`: PSS ps_port adds per child", "KiB", :lower, nil, nil},
-    {:mem_beam, "Memory, 200 × `sleep 60`: BEAM growth per child", "KiB", :lower, nil, nil}
+     %{shared: {:abs, 256.0}, isolated: {:abs, 6144.0}, node: {:abs, 256.0}}},
+    {:mem_pss, "Memory, 200 × `sleep 60`: PSS ps_port adds per child", "KiB", :lower, %{}},
+    {:mem_beam, "Memory, 200 × `sleep 60`: BEAM growth per child", "KiB", :lower, %{}},
+    {:mem_rss_big, "Memory, 1 000 × `sleep 60`: RSS ps_port adds per child", "KiB", :lower,
+     %{shared: {:abs, 256.0}, node: {:abs, 256.0}}},
+    {:mem_pss_big, "Memory, 1 000 × `sleep 60`: PSS ps_port adds per child", "KiB", :lower, %{}},
+    {:mem_beam_big, "Memory, 1 000 × `sleep 60`: BEAM growth per child", "KiB", :lower, %{}}
   ]
 
   # Metrics whose samples are pooled over rounds (one list per round) instead
   # of being one figure per round.
-  @pooled %{kill_median: :kill, kill_max: :kill}
+  @pooled %{kill_median: :kill, kill_max: :kill, close_median: :close}
+
+  # No plain-Port ratio: a plain Port adds no OS process (memory), or cannot
+  # stop a program that ignores stdin (mass kill).
+  @no_ratio [:mem_rss, :mem_pss, :mem_beam, :mem_rss_big, :mem_pss_big, :mem_beam_big, :mass_kill]
 
   def metrics, do: @metrics
 
@@ -40,16 +56,10 @@ defmodule Bench.Report do
   %{key, label, unit, better, goals, cells: %{impl => stats}, ratios: %{impl => stats}}.
   """
   def summarize(samples) do
-    for {key, label, unit, better, gport, gnode} <- @metrics,
+    for {key, label, unit, better, goals} <- @metrics,
         row = row(samples, key),
         row != nil do
-      Map.merge(row, %{
-        key: key,
-        label: label,
-        unit: unit,
-        better: better,
-        goals: %{port: gport, node: gnode}
-      })
+      Map.merge(row, %{key: key, label: label, unit: unit, better: better, goals: goals})
     end
   end
 
@@ -95,9 +105,9 @@ defmodule Bench.Report do
 
   defp ratios(_samples, per_round, key) do
     # Memory has no meaningful ratio: a plain Port adds no OS process.
-    plain = if key in [:mem_rss, :mem_pss, :mem_beam], do: [], else: per_round[:plain]
+    plain = if key in @no_ratio, do: [], else: per_round[:plain]
 
-    for impl <- [:port, :node], per_round[impl] != [], plain != [], into: %{} do
+    for impl <- Impl.helpers(), per_round[impl] != [], plain != [], into: %{} do
       rs =
         case {plain, per_round[impl]} do
           {[{:pooled, p}], [{:pooled, v}]} ->
@@ -132,7 +142,7 @@ defmodule Bench.Report do
 
   @doc "Whether `impl`'s figures in `row` meet its goal: true, false or nil (no goal)."
   def goal_met(row, impl) do
-    case {row.goals[impl], row.ratios[impl], row.cells[impl]} do
+    case {Map.get(row.goals, impl), row.ratios[impl], row.cells[impl]} do
       {{:ratio, g}, %{median: r}, _} -> if row.better == :higher, do: r >= g, else: r <= g
       {{:abs, g}, _, %{median: v}} -> v <= g
       _ -> nil
@@ -149,16 +159,19 @@ defmodule Bench.Report do
     - Node mode opened through #{info.node_api}
     - `ps_port` stripped (`go build -trimpath -ldflags=-s`): #{info.binary_size}
 
-    Each cell is the median over rounds with min–max in brackets; a ratio is ps_port's figure divided by the plain Port's in the same round (the median and range of those ratios). Throughput: higher is better; every other row: lower is better. The kill rows pool #{info.kill_samples} samples per implementation and round. Memory has no plain-Port ratio: a plain Port adds no OS process.
+    Each cell is the median over rounds with min–max in brackets; a ratio is ps_port's figure divided by the plain Port's in the same round (the median and range of those ratios). Throughput: higher is better; every other row: lower is better. The kill rows pool #{info.kill_samples} samples per implementation and round, the close row #{info.close_samples}. Memory has no plain-Port ratio (a plain Port adds no OS process), nor has the mass kill (a plain Port cannot stop a `sleep`). Shared: the growth of a freshly started shared ps_port's RSS per child (its idle RSS not counted); isolated: each child's own ps_port; node: the growth of a fresh node's RSS.
 
-    | scenario | unit | plain Port | port mode | node mode | port / plain | node / plain | goal (port; node) |
-    |---|---|---|---|---|---|---|---|
+    | scenario | unit | plain Port | shared (default) | isolated: true | node mode | shared / plain | isolated / plain | node / plain | goal (shared; isolated; node) |
+    |---|---|---|---|---|---|---|---|---|---|
     """
+
+    helpers = Impl.helpers()
 
     body =
       Enum.map_join(rows, "", fn row ->
-        "| #{row.label} | #{row.unit} | #{cell(row, :plain)} | #{cell(row, :port)} | " <>
-          "#{cell(row, :node)} | #{ratio_cell(row, :port)} | #{ratio_cell(row, :node)} | " <>
+        "| #{row.label} | #{row.unit} | " <>
+          Enum.map_join(Impl.all(), "", &"#{cell(row, &1)} | ") <>
+          Enum.map_join(helpers, "", &"#{ratio_cell(row, &1)} | ") <>
           "#{goal_cell(row)} |\n"
       end)
 
@@ -189,7 +202,7 @@ defmodule Bench.Report do
 
       %{median: m, min: lo, max: hi} ->
         mark =
-          case {row.goals[impl], goal_met(row, impl)} do
+          case {Map.get(row.goals, impl), goal_met(row, impl)} do
             {{:ratio, _}, true} -> " ✅"
             {{:ratio, _}, false} -> " ❌"
             _ -> ""
@@ -200,9 +213,9 @@ defmodule Bench.Report do
   end
 
   defp goal_cell(row) do
-    [:port, :node]
+    Impl.helpers()
     |> Enum.map(fn impl ->
-      case row.goals[impl] do
+      case Map.get(row.goals, impl) do
         nil ->
           "–"
 
@@ -244,19 +257,19 @@ defmodule Bench.Report do
     :rt_p99,
     :spawn_seq,
     :spawn_par,
-    :kill_median
+    :tp_par
   ]
-  @colors %{port: "#4c78a8", node: "#f58518"}
+  @colors %{shared: "#4c78a8", isolated: "#54a24b", node: "#f58518"}
 
   def svg(rows, info) do
     rows = Enum.filter(rows, &(&1.key in @chart_keys and map_size(&1.ratios) > 0))
     vals = for r <- rows, {_, s} <- r.ratios, v <- [s.min, s.max], v > 0, do: v
-    goals = for r <- rows, {_, {:ratio, g}} <- r.goals, do: g
+    goals = for r <- rows, {_, {:ratio, g}} <- Map.to_list(r.goals), do: g
     lo = min_pow2(Enum.min(vals ++ goals ++ [0.5]) / 1.15)
     hi = max_pow2(Enum.max(vals ++ goals ++ [2.0]) * 1.15)
 
     left = 330
-    width = 980
+    width = 1100
     plot_w = width - left - 70
     row_h = 46
     top = 92
@@ -291,7 +304,7 @@ defmodule Bench.Report do
             ~s(<text x="#{left - 10}" y="#{y0 + 34}" text-anchor="end" class="sub">#{dir}</text>)
 
         bars =
-          [:port, :node]
+          Impl.helpers()
           |> Enum.with_index()
           |> Enum.map(fn {impl, j} ->
             case row.ratios[impl] do
@@ -299,13 +312,13 @@ defmodule Bench.Report do
                 ""
 
               s ->
-                yb = y0 + 6 + j * 17
+                yb = y0 + 4 + j * 13
                 x1 = x.(1.0)
                 xm = x.(s.median)
                 {bx, bw} = if xm >= x1, do: {x1, xm - x1}, else: {xm, x1 - xm}
 
                 goal =
-                  case row.goals[impl] do
+                  case Map.get(row.goals, impl) do
                     {:ratio, g} ->
                       ~s(<line x1="#{r(x.(g))}" y1="#{yb - 2}" x2="#{r(x.(g))}" y2="#{yb + 16}" stroke="#c00" stroke-width="2" stroke-dasharray="3,2"/>)
 
@@ -313,12 +326,12 @@ defmodule Bench.Report do
                       ""
                   end
 
-                ~s(<rect x="#{r(bx)}" y="#{yb}" width="#{r(max(bw, 1))}" height="14" fill="#{@colors[impl]}"/>) <>
-                  ~s(<line x1="#{r(x.(s.min))}" y1="#{yb + 7}" x2="#{r(x.(s.max))}" y2="#{yb + 7}" stroke="#111"/>) <>
-                  ~s(<line x1="#{r(x.(s.min))}" y1="#{yb + 3}" x2="#{r(x.(s.min))}" y2="#{yb + 11}" stroke="#111"/>) <>
-                  ~s(<line x1="#{r(x.(s.max))}" y1="#{yb + 3}" x2="#{r(x.(s.max))}" y2="#{yb + 11}" stroke="#111"/>) <>
+                ~s(<rect x="#{r(bx)}" y="#{yb}" width="#{r(max(bw, 1))}" height="11" fill="#{@colors[impl]}"/>) <>
+                  ~s(<line x1="#{r(x.(s.min))}" y1="#{yb + 5}" x2="#{r(x.(s.max))}" y2="#{yb + 5}" stroke="#111"/>) <>
+                  ~s(<line x1="#{r(x.(s.min))}" y1="#{yb + 2}" x2="#{r(x.(s.min))}" y2="#{yb + 9}" stroke="#111"/>) <>
+                  ~s(<line x1="#{r(x.(s.max))}" y1="#{yb + 2}" x2="#{r(x.(s.max))}" y2="#{yb + 9}" stroke="#111"/>) <>
                   goal <>
-                  ~s(<text x="#{r(max(x.(s.max), max(xm, x1)) + 6)}" y="#{yb + 11}" class="val">#{fmt(s.median)}×</text>)
+                  ~s(<text x="#{r(max(x.(s.max), max(xm, x1)) + 6)}" y="#{yb + 10}" class="val">#{fmt(s.median)}×</text>)
             end
           end)
 
@@ -329,14 +342,20 @@ defmodule Bench.Report do
       end)
 
     legend =
-      ~s(<rect x="#{left}" y="44" width="14" height="14" fill="#{@colors.port}"/>) <>
-        ~s(<text x="#{left + 20}" y="56">ps_port port mode</text>) <>
-        ~s(<rect x="#{left + 170}" y="44" width="14" height="14" fill="#{@colors.node}"/>) <>
-        ~s(<text x="#{left + 190}" y="56">ps_port node mode</text>) <>
-        ~s(<line x1="#{left + 340}" y1="44" x2="#{left + 340}" y2="58" stroke="#c00" stroke-width="2" stroke-dasharray="3,2"/>) <>
-        ~s(<text x="#{left + 348}" y="56">goal</text>) <>
-        ~s(<line x1="#{left + 400}" y1="51" x2="#{left + 430}" y2="51" stroke="#111"/>) <>
-        ~s(<text x="#{left + 436}" y="56">min–max over rounds</text>)
+      Impl.helpers()
+      |> Enum.with_index()
+      |> Enum.map_join(fn {impl, j} ->
+        lx = left + j * 170
+
+        ~s(<rect x="#{lx}" y="44" width="14" height="14" fill="#{@colors[impl]}"/>) <>
+          ~s(<text x="#{lx + 20}" y="56">#{esc(Impl.label(impl))}</text>)
+      end)
+      |> Kernel.<>(
+        ~s(<line x1="#{left + 520}" y1="44" x2="#{left + 520}" y2="58" stroke="#c00" stroke-width="2" stroke-dasharray="3,2"/>) <>
+          ~s(<text x="#{left + 528}" y="56">goal</text>) <>
+          ~s(<line x1="#{left + 570}" y1="51" x2="#{left + 600}" y2="51" stroke="#111"/>) <>
+          ~s(<text x="#{left + 606}" y="56">min–max over rounds</text>)
+      )
 
     """
     <svg xmlns="http://www.w3.org/2000/svg" width="#{width}" height="#{height}" viewBox="0 0 #{width} #{height}" font-family="sans-serif" font-size="12">
@@ -358,7 +377,7 @@ defmodule Bench.Report do
   defp short(:rt_p99), do: "Round trip through cat, p99"
   defp short(:spawn_seq), do: "Spawn true, in a row"
   defp short(:spawn_par), do: "Spawn true, 50 at a time"
-  defp short(:kill_median), do: "Kill: tree gone after owner death, median"
+  defp short(:tp_par), do: "Throughput, 8 at once"
 
   defp min_pow2(v), do: :math.pow(2, Float.floor(:math.log2(v)))
   defp max_pow2(v), do: :math.pow(2, Float.ceil(:math.log2(v)))

@@ -69,6 +69,31 @@ defmodule Bench.Scenarios do
     end
   end
 
+  ## 1b. Throughput, N children at once: total MB/s at the owner (one
+  ## process per child, each draining its own)
+
+  def throughput_par(impl, bytes, n) do
+    t0 = now()
+
+    got =
+      1..n
+      |> Enum.map(fn _ ->
+        Task.async(fn ->
+          Process.flag(:trap_exit, true)
+          h = Impl.open(impl, "head", ["-c", Integer.to_string(bytes), "/dev/zero"], [])
+          drain(impl, h, 0)
+        end)
+      end)
+      |> Task.await_many(600_000)
+
+    dt = now() - t0
+
+    for g <- got,
+        do: Bench.Integrity.record!(impl, "throughput, #{n} at once", bytes, g)
+
+    %{mbps: n * bytes * 1000 / dt}
+  end
+
   ## 2. Round trip: SIZE-byte messages through `cat`, one at a time
 
   def round_trip(impl, count, size, warmup) do
@@ -222,13 +247,71 @@ defmodule Bench.Scenarios do
     end
   end
 
+  ## 4b. Close: `cat` is closed; ms until it is gone (or a zombie)
+
+  # The plain Port closes its port: cat sees EOF and exits. ProtonStream's
+  # close stops the program (SIGTERM to its group).
+  def close_gone(impl, samples) do
+    ms =
+      for _ <- 1..samples do
+        h = Impl.open(impl, "cat", [])
+        os = Impl.os_pid(impl, h)
+        t0 = now()
+        if impl == :plain, do: Port.close(h), else: send(h, {self(), :close})
+        t = wait_gone([os], t0, 10_000)
+        if impl != :plain, do: Impl.await_closed(impl, h)
+        t
+      end
+
+    %{close: ms}
+  end
+
+  ## 4c. Mass kill: COUNT owners, one `sleep 600` each, all killed at once;
+  ## ms until every child is gone. (No plain Port figure: `sleep` ignores
+  ## its stdin, so a plain Port cannot stop it.)
+
+  def mass_kill(:plain, _count), do: %{}
+
+  def mass_kill(impl, count) do
+    parent = self()
+
+    owners =
+      for _ <- 1..count do
+        spawn(fn ->
+          h = Impl.open(impl, "sleep", ["600"])
+          send(parent, {:child, self(), Impl.os_pid(impl, h)})
+          Process.sleep(:infinity)
+        end)
+      end
+
+    children =
+      for owner <- owners do
+        receive do
+          {:child, ^owner, os} -> os
+        after
+          120_000 -> raise "#{impl}: mass kill: a child did not start"
+        end
+      end
+
+    t0 = now()
+    for owner <- owners, do: Process.exit(owner, :kill)
+    %{mass_kill: wait_gone(children, t0, 120_000)}
+  end
+
   ## 5. Memory: COUNT children of `sleep 60` alive at once
 
-  # port: RSS (and PSS) of each ps_port process, averaged; node: growth of a
+  # isolated: RSS (and PSS) of each ps_port process, averaged; shared: growth
+  # of a freshly started shared ps_port's RSS per child; node: growth of a
   # fresh node's RSS per child; plain: nothing outside the BEAM. For every
   # implementation also the BEAM's own growth per child.
   def memory(impl, count, ps_port) do
-    fresh = if impl == :node, do: Bench.Node.start_extra!(ps_port)
+    fresh =
+      case impl do
+        :node -> Bench.Node.start_extra!(ps_port)
+        :shared -> fresh_shared_port()
+        _ -> nil
+      end
+
     Process.sleep(200)
     base_rss = if fresh, do: rss_kib(fresh.os_pid), else: 0
     :erlang.garbage_collect()
@@ -237,7 +320,7 @@ defmodule Bench.Scenarios do
     handles =
       for _ <- 1..count do
         h =
-          if fresh,
+          if impl == :node,
             do: Bench.Node.with_node(fresh, fn -> Impl.open(:node, "sleep", ["60"]) end),
             else: Impl.open(impl, "sleep", ["60"])
 
@@ -252,13 +335,13 @@ defmodule Bench.Scenarios do
         :plain ->
           {0.0, 0.0}
 
-        :port ->
+        :isolated ->
           helpers = Enum.map(handles, fn {_h, os} -> ppid(os) end)
           rss = Enum.map(helpers, &rss_kib/1)
           pss = Enum.map(helpers, &pss_kib/1)
           {Enum.sum(rss) / count, Enum.sum(pss) / count}
 
-        :node ->
+        helper when helper in [:node, :shared] ->
           grow = (rss_kib(fresh.os_pid) - base_rss) / count
           {grow, grow}
       end
@@ -267,8 +350,19 @@ defmodule Bench.Scenarios do
 
     for {h, _} <- handles, do: Impl.await_closed(impl, h)
 
-    if fresh, do: Bench.Node.stop_extra(fresh)
+    if impl == :node, do: Bench.Node.stop_extra(fresh)
     %{mem_rss: rss, mem_pss: pss, mem_beam: beam_per}
+  end
+
+  # The shared ps_port started afresh (its router restarted by the
+  # application's supervisor), running one program so it exists.
+  defp fresh_shared_port do
+    sup = ProtonStream.Supervisor
+    :ok = Supervisor.terminate_child(sup, ProtonStream.SharedPort)
+    {:ok, _} = Supervisor.restart_child(sup, ProtonStream.SharedPort)
+    h = Impl.open(:shared, "true", [])
+    Impl.await_exit(:shared, h)
+    %{os_pid: ProtonStream.SharedPort.os_pid()}
   end
 
   defp ppid(pid) do

@@ -107,6 +107,7 @@ defmodule ProtonStreamTest.LocalTest do
     end
 
     @tag timeout: 300_000
+    @tag :scale
     test "1 000 programs, their owners all killed at once: every program is gone", %{m: m} do
       test_pid = self()
 

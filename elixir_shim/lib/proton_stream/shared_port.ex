@@ -11,13 +11,15 @@ defmodule ProtonStream.SharedPort do
   You do not call this module directly; `ProtonStream.Transport.Shared` is
   its client, used by `ProtonStream.Server`. What it does for a program:
 
-    * **Open**: the server calls `open/3`; the router picks the next id,
-      sends `{:environ, env}` first when the VM's environment changed since
-      the last one it sent (compared by hash, so `System.put_env/2` before an
-      open is honoured by a ps_port started long ago), then
-      `{:open, id, opts}`, and replies when `{:started, id, os_pid}` or
-      `{:spawn_error, ...}` arrives. It never blocks on an open: many are in
-      flight at once.
+    * **Open**: the server calls `{:open, options, owner, hash, environ}`;
+      the router picks the next id, sends `{:environ, env}` first when the
+      VM's environment changed since the last one it sent (compared by hash,
+      so `System.put_env/2` before an open is honoured by a ps_port started
+      long ago; the opener reads the environment and makes the frame only
+      when its hash differs from `environ_hash/0`), then `{:open, id, opts}`,
+      and replies `{:ok, id, port, os_pid}` when `{:started, id, os_pid}` or
+      an error when `{:spawn_error, ...}` arrives. It never blocks on an
+      open: many are in flight at once.
     * **Output** (message mode): `{ps, {:data, _}}` / `{ps, {:error, _}}` go
       from here straight to the owner, then `{:ack, id, n}` to ps_port. Each
       frame costs a header match, a map lookup, a send and an ack: nothing
@@ -86,18 +88,12 @@ defmodule ProtonStream.SharedPort do
   end
 
   @doc """
-  Opens a program for the calling server. `owner` is the owner in message
-  mode (output goes to it) or `nil` (callback mode: output goes to the
-  caller). `env` is `:os.getenv/0` as seen by the caller.
-
-  Returns `{:ok, id, port, os_pid}` or `{:error, {:spawn_error, reason,
-  message}}`.
+  The hash of the environment last sent to the shared ps_port (what an
+  opener compares its `:erlang.phash2(:os.getenv())` with, to send the
+  environment only when it changed), or nil.
   """
-  @spec open(map(), pid() | nil, [charlist()], timeout()) ::
-          {:ok, Frames.id(), port(), pos_integer()} | {:error, term()}
-  def open(options, owner, env, timeout) do
-    GenServer.call(__MODULE__, {:open, options, owner, env}, timeout)
-  end
+  @spec environ_hash() :: integer() | nil
+  def environ_hash, do: :persistent_term.get({__MODULE__, :environ_hash}, nil)
 
   @doc "The OS pid of the shared ps_port, or nil when none runs (for tests and the bench)."
   @spec os_pid() :: pos_integer() | nil
@@ -114,10 +110,10 @@ defmodule ProtonStream.SharedPort do
   end
 
   @impl GenServer
-  def handle_call({:open, options, owner, env}, {ps, _} = from, state) do
+  def handle_call({:open, options, owner, hash, environ}, {ps, _} = from, state) do
     case ensure_port(state) do
       {:ok, state} ->
-        {:noreply, start_child(state, options, owner, env, ps, from)}
+        {:noreply, start_child(state, options, owner, {hash, environ}, ps, from)}
 
       {:error, reason, state} ->
         {:reply, {:error, reason}, state}
@@ -396,11 +392,9 @@ defmodule ProtonStream.SharedPort do
 
   ## Opening programs and the port
 
-  defp start_child(state, options, owner, env, ps, from) do
+  defp start_child(state, options, owner, {hash, environ}, ps, from) do
     id = state.next_id
-    hash = :erlang.phash2(env)
-
-    if hash != state.environ_hash, do: Port.command(state.port, Frames.environ(env))
+    if hash != state.environ_hash, do: send_environ(state.port, hash, environ)
     Port.command(state.port, Frames.open(id, options))
 
     ps_ref = Process.monitor(ps)
@@ -432,6 +426,16 @@ defmodule ProtonStream.SharedPort do
       state
   end
 
+  # The opener sends the frame when its hash differs from the last one it
+  # saw published; when another open changed it meanwhile, read it here.
+  defp send_environ(port, hash, environ) do
+    frame = environ || Frames.environ(:os.getenv())
+    Port.command(port, frame)
+
+    if hash != :persistent_term.get({__MODULE__, :environ_hash}, nil),
+      do: :persistent_term.put({__MODULE__, :environ_hash}, hash)
+  end
+
   defp ensure_port(%{port: nil} = state) do
     path = ProtonStream.Port.executable()
 
@@ -445,6 +449,9 @@ defmodule ProtonStream.SharedPort do
           args: ["--shared"]
         ])
 
+      # A new ps_port starts from its own environment: send the VM's at the
+      # next open.
+      :persistent_term.erase({__MODULE__, :environ_hash})
       {:ok, %{state | port: port, environ_hash: nil}}
     else
       {:error,

@@ -33,7 +33,9 @@ defmodule ProtonStream.Transport.Shared do
       router ->
         ref = Process.monitor(router)
 
-        case call(router, {:open, options, owner, :os.getenv()}, @open_timeout) do
+        {hash, environ} = environ(SharedPort.environ_hash())
+
+        case call(router, {:open, options, owner, hash, environ}, @open_timeout) do
           {:ok, id, port, os_pid} ->
             {:ok, %__MODULE__{id: id, port: port, router: router, router_ref: ref}, os_pid}
 
@@ -41,6 +43,25 @@ defmodule ProtonStream.Transport.Shared do
             Process.demonitor(ref, [:flush])
             error
         end
+    end
+  end
+
+  # The VM's environment, hashed, and as an {:environ, _} frame when the
+  # router's last one differs. Read in a throwaway process: the environment
+  # as charlists is tens of KiB, which would otherwise stay on this
+  # (mostly idle) server's heap; the frame is a refc binary, not copied.
+  defp environ(last_hash) do
+    parent = self()
+    ref = make_ref()
+
+    spawn_link(fn ->
+      env = :os.getenv()
+      hash = :erlang.phash2(env)
+      send(parent, {ref, hash, if(hash != last_hash, do: Frames.environ(env))})
+    end)
+
+    receive do
+      {^ref, hash, environ} -> {hash, environ}
     end
   end
 
