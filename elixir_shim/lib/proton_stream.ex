@@ -47,11 +47,11 @@ defmodule ProtonStream do
   the kernel's OOM killer (memory cgroup limit), the reason is still
   `{:signal, 9}` and a warning with the number of OOM kills is logged.
 
-  When the owner dies, the process closes the port and stops (reason `:normal`
-  when the owner exited normally, else `{:shutdown, {:owner_exited, reason}}`,
-  which is not logged as a crash), and ps_port terminates the program and all
-  its descendants: SIGTERM, then SIGKILL after `:delay_to_sigkill`
-  milliseconds (default 500).
+  When the owner dies, the process stops (reason `:normal` when the owner
+  exited normally, else `{:shutdown, {:owner_exited, reason}}`, which is not
+  logged as a crash), and ps_port terminates the program and all its
+  descendants: SIGTERM, then SIGKILL after `:delay_to_sigkill` milliseconds
+  (default 500).
 
   ## Callback module mode
 
@@ -90,6 +90,28 @@ defmodule ProtonStream do
   `{:stop, reason, state}`. In this mode `{pid, {:command, data}}`,
   `{pid, :close}`, `{pid, :eof}` and `{pid, {:signal, n}}` are accepted from
   any process.
+
+  ## Shared and isolated helpers
+
+  Without `:node`, programs run in the VM's one shared `ps_port`
+  (`ps_port --shared`), started and supervised by the `:proton_stream`
+  application (`ProtonStream.SharedPort`): an open costs a fork, not a new
+  helper process. `ps` is still a process of its own (a
+  `ProtonStream.Server`), but in message mode the output goes from the
+  shared port's process straight to the owner. Windows are per program: an
+  owner that never reads stops only its own program.
+
+  With `isolated: true`, the program gets a `ps_port --packet` of its own,
+  as in proton_stream 1.8.
+
+  Should the shared `ps_port` die (killed, crashed), every owner gets
+  `{:EXIT, ps, {:ps_port_exited, status}}` (`status` as the VM reports the
+  helper's exit, `137` for SIGKILL; callback modules get the same reason in
+  `handle_exit/2`), every program and descendant goes down, and a new shared
+  `ps_port` is started at once. If the process that owns the shared port
+  dies, the reason is `{:ps_port_exited, {:shared_port_down, reason}}`. The
+  shared `ps_port` starts each program from the VM's environment as it is
+  at the open (`System.put_env/2` before an open counts).
 
   ## Flow control
 
@@ -177,7 +199,9 @@ defmodule ProtonStream do
       directory, the file's mode, a missing `#!` interpreter, the argument
       sizes and ARG_MAX, the user or group asked for).
     * If ps_port itself dies without reporting the program's exit, the reason
-      is `{:ps_port_exited, status}`.
+      is `{:ps_port_exited, status}` (see "Shared and isolated helpers").
+    * Without the `:proton_stream` application started, a program that is
+      not isolated cannot be opened: `{:error, {:spawn_error, :noproc, message}}`.
 
   ## Differences from proton_stream 1.8
 
@@ -348,7 +372,8 @@ defmodule ProtonStream do
   `ProtonStream.Options` for the options: `:cd`, `:env`, `:arg0`,
   `:cgroup_controllers`, `:cgroup_base`, `:cgroup_path`, `:cgroup_sets`,
   `:delay_to_sigkill`, `:uid`, `:gid`, `:stdio_window`, `:stderr_to_stdout`,
-  `:capture_stderr_only`, `:parallelism`, `:stdin_limit`, and `:node` (with
+  `:capture_stderr_only`, `:parallelism`, `:stdin_limit`, `:isolated` (a
+  ps_port of its own, see "Shared and isolated helpers"), and `:node` (with
   `:flow`) to run the program on a ps_port node (see "Node mode" above).
 
   Returns `{:ok, pid}` once the program runs, or

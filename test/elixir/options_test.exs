@@ -168,7 +168,9 @@ defmodule ProtonStreamTest.OptionsTest do
       stderr_to_stdout: "true",
       stderr_to_stdout: nil,
       capture_stderr_only: 1,
-      parallelism: :yes
+      parallelism: :yes,
+      isolated: "true",
+      isolated: nil
     ]
 
     for {{key, value}, i} <- Enum.with_index(@bad_values) do
@@ -268,6 +270,23 @@ defmodule ProtonStreamTest.OptionsTest do
                    fn ->
                      Options.validate(:stream, "true", [], cgroup_controllers: ["cpu"])
                    end
+
+      assert_raise ArgumentError, ~r/invalid options :isolated and :node/, fn ->
+        ProtonStream.open("true", [], isolated: true, node: :ps@host)
+      end
+    end
+
+    test ":isolated is a boolean, kept as given; isolated: false is the shared ps_port" do
+      assert %{isolated: true} = Options.validate(:stream, "true", [], isolated: true)
+      assert %{isolated: false} = Options.validate(:stream, "true", [], isolated: false)
+
+      assert ProtonStream.Transport.for_options(%{isolated: true}) ==
+               ProtonStream.Transport.Isolated
+
+      assert ProtonStream.Transport.for_options(%{isolated: false}) ==
+               ProtonStream.Transport.Shared
+
+      assert ProtonStream.Transport.for_options(%{node: :a@b}) == ProtonStream.Transport.Remote
     end
   end
 

@@ -1,6 +1,6 @@
 defmodule ProtonStreamTest.Cases.Callback do
   @moduledoc """
-  Callback module mode (`ProtonStream.start_link/5`), shared by port mode
+  Callback module mode (`ProtonStream.start_link/5`), shared by the shared ps_port
   (`ProtonStreamTest.CallbackTest`) and node mode
   (`ProtonStreamTest.NodeMode.CallbackTest`); see
   `ProtonStreamTest.Cases.Messages` for how the sharing works. Every test is

@@ -1,6 +1,6 @@
 defmodule ProtonStreamTest.Cases.Cgroup do
   @moduledoc """
-  The cgroup options at work, shared by port mode
+  The cgroup options at work, shared by the shared ps_port
   (`ProtonStreamTest.CgroupTest`) and node mode
   (`ProtonStreamTest.NodeMode.CgroupTest`); see
   `ProtonStreamTest.Cases.Messages` for how the sharing works. Needs root

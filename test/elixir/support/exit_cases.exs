@@ -1,12 +1,13 @@
 defmodule ProtonStreamTest.Cases.Exit do
   @moduledoc """
-  Exit reasons, spawn errors and the owner-killed contract, shared by port
-  mode (`ProtonStreamTest.ExitTest`) and node mode
+  Exit reasons, spawn errors and the owner-killed contract, shared by the
+  shared ps_port (`ProtonStreamTest.ExitTest`), `isolated: true` and node mode
   (`ProtonStreamTest.NodeMode.ExitTest`); see `ProtonStreamTest.Cases.Messages`
   for how the sharing works.
 
   Not shared: the server's stop reason when the owner crashes
-  (`{:shutdown, {:owner_exited, reason}}`), a port mode server detail.
+  (`{:shutdown, {:owner_exited, reason}}`), a local server detail
+  (`ProtonStreamTest.Cases.Local`).
 
   The modules using this are not async: the timing assertions (the ones
   issue 3 asks for) should not compete with the throughput tests for the CPU.

@@ -1,13 +1,14 @@
 defmodule ProtonStreamTest.Cases.Messages do
   @moduledoc """
-  Message mode, shared by port mode (`ProtonStreamTest.MessagesTest`) and
-  node mode (`ProtonStreamTest.NodeMode.MessagesTest`): every message to and
-  from a ProtonStream process. `use ProtonStreamTest.Cases.Messages, mode:
-  :port | :node` inserts the tests; each test gets `m`, the mode's options,
-  from `ProtonStreamTest.Mode.context/1`.
+  Message mode, shared by the shared ps_port (`ProtonStreamTest.MessagesTest`),
+  `isolated: true` (`ProtonStreamTest.Isolated.MessagesTest`) and node mode
+  (`ProtonStreamTest.NodeMode.MessagesTest`): every message to and from a
+  ProtonStream process. `use ProtonStreamTest.Cases.Messages, mode: :shared
+  | :isolated | :node` inserts the tests; each test gets `m`, the mode's
+  options, from `ProtonStreamTest.Mode.context/1`.
 
-  Not shared, because they are about port mode's local server, and stay in
-  `ProtonStreamTest.MessagesTest`:
+  Not shared, because they are about the local server (shared and
+  isolated), and live in `ProtonStreamTest.Cases.Local`:
 
     * the owner is *linked* to `ps`, and the link moves with `:connect`
       (node mode: `ps` is the node's pid and nothing is linked, see
@@ -17,7 +18,7 @@ defmodule ProtonStreamTest.Cases.Messages do
     * the server's stop reason `{:shutdown, {:owner_exited, reason}}`;
     * unexpected messages are logged here (a node logs them itself);
     * `signal/2`'s argument checks and `muontrap_path/0`, which start no
-      program.
+      program (in `ProtonStreamTest.MessagesTest`).
   """
 
   defmacro __using__(mode: mode) do

@@ -1,6 +1,6 @@
 defmodule ProtonStreamTest.Cases.Options do
   @moduledoc """
-  What every option does to a program, shared by port mode
+  What every option does to a program, shared by the shared ps_port
   (`ProtonStreamTest.OptionsTest`) and node mode
   (`ProtonStreamTest.NodeMode.OptionsTest`); see
   `ProtonStreamTest.Cases.Messages` for how the sharing works.

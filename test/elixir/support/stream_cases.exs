@@ -1,6 +1,6 @@
 defmodule ProtonStreamTest.Cases.Stream do
   @moduledoc """
-  Output fidelity and flow control, shared by port mode
+  Output fidelity and flow control, shared by the shared ps_port
   (`ProtonStreamTest.StreamTest`) and node mode
   (`ProtonStreamTest.NodeMode.StreamTest`): nothing lost, nothing
   reordered, and in callback mode the window bounds what waits in the
