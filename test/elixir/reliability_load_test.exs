@@ -1,6 +1,7 @@
 defmodule ProtonStreamTest.ReliabilityLoadTest do
-  # Port mode under load through the shim (docs/reliability.md): this VM is
-  # the node whose descriptors, zombies and memory are counted. Node mode's
+  # The shared ps_port and isolated: true under load through the shim
+  # (docs/reliability.md): this VM is the node whose descriptors, zombies
+  # and memory are counted. Node mode's
   # load test is test/go/reliability_load_test.go.
   use ExUnit.Case, async: false
 
@@ -9,26 +10,35 @@ defmodule ProtonStreamTest.ReliabilityLoadTest do
   @moduletag :cgroup
   @moduletag timeout: 600_000
 
-  test "2 000 opens in a row and 200 at once leave no zombie, descriptor, cgroup or memory behind" do
+  for mode <- [:shared, :isolated] do
+    @tag mode: mode
+    test "2 000 opens in a row and 200 at once leave no zombie, descriptor, cgroup or memory behind (#{mode})",
+         %{mode: mode} do
+      load(ProtonStreamTest.Mode.context(mode))
+    end
+  end
+
+  defp load(%{m: m, mode: mode}) do
     base = Helpers.create_cgroup!(["pids"])
-    cg = [cgroup_controllers: ["pids"], cgroup_base: base]
+    cg = [cgroup_controllers: ["pids"], cgroup_base: base] ++ m
 
     # Warm up: the code, the allocators, a burst larger than the load's.
-    :ok = open_seq(50, fn i -> if rem(i, 10) == 0, do: cg, else: [] end)
-    :ok = open_par(250, [])
+    :ok = open_seq(50, fn i -> if rem(i, 10) == 0, do: cg, else: m end)
+    :ok = open_par(250, m)
     before = settle(base)
 
     {seq_us, :ok} =
-      :timer.tc(fn -> open_seq(2000, fn i -> if rem(i, 10) == 0, do: cg, else: [] end) end)
+      :timer.tc(fn -> open_seq(2000, fn i -> if rem(i, 10) == 0, do: cg, else: m end) end)
 
-    {par_us, :ok} = :timer.tc(fn -> open_par(200, []) end)
+    {par_us, :ok} = :timer.tc(fn -> open_par(200, m) end)
     after_ = settle(base)
 
     report =
-      "port mode (shim): 2 000 opens in a row #{div(seq_us, 1000)} ms " <>
+      "#{mode} (shim): 2 000 opens in a row #{div(seq_us, 1000)} ms " <>
         "(#{Float.round(seq_us / 2000 / 1000, 1)} ms each, a tenth in cgroups), 200 at once #{div(par_us, 1000)} ms; " <>
         "fds #{before.fds} -> #{after_.fds}, RSS #{before.rss} -> #{after_.rss} KiB, " <>
-        "#{length(after_.zombies)} zombies, #{after_.groups} cgroups, #{after_.helpers} ps_ports left"
+        "#{length(after_.zombies)} zombies, #{after_.groups} cgroups, #{after_.helpers} ps_ports " <>
+        "and #{after_.programs} programs left"
 
     if System.get_env("RELIABILITY_REPORT"), do: IO.puts("\n" <> report)
 
@@ -36,6 +46,7 @@ defmodule ProtonStreamTest.ReliabilityLoadTest do
     assert after_.zombies == [], report
     assert after_.groups == 0, report
     assert after_.helpers == 0, report
+    assert after_.programs == 0, report
     assert after_.rss <= before.rss * 1.10, report
   end
 
@@ -89,10 +100,19 @@ defmodule ProtonStreamTest.ReliabilityLoadTest do
   # Waits until nothing the programs left is there any more (or 10 s), then
   # counts: this VM's descriptors and RSS (after a GC of every process),
   # zombies among its children and erl_child_setup's, cgroups under base,
-  # and ps_port processes still running.
+  # ps_port processes still running (but the suite's node and the shared
+  # one, which stays), and programs still under the shared one.
   defp settle(base) do
     beam = String.to_integer(System.pid())
-    Helpers.wait_until(fn -> count(beam, base).helpers == 0 end, 10_000)
+
+    Helpers.wait_until(
+      fn ->
+        c = count(beam, base)
+        c.helpers + c.programs == 0
+      end,
+      10_000
+    )
+
     for p <- Process.list(), do: :erlang.garbage_collect(p)
     Process.sleep(1000)
     for p <- Process.list(), do: :erlang.garbage_collect(p)
@@ -107,7 +127,14 @@ defmodule ProtonStreamTest.ReliabilityLoadTest do
       fds: length(File.ls!("/proc/#{beam}/fd")),
       rss: rss(beam),
       zombies: for({pid, _} <- kids, state(pid) == "Z", do: pid),
-      helpers: Enum.count(kids, fn {pid, name} -> name == :ps_port and not node_mode?(pid) end),
+      helpers:
+        Enum.count(kids, fn {pid, name} ->
+          name == :ps_port and helper_kind(pid) not in ["node", "--shared"]
+        end),
+      programs:
+        Enum.sum(
+          for {pid, :ps_port} <- kids, helper_kind(pid) == "--shared", do: length(children(pid))
+        ),
       groups: groups_under(base)
     }
   end
@@ -121,11 +148,12 @@ defmodule ProtonStreamTest.ReliabilityLoadTest do
         do: {pid, comm |> String.trim() |> String.to_atom()}
   end
 
-  # The suite's ps_port node (test_helper.exs) is a child of this VM too.
-  defp node_mode?(pid) do
+  # ps_port's first argument: "node" for the suite's ps_port node
+  # (test_helper.exs), a child of this VM too; "--shared" for the shared one.
+  defp helper_kind(pid) do
     case File.read("/proc/#{pid}/cmdline") do
-      {:ok, cmdline} -> Enum.at(String.split(cmdline, <<0>>), 1) == "node"
-      {:error, _} -> false
+      {:ok, cmdline} -> Enum.at(String.split(cmdline, <<0>>), 1)
+      {:error, _} -> nil
     end
   end
 

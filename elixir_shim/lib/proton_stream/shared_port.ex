@@ -74,7 +74,11 @@ defmodule ProtonStream.SharedPort do
     ]
   end
 
-  defstruct port: nil, next_id: 1, environ_hash: nil, children: %{}, refs: %{}
+  # `served` says a program has started on the current port: only a port
+  # that worked is replaced at once when it dies (a ps_port that cannot even
+  # start a program would be restarted in a loop); otherwise the next open
+  # starts a new one.
+  defstruct port: nil, served: false, next_id: 1, environ_hash: nil, children: %{}, refs: %{}
 
   @doc "Starts the router (the `:proton_stream` application does)."
   @spec start_link(keyword()) :: GenServer.on_start()
@@ -228,7 +232,7 @@ defmodule ProtonStream.SharedPort do
         GenServer.reply(child.from, {:ok, id, state.port, os_pid})
         # Stopped while starting (its owner or server went): output is dropped.
         running = if child.stop_sent, do: :stopping, else: :running
-        put_child(state, id, %{child | state: running, from: nil})
+        put_child(%{state | served: true}, id, %{child | state: running, from: nil})
 
       _ ->
         state
@@ -452,7 +456,7 @@ defmodule ProtonStream.SharedPort do
       # A new ps_port starts from its own environment: send the VM's at the
       # next open.
       :persistent_term.erase({__MODULE__, :environ_hash})
-      {:ok, %{state | port: port, environ_hash: nil}}
+      {:ok, %{state | port: port, served: false, environ_hash: nil}}
     else
       {:error,
        {:spawn_error, :enoent,
@@ -474,7 +478,8 @@ defmodule ProtonStream.SharedPort do
     Logger.error(
       "ProtonStream: the shared ps_port exited (#{inspect(status)}) with " <>
         "#{map_size(state.children)} program(s) on it; each owner gets " <>
-        "{:ps_port_exited, #{inspect(status)}} and a new ps_port is started"
+        "{:ps_port_exited, #{inspect(status)}}" <>
+        if(state.served, do: "; a new ps_port is started", else: "")
     )
 
     reason = {:ps_port_exited, status}
@@ -489,6 +494,10 @@ defmodule ProtonStream.SharedPort do
           else: forget(acc, id, child)
       end)
 
+    if state.served, do: restart_port(state), else: state
+  end
+
+  defp restart_port(state) do
     case ensure_port(state) do
       {:ok, state} ->
         state
