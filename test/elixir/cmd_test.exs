@@ -1,5 +1,5 @@
 defmodule ProtonStreamTest.CmdTest do
-  # ProtonStream.cmd/3 and stream!/3 through a port (support/cmd_cases.exs).
+  # ProtonStream.cmd/3 and stream!/3 through the VM's shared ps_port (support/cmd_cases.exs).
   use ExUnit.Case, async: false
-  use ProtonStreamTest.Cases.Cmd, mode: :port
+  use ProtonStreamTest.Cases.Cmd, mode: :shared
 end

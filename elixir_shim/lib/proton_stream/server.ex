@@ -345,6 +345,8 @@ defmodule ProtonStream.Server do
   # (message mode) is told first, as a ps_port node tells it. With the
   # shared ps_port in message mode, its router has told the owner already
   # ({:oom_killed_sent, count}), in order with the output.
+  defp handle_event({:oom_killed_sent, count}, state), do: {:noreply, log_oom(count, state)}
+
   defp handle_event({:oom_killed, count}, state) do
     if state.module == nil, do: send(state.owner, {self(), {:oom_killed, count}})
     {:noreply, log_oom(count, state)}
@@ -456,7 +458,8 @@ defmodule ProtonStream.Server do
 
   # ProtonStream.cgroup_path/1 and statistics/1.
   def handle_call({:"$proton_stream", :info}, _from, state) do
-    {:reply, %{cgroup_path: state.cgroup_path, output_byte_count: state.output_bytes}, state}
+    bytes = state.output_bytes + state.transport.output_bytes(state.handle)
+    {:reply, %{cgroup_path: state.cgroup_path, output_byte_count: bytes}, state}
   end
 
   def handle_call(request, from, %{module: module} = state) when module != nil do

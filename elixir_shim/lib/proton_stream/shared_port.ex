@@ -11,7 +11,9 @@ defmodule ProtonStream.SharedPort do
   You do not call this module directly; `ProtonStream.Transport.Shared` is
   its client, used by `ProtonStream.Server`. What it does for a program:
 
-    * **Open**: the server calls `{:open, options, owner, hash, environ}`;
+    * **Open**: the server calls `{:open, options, owner, hash, environ,
+      counter}` (`counter` counts message mode's output bytes, for
+      `ProtonStream.statistics/1`);
       the router picks the next id, sends `{:environ, env}` first when the
       VM's environment changed since the last one it sent (compared by hash,
       so `System.put_env/2` before an open is honoured by a ps_port started
@@ -69,6 +71,7 @@ defmodule ProtonStream.SharedPort do
       :from,
       :closed,
       :command,
+      :counter,
       state: :starting,
       stop_sent: false
     ]
@@ -114,10 +117,18 @@ defmodule ProtonStream.SharedPort do
   end
 
   @impl GenServer
-  def handle_call({:open, options, owner, hash, environ}, {ps, _} = from, state) do
+  def handle_call({:open, options, owner, hash, environ, counter}, {ps, _} = from, state) do
     case ensure_port(state) do
       {:ok, state} ->
-        {:noreply, start_child(state, options, owner, {hash, environ}, ps, from)}
+        child = %Child{
+          ps: ps,
+          owner: owner,
+          from: from,
+          command: options.command,
+          counter: counter
+        }
+
+        {:noreply, start_child(state, options, child, {hash, environ})}
 
       {:error, reason, state} ->
         {:reply, {:error, reason}, state}
@@ -210,9 +221,10 @@ defmodule ProtonStream.SharedPort do
       %{^id => %Child{state: :running, owner: nil, ps: ps}} ->
         send(ps, {:"$ps_shared", id, {tag, data}})
 
-      %{^id => %Child{state: :running, owner: owner, ps: ps}} ->
+      %{^id => %Child{state: :running, owner: owner, ps: ps, counter: counter}} ->
         send(owner, {ps, {if(tag == :stdout, do: :data, else: :error), data}})
         send_frame(state.port, Frames.ack(id, byte_size(data)))
+        :counters.add(counter, 1, byte_size(data))
 
       # Stopping: nobody wants it; the ack keeps a program that ignores
       # SIGTERM from blocking on a full window until its SIGKILL.
@@ -265,12 +277,14 @@ defmodule ProtonStream.SharedPort do
       %{^id => %Child{owner: nil, ps: ps}} ->
         send(ps, {:"$ps_shared", id, {:oom_killed, count}})
 
-      %{^id => %Child{} = child} ->
-        Logger.warning(
-          "ProtonStream: #{child.command} was killed by the kernel's OOM killer " <>
-            "(#{count} OOM kill(s) in its cgroup); its exit reason stays {:signal, 9}",
-          oom_kills: count
-        )
+      # The owner hears it in order with the output; the server logs it
+      # (reading the kernel log is no work for this process).
+      %{^id => %Child{state: :running, owner: owner, ps: ps}} ->
+        send(owner, {ps, {:oom_killed, count}})
+        send(ps, {:"$ps_shared", id, {:oom_killed_sent, count}})
+
+      %{^id => %Child{ps: ps}} ->
+        send(ps, {:"$ps_shared", id, {:oom_killed_sent, count}})
 
       _ ->
         :ok
@@ -396,7 +410,7 @@ defmodule ProtonStream.SharedPort do
 
   ## Opening programs and the port
 
-  defp start_child(state, options, owner, {hash, environ}, ps, from) do
+  defp start_child(state, options, %Child{ps: ps, owner: owner} = child, {hash, environ}) do
     id = state.next_id
     if hash != state.environ_hash, do: send_environ(state.port, hash, environ)
     Port.command(state.port, Frames.open(id, options))
@@ -405,15 +419,7 @@ defmodule ProtonStream.SharedPort do
     owner_ref = if owner, do: Process.monitor(owner)
     refs = Map.put(state.refs, ps_ref, id)
     refs = if owner_ref, do: Map.put(refs, owner_ref, id), else: refs
-
-    child = %Child{
-      ps: ps,
-      owner: owner,
-      ps_ref: ps_ref,
-      owner_ref: owner_ref,
-      from: from,
-      command: options.command
-    }
+    child = %{child | ps_ref: ps_ref, owner_ref: owner_ref}
 
     %{
       state
@@ -426,7 +432,7 @@ defmodule ProtonStream.SharedPort do
     # The port died under us; its exit message follows and fails the
     # pending opens, this one included.
     ArgumentError ->
-      GenServer.reply(from, {:error, port_error("the shared ps_port is gone")})
+      GenServer.reply(child.from, {:error, port_error("the shared ps_port is gone")})
       state
   end
 

@@ -26,6 +26,7 @@ defmodule ProtonStream.Transport do
       then acknowledged with `c:ack/2`;
     * `{:error, reason, message}` - a refused request or another problem;
     * `{:oom_killed, count}` - the OOM killer struck in its memory cgroup;
+    * `{:oom_killed_sent, count}` - the same, the owner has been told already;
     * `{:exit, reason}` - the program is gone after all its output; the
       server reports `reason`;
     * `{:exit_sent, reason}` - the same, but the owner has already been sent
@@ -37,6 +38,7 @@ defmodule ProtonStream.Transport do
           | {:stderr, binary()}
           | {:error, atom(), binary()}
           | {:oom_killed, non_neg_integer()}
+          | {:oom_killed_sent, non_neg_integer()}
           | {:exit, ProtonStream.exit_reason()}
           | {:exit_sent, ProtonStream.exit_reason()}
 
@@ -74,6 +76,13 @@ defmodule ProtonStream.Transport do
   a pid, gets `{ps, :closed}` once the calling server is gone.
   """
   @callback close(handle(), reply_to :: pid() | nil) :: :ok
+
+  @doc """
+  Output bytes passed on without going through the server (the shared
+  port's router sends message mode's output straight to the owner); the
+  server adds what it passed on itself.
+  """
+  @callback output_bytes(handle()) :: non_neg_integer()
 
   @doc "The transport module for validated options."
   @spec for_options(ProtonStream.Options.t()) :: module()

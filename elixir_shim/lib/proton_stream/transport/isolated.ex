@@ -116,6 +116,9 @@ defmodule ProtonStream.Transport.Isolated do
   def ack(h, bytes), do: ok(PsPort.ack(h.port, bytes))
 
   @impl ProtonStream.Transport
+  def output_bytes(_h), do: 0
+
+  @impl ProtonStream.Transport
   def connect(_h, old_owner, _new_owner) do
     send(old_owner, {self(), :connected})
     :ok

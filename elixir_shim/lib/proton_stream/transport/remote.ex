@@ -97,6 +97,9 @@ defmodule ProtonStream.Transport.Remote do
   def ack(h, bytes), do: request(h, {:ack, bytes})
 
   @impl ProtonStream.Transport
+  def output_bytes(_h), do: 0
+
+  @impl ProtonStream.Transport
   def connect(_h, old_owner, _new_owner) do
     send(old_owner, {self(), :connected})
     :ok

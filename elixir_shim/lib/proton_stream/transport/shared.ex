@@ -17,7 +17,7 @@ defmodule ProtonStream.Transport.Shared do
   alias ProtonStream.SharedFrames, as: Frames
   alias ProtonStream.SharedPort
 
-  defstruct [:id, :port, :router, :router_ref]
+  defstruct [:id, :port, :router, :router_ref, :counter]
 
   @open_timeout 15_000
 
@@ -34,10 +34,13 @@ defmodule ProtonStream.Transport.Shared do
         ref = Process.monitor(router)
 
         {hash, environ} = environ(SharedPort.environ_hash())
+        # Message mode's output bytes, counted by the router.
+        counter = if owner, do: :counters.new(1, [])
 
-        case call(router, {:open, options, owner, hash, environ}, @open_timeout) do
+        case call(router, {:open, options, owner, hash, environ, counter}, @open_timeout) do
           {:ok, id, port, os_pid} ->
-            {:ok, %__MODULE__{id: id, port: port, router: router, router_ref: ref}, os_pid}
+            h = %__MODULE__{id: id, port: port, router: router, router_ref: ref, counter: counter}
+            {:ok, h, os_pid}
 
           {:error, _} = error ->
             Process.demonitor(ref, [:flush])
@@ -102,6 +105,10 @@ defmodule ProtonStream.Transport.Shared do
 
   @impl ProtonStream.Transport
   def ack(h, bytes), do: write(h, Frames.ack(h.id, bytes))
+
+  @impl ProtonStream.Transport
+  def output_bytes(%__MODULE__{counter: nil}), do: 0
+  def output_bytes(%__MODULE__{counter: counter}), do: :counters.get(counter, 1)
 
   @impl ProtonStream.Transport
   def connect(h, old_owner, new_owner) do
