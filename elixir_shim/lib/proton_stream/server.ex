@@ -345,8 +345,6 @@ defmodule ProtonStream.Server do
   # (message mode) is told first, as a ps_port node tells it. With the
   # shared ps_port in message mode, its router has told the owner already
   # ({:oom_killed_sent, count}), in order with the output.
-  defp handle_event({:oom_killed_sent, count}, state), do: {:noreply, log_oom(count, state)}
-
   defp handle_event({:oom_killed, count}, state) do
     if state.module == nil, do: send(state.owner, {self(), {:oom_killed, count}})
     {:noreply, log_oom(count, state)}
@@ -383,27 +381,34 @@ defmodule ProtonStream.Server do
   end
 
   defp log_oom(count, state) do
-    Logger.warning(
-      "ProtonStream: the kernel's OOM killer killed #{oom_victims(state, count)} " <>
-        "(#{count} OOM kill(s) in cgroup #{state.cgroup_path}) while running #{state.command} " <>
-        "(os pid #{state.os_pid})",
-      oom_kills: count,
-      os_pid: state.os_pid
-    )
-
+    log_oom(count, state.command, state.os_pid, state.cgroup_path)
     %{state | oom_kills: count}
   end
 
-  defp oom_victims(%{cgroup_path: nil}, _count), do: "a process"
+  @doc false
+  # Logs an OOM notice for `command`: which processes the kernel killed, as
+  # its log names them (reads dmesg). Also used by ProtonStream.SharedPort.
+  @spec log_oom(pos_integer(), binary(), pos_integer() | nil, binary() | nil) :: :ok
+  def log_oom(count, command, os_pid, cgroup_path) do
+    Logger.warning(
+      "ProtonStream: the kernel's OOM killer killed #{oom_victims(cgroup_path, os_pid, count)} " <>
+        "(#{count} OOM kill(s) in cgroup #{cgroup_path}) while running #{command} " <>
+        "(os pid #{os_pid})",
+      oom_kills: count,
+      os_pid: os_pid
+    )
+  end
 
-  defp oom_victims(state, count) do
-    case Enum.take(ProtonStream.Cgroup.oom_victims(state.cgroup_path), -count) do
+  defp oom_victims(nil, _os_pid, _count), do: "a process"
+
+  defp oom_victims(cgroup_path, os_pid, count) do
+    case Enum.take(ProtonStream.Cgroup.oom_victims(cgroup_path), -count) do
       [] ->
         "a process (the kernel log, which names it, could not be read)"
 
       victims ->
         Enum.map_join(victims, ", ", fn {pid, name} ->
-          if pid == state.os_pid,
+          if pid == os_pid,
             do: "#{name} (os pid #{pid}, the program itself)",
             else: "#{name} (os pid #{pid})"
         end)

@@ -72,6 +72,11 @@ defmodule ProtonStream.SharedPort do
       :closed,
       :command,
       :counter,
+      :os_pid,
+      :cgroup_path,
+      # Message mode: an OOM notice is being logged; the exit waits for it.
+      :held_exit,
+      oom_logging: false,
       state: :starting,
       stop_sent: false
     ]
@@ -125,7 +130,8 @@ defmodule ProtonStream.SharedPort do
           owner: owner,
           from: from,
           command: options.command,
-          counter: counter
+          counter: counter,
+          cgroup_path: Map.get(options, :cgroup_path)
         }
 
         {:noreply, start_child(state, options, child, {hash, environ})}
@@ -192,6 +198,20 @@ defmodule ProtonStream.SharedPort do
 
   def handle_info({:EXIT, _old_port, _reason}, state), do: {:noreply, state}
 
+  # An OOM notice is logged: a held exit may go now.
+  def handle_info({:oom_logged, id}, state) do
+    case state.children do
+      %{^id => %Child{held_exit: nil} = child} ->
+        {:noreply, put_child(state, id, %{child | oom_logging: false})}
+
+      %{^id => %Child{held_exit: reason} = child} ->
+        {:noreply, exited(state, id, %{child | oom_logging: false, held_exit: nil}, reason)}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
   def handle_info({:DOWN, ref, :process, _pid, _reason}, state) do
     case Map.pop(state.refs, ref) do
       {nil, _} -> {:noreply, state}
@@ -244,7 +264,8 @@ defmodule ProtonStream.SharedPort do
         GenServer.reply(child.from, {:ok, id, state.port, os_pid})
         # Stopped while starting (its owner or server went): output is dropped.
         running = if child.stop_sent, do: :stopping, else: :running
-        put_child(%{state | served: true}, id, %{child | state: running, from: nil})
+        child = %{child | state: running, from: nil, os_pid: os_pid}
+        put_child(%{state | served: true}, id, child)
 
       _ ->
         state
@@ -276,21 +297,25 @@ defmodule ProtonStream.SharedPort do
     case state.children do
       %{^id => %Child{owner: nil, ps: ps}} ->
         send(ps, {:"$ps_shared", id, {:oom_killed, count}})
+        state
 
-      # The owner hears it in order with the output; the server logs it
-      # (reading the kernel log is no work for this process).
-      %{^id => %Child{state: :running, owner: owner, ps: ps}} ->
+      # The owner hears it in order with the output. The notice is logged
+      # by a process of its own (it reads the kernel log: no work for this
+      # one), and the exit, which follows, waits for it (:held_exit).
+      %{^id => %Child{state: :running, owner: owner, ps: ps} = child} ->
         send(owner, {ps, {:oom_killed, count}})
-        send(ps, {:"$ps_shared", id, {:oom_killed_sent, count}})
+        router = self()
 
-      %{^id => %Child{ps: ps}} ->
-        send(ps, {:"$ps_shared", id, {:oom_killed_sent, count}})
+        spawn(fn ->
+          ProtonStream.Server.log_oom(count, child.command, child.os_pid, child.cgroup_path)
+          send(router, {:oom_logged, id})
+        end)
+
+        put_child(state, id, %{child | oom_logging: true})
 
       _ ->
-        :ok
+        state
     end
-
-    state
   end
 
   defp handle_frame({:error, id, reason, message}, state) when is_integer(id) do
@@ -339,6 +364,9 @@ defmodule ProtonStream.SharedPort do
     send(child.ps, {:"$ps_shared", id, {:exit, reason}})
     mark_exited(state, id, child)
   end
+
+  defp exited(state, id, %Child{state: :running, oom_logging: true} = child, reason),
+    do: put_child(state, id, %{child | held_exit: reason})
 
   defp exited(state, id, %Child{state: :running} = child, reason) do
     send(child.owner, {:EXIT, child.ps, reason})

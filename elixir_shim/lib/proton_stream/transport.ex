@@ -26,7 +26,6 @@ defmodule ProtonStream.Transport do
       then acknowledged with `c:ack/2`;
     * `{:error, reason, message}` - a refused request or another problem;
     * `{:oom_killed, count}` - the OOM killer struck in its memory cgroup;
-    * `{:oom_killed_sent, count}` - the same, the owner has been told already;
     * `{:exit, reason}` - the program is gone after all its output; the
       server reports `reason`;
     * `{:exit_sent, reason}` - the same, but the owner has already been sent
@@ -38,7 +37,6 @@ defmodule ProtonStream.Transport do
           | {:stderr, binary()}
           | {:error, atom(), binary()}
           | {:oom_killed, non_neg_integer()}
-          | {:oom_killed_sent, non_neg_integer()}
           | {:exit, ProtonStream.exit_reason()}
           | {:exit_sent, ProtonStream.exit_reason()}
 
