@@ -1,5 +1,5 @@
 defmodule ProtonStreamTest.PtyTest do
-  # pty: true through a port (support/pty_cases.exs).
+  # pty: true through the VM's shared ps_port (support/pty_cases.exs).
   use ExUnit.Case, async: true
-  use ProtonStreamTest.Cases.Pty, mode: :port
+  use ProtonStreamTest.Cases.Pty, mode: :shared
 end
