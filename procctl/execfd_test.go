@@ -69,6 +69,27 @@ func TestExecRunsTheOpenFile(t *testing.T) {
 	if r.stdout() != "cat\n" {
 		t.Fatalf("comm of a binary run by descriptor: %q", r.stdout())
 	}
+	// The program's descriptor above every one of the child's stdio (which
+	// Go's fork could otherwise reuse for its own pipe before the exec).
+	var low []*os.File
+	for i := 0; i < 32; i++ {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		low = append(low, f)
+	}
+	high := openPath(t, "/bin/cat")
+	for _, f := range low {
+		f.Close()
+	}
+	for i := 0; i < 20; i++ {
+		r = &recorder{}
+		c = start(t, Spec{Path: "/bin/cat", Args: []string{"/proc/self/comm"}, Exec: high}, r)
+		if st := c.Wait(); st != (ExitStatus{}) || r.stdout() != "cat\n" {
+			t.Fatalf("a program descriptor (%d) above the stdio ones: %v %q %q", high.Fd(), st, r.stdout(), r.err.String())
+		}
+	}
 	// A file that is not a program: as execve says.
 	_, err = Start(Spec{Path: "/etc/passwd", Exec: openPath(t, "/etc/passwd")}, &recorder{})
 	if se, ok := err.(*SpawnError); !ok || se.Reason != "eacces" || se.Err == nil || !strings.Contains(se.Error(), "/etc/passwd") {
