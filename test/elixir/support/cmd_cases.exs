@@ -48,6 +48,32 @@ defmodule ProtonStreamTest.Cases.Cmd do
           assert {"zero\n", 0} = ProtonStream.cmd("sh", ["-c", "echo $0"], [arg0: "zero"] ++ m)
         end
 
+        test "ProtonStream's own options apply: :uid/:gid, :delay_to_sigkill", %{m: m} do
+          assert {"65534 65534\n", 0} =
+                   ProtonStream.cmd(
+                     "sh",
+                     ["-c", "echo $(id -u) $(id -g)"],
+                     [uid: 65534, gid: 65534] ++ m
+                   )
+
+          assert ["65534\n"] =
+                   ProtonStream.stream!("id", ["-u"], [uid: 65534, gid: 65534] ++ m)
+                   |> Enum.to_list()
+
+          # A program that ignores SIGTERM still goes at the timeout.
+          script = ~S(trap "" TERM; echo $$; exec sleep 1000)
+
+          assert {out, :timeout} =
+                   ProtonStream.cmd(
+                     "sh",
+                     ["-c", script],
+                     [timeout: 300, delay_to_sigkill: 100] ++ m
+                   )
+
+          os_pid = out |> String.trim() |> String.to_integer()
+          assert wait_until(fn -> not os_pid_alive?(os_pid) end)
+        end
+
         test "stderr: to the console by default, merged, discarded or logged", %{m: m} do
           script = "echo out; echo err >&2"
 

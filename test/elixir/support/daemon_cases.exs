@@ -258,6 +258,22 @@ defmodule ProtonStreamTest.Cases.Daemon do
           assert stats["memory.events"]["oom_kill"] == 0
         end
 
+        test "cmd/3 and stream!/3 take :cgroup", %{m: m, base: base} do
+          script =
+            "cat /sys/fs/cgroup/memory$(grep :memory: /proc/self/cgroup | cut -d: -f3)/memory.limit_in_bytes"
+
+          script =
+            if ProtonStream.Cgroup.unified?(),
+              do: "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max",
+              else: script
+
+          opts = [cgroup: %{memory_max: 64 * 1024 * 1024}, cgroup_base: base] ++ m
+          assert {"67108864\n", 0} = ProtonStream.cmd("sh", ["-c", script], opts)
+
+          assert ["67108864\n"] =
+                   ProtonStream.stream!("sh", ["-c", script], opts) |> Enum.to_list()
+        end
+
         test "open/3 takes :cgroup too; the group is gone when the exit comes",
              %{m: m, base: base, cg: cg} do
           Process.flag(:trap_exit, true)
