@@ -152,6 +152,32 @@ defmodule ProtonStreamTest.Cases.Cmd do
           end
         end
 
+        @tag timeout: 120_000
+        test "200 runs from 50 callers at once: every output right, nothing left behind",
+             %{m: m} do
+          results =
+            1..200
+            |> Task.async_stream(
+              fn i ->
+                Process.flag(:trap_exit, rem(i, 2) == 0)
+                {out, status} = ProtonStream.cmd("sh", ["-c", "seq 1 #{i}; exit #{rem(i, 7)}"], m)
+                {:messages, left} = Process.info(self(), :messages)
+                {i, out, status, left}
+              end,
+              max_concurrency: 50,
+              timeout: 60_000
+            )
+            |> Enum.map(fn {:ok, result} -> result end)
+
+          for {i, out, status, left} <- results do
+            assert out == Enum.map_join(1..i, &"#{&1}\n")
+            assert status == rem(i, 7)
+            assert left == []
+          end
+
+          assert_mailbox_empty()
+        end
+
         test "a caller that dies takes the program's tree with it", %{m: m} do
           file = Path.join(System.tmp_dir!(), "proton_stream_cmd_#{rand_hex()}")
           on_exit(fn -> File.rm(file) end)
