@@ -100,7 +100,7 @@ func (n *Node) openProgram(req *openRequest, env []string) (*program, error) {
 	}
 	// Before the --allow check: a relative program under a missing cd would
 	// otherwise be refused as not allowed, naming a path that cannot exist.
-	if err := n.checkDir(req.dir, req.command); err != nil {
+	if err := procctl.CheckDir(req.command, req.dir); err != nil {
 		return nil, err
 	}
 	if procRelative(p) {

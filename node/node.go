@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log"
 	"net"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ergo-services/ergo"
@@ -270,59 +268,18 @@ func (n *Node) openError(err error) etf.Term {
 	var ba *badarg
 	var na *notAllowedError
 	var se *procctl.SpawnError
-	var de *dirError
 	var ce *cgroupError
 	switch {
 	case errors.As(err, &ba):
 		return errorTerm(ba.term())
 	case errors.As(err, &na):
 		return errorTerm(etf.Tuple{etf.Atom("not_allowed"), []byte(na.path)})
-	case errors.As(err, &de):
-		return errorTerm(etf.Tuple{etf.Atom("enoent"), []byte(de.Error())})
 	case errors.As(err, &se):
 		return errorTerm(etf.Tuple{etf.Atom(se.Reason), []byte(se.Error())})
 	case errors.As(err, &ce):
 		return errorTerm(etf.Tuple{etf.Atom("badcgroup"), []byte(ce.Error())})
 	}
 	return errorTerm(etf.Tuple{etf.Atom("einval"), []byte(err.Error())})
-}
-
-// dirError is a cd that is not an existing directory. Port mode reports
-// it with procctl's "cannot start DIR" message, which reads like a missing
-// program; this one says which path it is.
-type dirError struct {
-	dir, command, node string
-	err                error
-}
-
-func (e *dirError) Error() string {
-	return fmt.Sprintf("working directory (cd) %q: %v; %q was not started: give as cd a directory that exists on %s",
-		e.dir, e.err, e.command, e.node)
-}
-
-func (e *dirError) Unwrap() error { return e.err }
-
-// checkDir reports a cd (dir, "" for none) that is not an existing
-// directory.
-func (n *Node) checkDir(dir, command string) error {
-	if dir == "" {
-		return nil
-	}
-	st, err := os.Stat(dir)
-	var why error
-	switch {
-	case err != nil:
-		why = err
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			why = pe.Err // without the path, which the message names once
-		}
-	case !st.IsDir():
-		why = syscall.ENOTDIR
-	default:
-		return nil
-	}
-	return &dirError{dir: dir, command: command, node: n.Name(), err: why}
 }
 
 type cgroupError struct{ err error }

@@ -91,7 +91,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		spec.Window = DefaultWindow
 	}
 	spec.DelayToSIGKILL = max(spec.DelayToSIGKILL, 0)
-	if err := checkDir(spec.Path, spec.Dir); err != nil {
+	if err := CheckDir(spec.Path, spec.Dir); err != nil {
 		return nil, err
 	}
 	path := spec.Path

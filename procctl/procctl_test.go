@@ -218,9 +218,9 @@ func TestSpawnErrors(t *testing.T) {
 		{Spec{Path: "no_such_program_xyz"}, "enoent", `cannot start "no_such_program_xyz": no such file or directory: not found in PATH`},
 		{Spec{Path: "/etc/passwd"}, "eacces", `cannot start "/etc/passwd": permission denied`},
 		{Spec{Path: "true", Dir: "/no/such/dir"}, "enoent",
-			`cannot start "true": working directory (cd) "/no/such/dir": no such file or directory; give as cd a directory that exists`},
+			`working directory (cd) "/no/such/dir": no such file or directory; "true" was not started: give as cd a directory that exists`},
 		{Spec{Path: "./prog", Dir: "/etc/passwd"}, "enoent",
-			`cannot start "./prog": working directory (cd) "/etc/passwd": not a directory; give as cd a directory that exists`},
+			`working directory (cd) "/etc/passwd": not a directory; "./prog" was not started: give as cd a directory that exists`},
 		{Spec{Path: ""}, "badarg", "empty program name"},
 	}
 	for _, c := range cases {

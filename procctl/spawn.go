@@ -95,6 +95,10 @@ type SpawnError struct {
 }
 
 func (e *SpawnError) Error() string {
+	var de *DirError
+	if errors.As(e.Err, &de) {
+		return de.Error() // says which path it is, not "cannot start"
+	}
 	if e.Reason == "baduser" || e.Reason == "badgroup" {
 		// Path is the user or group (LookupCredential does not know the
 		// program); Err names it as such.
@@ -236,11 +240,25 @@ func Resolve(program, dir string, env []string) (string, error) {
 		Err: fmt.Errorf("%w: not found in PATH (%s); give an absolute path or fix PATH", syscall.ENOENT, pathEnv)}
 }
 
-// checkDir reports a working directory dir ("" for none) that is not an
-// existing directory, as a SpawnError that names it. The reason is enoent
-// also for a path that is not a directory, as in node mode: it is what
-// callers match on.
-func checkDir(program, dir string) error {
+// DirError is a working directory (cd) that is not an existing directory.
+type DirError struct {
+	Dir, Program string
+	Err          error // why: ENOENT, ENOTDIR, EACCES...
+}
+
+func (e *DirError) Error() string {
+	return fmt.Sprintf("working directory (cd) %q: %v; %q was not started: give as cd a directory that exists", e.Dir, e.Err, e.Program)
+}
+
+func (e *DirError) Unwrap() error { return e.Err }
+
+// CheckDir reports a working directory dir ("" for none) that is not an
+// existing directory: a SpawnError (reason enoent, also for a path that is
+// not a directory: it is what callers match on) wrapping a DirError. Start
+// checks its Spec.Dir with it; a transport that must check earlier (node
+// mode, before --allow) calls it itself, so the check and its words are
+// the same in every mode.
+func CheckDir(program, dir string) error {
 	if dir == "" {
 		return nil
 	}
@@ -256,8 +274,7 @@ func checkDir(program, dir string) error {
 	case st.IsDir():
 		return nil
 	}
-	return &SpawnError{Reason: "enoent", Path: program,
-		Err: fmt.Errorf("working directory (cd) %q: %w; give as cd a directory that exists", dir, why)}
+	return &SpawnError{Reason: "enoent", Path: program, Err: &DirError{Dir: dir, Program: program, Err: why}}
 }
 
 // registry holds every live child. Forking and registering happen under its
