@@ -86,6 +86,15 @@ defmodule ProtonStream.Remote do
     options
     |> Map.drop([:command, :args, :node, :cgroup_base, :cgroup, :pty, :pty_size])
     |> Map.put_new(:stdin_limit, @default_stdin_limit)
+    |> Map.update(:env, [], &env_binaries/1)
+  end
+
+  # Names and values go as binaries: the node weighs a request as decoded
+  # (--max-request), and a charlist costs a list cell per byte there, so a
+  # 3 MiB environment sent as charlists weighed 54 MB and was refused as
+  # :too_large instead of reaching exec.
+  defp env_binaries(env) do
+    Enum.map(env, fn {name, value} -> {List.to_string(name), value && List.to_string(value)} end)
   end
 
   defp open_error({:enoent, message}, _node) when is_binary(message) do
