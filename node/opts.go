@@ -373,22 +373,8 @@ func relPath(option, p string) error {
 	return nil
 }
 
-// environ applies the request's env and unset to base.
+// environ applies the request's env and unset to base, as every mode does
+// (host.Environ).
 func (r *openRequest) environ(base []string) []string {
-	drop := make(map[string]bool)
-	for _, k := range r.unset {
-		drop[k] = true
-	}
-	for _, kv := range r.env {
-		k, _, _ := strings.Cut(kv, "=")
-		drop[k] = true
-	}
-	env := make([]string, 0, len(base)+len(r.env))
-	for _, kv := range base {
-		k, _, _ := strings.Cut(kv, "=")
-		if !drop[k] {
-			env = append(env, kv)
-		}
-	}
-	return append(env, r.env...)
+	return host.Environ(base, r.env, r.unset)
 }
