@@ -14,8 +14,10 @@ deps:
 
 build: $(BIN)
 
+# Two binaries: ps_port (port mode, lean to start) and ps_port_node, which
+# "ps_port node" execs from the same directory.
 $(BIN): $(GO_FILES) go.mod go.sum
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $@ ./cmd/ps_port
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o bin/ ./cmd/ps_port ./cmd/ps_port_node
 
 lint:
 	@unformatted=$$(gofmt -l $(GO_FILES)); \

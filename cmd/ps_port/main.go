@@ -1,7 +1,9 @@
 // Command ps_port runs an OS process for an Erlang or Elixir owner and keeps
 // it contained. It is an Erlang port (docs/protocol.md; MuonTrap-compatible
 // flags) or, with "ps_port node", a distributed Erlang node hosting many
-// processes. This file only wires the packages together.
+// processes: that is the binary ps_port_node beside it, exec'd, so that
+// port mode links and initialises nothing of node mode. This file only
+// wires the packages together.
 package main
 
 import (
@@ -24,7 +26,7 @@ func main() {
 
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "node" {
-		return nodeMain(args[1:])
+		return execNode(args[1:])
 	}
 	cfg, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {

@@ -2,12 +2,15 @@ defmodule Mix.Tasks.Compile.PsPort do
   @shortdoc "Builds the ps_port helper with `go build` into priv/"
 
   @moduledoc """
-  Builds the Go helper `ps_port` into the application's `priv/ps_port`.
+  Builds the Go helper `ps_port` into the application's `priv/ps_port`, and
+  beside it `priv/ps_port_node`, node mode, which `ps_port node` execs (a
+  binary of its own so that port mode, started once per child, does not
+  link and initialise node mode's packages).
 
   Runs, in the repository root (the directory above `elixir_shim/` that holds
   `go.mod`, or `$PS_PORT_SRC` when set):
 
-      go build -trimpath -ldflags=-s -o <app>/priv/ps_port ./cmd/ps_port
+      go build -trimpath -ldflags=-s -o <app>/priv/ ./cmd/ps_port ./cmd/ps_port_node
 
   `GOOS`, `GOARCH`, `GOARM` and `CGO_ENABLED` are taken from the environment so
   cross builds (Nerves and the like) work; `CGO_ENABLED` defaults to `0`. The
@@ -35,7 +38,8 @@ defmodule Mix.Tasks.Compile.PsPort do
     out = binary_path()
     stamp = {build_env(), sources_digest(src)}
 
-    if opts[:force] || not File.regular?(out) || read_manifest() != stamp do
+    if opts[:force] || not File.regular?(out) || not File.regular?(node_binary_path()) ||
+         read_manifest() != stamp do
       build!(src, out, stamp)
       {:ok, []}
     else
@@ -49,6 +53,7 @@ defmodule Mix.Tasks.Compile.PsPort do
   @impl Mix.Task.Compiler
   def clean do
     File.rm(binary_path())
+    File.rm(node_binary_path())
     File.rm(manifest_path())
     :ok
   end
@@ -67,6 +72,10 @@ defmodule Mix.Tasks.Compile.PsPort do
   end
 
   defp binary_path, do: Path.join(Mix.Project.app_path(), "priv/ps_port")
+  defp node_binary_path, do: Path.join(Mix.Project.app_path(), "priv/ps_port_node")
+
+  # The binaries go build makes, both into priv/ (named after their directories).
+  @packages ["./cmd/ps_port", "./cmd/ps_port_node"]
 
   defp manifest_path, do: Path.join(Mix.Project.manifest_path(), "compile.ps_port")
 
@@ -149,7 +158,7 @@ defmodule Mix.Tasks.Compile.PsPort do
     hint = duration_hint(cache)
     env = env ++ module_env!(go, src, env, modcache)
     File.mkdir_p!(Path.dirname(out))
-    args = ["build", "-trimpath", "-ldflags=-s", "-o", out, "./cmd/ps_port"]
+    args = ["build", "-trimpath", "-ldflags=-s", "-o", Path.dirname(out) <> "/" | @packages]
 
     Mix.shell().info(
       "Compiling ps_port, proton_stream's Go helper, with #{version} " <>
@@ -280,7 +289,7 @@ defmodule Mix.Tasks.Compile.PsPort do
   defp module_env!(go, src, env, modcache) do
     offline = [{"GOPROXY", "off"}, {"GOTOOLCHAIN", "local"} | env]
 
-    case System.cmd(go, ["list", "-deps", "./cmd/ps_port"],
+    case System.cmd(go, ["list", "-deps" | @packages],
            cd: src,
            env: offline,
            stderr_to_stdout: true

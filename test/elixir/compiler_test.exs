@@ -47,7 +47,12 @@ defmodule ProtonStreamTest.CompilerTest do
     echo "env: GOOS=${GOOS-} GOARCH=${GOARCH-} CGO_ENABLED=${CGO_ENABLED-}" >> #{log}
     if [ -n "${FAKE_GO_FAIL-}" ]; then echo "fake go: $FAKE_GO_FAIL"; exit 1; fi
     while [ $# -gt 0 ]; do
-      if [ "$1" = "-o" ]; then echo fake > "$2"; fi
+      if [ "$1" = "-o" ]; then
+        case "$2" in
+          */) echo fake > "$2ps_port"; echo fake > "$2ps_port_node" ;;
+          *) echo fake > "$2" ;;
+        esac
+      fi
       shift
     done
     """)
@@ -87,7 +92,10 @@ defmodule ProtonStreamTest.CompilerTest do
     {out, 0} = mix_compile(ctx, [{"GOOS", "linux"}, {"GOARCH", "arm64"}])
     assert out =~ "Compiling ps_port"
     assert [entry] = log_entries(ctx.log)
-    assert entry =~ "build -trimpath -ldflags=-s -o #{binary(ctx)} ./cmd/ps_port\n"
+
+    assert entry =~
+             "build -trimpath -ldflags=-s -o #{Path.dirname(binary(ctx))}/ ./cmd/ps_port ./cmd/ps_port_node\n"
+
     assert entry =~ "cwd: #{ctx.src}\n"
     # CGO_ENABLED defaults to 0.
     assert entry =~ "env: GOOS=linux GOARCH=arm64 CGO_ENABLED=0\n"
@@ -119,6 +127,12 @@ defmodule ProtonStreamTest.CompilerTest do
     {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
     assert out =~ "Compiling ps_port"
     assert File.exists?(binary(ctx))
+
+    # So is a missing ps_port_node (node mode, which ps_port node execs).
+    File.rm!(binary(ctx) <> "_node")
+    {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
+    assert out =~ "Compiling ps_port"
+    assert File.exists?(binary(ctx) <> "_node")
   end
 
   test "says what it builds and how long it takes; a cold cache is named as such", ctx do

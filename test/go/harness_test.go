@@ -36,7 +36,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	psPort = filepath.Join(dir, "ps_port")
-	build := exec.Command("go", "build", "-o", psPort, "../../cmd/ps_port")
+	// Both binaries: "ps_port node" execs ps_port_node beside it.
+	build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/ps_port", "../../cmd/ps_port_node")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building ps_port:", err)

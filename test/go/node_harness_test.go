@@ -36,7 +36,8 @@ func psPortBinary(t *testing.T) string {
 			return
 		}
 		p := filepath.Join(dir, "ps_port")
-		out, err := exec.Command("go", "build", "-o", p, "../../cmd/ps_port").CombinedOutput()
+		// ps_port node execs ps_port_node from ps_port's directory.
+		out, err := exec.Command("go", "build", "-o", dir+"/", "../../cmd/ps_port", "../../cmd/ps_port_node").CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("building ps_port: %v\n%s", err, out)
 			return
