@@ -9,31 +9,48 @@ import (
 
 // flowCtl is flow control by the owner's message_queue_len (flow:
 // :queue_len). It remembers the size of every data message sent to the
-// owner and not yet known to be consumed. When they add up to half the
-// window it asks the owner's node for process_info(Owner,
+// owner and not yet known to be consumed. When they add up to a quarter of
+// the window it asks the owner's node for process_info(Owner,
 // message_queue_len) through rex. That request travels on the same
 // connection as the data, after it (one protocol handler keeps order), so
 // every message counted before it was asked is in the owner's queue or
-// consumed by the time it is answered. With n messages counted and a queue
-// of q, at least n-q of the oldest were consumed: their bytes go back to the
-// window. Other messages in the owner's queue only make this more cautious.
+// consumed by the time it is answered. With n messages counted in all
+// before the request and a queue of q, at least the oldest n-q were
+// consumed: their bytes go back to the window. Other messages in the
+// owner's queue only make this more cautious.
+//
+// Two polls may be out at once (the second once another quarter window was
+// sent after the first), so the window does not sit idle for a whole round
+// trip; counts are absolute, so answers may come in any order. No goroutine
+// waits while nothing is sent: each poll runs on a goroutine of its own,
+// and a poll that freed nothing is retried from a timer.
 type flowCtl struct {
 	c *child
 
-	mu        sync.Mutex
-	cond      sync.Cond
-	sizes     []int // sizes of counted messages, oldest first
-	total     int
-	dest      etf.Pid
-	epoch     int // bumped when the owner changes
-	stopped   bool
-	threshold int
+	mu         sync.Mutex
+	sizes      []int // sizes of the messages not known consumed, oldest first
+	total      int   // their sum
+	counted    int   // messages counted since the start (absolute)
+	consumed   int   // of which known consumed: sizes[0] is message number consumed
+	sentBytes  int   // bytes counted since the start
+	polledAt   int   // sentBytes when the last poll was asked
+	inflight   int   // polls out
+	dest       etf.Pid
+	epoch      int  // bumped when the owner changes
+	stopped    bool // the child is done
+	waiting    bool // a retry timer is armed
+	timer      *time.Timer
+	threshold  int
+	pause      time.Duration // retry delay after a poll that freed nothing
+	stalled    time.Time     // since when polls free nothing
+	checkEvery time.Duration // how long stalled before the queue is looked at
 }
 
+// maxInflight is how many polls may be out at once.
+const maxInflight = 2
+
 func newFlowCtl(c *child, window int) *flowCtl {
-	f := &flowCtl{c: c, dest: c.req.owner, threshold: max(1, window/2)}
-	f.cond.L = &f.mu
-	return f
+	return &flowCtl{c: c, dest: c.req.owner, threshold: max(1, window/4)}
 }
 
 // sent counts a data message of n bytes handed to the connection.
@@ -41,10 +58,23 @@ func (f *flowCtl) sent(n int) {
 	f.mu.Lock()
 	f.sizes = append(f.sizes, n)
 	f.total += n
-	if f.total >= f.threshold {
-		f.cond.Signal()
-	}
+	f.counted++
+	f.sentBytes += n
+	f.maybePoll()
 	f.mu.Unlock()
+}
+
+// maybePoll starts a poll when one is due; f.mu is held.
+func (f *flowCtl) maybePoll() {
+	if f.stopped || f.waiting || f.total < f.threshold {
+		return
+	}
+	if f.inflight >= maxInflight || (f.inflight > 0 && f.sentBytes-f.polledAt < f.threshold) {
+		return
+	}
+	f.inflight++
+	f.polledAt = f.sentBytes
+	go f.poll(f.counted, f.epoch, f.dest)
 }
 
 // reset starts over with a new owner: what the old one holds is its own.
@@ -52,7 +82,9 @@ func (f *flowCtl) reset(dest etf.Pid) {
 	f.mu.Lock()
 	total := f.total
 	f.sizes, f.total, f.dest = nil, 0, dest
+	f.consumed = f.counted
 	f.epoch++
+	f.stalled, f.checkEvery, f.pause = time.Time{}, 0, 0
 	f.mu.Unlock()
 	f.c.window.Ack(total)
 }
@@ -60,7 +92,10 @@ func (f *flowCtl) reset(dest etf.Pid) {
 func (f *flowCtl) stop() {
 	f.mu.Lock()
 	f.stopped = true
-	f.cond.Broadcast()
+	if f.timer != nil {
+		f.timer.Stop()
+	}
+	f.sizes = nil
 	f.mu.Unlock()
 }
 
@@ -76,66 +111,91 @@ const (
 	maxStallCheck = time.Second
 )
 
-func (f *flowCtl) run() {
-	pause := time.Duration(0)
-	var stalled time.Time
-	checkEvery := time.Duration(0)
-	for {
-		f.mu.Lock()
-		for !f.stopped && f.total < f.threshold {
-			f.cond.Wait()
-			pause = 0
-		}
-		if f.stopped {
-			f.mu.Unlock()
-			return
-		}
-		n, dest, epoch := len(f.sizes), f.dest, f.epoch
-		f.mu.Unlock()
-
-		q, err := f.c.n.rpc.queueLen(dest, rpcTimeout)
-		if err != nil || q < 0 {
-			// A dead or unreachable owner: its DOWN ends the child.
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		if n > q {
-			stalled = time.Time{}
-		} else if stalled.IsZero() {
-			stalled = time.Now()
-		}
-		if !stalled.IsZero() && time.Since(stalled) >= checkEvery && q <= stallQueue {
-			f.mu.Lock()
-			n = len(f.sizes) // counted before this request: see the type's comment
-			f.mu.Unlock()
-			if mine, err := f.c.n.rpc.pendingFrom(dest, f.c.self, rpcTimeout); err == nil && mine >= 0 {
-				if mine < q {
-					checkEvery = 0 // others' messages hold the queue: keep looking
-				} else {
-					checkEvery = min(max(2*checkEvery, 10*time.Millisecond), maxStallCheck)
-				}
-				q = mine
-			}
-			stalled = time.Now()
-		}
-		freed := 0
-		f.mu.Lock()
-		if f.epoch == epoch && n > q {
-			k := n - q
-			for _, s := range f.sizes[:k] {
-				freed += s
-			}
-			f.sizes = f.sizes[k:]
-			f.total -= freed
-		}
-		f.mu.Unlock()
-		if freed > 0 {
-			f.c.window.Ack(freed)
-			pause = 0
-			continue
-		}
-		// Nothing consumed yet: ask again a little later.
-		pause = min(max(pause*2, 200*time.Microsecond), 50*time.Millisecond)
-		time.Sleep(pause)
+// poll asks for the owner's queue length; n messages were counted before
+// the request.
+func (f *flowCtl) poll(n, epoch int, dest etf.Pid) {
+	rpc := f.c.n.rpc
+	q, err := rpc.queueLen(dest, rpcTimeout)
+	if err != nil || q < 0 {
+		// A dead or unreachable owner: its DOWN ends the child.
+		f.done(epoch, 0, 100*time.Millisecond)
+		return
 	}
+	freed := f.free(epoch, n-q)
+	if freed == 0 {
+		f.mu.Lock()
+		now := time.Now()
+		if f.stalled.IsZero() {
+			f.stalled = now
+		}
+		look := f.epoch == epoch && !f.stopped && now.Sub(f.stalled) >= f.checkEvery && q <= stallQueue
+		n = f.counted // counted before the next request: see the type's comment
+		f.mu.Unlock()
+		if look {
+			if mine, err := rpc.pendingFrom(dest, f.c.self, rpcTimeout); err == nil && mine >= 0 {
+				freed = f.free(epoch, n-mine)
+				f.mu.Lock()
+				if mine < q {
+					f.checkEvery = 0 // others' messages hold the queue: keep looking
+				} else {
+					f.checkEvery = min(max(2*f.checkEvery, 10*time.Millisecond), maxStallCheck)
+				}
+				f.stalled = time.Now()
+				f.mu.Unlock()
+			}
+		}
+	}
+	if freed > 0 {
+		f.done(epoch, freed, 0)
+		return
+	}
+	// Nothing consumed yet: ask again a little later.
+	f.mu.Lock()
+	f.pause = min(max(f.pause*2, 200*time.Microsecond), 50*time.Millisecond)
+	pause := f.pause
+	f.mu.Unlock()
+	f.done(epoch, 0, pause)
+}
+
+// free takes the messages before number upTo as consumed and returns their
+// bytes, which go back to the window.
+func (f *flowCtl) free(epoch, upTo int) int {
+	f.mu.Lock()
+	freed := 0
+	if f.epoch == epoch && !f.stopped && upTo > f.consumed {
+		k := min(upTo-f.consumed, len(f.sizes))
+		for _, s := range f.sizes[:k] {
+			freed += s
+		}
+		f.sizes = f.sizes[k:]
+		if len(f.sizes) == 0 {
+			f.sizes = nil // a burst's array is not kept
+		}
+		f.total -= freed
+		f.consumed += k
+		f.stalled, f.pause = time.Time{}, 0
+	}
+	f.mu.Unlock()
+	if freed > 0 {
+		f.c.window.Ack(freed)
+	}
+	return freed
+}
+
+// done ends a poll: the next one starts now when due, or after retry.
+func (f *flowCtl) done(epoch, freed int, retry time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inflight--
+	if retry > 0 && f.epoch == epoch && !f.stopped && f.inflight == 0 {
+		f.waiting = true
+		f.timer = time.AfterFunc(retry, func() {
+			f.mu.Lock()
+			f.waiting = false
+			f.maybePoll()
+			f.mu.Unlock()
+		})
+		return
+	}
+	f.maybePoll()
 }

@@ -36,6 +36,10 @@ type loopProc struct {
 	stop    chan string
 
 	inbox inbox
+	// direct: deliver runs handle on the caller's goroutine (the
+	// connection's reader) instead of queueing; only for a handle that
+	// never blocks and needs no order with its mailbox (rpcClient's).
+	direct bool
 }
 
 func newLoopProc(handle func(interface{}), onStart func(gen.Process)) *loopProc {
@@ -45,7 +49,13 @@ func newLoopProc(handle func(interface{}), onStart func(gen.Process)) *loopProc 
 }
 
 // deliver queues msg for handle; false once the loop has ended.
-func (l *loopProc) deliver(msg etf.Term) bool { return l.inbox.push(msg) }
+func (l *loopProc) deliver(msg etf.Term) bool {
+	if l.direct {
+		l.handle(msg)
+		return true
+	}
+	return l.inbox.push(msg)
+}
 
 // ProcessInit implements gen.ProcessBehavior.
 func (l *loopProc) ProcessInit(p gen.Process, args ...etf.Term) (gen.ProcessState, error) {

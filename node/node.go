@@ -374,9 +374,6 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	n.changed = time.Now()
 	n.mu.Unlock()
 	go c.checkAlive(req.owner)
-	if c.flow != nil {
-		go c.flow.run()
-	}
 	go func() {
 		c.sender(monitor)
 		if c.flow != nil {

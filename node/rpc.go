@@ -27,6 +27,9 @@ var errRPCTimeout = errors.New("rpc timed out")
 func newRPCClient() *rpcClient {
 	c := &rpcClient{pending: make(map[etf.Ref]chan etf.Term)}
 	c.loop = newLoopProc(c.handle, nil)
+	// A reply wakes its caller straight from the connection's reader: one
+	// goroutine hand-off less on flow control's round trip.
+	c.loop.direct = true
 	return c
 }
 
