@@ -51,6 +51,7 @@ type Request struct {
 	Stdin, Stdout, Stderr procctl.Stdio
 
 	Window         int           // flow-control window; procctl.DefaultWindow when 0
+	MaxRead        int           // largest output chunk (procctl.Spec.MaxRead); 64 KiB when 0
 	StdinLimit     int           // see DefaultStdinLimit (used when 0)
 	DelayToSIGKILL time.Duration // between SIGTERM and SIGKILL
 	Cgroup         cgroup.Spec   // no cgroup when Cgroup.Controllers is empty
@@ -95,6 +96,7 @@ func (r *Request) spec() (procctl.Spec, error) {
 		Stdout:         r.Stdout,
 		Stderr:         r.Stderr,
 		Window:         r.Window,
+		MaxRead:        r.MaxRead,
 		DelayToSIGKILL: r.DelayToSIGKILL,
 		Sweep:          r.Sweep,
 	}, nil

@@ -90,6 +90,12 @@ func newDistConn(conn lib.NetReadWriter, unlinkID bool, early []byte) *distConn 
 // through its buffer.
 const fragmentUnit = 63000
 
+// maxChunk is the most output one data message carries: with the message's
+// pids, tags and headers (under 1 000 bytes even with 255-byte node names)
+// it stays under fragmentUnit, so ergo sends it as one packet, which goes to
+// the socket without being cut and glued again (writeFragment).
+const maxChunk = 62000
+
 // maxCoalesce is the most a Write copies to send its pieces in one write.
 const maxCoalesce = 256 << 10
 

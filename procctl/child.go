@@ -389,7 +389,11 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 	if err != nil {
 		return
 	}
-	buf := make([]byte, readBuf)
+	size := readBuf
+	if c.spec.MaxRead > 0 && c.spec.MaxRead < readBuf {
+		size = c.spec.MaxRead
+	}
+	buf := make([]byte, size)
 	maxTake := len(buf)
 	if move != nil {
 		maxTake = moveMax

@@ -55,6 +55,10 @@ type Spec struct {
 
 	// Window is the flow-control window in bytes (DefaultWindow when 0).
 	Window int
+	// MaxRead is the most one read of an output pipe takes, and so the
+	// largest Sink call (64 KiB when 0 or more). Node mode keeps its
+	// messages under the size at which ergo fragments them.
+	MaxRead int
 	// DelayToSIGKILL is how long Terminate waits after SIGTERM before
 	// SIGKILL; 0 sends SIGKILL at once. DefaultDelayToSIGKILL is the usual.
 	DelayToSIGKILL time.Duration
