@@ -202,15 +202,27 @@ func checkEnvPatterns(patterns []string) error {
 	return nil
 }
 
+// localeEnv are the variables that name locales: glibc and gettext take a
+// name with a '/' in it for a path (outside setuid programs) and parse the
+// files there, so such a value is refused as loaderEnv is; C, C.UTF-8 or
+// en_US.UTF-8 are fine.
+var localeEnv = []string{"LANG", "LANGUAGE", "LC_*"}
+
 // checkEnv refuses a variable the request sets that the loader would act
-// on, unless an --allow-env pattern allows it. Removing one is fine.
+// on, or a locale named by path, unless an --allow-env pattern allows it.
+// Removing one is fine.
 func (n *Node) checkEnv(req *openRequest) error {
 	for _, kv := range req.env {
-		name, _, _ := strings.Cut(kv, "=")
-		if !matchName(loaderEnv, name) || matchName(n.cfg.AllowEnv, name) {
+		name, value, _ := strings.Cut(kv, "=")
+		if matchName(n.cfg.AllowEnv, name) {
 			continue
 		}
-		return bad("env", "%s is not allowed: it makes the dynamic loader or libc load code or read or write files the peer chooses; start ps_port node with --allow-env %s to allow it", name, name)
+		if matchName(loaderEnv, name) {
+			return bad("env", "%s is not allowed: it makes the dynamic loader or libc load code or read or write files the peer chooses; start ps_port node with --allow-env %s to allow it", name, name)
+		}
+		if matchName(localeEnv, name) && strings.Contains(value, "/") {
+			return bad("env", "%s=%q is not allowed: a locale name with '/' is a path whose files libc parses; give a locale name such as C.UTF-8, or start ps_port node with --allow-env %s", name, value, name)
+		}
 	}
 	return nil
 }

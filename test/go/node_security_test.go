@@ -170,6 +170,8 @@ func TestNodeSecLoaderEnvRefused(t *testing.T) {
 		{"NLSPATH", dir},
 		{"TZDIR", dir},
 		{"GLIBC_TUNABLES", "glibc.malloc.check=3"},
+		{"LC_ALL", dir + "/locale"},
+		{"LANGUAGE", "../../../" + dir},
 	} {
 		got := e.eval(fmt.Sprintf(`case open(<<"echo">>, [<<"hi">>], [{env, [{%q, %q}]}]) of {ok, P%d} -> collect(P%d); Err%d -> Err%d end`, kv[0], kv[1], i, i, i, i))
 		if !strings.HasPrefix(got, "{error,{badarg,env,<<") || !strings.Contains(got, kv[0]) || !strings.Contains(got, "--allow-env") {
