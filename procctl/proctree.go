@@ -171,7 +171,7 @@ type orphanRounds struct {
 
 	claimMu sync.Mutex
 	claims  map[string]*Child // terminating children by marker
-	sweeps  map[*Child]bool   // terminating children with Spec.Sweep: they claim every orphan
+	sweeps  map[*Child]bool   // terminating children with Spec.Sweep: they also claim every orphan no marker claims
 }
 
 var rounds = &orphanRounds{claims: make(map[string]*Child), sweeps: make(map[*Child]bool)}
@@ -193,10 +193,9 @@ func (r *orphanRounds) run(c *Child, sig syscall.Signal) int {
 	}
 	r.claimMu.Lock()
 	if !c.unclaimed {
+		r.claims[c.marker] = c
 		if c.spec.Sweep {
 			r.sweeps[c] = true
-		} else if c.marker != "" {
-			r.claims[c.marker] = c
 		}
 	}
 	r.claimMu.Unlock()
@@ -235,11 +234,8 @@ func (r *orphanRounds) round() {
 	for c := range r.sweeps {
 		sweep = c
 	}
-	for _, c := range claims {
+	for _, c := range claims { // sweepers are claimants too
 		c.prepareRound()
-	}
-	if sweep != nil {
-		sweep.prepareRound()
 	}
 	r.claimMu.Unlock()
 
