@@ -318,13 +318,18 @@ func relPublicBinary(t *testing.T) string {
 			return
 		}
 		os.Chmod(dir, 0o755)
-		src, err := os.ReadFile(psPortBinary(t))
-		if err != nil {
-			relPublicErr = err
-			return
+		// Both binaries: "ps_port node" execs ps_port_node beside it.
+		for _, name := range []string{"ps_port", "ps_port_node"} {
+			src, err := os.ReadFile(filepath.Join(filepath.Dir(psPortBinary(t)), name))
+			if err != nil {
+				relPublicErr = err
+				return
+			}
+			if relPublicErr = os.WriteFile(filepath.Join(dir, name), src, 0o755); relPublicErr != nil {
+				return
+			}
 		}
 		relPublicPath = filepath.Join(dir, "ps_port")
-		relPublicErr = os.WriteFile(relPublicPath, src, 0o755)
 	})
 	if relPublicErr != nil {
 		t.Fatal(relPublicErr)
