@@ -407,7 +407,7 @@ defmodule ProtonStream.Cgroup do
     path = "/" <> String.trim_leading(path, "/")
 
     with dmesg when is_binary(dmesg) <- System.find_executable("dmesg"),
-         {log, 0} <- System.cmd(dmesg, [], stderr_to_stdout: true) do
+         {log, 0} <- ProtonStream.Run.os_cmd(dmesg, [], stderr_to_stdout: true) do
       for line <- String.split(log, "\n"),
           [_, memcg, task, pid] <-
             [Regex.run(~r/oom-kill:.*oom_memcg=([^,]*),.*task=(.*),pid=(\d+),/, line)],

@@ -162,6 +162,16 @@ defmodule ProtonStream.Daemon do
     end
   end
 
+  @doc false
+  # Links the server inherited (a caller that started it and exited) and
+  # other stray messages are not the daemon's business.
+  def handle_info({:EXIT, _from, _reason}, state), do: {:noreply, state}
+
+  def handle_info(message, state) do
+    Logger.debug("ProtonStream.Daemon: ignored #{inspect(message, limit: 10)}")
+    {:noreply, state}
+  end
+
   defp log_line(line, state) do
     line = String.trim_trailing(line, "\r")
     Logger.log(state.level, fn -> state.prefix <> state.transform.(line) end)

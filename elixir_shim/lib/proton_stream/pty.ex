@@ -108,7 +108,7 @@ defmodule ProtonStream.Pty do
   def resize(os_pid, rows, cols) do
     with {:ok, tty} <- terminal_of(os_pid),
          {_, 0} <-
-           System.cmd("stty", ["-F", tty, "rows", "#{rows}", "cols", "#{cols}"],
+           ProtonStream.Run.os_cmd("stty", ["-F", tty, "rows", "#{rows}", "cols", "#{cols}"],
              stderr_to_stdout: true
            ) do
       :ok

@@ -141,6 +141,39 @@ defmodule ProtonStream.Run do
     end
   end
 
+  @doc """
+  `System.cmd/3` run from a process of its own, so that the caller, which
+  may trap exits (a ProtonStream server does), gets no `{:EXIT, port, _}`
+  from the command's port. Returns what `System.cmd/3` returns, or
+  `{"", :error}` when the command could not be run.
+  """
+  @spec os_cmd(binary(), [binary()], keyword()) :: {binary(), non_neg_integer() | :error}
+  def os_cmd(command, args, opts \\ []) do
+    ref = make_ref()
+    parent = self()
+
+    {pid, monitor} =
+      spawn_monitor(fn ->
+        result =
+          try do
+            System.cmd(command, args, opts)
+          rescue
+            _ -> {"", :error}
+          end
+
+        send(parent, {ref, result})
+      end)
+
+    receive do
+      {^ref, result} ->
+        Process.demonitor(monitor, [:flush])
+        result
+
+      {:DOWN, ^monitor, :process, ^pid, _} ->
+        {"", :error}
+    end
+  end
+
   @doc "Exit status of a reason the way `System.cmd/3` reports it."
   @spec exit_status(ProtonStream.exit_reason()) :: non_neg_integer()
   def exit_status(:normal), do: 0

@@ -233,7 +233,7 @@ defmodule ProtonStream.SpawnErrors do
       nil ->
         limit =
           with getconf when is_binary(getconf) <- System.find_executable("getconf"),
-               {out, 0} <- System.cmd(getconf, ["ARG_MAX"]),
+               {out, 0} <- ProtonStream.Run.os_cmd(getconf, ["ARG_MAX"]),
                {n, _} <- Integer.parse(out) do
             n
           else
