@@ -49,6 +49,17 @@ func (s ExitStatus) String() string {
 // readBuf is the largest read from a pipe, and so the largest Sink call.
 const readBuf = 64 << 10
 
+// readBufs holds read buffers of readBuf bytes between reads.
+var readBufs = sync.Pool{New: func() any { return new([readBuf]byte) }}
+
+func getReadBuf() []byte { return readBufs.Get().(*[readBuf]byte)[:] }
+
+func putReadBuf(b []byte) {
+	if cap(b) == readBuf {
+		readBufs.Put((*[readBuf]byte)(b[:readBuf]))
+	}
+}
+
 // moveMax is the most a Mover is handed at once (and never more than the
 // window's credit). Large moves mean few frames, acks and wake-ups per MiB.
 const moveMax = 1 << 20
@@ -393,8 +404,14 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 	if c.spec.MaxRead > 0 && c.spec.MaxRead < readBuf {
 		size = c.spec.MaxRead
 	}
-	buf := make([]byte, size)
-	maxTake := len(buf)
+	// The read buffer is taken from readBufs for a read and given back as
+	// soon as its bytes were handed on (or the pipe was empty): a child
+	// that writes nothing holds none, and 1 000 idle children do not keep
+	// 128 MiB of buffers that Go must zero (and so make resident) when it
+	// reuses them.
+	var buf []byte
+	defer func() { putReadBuf(buf) }()
+	maxTake := size
 	if move != nil {
 		maxTake = moveMax
 	}
@@ -431,9 +448,14 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 			// wrote and exited in between would lose that output.
 			gone := c.draining.Load()
 			var rerr error
-			n, rerr = unix.Read(int(fd), buf[:min(credit, len(buf))])
+			if buf == nil {
+				buf = getReadBuf()
+			}
+			n, rerr = unix.Read(int(fd), buf[:min(credit, size)])
 			switch {
 			case rerr == unix.EAGAIN || rerr == unix.EINTR:
+				putReadBuf(buf)
+				buf = nil
 				c.window.giveBack(credit)
 				if rerr == unix.EAGAIN {
 					if gone {
@@ -469,7 +491,10 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 			if c.lost.Load() {
 				continue
 			}
-			if err := emit(buf[:n]); err != nil {
+			err := emit(buf[:n])
+			putReadBuf(buf)
+			buf = nil
+			if err != nil {
 				c.lose(err)
 			}
 		case readMove:
