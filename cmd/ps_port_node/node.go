@@ -39,6 +39,15 @@ inet_tls -ssl_dist_optfile FILE; docs/node.md, "TLS").
 
 // nodeMain is "ps_port node ...".
 func nodeMain(args []string) int {
+	// First of all (the exec that started this program made it dumpable
+	// again): nobody but root may read this process's memory or
+	// /proc/PID/environ (which keeps PS_PORT_COOKIE whatever os.Unsetenv
+	// does), ptrace it or take its core: not even a child running as the
+	// same user.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "ps_port node: prctl(PR_SET_DUMPABLE, 0): %v; refusing to start: children could read the cookie from this process\n", err)
+		return 2
+	}
 	fs := flag.NewFlagSet("ps_port node", flag.ContinueOnError)
 	var (
 		name, cookieFile, cgroupBase string
@@ -108,12 +117,6 @@ func nodeMain(args []string) int {
 		if tlsConfig, err = tlsFiles.TLSConfig(); err != nil {
 			return fail("%v", err)
 		}
-	}
-	// Nobody but root may read this process's memory or /proc/PID/environ
-	// (which keeps PS_PORT_COOKIE whatever os.Unsetenv does), ptrace it
-	// or take its core: not even a child running as the same user.
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return fail("prctl(PR_SET_DUMPABLE, 0): %v; refusing to start: children could read the cookie from this process", err)
 	}
 	cookie, err := readCookie(cookieFile)
 	// Children inherit the environment: never the cookie.
