@@ -92,8 +92,10 @@ func TestSharedThousandStoppedAtOnce(t *testing.T) {
 	}
 	took := waitAllExited(t, hs, t0, time.Minute)
 	for id := int64(1); id <= n; id++ {
-		if o := sp.collect(id, false, time.Minute); !equal(o.exit, signal(15)) {
-			t.Errorf("child %d: exit %v, want {signal, 15}", id, o.exit)
+		// SIGTERM, or SIGKILL when a loaded machine let delay_to_sigkill
+		// pass before sh ran its SIGTERM.
+		if o := sp.collect(id, false, time.Minute); !equal(o.exit, signal(15)) && !equal(o.exit, signal(9)) {
+			t.Errorf("child %d: exit %v, want {signal, 15} (or 9)", id, o.exit)
 		}
 	}
 	t.Logf("%d children and %d grandchildren gone %v after %d stops", n, n, took, n)
