@@ -284,13 +284,22 @@ func (c *Child) Terminate() {
 	c.termOnce.Do(func() {
 		deadline := time.Now().Add(c.spec.DelayToSIGKILL)
 		c.killDeadline.Store(deadline.UnixNano())
+		select {
+		case <-c.exited:
+			return // supervise takes care of leftovers
+		default:
+		}
+		// The group's SIGTERM at once, from the caller: it is what takes an
+		// obedient tree down. The escapees' (a listing of this program's
+		// children, shared with other terminations) comes after.
+		sent := c.termSent.CompareAndSwap(false, true)
+		if sent {
+			c.groupSignal(syscall.SIGTERM)
+		}
 		go func() {
-			select {
-			case <-c.exited:
-				return // supervise takes care of leftovers
-			default:
+			if sent {
+				rounds.run(c, syscall.SIGTERM)
 			}
-			c.startTermination()
 			t := time.NewTimer(time.Until(deadline))
 			defer t.Stop()
 			select {
