@@ -15,7 +15,10 @@
 # Port of the same round, so they hold on a noisy shared machine. Any byte
 # lost or changed on the way makes the bench fail (exit status 1).
 
-for f <- ~w(impl.exs scenarios.exs report.exs), do: Code.require_file(f, __DIR__)
+Process.put(:ps_bench_main, true)
+
+for f <- ~w(impl.exs scenarios.exs report.exs node_scale.exs),
+    do: Code.require_file(f, __DIR__)
 
 defmodule Bench do
   @moduledoc false
@@ -82,7 +85,7 @@ defmodule Bench do
 
     only =
       case opts[:only] do
-        nil -> @scenarios
+        nil -> @scenarios ++ [:node_scale]
         s -> s |> String.split(",") |> Enum.map(&String.to_existing_atom/1)
       end
 
@@ -101,7 +104,14 @@ defmodule Bench do
       samples = run(sizes, only, ps_port)
       rows = Report.summarize(samples)
       info = info(sizes, ps_port, load_before, root)
-      md = Report.markdown(rows, info)
+      # Node mode at scale (bench/node_scale.exs): its own section.
+      md =
+        if :node_scale in only,
+          do:
+            Report.markdown(rows, info) <>
+              Bench.NodeScale.markdown(Bench.NodeScale.run(ps_port, sizes.mass_kill)),
+          else: Report.markdown(rows, info)
+
       IO.puts("\n" <> md)
       check_integrity!(only)
       write_docs(out, md, Report.svg(rows, info), smoke)

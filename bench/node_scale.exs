@@ -29,6 +29,39 @@ defmodule Bench.NodeScale do
     for c <- cases, do: Map.put(one(c, ps_port, children), :case, c)
   end
 
+  @labels %{
+    owners: "every owner killed (`Process.exit(owner, :kill)`)",
+    vm: "the owners' VM SIGKILLed (connection lost)",
+    sigterm: "SIGTERM to the node (owners alive)"
+  }
+
+  @doc "The results of run/3 as a markdown section for docs/benchmarks.md."
+  def markdown(results) do
+    rows =
+      Enum.map_join(results, "\n", fn r ->
+        "| #{@labels[r.case]} | #{r.children} | #{r.idle_rss_kib} | " <>
+          "#{Float.round(r.rss_per_child_kib, 1)} | #{round(r.empty_ms)} | " <>
+          "#{Float.round(r.peak_over_idle_mib, 1)} |"
+      end)
+
+    """
+
+    ### Node mode at scale (bench/node_scale.exs)
+
+    One `ps_port node`, started fresh for each case, #{hd(results).children} children
+    (`sleep 600`), one owner process each, opened through the node's own
+    `{:open, ...}` call; then every owner gone at once. "All gone" is the time
+    from the kill (or the SIGTERM) until the last child has left `/proc`; the
+    RSS peak is the node's, sampled every 5 ms, above its idle figure. Goals
+    (issue 13): all gone ≤ 1 000 ms (SIGTERM: ≤ 2 000 ms, node included),
+    peak ≤ idle + 64 MiB, ≤ 128 KiB per idle child.
+
+    | case | children | node RSS idle (KiB) | KiB per child | all gone after (ms) | RSS peak over idle (MiB) |
+    |---|---|---|---|---|---|
+    #{rows}
+    """
+  end
+
   defp one(kind, ps_port, count) do
     # PS_SCALE_PPROF=HOST:PORT: the node serves Go profiles there.
     env =
@@ -84,8 +117,7 @@ defmodule Bench.NodeScale do
         owner = :erpc.call(pnode, :erlang, :spawn, [:timer, :sleep, [:infinity]])
         req = {:open, "sleep", ["600"], %{}, owner}
 
-        {:ok, pid} =
-          :erpc.call(pnode, :gen_server, :call, [{:proton_stream, node}, req, 30_000])
+        {:ok, pid} = :erpc.call(pnode, :gen_server, :call, [{:proton_stream, node}, req, 30_000])
 
         GenServer.call(pid, :"$os_pid", 30_000)
       end
@@ -189,8 +221,8 @@ defmodule Bench.NodeScale do
   end
 end
 
-if System.get_env("PS_NODE_SCALE_MAIN", "1") == "1" and
-     not Code.ensure_loaded?(Bench) do
+# Run alone (not required by bench.exs, which sets :ps_bench_main).
+if not Process.get(:ps_bench_main, false) do
   for f <- ~w(impl.exs), do: Code.require_file(f, __DIR__)
 
   {opts, _, _} =
