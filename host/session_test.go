@@ -260,3 +260,58 @@ func TestCgroupRemovedBeforeExit(t *testing.T) {
 		t.Errorf("the group's parent, made for it, is still there")
 	}
 }
+
+// fakeGroup is a caller-made Group (node mode's claimed groups).
+type fakeGroup struct {
+	mu      sync.Mutex
+	deleted int
+	oom     uint64
+}
+
+func (g *fakeGroup) EnterThread() (func() error, error) { return func() error { return nil }, nil }
+func (g *fakeGroup) CgroupFD() int                      { return -1 }
+func (g *fakeGroup) Kill() error                        { return nil }
+func (g *fakeGroup) OOMKills() (uint64, error)          { return g.oom, nil }
+func (g *fakeGroup) Delete() error {
+	g.mu.Lock()
+	g.deleted++
+	g.mu.Unlock()
+	return nil
+}
+
+func (g *fakeGroup) deletes() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.deleted
+}
+
+// TestCallerGroup: a Group given in the Request is the session's: deleted
+// once after the exit (its OOM count reported first), and deleted when the
+// child does not start.
+func TestCallerGroup(t *testing.T) {
+	g := &fakeGroup{oom: 2}
+	_, r := start(t, Request{Program: "true", Group: g})
+	wait(t, r)
+	ev := r.log()
+	if g.deletes() != 1 || len(ev) < 3 || ev[len(ev)-2] != "oom_killed 2" || !strings.HasPrefix(ev[len(ev)-1], "exit") {
+		t.Errorf("deletes %d, events %q: want one delete and oom_killed 2 right before the exit", g.deletes(), ev)
+	}
+	g2 := &fakeGroup{}
+	if _, err := Start(Request{Program: "no_such_program_xyz", Group: g2}, newRecorder(), t.Logf); err == nil || g2.deletes() != 1 {
+		t.Errorf("failed start: err %v, deletes %d; want an error and the group deleted once", err, g2.deletes())
+	}
+	g3 := &fakeGroup{}
+	if _, err := Start(Request{Program: "true", UID: "no_such_user_xyz", Group: g3}, newRecorder(), t.Logf); err == nil || g3.deletes() != 1 {
+		t.Errorf("bad user: err %v, deletes %d; want an error and the group deleted once", err, g3.deletes())
+	}
+}
+
+// TestCredentialOverride: a Credential given in the Request is used as is,
+// UID and GID not looked up.
+func TestCredentialOverride(t *testing.T) {
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), NoSetGroups: true}
+	_, r := start(t, Request{Program: "id", Args: []string{"-u"}, UID: "no_such_user_xyz", Credential: cred})
+	if st := wait(t, r); st.Code != 0 || strings.TrimSpace(r.stdout.String()) != fmt.Sprint(os.Getuid()) {
+		t.Errorf("exit %v, id -u said %q; want the Credential's uid %d", st, r.stdout.String(), os.Getuid())
+	}
+}
