@@ -2,10 +2,10 @@ package procctl
 
 import (
 	"crypto/rand"
-	mrand "math/rand/v2"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
