@@ -39,32 +39,64 @@ type outItem struct {
 	pid  etf.Pid
 }
 
-// outQueue holds what a child sends, in order, for its sender goroutine.
-// Data in it is bounded by the child's window; other items are few.
+// outQueue holds what a child sends, in order. Data in it is bounded by the
+// child's window; other items are few. A goroutine sends what it holds
+// (drain) while it holds anything, and ends when it is empty, so an idle
+// child has none; at most one runs at a time, which keeps the order.
 type outQueue struct {
 	mu      sync.Mutex
-	cond    sync.Cond
 	items   []outItem
-	discard bool // no more data: the owner closed the child or is gone
+	discard bool   // no more data: the owner closed the child or is gone
+	running bool   // drain runs, or the queue is held (see release)
+	ended   bool   // the exit was sent: nothing more goes out
+	drain   func() // started on a goroutine when items arrive
+}
+
+// add queues it and starts drain if none runs; q.mu is held.
+func (q *outQueue) add(it outItem) {
+	if q.ended {
+		return
+	}
+	q.items = append(q.items, it)
+	if !q.running {
+		q.running = true
+		go q.drain()
+	}
 }
 
 func (q *outQueue) push(it outItem) {
 	q.mu.Lock()
-	q.items = append(q.items, it)
-	q.cond.Signal()
+	q.add(it)
 	q.mu.Unlock()
 }
 
-func (q *outQueue) pop() outItem {
+// release lets drain start: a queue starts held until the child can send.
+func (q *outQueue) release() {
+	q.mu.Lock()
+	q.running = false
+	if len(q.items) > 0 {
+		q.running = true
+		go q.drain()
+	}
+	q.mu.Unlock()
+}
+
+// next takes the oldest item; false when there is none, and drain must end.
+func (q *outQueue) next() (outItem, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.items) == 0 {
-		q.cond.Wait()
+	if len(q.items) == 0 || q.ended {
+		q.running = false
+		q.items = nil // a burst's array is not kept
+		return outItem{}, false
 	}
 	it := q.items[0]
 	q.items[0] = outItem{}
 	q.items = q.items[1:]
-	return it
+	if it.kind == outExit {
+		q.ended = true
+	}
+	return it, true
 }
 
 // child is one OS process and the ergo process that stands for it.
@@ -83,6 +115,11 @@ type child struct {
 
 	out      outQueue
 	finished chan struct{}
+	ended    func() // after the exit was sent (set by Node.start)
+
+	// the sender's (one runs at a time, see outQueue)
+	dest    etf.Pid // where output goes: the owner as the sender knows it
+	monitor etf.Ref // the monitor of dest
 
 	mu        sync.Mutex // guards owner, closing
 	owner     etf.Pid    // whose messages are obeyed
@@ -98,8 +135,9 @@ func (c *child) terminate() {
 }
 
 func newChild(n *Node, req *openRequest) *child {
-	c := &child{n: n, req: req, owner: req.owner, finished: make(chan struct{})}
-	c.out.cond.L = &c.out.mu
+	c := &child{n: n, req: req, owner: req.owner, dest: req.owner, finished: make(chan struct{})}
+	c.out.running = true // held until start releases it
+	c.out.drain = c.sender
 	c.loop = newLoopProc(c.handle, nil)
 	return c
 }
@@ -116,8 +154,7 @@ func (c *child) emit(tag etf.Atom, p []byte) error {
 	if c.out.discard {
 		return nil // the window is closed: nothing to account for
 	}
-	c.out.items = append(c.out.items, outItem{kind: outData, tag: tag, data: append([]byte(nil), p...)})
-	c.out.cond.Signal()
+	c.out.add(outItem{kind: outData, tag: tag, data: append([]byte(nil), p...)})
 	return nil
 }
 
@@ -278,8 +315,7 @@ func (c *child) close(reply bool) {
 	c.out.mu.Lock()
 	c.out.discard = true
 	if reply {
-		c.out.items = append(c.out.items, outItem{kind: outMsg, term: etf.Atom("closed")})
-		c.out.cond.Signal()
+		c.out.add(outItem{kind: outMsg, term: etf.Atom("closed")})
 	}
 	c.out.mu.Unlock()
 	c.s.Abandon()
@@ -325,52 +361,56 @@ func (c *child) currentOwner() etf.Pid {
 	return c.owner
 }
 
-// sender sends what the child's queue holds, in order. It runs on its own
-// goroutine because sending to a node waits while that connection's send
-// queue is full.
-func (c *child) sender(monitor etf.Ref) {
-	dest := c.req.owner
+// sender sends what the child's queue holds, in order, until it is empty.
+// It runs on a goroutine of its own (outQueue) because sending to a node
+// waits while that connection's send queue is full. dest and monitor are
+// its own: one sender runs at a time.
+func (c *child) sender() {
 	for {
-		it := c.out.pop()
+		it, ok := c.out.next()
+		if !ok {
+			return
+		}
 		gone := c.ownerGone.Load()
 		switch it.kind {
 		case outData:
 			if gone {
 				continue
 			}
-			c.send(dest, etf.Tuple{c.self, etf.Tuple{it.tag, it.data}})
+			c.send(c.dest, etf.Tuple{c.self, etf.Tuple{it.tag, it.data}})
 			if c.flow != nil {
 				c.flow.sent(len(it.data))
 			}
 		case outMsg:
 			if !gone {
-				c.send(dest, etf.Tuple{c.self, it.term})
+				c.send(c.dest, etf.Tuple{c.self, it.term})
 			}
 		case outRaw:
 			c.send(it.to, it.term)
 		case outConnect:
 			if !gone {
-				c.send(dest, etf.Tuple{c.self, etf.Atom("connected")})
+				c.send(c.dest, etf.Tuple{c.self, etf.Atom("connected")})
 			}
-			old := dest
-			dest = it.pid
+			old := c.dest
+			c.dest = it.pid
 			if c.flow != nil {
-				c.flow.reset(dest)
+				c.flow.reset(c.dest)
 			}
-			c.proc.DemonitorProcess(monitor)
-			monitor = c.proc.MonitorProcess(dest)
-			if old != dest {
-				go c.checkAlive(dest)
+			c.proc.DemonitorProcess(c.monitor)
+			c.monitor = c.proc.MonitorProcess(c.dest)
+			if old != c.dest {
+				go c.checkAlive(c.dest)
 			}
 		case outExit:
 			if !gone {
-				c.send(dest, etf.Tuple{atomEXIT, c.self, it.term})
+				c.send(c.dest, etf.Tuple{atomEXIT, c.self, it.term})
 				// ergo keeps a monitor until its target dies, also when
 				// the process that set it exits first: without this, a
 				// long-lived owner collected a monitor per child, in
 				// ergo and on its own node.
-				c.proc.DemonitorProcess(monitor)
+				c.proc.DemonitorProcess(c.monitor)
 			}
+			c.ended()
 			return
 		}
 	}

@@ -368,15 +368,14 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	}
 	c.proc, c.self = proc, proc.Self()
 	n.dir.add(c.self, "", c.loop)
-	monitor := proc.MonitorProcess(req.owner)
+	c.monitor = proc.MonitorProcess(req.owner)
 	n.mu.Lock()
 	n.reserved--
 	n.children[c] = struct{}{}
 	n.changed = time.Now()
 	n.mu.Unlock()
 	go c.checkAlive(req.owner)
-	go func() {
-		c.sender(monitor)
+	c.ended = func() {
 		if c.flow != nil {
 			c.flow.stop()
 		}
@@ -388,7 +387,8 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		n.mu.Unlock()
 		close(c.finished)
 		n.killEscapees()
-	}()
+	}
+	c.out.release()
 	return c, nil
 }
 
