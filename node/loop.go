@@ -72,17 +72,26 @@ func (l *loopProc) ProcessLoop(ps gen.ProcessState, started chan<- bool) string 
 	started <- true
 	defer l.inbox.close()
 	var batch []etf.Term
+	// drain handles what the inbox holds. A mailbox message (an owner's
+	// DOWN) or an exit signal is handled after it: the connection's reader
+	// queued the messages its sender sent before that into the inbox
+	// first, and they keep coming first.
+	drain := func() {
+		batch = l.inbox.take(batch)
+		for i, m := range batch {
+			l.handle(m)
+			batch[i] = nil
+		}
+	}
 	for {
 		select {
 		case <-l.inbox.ready:
-			batch = l.inbox.take(batch)
-			for i, m := range batch {
-				l.handle(m)
-				batch[i] = nil
-			}
+			drain()
 		case m := <-ch.Mailbox:
+			drain()
 			l.handle(m.Message)
 		case ex := <-ch.GracefulExit:
+			drain()
 			l.handle(exitSignal{from: ex.From, reason: ex.Reason})
 		case d := <-ch.Direct:
 			ps.PutSyncReply(d.Ref, nil, errUnsupported)
