@@ -420,9 +420,9 @@ func TestSharedThousandSleeps(t *testing.T) {
 	for i := range n {
 		sp.sendTerm(etf.Tuple{atom("stop"), int64(i + 1)})
 	}
-	// Generous: tree termination still scans /proc per child (issue 11
-	// item 5); the 1 s goal is the bench's.
-	deadline := time.Now().Add(4 * time.Minute)
+	// Generous for a loaded machine (0.7 s measured at a load of 30); the
+	// 1 s goal is the bench's.
+	deadline := time.Now().Add(2 * time.Minute)
 	for i := range n {
 		if o := sp.collect(int64(i+1), true, time.Until(deadline)); !equal(o.exit, signal(int64(syscall.SIGTERM))) {
 			t.Fatalf("child %d: exit %v, want {signal, 15}", i+1, o.exit)
