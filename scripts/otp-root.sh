@@ -13,7 +13,7 @@
 # RELEASE is a Debian suite or codename that debootstrap knows (trixie, sid,
 # forky, ...). "run" creates the root when missing, then enters a private mount
 # namespace (unshare -m) where it mounts /proc, binds /sys, /dev, /tmp, this
-# checkout, Go (/usr/local/go, the module and build caches) at their own paths,
+# checkout, the host's Go (its GOROOT, module and build caches) at their own paths,
 # and chroots. The mounts belong to that namespace only: they disappear when
 # CMD exits, however it exits, and concurrent runs do not see each other's. The
 # chroot shares the host's network and pids, so epmd and Erlang distribution
@@ -142,10 +142,16 @@ enter() {
     "$here"/* | /tmp/*) ;;
     *) bind "$PWD" ;;
   esac
-  bind /usr/local/go
-  local gomod gocache
-  gomod=$(GOFLAGS='' /usr/local/go/bin/go env GOMODCACHE 2>/dev/null || true)
-  gocache=$(GOFLAGS='' /usr/local/go/bin/go env GOCACHE 2>/dev/null || true)
+  # The host's Go, wherever it is installed (/usr/local/go, a Debian
+  # golang package, ...): its GOROOT at the same path, its bin on PATH.
+  local go goroot="" gomod="" gocache=""
+  go=$(PATH="$PATH:/usr/local/go/bin" command -v go || true)
+  if [ -n "$go" ]; then
+    goroot=$(GOFLAGS='' "$go" env GOROOT 2>/dev/null || true)
+    gomod=$(GOFLAGS='' "$go" env GOMODCACHE 2>/dev/null || true)
+    gocache=$(GOFLAGS='' "$go" env GOCACHE 2>/dev/null || true)
+  fi
+  if [ -n "$goroot" ]; then bind "$goroot"; fi
   if [ -n "$gomod" ]; then mkdir -p "$gomod" && bind "$gomod"; fi
   if [ -n "$gocache" ]; then mkdir -p "$gocache" && bind "$gocache"; fi
   cp -f /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
@@ -155,7 +161,7 @@ enter() {
     *-buildvcs*) ;;
     *) export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" ;;
   esac
-  export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
+  export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${goroot:+:$goroot/bin}"
   export LANG=C.UTF-8 LC_ALL=C.UTF-8 ELIXIR_ERL_OPTIONS="+fnu"
   export HOME=${HOME:-/root}
   mkdir -p "$root$HOME"
