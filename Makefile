@@ -45,12 +45,16 @@ test-elixir:
 # (and a cluster of host and root owners), then the shim's ExUnit suite,
 # compiled inside the root in a build root of its own (MIX_BUILD_ROOT), so
 # no .beam of the host's OTP reaches it. One release alone:
-# make test-otp REL=sid. Each run starts with a banner naming its versions.
+# make test-otp REL=sid. Each run starts with a banner naming its versions;
+# every release runs even when an earlier one failed, then the failed ones
+# are named.
 .PHONY: test-otp test-otp-all test-otp-host
 OTP_RELEASES ?= trixie sid
 OTP_ROOT_MIX := MIX_BUILD_ROOT=/root/ps_port_build/_build
 test-otp-all:
-	@for rel in $(OTP_RELEASES); do $(MAKE) --no-print-directory test-otp REL=$$rel || exit 1; done
+	@failed=""; for rel in $(OTP_RELEASES); do \
+	  $(MAKE) --no-print-directory test-otp REL=$$rel || failed="$$failed $$rel"; done; \
+	  if [ -n "$$failed" ]; then echo "=== FAILED on:$$failed (make test-otp REL=... runs one alone) ===" >&2; exit 1; fi
 
 test-otp:
 	@[ -n "$(REL)" ] || { echo "make test-otp REL=RELEASE: a Debian release, e.g. REL=sid or REL=trixie" >&2; exit 2; }
@@ -58,7 +62,7 @@ test-otp:
 	@echo "=== $$(./scripts/otp-root.sh $(REL) versions) ==="
 	PS_OTP_ROOT=$(REL) $(GO) test -race -count=1 -timeout 20m -tags otproot -run '^Test(OTPRoot|Node)' ./node/ ./test/go/
 	cd elixir_shim && ../scripts/otp-root.sh $(REL) run -- sh -c '$(OTP_ROOT_MIX) mix compile --warnings-as-errors --force && \
-	  $(OTP_ROOT_MIX) MIX_ENV=test mix compile --warnings-as-errors --force && $(OTP_ROOT_MIX) mix test'
+	  $(OTP_ROOT_MIX) MIX_ENV=test mix compile --warnings-as-errors --force && $(OTP_ROOT_MIX) mix test --warnings-as-errors'
 	@echo "=== passed: $$(./scripts/otp-root.sh $(REL) versions) ==="
 
 # The banner of the host's own run (test-go and test-elixir).
