@@ -21,6 +21,11 @@ import (
 // before a command that would go past it is refused (docs/protocol.md).
 const DefaultStdinLimit = 16 << 20
 
+// StdinNoticeBytes is how many stdin bytes written to the child's pipe make
+// a session with stdin acks report them (or half the stdin limit, when
+// that is less); an emptied queue reports whatever is left at once.
+const StdinNoticeBytes = 64 << 10
+
 // Request describes a child to start, independent of how the request
 // travelled.
 type Request struct {
@@ -53,6 +58,9 @@ type Request struct {
 	Window         int           // flow-control window; procctl.DefaultWindow when 0
 	MaxRead        int           // largest output chunk (procctl.Spec.MaxRead); 64 KiB when 0
 	StdinLimit     int           // see DefaultStdinLimit (used when 0)
+	// StdinAck asks for Output.StdinWritten notices: stdin credit for an
+	// owner that keeps a bounded amount of stdin in flight.
+	StdinAck bool
 	DelayToSIGKILL time.Duration // between SIGTERM and SIGKILL
 	Cgroup         cgroup.Spec   // no cgroup when Cgroup.Controllers is empty
 	// Group, when set, is a cgroup the transport made itself (node mode's

@@ -22,6 +22,11 @@ type Output interface {
 	// "stdin_overflow", "stdin_closed" or "signal", message says why and
 	// what to do.
 	Error(reason, message string)
+	// StdinWritten reports, in a session started with Request.StdinAck,
+	// that n more bytes of stdin were written to the child's pipe since
+	// the last report: at least StdinNoticeBytes (or half the stdin
+	// limit), or what is left once the queue is empty. Never after Exit.
+	StdinWritten(n int64)
 	// OOMKilled reports, right before Exit, that the child's cgroup
 	// recorded count OOM kills.
 	OOMKilled(count uint64)
@@ -45,9 +50,14 @@ type Session struct {
 	logf  Logf
 	limit int
 
-	mu       sync.Mutex // orders reports: no Error after Exit
+	mu       sync.Mutex // orders reports: no Error or StdinWritten after Exit
 	eof      bool       // EOF was requested: stdin takes no more
 	finished bool       // Exit has been called
+	// With stdin acks: bytes written to the child's pipe already reported,
+	// and how many more make a report.
+	stdinAck      bool
+	stdinReported int64
+	stdinBatch    int64
 	status   procctl.ExitStatus
 	done     chan struct{}
 }
@@ -82,6 +92,15 @@ func Start(req Request, out Output, logf Logf) (*Session, error) {
 		spec.Placement = s.group
 	}
 	spec.Started = out.Started
+	if req.StdinAck {
+		s.stdinAck = true
+		s.stdinBatch = int64(max(1, min(StdinNoticeBytes, s.limit/2)))
+		spec.StdinWritten = func() {
+			s.mu.Lock()
+			s.noteStdin()
+			s.mu.Unlock()
+		}
+	}
 	s.child, err = procctl.Start(spec, out)
 	if err != nil {
 		s.deleteGroup()
@@ -164,6 +183,21 @@ func (s *Session) Command(p []byte) {
 	}
 	if err := s.child.Write(p); err != nil {
 		s.refuse("stdin_closed", "%d bytes for stdin refused: %v", len(p), err)
+		return
+	}
+	s.noteStdin() // Write may have put it all in the pipe itself
+}
+
+// noteStdin reports the stdin bytes written to the child's pipe since the
+// last report, when they make a batch or the queue is empty; s.mu is held.
+func (s *Session) noteStdin() {
+	if !s.stdinAck || s.finished {
+		return
+	}
+	n := s.child.StdinWritten() - s.stdinReported
+	if n >= s.stdinBatch || (n > 0 && s.child.StdinQueued() == 0) {
+		s.stdinReported += n
+		s.out.StdinWritten(n)
 	}
 }
 

@@ -26,6 +26,7 @@ type recorder struct {
 	session *Session
 	exit    chan procctl.ExitStatus
 	autoAck bool
+	written []int64 // StdinWritten reports
 }
 
 func newRecorder() *recorder { return &recorder{exit: make(chan procctl.ExitStatus, 1), autoAck: true} }
@@ -75,6 +76,23 @@ func (r *recorder) ack(n int) {
 func (r *recorder) Started(pid int)              { r.add("started") }
 func (r *recorder) Error(reason, message string) { r.add("error %s: %s", reason, message) }
 func (r *recorder) OOMKilled(n uint64)           { r.add("oom_killed %d", n) }
+func (r *recorder) StdinWritten(n int64) {
+	r.mu.Lock()
+	r.written = append(r.written, n)
+	r.mu.Unlock()
+	r.add("stdin_written %d", n)
+}
+
+// notices returns the StdinWritten reports so far and their sum.
+func (r *recorder) notices() ([]int64, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var sum int64
+	for _, n := range r.written {
+		sum += n
+	}
+	return append([]int64(nil), r.written...), sum
+}
 func (r *recorder) Exit(st procctl.ExitStatus) {
 	r.add("exit %v", st)
 	r.exit <- st
@@ -313,5 +331,94 @@ func TestCredentialOverride(t *testing.T) {
 	_, r := start(t, Request{Program: "id", Args: []string{"-u"}, UID: "no_such_user_xyz", Credential: cred})
 	if st := wait(t, r); st.Code != 0 || strings.TrimSpace(r.stdout.String()) != fmt.Sprint(os.Getuid()) {
 		t.Errorf("exit %v, id -u said %q; want the Credential's uid %d", st, r.stdout.String(), os.Getuid())
+	}
+}
+
+// gatedCat is a child that reads nothing until the file it names exists,
+// then copies its stdin to /dev/null: what does not fit in the pipe stays
+// queued until the test opens the gate.
+func gatedCat(t *testing.T) (req Request, open func()) {
+	gate := t.TempDir() + "/gate"
+	req = Request{Program: "sh", Args: []string{"-c", `while [ ! -e "$1" ]; do sleep 0.01; done; exec cat >/dev/null`, "sh", gate}}
+	return req, func() {
+		if err := os.WriteFile(gate, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitNotices(t *testing.T, r *recorder, total int64) []int64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, sum := r.notices()
+		if sum == total {
+			return got
+		}
+		if sum > total || time.Now().After(deadline) {
+			t.Fatalf("stdin_written notices %v sum to %d, want %d; events %q", got, sum, total, r.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestStdinAckBatches: with stdin acks, what reaches the child's pipe is
+// reported in batches of at least StdinNoticeBytes while the queue is not
+// empty, and all of it once the queue is empty.
+func TestStdinAckBatches(t *testing.T) {
+	req, open := gatedCat(t)
+	req.StdinAck, req.StdinLimit = true, 4<<20
+	s, r := start(t, req)
+	const cmds, size = 64, 8 << 10 // 512 KiB in 8 KiB commands
+	for i := 0; i < cmds; i++ {
+		s.Command(bytes.Repeat([]byte{'a' + byte(i%26)}, size))
+	}
+	if s.StdinQueued() == 0 {
+		t.Fatalf("512 KiB into a child that does not read yet: nothing queued; events %q", r.log())
+	}
+	open()
+	got := waitNotices(t, r, cmds*size)
+	for i, n := range got[:len(got)-1] {
+		// Commands the pipe took whole met an empty queue: each is reported
+		// at once; the pipe holds at most 1 MiB, so those are few.
+		if n < StdinNoticeBytes && i >= (1<<20)/size {
+			t.Errorf("notice %d of %v is %d bytes: want batches of at least %d while bytes are queued", i, got, n, StdinNoticeBytes)
+		}
+	}
+	if len(got) >= cmds/2 {
+		t.Errorf("%d notices for %d commands: %v, want them batched", len(got), cmds, got)
+	}
+	s.EOF()
+	if st := wait(t, r); st.Code != 0 {
+		t.Errorf("exit %v", st)
+	}
+	if after, _ := r.notices(); len(after) != len(got) {
+		t.Errorf("notices after the queue emptied: %v", after[len(got):])
+	}
+}
+
+// TestStdinAckWhenQueueEmpties: bytes written when the queue empties are
+// reported at once, below the batch size and without eof; half the stdin
+// limit is the batch when that is less than StdinNoticeBytes.
+func TestStdinAckWhenQueueEmpties(t *testing.T) {
+	req, open := gatedCat(t)
+	req.StdinAck, req.StdinLimit = true, 1<<20
+	s, r := start(t, req)
+	s.Command([]byte("hello")) // the pipe takes it: the queue is empty
+	if got := waitNotices(t, r, 5); len(got) != 1 {
+		t.Errorf("notices %v, want one of 5 bytes", got)
+	}
+	const big = 3 << 20 // more than the pipe: most of it waits in the queue
+	s.Command(bytes.Repeat([]byte("x"), big))
+	open()
+	// The writer goroutine empties the queue: all of it is reported, eof
+	// or not.
+	waitNotices(t, r, 5+big)
+	s.Stop()
+	wait(t, r)
+
+	small, _ := start(t, Request{Program: "sleep", Args: []string{"600"}, StdinAck: true, StdinLimit: 1000})
+	if small.stdinBatch != 500 {
+		t.Errorf("stdin limit 1000: batch %d, want 500 (half the limit)", small.stdinBatch)
 	}
 }

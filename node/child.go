@@ -449,6 +449,12 @@ func (c *child) Started(pid int) { c.pid = pid }
 // closed, a signal not sent) goes to the owner and the log.
 func (c *child) Error(reason, message string) { c.errMsg(reason, "%s", message) }
 
+// StdinWritten implements host.Output: stdin credit for an owner that
+// opened with stdin_ack: true, queued in order with the child's output.
+func (c *child) StdinWritten(n int64) {
+	c.out.push(outItem{kind: outMsg, term: etf.Tuple{etf.Atom("stdin_written"), n}})
+}
+
 // OOMKilled implements host.Output.
 func (c *child) OOMKilled(n uint64) {
 	c.n.log.Printf("child %d: its cgroup recorded %d OOM kills", c.pid, n)

@@ -332,6 +332,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		Credential:     cred,
 		Window:         req.window,
 		StdinLimit:     req.stdinLimit,
+		StdinAck:       req.stdinAck,
 		MaxRead:        maxChunk,
 		DelayToSIGKILL: req.delay,
 		// Sweep stays false: this program runs many children.

@@ -60,6 +60,7 @@ type openRequest struct {
 	stderrOnly     bool
 	flow           flowMode
 	stdinLimit     int
+	stdinAck       bool
 }
 
 // badarg is an open option that was refused: {:badarg, option, why}.
@@ -258,6 +259,8 @@ func (r *openRequest) set(name string, v etf.Term) error {
 	case "parallelism": // a Port.open option: meaningless here, accepted for the shim
 		var ignored bool
 		err = flag(&ignored)
+	case "stdin_ack":
+		err = flag(&r.stdinAck)
 	case "stderr_to_stdout":
 		err = flag(&r.stderrToStdout)
 	case "capture_stderr_only":

@@ -35,6 +35,7 @@ func TestParseOpenAcceptsShimOptions(t *testing.T) {
 		"stderr_to_stdout", true,
 		"flow", etf.Atom("ack"),
 		"stdin_limit", 5000,
+		"stdin_ack", true,
 		"parallelism", true,
 	), owner)
 	if err != nil {
@@ -42,7 +43,7 @@ func TestParseOpenAcceptsShimOptions(t *testing.T) {
 	}
 	if r.command != "cat" || strings.Join(r.args, " ") != "-n x" || r.dir != "/tmp" || r.arg0 != "日" ||
 		r.delay != 250*time.Millisecond || r.uid != "1000" || r.gid != "users" || r.window != 70000 ||
-		!r.stderrToStdout || r.flow != flowAck || r.stdinLimit != 5000 || !r.cgWanted || r.cgPath != "jobs/1" ||
+		!r.stderrToStdout || r.flow != flowAck || r.stdinLimit != 5000 || !r.stdinAck || !r.cgWanted || r.cgPath != "jobs/1" ||
 		len(r.sets) != 1 || r.sets[0].Key != "memory.limit_in_bytes" {
 		t.Fatalf("%+v", r)
 	}

@@ -20,6 +20,9 @@ func (RawOutput) Error(reason, message string) {
 	fmt.Fprintf(os.Stderr, "ps_port: %s: %s\n", reason, message)
 }
 
+// StdinWritten does nothing: raw mode never asks for stdin acks.
+func (RawOutput) StdinWritten(int64) {}
+
 // OOMKilled logs the OOM kills of the child's cgroup.
 func (RawOutput) OOMKilled(count uint64) {
 	fmt.Fprintf(os.Stderr, "ps_port: the child's cgroup recorded %d OOM kills\n", count)

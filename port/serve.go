@@ -52,6 +52,11 @@ func (c *Conn) Error(reason, message string) {
 	c.Send(etf.Tuple{etf.Atom("error"), etf.Atom(reason), []byte(message)})
 }
 
+// StdinWritten sends {stdin_written, n} (only with --stdin-ack).
+func (c *Conn) StdinWritten(n int64) {
+	c.Send(etf.Tuple{etf.Atom("stdin_written"), n})
+}
+
 // OOMKilled sends {oom_killed, count}.
 func (c *Conn) OOMKilled(count uint64) {
 	c.Send(etf.Tuple{etf.Atom("oom_killed"), count})

@@ -340,6 +340,10 @@ func (o *childOut) Error(reason, message string) {
 	o.sv.c.Send(etf.Tuple{etf.Atom("error"), etf.Int32(o.id), etf.Atom(reason), []byte(message)})
 }
 
+func (o *childOut) StdinWritten(n int64) {
+	o.sv.c.Send(etf.Tuple{etf.Atom("stdin_written"), etf.Int32(o.id), n})
+}
+
 func (o *childOut) OOMKilled(count uint64) {
 	o.sv.c.Send(etf.Tuple{etf.Atom("oom_killed"), etf.Int32(o.id), count})
 }

@@ -117,6 +117,8 @@ func (sv *shared) request(opts etf.Term, base []string) (host.Request, error) {
 			stderrToStdout, err = boolean(key, v)
 		case "capture_stderr_only":
 			stderrOnly, err = boolean(key, v)
+		case "stdin_ack":
+			req.StdinAck, err = boolean(key, v)
 		case "cgroup_controllers":
 			req.Cgroup.Controllers, err = texts(key, v)
 		case "cgroup_path":

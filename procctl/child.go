@@ -207,7 +207,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		spec.Started(c.pid)
 	}
 	if st.stdinW != nil {
-		c.stdin = newStdinQueue(st.stdinW)
+		c.stdin = newStdinQueue(st.stdinW, spec.StdinWritten)
 	}
 	var moveOut, moveErr func(fd, n int) error
 	if mv, ok := sink.(Mover); ok {
@@ -247,6 +247,15 @@ func (c *Child) StdinQueued() int {
 		return 0
 	}
 	return c.stdin.pending()
+}
+
+// StdinWritten is the number of stdin bytes written to the child's pipe so
+// far (whether or not the child has read them from it yet).
+func (c *Child) StdinWritten() int64 {
+	if c.stdin == nil {
+		return 0
+	}
+	return c.stdin.total()
 }
 
 // CloseStdin closes the child's stdin after what is queued has been written.

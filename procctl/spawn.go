@@ -73,6 +73,11 @@ type Spec struct {
 	// Started, when set, is called with the child's pid after the fork and
 	// before any of its output reaches the Sink.
 	Started func(pid int)
+	// StdinWritten, when set, is called by the goroutine that writes the
+	// child's stdin each time it has written a queued buffer to the pipe
+	// (not for bytes Write put in the pipe itself), without locks held.
+	// Child.StdinWritten says how many bytes reached the pipe so far.
+	StdinWritten func()
 }
 
 // DefaultWindow is the default flow-control window. See docs/protocol.md for

@@ -21,14 +21,16 @@ type stdinQueue struct {
 	f       *os.File
 	bufs    [][]byte
 	queued  int
-	closing bool  // no more writes accepted; close f once the queue is empty
-	err     error // why writing stopped, if it did
-	busy    bool  // run is writing buffers it took from the queue
+	written int64  // bytes written to f so far
+	wrote   func() // called by run after each buffer it wrote; may be nil
+	closing bool   // no more writes accepted; close f once the queue is empty
+	err     error  // why writing stopped, if it did
+	busy    bool   // run is writing buffers it took from the queue
 	rc      syscall.RawConn
 }
 
-func newStdinQueue(f *os.File) *stdinQueue {
-	q := &stdinQueue{f: f}
+func newStdinQueue(f *os.File, wrote func()) *stdinQueue {
+	q := &stdinQueue{f: f, wrote: wrote}
 	q.rc, _ = f.SyscallConn()
 	q.cond.L = &q.mu
 	go q.run()
@@ -56,6 +58,7 @@ func (q *stdinQueue) write(p []byte) error {
 		q.rc.Write(func(fd uintptr) bool {
 			if n, err := unix.Write(int(fd), p); err == nil && n > 0 {
 				p = p[n:]
+				q.written += int64(n)
 			}
 			return true
 		})
@@ -89,6 +92,12 @@ func (q *stdinQueue) pending() int {
 	return q.queued
 }
 
+func (q *stdinQueue) total() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.written
+}
+
 func (q *stdinQueue) run() {
 	defer q.f.Close()
 	for {
@@ -102,9 +111,10 @@ func (q *stdinQueue) run() {
 		q.busy = len(bufs) > 0
 		q.mu.Unlock()
 		for _, b := range bufs {
-			_, err := q.f.Write(b)
+			n, err := q.f.Write(b)
 			q.mu.Lock()
 			q.queued -= len(b)
+			q.written += int64(n)
 			if err != nil {
 				if q.err == nil {
 					q.err = ErrStdinClosed
@@ -114,6 +124,9 @@ func (q *stdinQueue) run() {
 				return
 			}
 			q.mu.Unlock()
+			if q.wrote != nil {
+				q.wrote()
+			}
 		}
 		q.mu.Lock()
 		q.busy = false

@@ -22,6 +22,7 @@ type config struct {
 	uid, gid      string
 	window        int
 	stdinLimit    int
+	stdinAck      bool
 	captureOutput bool
 	captureStderr bool
 	stderrOnly    bool
@@ -80,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	str(&c.gid, "gid", "", "run the program with this group (name or number)")
 	fs.IntVar(&c.window, "stdio-window", 0, "bytes of output in flight before ps_port waits for acks")
 	fs.IntVar(&c.stdinLimit, "stdin-limit", host.DefaultStdinLimit, "stdin bytes that may wait for the child; a command that would go past it is refused whole")
+	fs.BoolVar(&c.stdinAck, "stdin-ack", false, "--packet: report stdin bytes written to the program with {stdin_written, N} frames")
 	fs.BoolVar(&c.captureOutput, "capture-output", false, "raw mode: copy the program's stdout to ps_port's stdout")
 	fs.BoolVar(&c.captureStderr, "capture-stderr", false, "send the program's stderr where its stdout goes")
 	fs.BoolVar(&c.stderrOnly, "capture-stderr-only", false, "capture stderr and discard stdout")
@@ -108,6 +110,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.window < 0 {
 		return nil, fmt.Errorf("--stdio-window must be > 0, got %d", c.window)
+	}
+	if c.stdinAck && !c.packet {
+		return nil, fmt.Errorf("--stdin-ack needs --packet: without it there is no frame to report stdin bytes with")
 	}
 	if c.captureStderr && c.stderrOnly {
 		return nil, fmt.Errorf("--capture-stderr and --capture-stderr-only exclude each other")

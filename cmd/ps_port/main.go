@@ -106,6 +106,7 @@ func request(cfg *config) (host.Request, error) {
 		GID:            cfg.gid,
 		Window:         cfg.window,
 		StdinLimit:     cfg.stdinLimit,
+		StdinAck:       cfg.stdinAck,
 		DelayToSIGKILL: cfg.delay,
 		Sweep:          true, // one child per ps_port: every orphan is its
 		Cgroup:         cgroup.Spec{Controllers: cfg.controllers, Path: cfg.group},
