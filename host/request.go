@@ -55,12 +55,12 @@ type Request struct {
 	// merges stderr into stdout, Stdout procctl.Null captures stderr only.
 	Stdin, Stdout, Stderr procctl.Stdio
 
-	Window         int           // flow-control window; procctl.DefaultWindow when 0
-	MaxRead        int           // largest output chunk (procctl.Spec.MaxRead); 64 KiB when 0
-	StdinLimit     int           // see DefaultStdinLimit (used when 0)
+	Window     int // flow-control window; procctl.DefaultWindow when 0
+	MaxRead    int // largest output chunk (procctl.Spec.MaxRead); 64 KiB when 0
+	StdinLimit int // see DefaultStdinLimit (used when 0)
 	// StdinAck asks for Output.StdinWritten notices: stdin credit for an
 	// owner that keeps a bounded amount of stdin in flight.
-	StdinAck bool
+	StdinAck       bool
 	DelayToSIGKILL time.Duration // between SIGTERM and SIGKILL
 	Cgroup         cgroup.Spec   // no cgroup when Cgroup.Controllers is empty
 	// Group, when set, is a cgroup the transport made itself (node mode's

@@ -58,8 +58,8 @@ type Session struct {
 	stdinAck      bool
 	stdinReported int64
 	stdinBatch    int64
-	status   procctl.ExitStatus
-	done     chan struct{}
+	status        procctl.ExitStatus
+	done          chan struct{}
 }
 
 // Start starts the child req describes and reports it to out (Started,
