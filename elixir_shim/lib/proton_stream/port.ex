@@ -22,6 +22,7 @@ defmodule ProtonStream.Port do
           | {:stderr, binary()}
           | {:error, atom(), binary()}
           | {:oom_killed, non_neg_integer()}
+          | {:stdin_written, pos_integer()}
           | {:exit, {:status, non_neg_integer()} | {:signal, pos_integer()}}
 
   # ps_port refuses a frame longer than this (its length prefix's value).
@@ -70,6 +71,7 @@ defmodule ProtonStream.Port do
           :gid,
           :stdio_window,
           :stdin_limit,
+          :stdin_ack,
           :arg0,
           :stderr_to_stdout,
           :capture_stderr_only,
@@ -97,6 +99,7 @@ defmodule ProtonStream.Port do
   defp flag(:gid, id), do: ["--gid", to_string(id)]
   defp flag(:stdio_window, bytes), do: ["--stdio-window", Integer.to_string(bytes)]
   defp flag(:stdin_limit, bytes), do: ["--stdin-limit", Integer.to_string(bytes)]
+  defp flag(:stdin_ack, true), do: ["--stdin-ack"]
   defp flag(:arg0, arg0), do: ["--arg0", arg0]
   defp flag(:stderr_to_stdout, true), do: ["--capture-stderr"]
   defp flag(:capture_stderr_only, true), do: ["--capture-stderr-only"]

@@ -21,7 +21,13 @@ defmodule ProtonStream.Run do
   #
   # `:input` is written by a feeder process linked to the server. The feeder
   # hands each chunk to the server with a call, so it runs at most one chunk
-  # ahead of the server, whose mailbox stays short.
+  # ahead of the server, whose mailbox stays short. The server opens the
+  # program with stdin credit (it exports handle_stdin_written/2): ps_port
+  # reports the stdin bytes it has written to the program, and the server
+  # keeps at most half of `:stdin_limit` sent and not yet reported, holding
+  # the feeder's call until there is room. So ps_port never refuses :input
+  # (stdin_overflow), and an Enumerable of any size streams through a slow
+  # program with bounded memory.
 
   require Logger
 
@@ -29,6 +35,9 @@ defmodule ProtonStream.Run do
 
   # Stdin is written in pieces of this size (ps_port frames stay small).
   @input_chunk 65_536
+
+  # ps_port's :stdin_limit when none is given (docs/protocol.md).
+  @default_stdin_limit 16 * 1024 * 1024
 
   @typedoc "What to do with the program's stderr."
   @type stderr_mode :: :console | :log | :discard | :merge
@@ -52,7 +61,10 @@ defmodule ProtonStream.Run do
       ref: ref,
       input: input,
       stderr: stderr,
-      command: command
+      command: command,
+      # Stdin sent and not yet reported written, at most (one chunk is
+      # always sent into an empty pipeline, so ps_port takes it).
+      max_in_flight: max(div(Keyword.get(ps_opts, :stdin_limit, @default_stdin_limit), 2), 1)
     }
 
     case ProtonStream.start_link(__MODULE__, command, args, init_arg, ps_opts) do
@@ -199,7 +211,7 @@ defmodule ProtonStream.Run do
           spawn_link(fn -> feed(server, input) end)
       end
 
-    {:ok, Map.merge(arg, %{monitor: monitor, feeder: feeder})}
+    {:ok, Map.merge(arg, %{monitor: monitor, feeder: feeder, in_flight: 0, held: nil})}
   end
 
   @impl ProtonStream
@@ -254,14 +266,42 @@ defmodule ProtonStream.Run do
   def handle_info(_other, state), do: {:noreply, state}
 
   @doc false
-  def handle_call({:input, data}, _from, state) do
-    send(self(), {self(), {:command, data}})
-    {:reply, :ok, state}
+  def handle_stdin_written(bytes, state) do
+    state = %{state | in_flight: max(state.in_flight - bytes, 0)}
+
+    case state.held do
+      {from, data} ->
+        if room?(state, data) do
+          GenServer.reply(from, :ok)
+          {:noreply, input(%{state | held: nil}, data)}
+        else
+          {:noreply, state}
+        end
+
+      nil ->
+        {:noreply, state}
+    end
+  end
+
+  @doc false
+  def handle_call({:input, data}, from, state) do
+    if room?(state, data),
+      do: {:reply, :ok, input(state, data)},
+      else: {:noreply, %{state | held: {from, data}}}
   end
 
   def handle_call(:input_done, _from, state) do
     send(self(), {self(), :eof})
     {:reply, :ok, state}
+  end
+
+  defp room?(%{in_flight: 0}, _data), do: true
+  defp room?(state, data), do: state.in_flight + byte_size(data) <= state.max_in_flight
+
+  # The server writes it to the program's stdin (ProtonStream.command/2's way).
+  defp input(state, data) do
+    send(self(), {self(), {:command, data}})
+    %{state | in_flight: state.in_flight + byte_size(data)}
   end
 
   defp fail(state, message) do

@@ -134,7 +134,7 @@ defmodule ProtonStream.Server do
 
     case callback_init(module, init_arg) do
       {:ok, mod_state, extra} ->
-        case spawn_child(options, nil) do
+        case spawn_child(stdin_ack(options, module), nil) do
           {:ok, state} ->
             state = %{state | module: module, mod_state: mod_state}
             if extra == nil, do: {:ok, state}, else: {:ok, state, extra}
@@ -160,6 +160,15 @@ defmodule ProtonStream.Server do
     else
       {:ok, init_arg, nil}
     end
+  end
+
+  # A callback module that takes stdin credit (ProtonStream.Run's :input
+  # feeder) gets the program opened with stdin acks: {:stdin_written, n}
+  # events as ps_port writes its stdin to the program (docs/protocol.md).
+  defp stdin_ack(options, module) do
+    if function_exported?(module, :handle_stdin_written, 2),
+      do: Map.put(options, :stdin_ack, true),
+      else: options
   end
 
   defp spawn_child(options, owner) do
@@ -369,6 +378,10 @@ defmodule ProtonStream.Server do
       do: wrap(module.handle_stdin_refused(reason, message, state.mod_state), state),
       else: {:noreply, state}
   end
+
+  # Stdin credit, only for a module that asked for it (stdin_ack/2).
+  defp handle_event({:stdin_written, bytes}, %{module: module} = state) when module != nil,
+    do: wrap(module.handle_stdin_written(bytes, state.mod_state), state)
 
   defp handle_event({:error, reason, message}, state) do
     Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")

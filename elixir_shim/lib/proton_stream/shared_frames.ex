@@ -23,6 +23,7 @@ defmodule ProtonStream.SharedFrames do
           | {:error, id(), atom(), binary()}
           | {:error, atom(), binary()}
           | {:oom_killed, id(), non_neg_integer()}
+          | {:stdin_written, id(), pos_integer()}
           | {:exit, id(), {:status, non_neg_integer()} | {:signal, pos_integer()}}
 
   # ps_port refuses a frame longer than this (its length prefix's value).
@@ -91,6 +92,7 @@ defmodule ProtonStream.SharedFrames do
         :delay_to_sigkill,
         :stdio_window,
         :stdin_limit,
+        :stdin_ack,
         :stderr_to_stdout,
         :capture_stderr_only,
         :cgroup_controllers

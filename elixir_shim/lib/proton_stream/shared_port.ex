@@ -318,6 +318,16 @@ defmodule ProtonStream.SharedPort do
     end
   end
 
+  # Stdin credit: only callback-mode servers open with stdin acks.
+  defp handle_frame({:stdin_written, id, bytes}, state) do
+    case state.children do
+      %{^id => %Child{owner: nil, ps: ps}} -> send(ps, {:"$ps_shared", id, {:stdin_written, bytes}})
+      _ -> :ok
+    end
+
+    state
+  end
+
   defp handle_frame({:error, id, reason, message}, state) when is_integer(id) do
     case state.children do
       %{^id => %Child{owner: nil, ps: ps}} ->

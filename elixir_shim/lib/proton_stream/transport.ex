@@ -26,6 +26,10 @@ defmodule ProtonStream.Transport do
       then acknowledged with `c:ack/2`;
     * `{:error, reason, message}` - a refused request or another problem;
     * `{:oom_killed, count}` - the OOM killer struck in its memory cgroup;
+    * `{:stdin_written, bytes}` - ps_port wrote `bytes` more of stdin to the
+      program (only when opened with the internal `stdin_ack: true` option,
+      which the server sets for a callback module exporting
+      `handle_stdin_written/2`);
     * `{:exit, reason}` - the program is gone after all its output; the
       server reports `reason`;
     * `{:exit_sent, reason}` - the same, but the owner has already been sent
@@ -37,6 +41,7 @@ defmodule ProtonStream.Transport do
           | {:stderr, binary()}
           | {:error, atom(), binary()}
           | {:oom_killed, non_neg_integer()}
+          | {:stdin_written, pos_integer()}
           | {:exit, ProtonStream.exit_reason()}
           | {:exit_sent, ProtonStream.exit_reason()}
 

@@ -114,18 +114,64 @@ defmodule ProtonStreamTest.Cases.Cmd do
           assert {^data, 0} = ProtonStream.cmd("cat", [], [input: data] ++ m)
         end
 
-        test ":input past :stdin_limit that the program does not read fails loudly", %{m: m} do
-          # Never silently cut: the run stops and says why.
+        test ":input the program does not read waits for it (bounded), and :timeout ends it",
+             %{m: m} do
+          # Stdin credit: the feeder holds the rest of the input back instead
+          # of ps_port refusing it (stdin_overflow); the run ends as any other.
           data = :binary.copy("x", 8 * 1024 * 1024)
+          opts = [input: data, stdin_limit: 1_048_576, timeout: 1_000] ++ m
+          assert {"", :timeout} = ProtonStream.cmd("sleep", ["1000"], opts)
+          assert_mailbox_empty()
+        end
 
-          error =
-            assert_raise ProtonStream.ExitError, fn ->
-              ProtonStream.cmd("sleep", ["1000"], [input: data, stdin_limit: 1_048_576] ++ m)
+        test ":input far past :stdin_limit streams into a slow reader with bounded memory",
+             %{m: m} do
+          # 64 MiB of fresh 64 KiB binaries, through a 1 MiB :stdin_limit, into
+          # a program that starts reading a second late. Without stdin credit
+          # this failed with stdin_overflow.
+          chunks = 1024
+          input = Stream.map(1..chunks, fn i -> :binary.copy(<<rem(i, 256)>>, 65_536) end)
+          before = ProtonStreamTest.Cases.Cmd.vm_memory()
+          sampler = sample_peak_memory()
+          opts = [input: input, stdin_limit: 1_048_576] ++ m
+          assert {out, 0} = ProtonStream.cmd("sh", ["-c", "sleep 1; wc -c"], opts)
+          assert String.trim(out) == Integer.to_string(chunks * 65_536)
+          growth = stop_sampler(sampler) - before
+          # Bounded by :stdin_limit / 2 in flight plus a chunk or two; the
+          # bound is generous for GC lag.
+          assert growth < 32 * 1024 * 1024, "VM grew #{div(growth, 1024)} KiB"
+
+          # stream!/3 feeds the same way; a :stdin_limit below one chunk
+          # still passes every chunk (one at a time).
+          big = Stream.map(1..128, fn _ -> :binary.copy("y", 65_536) end)
+          stream_opts = [input: big, stdin_limit: 1_048_576] ++ m
+          counted = ProtonStream.stream!("sh", ["-c", "sleep 1; wc -c"], stream_opts)
+          assert counted |> Enum.join() |> String.trim() == Integer.to_string(128 * 65_536)
+          tiny = [input: ["ab", "c", "def"], stdin_limit: 1] ++ m
+          assert ProtonStream.stream!("cat", [], tiny) |> Enum.join() == "abcdef"
+          assert_mailbox_empty()
+        end
+
+        defp sample_peak_memory do
+          parent = self()
+
+          spawn_link(fn ->
+            sample = fn sample, peak ->
+              receive do
+                {:stop, ^parent} -> send(parent, {:peak, self(), peak})
+              after
+                10 -> sample.(sample, max(peak, :erlang.memory(:total)))
+              end
             end
 
-          assert error.reason == :failed
-          assert error.message =~ "stdin_overflow"
-          assert_mailbox_empty()
+            sample.(sample, :erlang.memory(:total))
+          end)
+        end
+
+        defp stop_sampler(sampler) do
+          send(sampler, {:stop, self()})
+          assert_receive {:peak, ^sampler, peak}, 5_000
+          peak
         end
 
         test "without :input the program's stdin is at end of file", %{m: m} do

@@ -61,6 +61,7 @@ defmodule ProtonStream.Transport.Remote do
       {:error, data} when is_binary(data) -> {:event, {:stderr, data}}
       {:error, reason, text} -> {:event, {:error, reason, text}}
       {:oom_killed, count} -> {:event, {:oom_killed, count}}
+      {:stdin_written, bytes} -> {:event, {:stdin_written, bytes}}
       # Replies to our :close (we are stopping anyway) and :connect (never sent).
       reply when reply in [:closed, :connected] -> :ignore
       other -> {:event, other}
