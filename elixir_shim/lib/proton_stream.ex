@@ -315,12 +315,11 @@ defmodule ProtonStream do
       returned
     * `:input` - stdin: a binary, iodata or any `Enumerable` of binaries
       (e.g. `File.stream!/2`), followed by end of file. Without it the
-      program's stdin is at end of file from the start. ps_port queues
-      input the program has not read yet up to `:stdin_limit` (16 MiB by
-      default); a program that leaves more than that unread makes the run
-      stop with `ProtonStream.ExitError` (`reason: :failed`, the message
-      says `stdin_overflow`) rather than lose a byte: raise `:stdin_limit`
-      for such programs.
+      program's stdin is at end of file from the start. Input of any size
+      streams with bounded memory: at most half of `:stdin_limit` (16 MiB
+      by default) is sent ahead of what ps_port reports written to the
+      program, and the Enumerable is read no faster than the program reads,
+      so a slow reader slows the input (as in `stream!/3`).
     * `:stderr` - `:console` (default: written to this VM's stderr, as
       `System.cmd/3` leaves it), `:log` (a Logger warning per chunk),
       `:discard`, or `:merge` (same as `stderr_to_stdout: true`)
