@@ -321,8 +321,11 @@ defmodule ProtonStream.SharedPort do
   # Stdin credit: only callback-mode servers open with stdin acks.
   defp handle_frame({:stdin_written, id, bytes}, state) do
     case state.children do
-      %{^id => %Child{owner: nil, ps: ps}} -> send(ps, {:"$ps_shared", id, {:stdin_written, bytes}})
-      _ -> :ok
+      %{^id => %Child{owner: nil, ps: ps}} ->
+        send(ps, {:"$ps_shared", id, {:stdin_written, bytes}})
+
+      _ ->
+        :ok
     end
 
     state
