@@ -112,3 +112,20 @@ func TestSharedStdinAckStreamsPastTheLimit(t *testing.T) {
 		t.Errorf("{stdin_ack, 1}: got %v, want {spawn_error, %d, badarg, \"option stdin_ack: want true or false ...\"}", f, id+1)
 	}
 }
+
+// --stdin-ack is for --packet: raw mode has no frame for it, and --shared
+// takes it per child ({stdin_ack, true}); both are usage errors that say so.
+func TestStdinAckFlagUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--stdin-ack", "--", "true"}, "--stdin-ack needs --packet"},
+		{[]string{"--shared", "--stdin-ack"}, "--stdin-ack is per child"},
+	} {
+		p := startPort(t, c.args...)
+		if code := p.exitCode(10 * time.Second); code != 2 || !strings.Contains(p.stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 (usage) and %q", c.args, code, p.stderr, c.want)
+		}
+	}
+}
