@@ -44,6 +44,33 @@ func scanProcs() []procStat {
 	return out
 }
 
+// orphanCandidates lists this program's children that may be orphans: the
+// main thread's. Every Child is forked by the forker thread, which is never
+// the main one (forker), and the kernel reparents an orphan to the first
+// live thread of its subreaper, the main thread. So the listing costs
+// O(orphans), not O(children), however many children this program runs.
+// Children of other threads (os/exec's, reaped by its Wait) are not
+// orphans. Until the forker thread is known, or if it is the main thread,
+// every thread's list is read.
+func orphanCandidates() (pids []int, ok bool) {
+	self := os.Getpid()
+	if f := int(forkerTid.Load()); f == 0 || f == self {
+		return ownChildren()
+	}
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(self) + "/children")
+	if err != nil {
+		return ownChildren()
+	}
+	for _, f := range bytes.Fields(b) {
+		pid, err := strconv.Atoi(string(f))
+		if err != nil {
+			return nil, false
+		}
+		pids = append(pids, pid)
+	}
+	return pids, true
+}
+
 // ownChildren lists this program's direct children, zombies included, from
 // /proc/self/task/*/children: a few small reads instead of a scan of every
 // process. ok is false when the kernel does not offer those files
@@ -139,7 +166,7 @@ func withMarker(env []string, marker string) []string {
 // orphanPids lists this program's children that no Child owns: orphans
 // reparented to it, the subreaper. The caller holds registry's lock.
 func orphanPids() []int {
-	kids, ok := ownChildren()
+	kids, ok := orphanCandidates()
 	if !ok {
 		// No children files (CONFIG_PROC_CHILDREN): a scan of every process.
 		self := os.Getpid()

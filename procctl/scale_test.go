@@ -2,6 +2,7 @@ package procctl
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,5 +168,61 @@ func BenchmarkTerminateThousand(b *testing.B) {
 		b.StartTimer()
 		took := terminateAll(b, trees, 5*time.Minute)
 		b.ReportMetric(float64(took.Microseconds())/1000, "ms-to-all-gone")
+	}
+}
+
+// Orphans are listed without reading the forker thread's children list,
+// which holds every Child: none of them is an orphan, a reparented daemon is.
+func TestOrphanListingSkipsChildren(t *testing.T) {
+	r := newLineSink()
+	daemonParent := start(t, Spec{Path: "sh", Args: []string{"-c", `(setsid sh -c 'echo $$; exec sleep 600' &); exec sleep 600`}}, r)
+	others := []*Child{
+		start(t, Spec{Path: "sleep", Args: []string{"600"}}, &recorder{}),
+		start(t, Spec{Path: "sleep", Args: []string{"600"}}, &recorder{}),
+	}
+	var daemon int
+	select {
+	case l := <-r.line:
+		daemon, _ = strconv.Atoi(l)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not report its pid")
+	}
+	dfd, err := unix.PidfdOpen(daemon, 0) // it runs: its pid is its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dfd)
+	// The daemon's parent (a subshell) exits at once; wait for the reparent.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		registry.Lock()
+		orphans := orphanPids()
+		registry.Unlock()
+		found := false
+		for _, pid := range orphans {
+			if pid == daemon {
+				found = true
+			}
+			for _, c := range append(others, daemonParent) {
+				if pid == c.Pid() {
+					t.Fatalf("child %d listed as an orphan", pid)
+				}
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon %d never listed as an orphan (orphans: %v, forker thread %d)", daemon, orphans, forkerTid.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if tid := int(forkerTid.Load()); tid == 0 || tid == os.Getpid() {
+		t.Errorf("forker thread %d: want a thread other than the main one", tid)
+	}
+	daemonParent.Terminate()
+	daemonParent.Wait()
+	if !pidfdExited(dfd) {
+		t.Errorf("daemon %d survived its child's Wait", daemon)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -314,6 +315,30 @@ var (
 // retires the thread that happened to fork.
 func forker() {
 	runtime.LockOSThread() // never unlocked: this thread lives as long as the program
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread: orphans are reparented to it, and the children
+		// lists are read apart for that (orphanPids). Hand over to a
+		// goroutine on another thread (it cannot get this one, locked here)
+		// and give this one back once that one holds its own.
+		moved := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			forkerTid.Store(int32(unix.Gettid()))
+			close(moved)
+			serveForks()
+		}()
+		<-moved
+		runtime.UnlockOSThread()
+		return
+	}
+	forkerTid.Store(int32(unix.Gettid()))
+	serveForks()
+}
+
+// forkerTid is the forker thread's id: every Child is in its children list.
+var forkerTid atomic.Int32
+
+func serveForks() {
 	for req := range forks {
 		pid, err := req.run()
 		req.done <- forkResult{pid, err}
