@@ -20,9 +20,11 @@
 // program; after DelayToSIGKILL, SIGKILL to the group, to the escapees and to
 // the child's containment (see Placement), in rounds until the group is
 // empty and no escapee is left. Escapees (a setsid'd double fork) are found
-// among this program's own children (/proc/self/task/*/children: with
-// BecomeSubreaper every orphan of a child lands there) by the marker they
-// inherited (MarkerEnv), or with Spec.Sweep as the orphans of the one child.
+// among this program's own children (with BecomeSubreaper every orphan of a
+// child is reparented to its main thread, and /proc/self/task/PID/children
+// lists them; every Child is forked by another thread, so the list holds
+// orphans only) by the marker they inherited (MarkerEnv), or with
+// Spec.Sweep as the orphans of the one child.
 // Terminations that happen together share those listings (one per round,
 // whatever the number of children), and orphans are signalled under the
 // lock their reaping takes, so a pid is never signalled after it could have

@@ -115,7 +115,8 @@ func (s *stdioSet) closeParentEnds() {
 //     right after the child has been reaped and its pid recycled.
 //   - A process that left the group (setsid, setpgid) is still a
 //     descendant: once its parents are dead it is reparented to this
-//     program, the subreaper, and shows up in /proc/self/task/*/children.
+//     program, the subreaper, and shows up in its main thread's children
+//     list (/proc/self/task/PID/children), which holds orphans only.
 //     Each such orphan is claimed by the marker it inherited (MarkerEnv), or
 //     with Spec.Sweep by the one child this program runs. Orphans are
 //     listed, reaped and signalled in rounds (orphanRounds) that every
