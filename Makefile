@@ -90,11 +90,13 @@ soak:
 soak-smoke:
 	$(MAKE) soak DURATION=60s
 
-# Fuzz the ETF decoder for FUZZTIME (new crashers land in
-# etf/testdata/fuzz/FuzzDecode/); make test runs it for 10 s.
+# Fuzz the ETF decoder, then the frames of ps_port --shared, for FUZZTIME
+# each (new crashers land in etf/testdata/fuzz/FuzzDecode/ and
+# port/testdata/fuzz/FuzzSharedFrames/); make test runs each for 10 s.
 FUZZTIME ?= 5m
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./etf/
+	$(GO) test -run '^$$' -fuzz '^FuzzSharedFrames$$' -fuzztime $(FUZZTIME) ./port/
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZTIME=10s
