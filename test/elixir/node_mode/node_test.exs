@@ -92,7 +92,7 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       ps_node = ProtonStream.Node.name(server)
       assert ps_node in Node.list()
       node_os_pid = ProtonStream.Node.os_pid(server)
-      assert File.read!("/proc/#{node_os_pid}/comm") == "ps_port\n"
+      assert File.read!("/proc/#{node_os_pid}/comm") == "ps_port_node\n"
 
       {:ok, ps} = ProtonStream.open("sh", ["-c", "echo ready; exec sleep 1000"], node: ps_node)
       assert_receive {^ps, {:data, "ready\n"}}, 10_000
@@ -190,7 +190,7 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
 
       {ps_args, 0} = System.cmd("ps", ["-eo", "pid,args"])
       [line] = for l <- String.split(ps_args, "\n"), String.trim(l) =~ ~r/^#{node_os_pid} /, do: l
-      assert line =~ "ps_port node --name"
+      assert line =~ "ps_port_node --name"
       refute ps_args =~ cookie
       refute File.read!("/proc/#{node_os_pid}/cmdline") =~ cookie
     end
