@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/protonstream/ps_port/cgroup"
 	"github.com/protonstream/ps_port/node"
 	"github.com/protonstream/ps_port/procctl"
 )
@@ -136,6 +137,15 @@ func nodeMain(args []string) int {
 	if err := procctl.BecomeSubreaper(); err != nil {
 		fmt.Fprintf(os.Stderr, "ps_port node: %v; orphans may escape\n", err)
 	}
+	// Listed among the live ps_ports, so that if this node is SIGKILLed the
+	// next ps_port to start (port or node mode) kills what its children
+	// started outside cgroups and reclaims its groups (procctl.Register);
+	// and this node does the same for a dead predecessor.
+	reg, err := procctl.Register(func(int) { cgroup.ReclaimAbandoned() })
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ps_port node: %v; if this node is killed, what its children started outside cgroups may survive it\n", err)
+	}
+	defer reg.Close()
 	n, err := node.Start(context.Background(), node.Config{
 		Name:        name,
 		Cookie:      cookie,

@@ -142,8 +142,8 @@ const nodeTree = `trap '' TERM; setsid sleep 1000 & sleep 1000 & wait`
 // reason noconnection. Grandchildren inside cgroups are killed, and their
 // groups removed, when the next ps_port node under the same --cgroup-base
 // makes its first group; a reconnecting owner opens children there.
-// Grandchildren outside cgroups are not killed by anyone: see
-// docs/reliability.md ("Known limits").
+// Grandchildren outside cgroups carry the dead node's marker and are killed
+// by the next ps_port to start (procctl.Register).
 func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
 	tag := relTag()
 	t.Cleanup(func() { relKillTagged(tag) })
@@ -205,15 +205,17 @@ func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
 		`{<<"1\n">>,normal}`)
 	reclaimed := time.Since(start)
 	waitAllGone(t, grandIn, time.Second)
+	// Those outside cgroups carry the dead node's marker: a ps_port that
+	// starts after the kill (the next node, or any other) kills them.
+	waitAllGone(t, grandOut, time.Second+testSlack())
 	relWaitGroupsGone(t, base, time.Second)
 	if !strings.Contains(ps2.stderr.String(), "reclaimed") {
 		t.Logf("the new node did not reclaim the groups (another ps_port did):\n%s", ps2.stderr.String())
 	}
 	e.expect(`{ok, N2} = open(<<"cat">>, []), N2 ! {self(), {command, <<"again\n">>}}, receive {N2, {data, D}} -> D after 5000 -> timeout end`, `<<"again\n">>`)
 	e.expect(`N2 ! {self(), close}, reliability_driver:bytes_of(N2, 5000)`, `{<<>>,normal}`)
-	t.Logf("%d grandchildren in cgroups killed and groups removed by the next node (%v after the kill); %d grandchildren outside cgroups outlived the node (known limit; killed by the test)",
-		len(grandIn), reclaimed, len(grandOut))
-	relKill(grandOut)
+	t.Logf("%d grandchildren in cgroups and %d outside killed and groups removed by the next ps_port (%v after the kill)",
+		len(grandIn), len(grandOut), reclaimed)
 }
 
 // psNodeConn finds the local port of ps_port's established distribution
