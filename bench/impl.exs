@@ -251,7 +251,9 @@ defmodule Bench.Node do
               Atom.to_string(name),
               "--cookie-file",
               cookie_file,
-              "--allow-any"
+              "--allow-any",
+              # The node ends with this BEAM, even when the bench is killed.
+              "--exit-on-eof"
             ]
           ])
 
