@@ -163,10 +163,9 @@ defmodule ProtonStream do
       that would queue more is refused as a whole and the owner gets
       `{ps, {:error, :stdin_overflow, message}}`; after `eof/1` commands give
       `{ps, {:error, :stdin_closed, message}}` (the same as port mode, which also logs them).
-      `command/2` sends data as binaries of at most 8 MiB; a single
-      `send/2` of a command over the node's `--max-request` (16 MiB by
-      default, lists weighed at 16 bytes an element) is refused with
-      `{ps, {:error, :too_large, message}}`.
+      `command/2` sends data as one binary; a command over the node's
+      `--max-request` (16 MiB by default, lists weighed at 16 bytes an
+      element) is refused whole with `{ps, {:error, :too_large, message}}`.
 
   Differences that follow from the program living on another node: after
   `{ps, :closed}` the owner also gets `{:EXIT, ps, :normal}` (as a message,
@@ -424,8 +423,9 @@ defmodule ProtonStream do
   queue already holds data and this command would take it past
   `:stdin_limit`, or when the command is larger than the 64 MiB ps_port's
   frames can carry, none of it is written and the owner gets
-  `{ps, {:error, :stdin_overflow, message}}`. (Node mode, message mode: data
-  over 8 MiB is sent as several commands of at most 8 MiB, see "Node mode".)
+  `{ps, {:error, :stdin_overflow, message}}`. (Node mode: a command over the
+  node's `--max-request`, 16 MiB by default, is refused whole with
+  `{ps, {:error, :too_large, message}}`, see "Node mode".)
   """
   @spec command(server(), iodata()) :: :ok
   def command(server, data) when ProtonStream.Remote.remote?(server) do

@@ -14,15 +14,16 @@ defmodule ProtonStream.Remote do
       `{:EXIT, ps, {:ps_port_exited, :noconnection}}`, as it would get
       `{:ps_port_exited, status}` from a helper that died in port mode. The
       watcher follows ownership moved with `ProtonStream.connect/2`;
-    * sends stdin data as binaries of at most 8 MiB (a ps_port node refuses
-      a message over its `--max-request`, 16 MiB by default, and weighs the
-      elements of lists as decoded, 16 bytes each).
+    * sends stdin data as one binary per command, so the node takes it or
+      refuses it whole (a ps_port node refuses a message over its
+      `--max-request`, 16 MiB by default, with `{pid, {:error, :too_large,
+      text}}`, and weighs the elements of lists as decoded, 16 bytes each:
+      iodata is made a binary first).
   """
 
   @open_timeout 15_000
-  @max_command_chunk 8 * 1024 * 1024
-  # Port mode's ps_port queues up to 16 MiB of stdin; a node's default is
-  # 1 MiB. The shim asks for port mode's.
+  # Every mode's default stdin limit (host.DefaultStdinLimit), asked for
+  # explicitly so an older node's smaller default does not apply.
   @default_stdin_limit 16 * 1024 * 1024
   @registry ProtonStream.Registry
 
@@ -194,21 +195,15 @@ defmodule ProtonStream.Remote do
   end
 
   @doc """
-  Sends `data` to `remote` (any process `send/2` takes) as
-  `{sender, {:command, binary}}` messages of at most 8 MiB each (iodata is
-  made a binary first: the node weighs list elements as decoded). Raises
-  `ArgumentError` when `data` is not iodata.
+  Sends `data` to `remote` (any process `send/2` takes) as one
+  `{sender, {:command, binary}}` message, so the node accepts or refuses it
+  whole (iodata is made a binary first: the node weighs list elements as
+  decoded). Raises `ArgumentError` when `data` is not iodata.
   """
   @spec command(pid() | atom() | {atom(), node()}, pid(), iodata()) :: :ok
   def command(remote, sender, data) when is_binary(data) do
-    if byte_size(data) > @max_command_chunk do
-      <<chunk::binary-size(@max_command_chunk), rest::binary>> = data
-      send(remote, {sender, {:command, chunk}})
-      command(remote, sender, rest)
-    else
-      send(remote, {sender, {:command, data}})
-      :ok
-    end
+    send(remote, {sender, {:command, data}})
+    :ok
   end
 
   def command(remote, sender, data), do: command(remote, sender, IO.iodata_to_binary(data))

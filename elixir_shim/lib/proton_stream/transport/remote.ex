@@ -7,8 +7,8 @@ defmodule ProtonStream.Transport.Remote do
 
   The server monitors the node's pid: if it goes away without reporting the
   program's exit (the connection was lost), the exit reason is
-  `{:ps_port_exited, reason}`. Commands over 8 MiB are sent in pieces, as
-  `ProtonStream.command/2` does in node mode.
+  `{:ps_port_exited, reason}`. A command goes as one message, taken or
+  refused whole, as `ProtonStream.command/2` does in node mode.
   """
 
   @behaviour ProtonStream.Transport
