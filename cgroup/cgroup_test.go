@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -676,4 +677,37 @@ func TestOverlappingGroupsLeaveNoUnifiedBase(t *testing.T) {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// The group of a ps_port that died (its lease unlocked, its directories
+// still there) is reclaimed by the next Create of that path, which says so
+// to its Spec.Logf, not to stderr: the caller decides where lines go.
+func TestReclaimReportsToSpecLogf(t *testing.T) {
+	requireHost(t)
+	o := testOptions(t)
+	path := randomPath(t)
+	dead, err := create(Spec{Controllers: []string{"memory"}, Path: path}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dead.lease == nil {
+		t.Fatalf("no lease was taken for %s", path)
+	}
+	// What the kernel does to a killed ps_port's lock.
+	dead.lease.f.Close()
+	if dead.fd >= 0 {
+		unix.Close(dead.fd)
+	}
+	var logged []string
+	logf := func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	g, err := create(Spec{Controllers: []string{"memory"}, Path: path, Logf: logf}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Delete(); err != nil {
+		t.Error(err)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "reclaimed cgroup ") || !strings.Contains(logged[0], path) {
+		t.Errorf("Spec.Logf got %q, want one line saying the group at %s was reclaimed", logged, path)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/protonstream/ps_port/internal/stderrlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,9 +106,10 @@ func create(spec Spec, o options) (*Group, error) {
 	}
 	// Groups that ps_ports killed before they could delete them are
 	// reclaimed by the next group under the same base (see reclaim.go).
-	reclaim(filepath.Join(leaseDir, leaseName(spec.Path)), o)
+	logf := stderrlog.Or(spec.Logf)
+	reclaim(filepath.Join(leaseDir, leaseName(spec.Path)), o, logf)
 	if base := path.Dir(spec.Path); base != "." {
-		reclaimStale(base, o)
+		reclaimStale(base, o, logf)
 	}
 	// A concurrent Delete of a sibling group may remove a shared parent
 	// between our mkdir of it (EEXIST) and of the next level (ENOENT).
@@ -174,7 +176,7 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 	if g.lease, err = takeLease(g.path, leaves, parents); err != nil {
 		// Still contained and limited; only a ps_port killed before Delete
 		// would leave the group behind for good.
-		fmt.Fprintf(os.Stderr, "ps_port: %v; the group cannot be reclaimed if ps_port is killed\n", err)
+		stderrlog.Or(spec.Logf)("%v; the group cannot be reclaimed if ps_port is killed", err)
 		err = nil
 	}
 	return g, nil

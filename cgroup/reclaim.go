@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/protonstream/ps_port/internal/stderrlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,7 +80,7 @@ func (l *lease) release() {
 
 // reclaimStale reclaims every abandoned lease of a group under base (the
 // parent of a group being created) and reports how many it reclaimed.
-func reclaimStale(base string, o options) int {
+func reclaimStale(base string, o options, logf func(string, ...any)) int {
 	entries, err := os.ReadDir(leaseDir)
 	if err != nil {
 		return 0
@@ -90,7 +91,7 @@ func reclaimStale(base string, o options) int {
 		if !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
-		if reclaim(filepath.Join(leaseDir, e.Name()), o) {
+		if reclaim(filepath.Join(leaseDir, e.Name()), o, logf) {
 			n++
 		}
 	}
@@ -99,8 +100,10 @@ func reclaimStale(base string, o options) int {
 
 // ReclaimAbandoned reclaims every group, under any base, whose ps_port died
 // without deleting it (its lease is no longer locked): kills what is still
-// in it and removes its directories. It returns how many it reclaimed.
-func ReclaimAbandoned() int {
+// in it and removes its directories. It returns how many it reclaimed, and
+// reports each to logf (stderr, as ps_port's own line, when nil).
+func ReclaimAbandoned(logf func(format string, args ...any)) int {
+	logf = stderrlog.Or(logf)
 	o, err := hostOptions()
 	if err != nil {
 		return 0
@@ -111,7 +114,7 @@ func ReclaimAbandoned() int {
 	}
 	n := 0
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".") && reclaim(filepath.Join(leaseDir, e.Name()), o) {
+		if !strings.HasPrefix(e.Name(), ".") && reclaim(filepath.Join(leaseDir, e.Name()), o, logf) {
 			n++
 		}
 	}
@@ -119,8 +122,8 @@ func ReclaimAbandoned() int {
 }
 
 // reclaim takes over the lease at path if its holder is gone, and then
-// empties and removes the group's directories.
-func reclaim(path string, o options) bool {
+// empties and removes the group's directories; logf hears of it.
+func reclaim(path string, o options, logf func(string, ...any)) bool {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return false
@@ -164,7 +167,7 @@ func reclaim(path string, o options) bool {
 		unix.Rmdir(parents[i]) // stays when still in use
 	}
 	os.Remove(path)
-	fmt.Fprintf(os.Stderr, "ps_port: reclaimed cgroup %s left by a ps_port that died\n", strings.Join(leaves, ", "))
+	logf("reclaimed cgroup %s left by a ps_port that died", strings.Join(leaves, ", "))
 	return true
 }
 

@@ -29,6 +29,11 @@ type Spec struct {
 	Path string
 	// Sets are written in order right after the group is created.
 	Sets []Set
+	// Logf gets what Create does not return: groups of dead ps_ports it
+	// reclaimed, a lease it could not take. One line each, without a
+	// newline; when nil they go to stderr as ps_port's own lines
+	// ("ps_port: ...").
+	Logf func(format string, args ...any)
 }
 
 // ParseSet parses MuonTrap's --set argument "KEY=VALUE", for example
@@ -114,7 +119,7 @@ func (spec Spec) normalized() (Spec, error) {
 	if err := validatePath(spec.Path); err != nil {
 		return Spec{}, err
 	}
-	out := Spec{Path: spec.Path, Sets: append([]Set(nil), spec.Sets...)}
+	out := Spec{Path: spec.Path, Sets: append([]Set(nil), spec.Sets...), Logf: spec.Logf}
 	seen := map[string]bool{}
 	for _, c := range spec.Controllers {
 		if err := validateController(c); err != nil {

@@ -66,13 +66,16 @@ type Session struct {
 // then its output, then its end). A child that cannot be started is a
 // *procctl.SpawnError; its Reason is "badcgroup" when the cgroup could not
 // be made. A req.Group belongs to the session from here on: it is deleted
-// when the child does not start, and after its exit otherwise. logf (which
-// may be nil) gets what nobody is told otherwise.
+// when the child does not start, and after its exit otherwise. logf gets
+// what nobody is told otherwise, procctl's and cgroup's warnings included;
+// when nil, the session's own lines are dropped and theirs go to stderr.
 func Start(req Request, out Output, logf Logf) (*Session, error) {
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	// procctl and cgroup get logf as given: when nil, they use stderr.
+	req.Cgroup.Logf = logf
 	s := &Session{out: out, logf: logf, limit: req.StdinLimit, group: req.Group, done: make(chan struct{})}
+	if s.logf == nil {
+		s.logf = func(string, ...any) {}
+	}
 	if s.limit <= 0 {
 		s.limit = DefaultStdinLimit
 	}
@@ -81,6 +84,7 @@ func Start(req Request, out Output, logf Logf) (*Session, error) {
 		s.deleteGroup()
 		return nil, err
 	}
+	spec.Logf = logf
 	if s.group == nil && len(req.Cgroup.Controllers) > 0 {
 		g, err := cgroup.Create(req.Cgroup)
 		if err != nil {

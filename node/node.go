@@ -410,7 +410,7 @@ func (n *Node) createGroup(req *openRequest) (*claimedGroup, error) {
 	if err := n.claimGroup(p, req.owner); err != nil {
 		return nil, err
 	}
-	g, err := cgroup.Create(cgroup.Spec{Controllers: req.controllers, Path: p, Sets: req.sets})
+	g, err := cgroup.Create(cgroup.Spec{Controllers: req.controllers, Path: p, Sets: req.sets, Logf: n.log.Printf})
 	if err != nil {
 		n.releaseGroup(p)
 		return nil, &cgroupError{err}

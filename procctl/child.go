@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/protonstream/ps_port/internal/stderrlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -169,7 +170,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 			}
 			defer func() {
 				if err := leave(); err != nil {
-					fmt.Fprintf(os.Stderr, "ps_port: moving the forker thread back out of the cgroup: %v\n", err)
+					stderrlog.Or(spec.Logf)("moving the forker thread back out of the cgroup: %v", err)
 				}
 			}()
 		}
@@ -368,7 +369,7 @@ func (c *Child) reap() ExitStatus {
 		})
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "ps_port: waiting on child %d: %v\n", c.pid, err)
+		c.logf("waiting on child %d: %v", c.pid, err)
 	}
 	var ws syscall.WaitStatus
 	registry.Lock()
@@ -380,7 +381,7 @@ func (c *Child) reap() ExitStatus {
 	registry.Unlock()
 	switch {
 	case werr != nil:
-		fmt.Fprintf(os.Stderr, "ps_port: reaping child %d: %v\n", c.pid, werr)
+		c.logf("reaping child %d: %v", c.pid, werr)
 		return ExitStatus{Signal: syscall.SIGKILL}
 	case ws.Signaled():
 		return ExitStatus{Signal: ws.Signal()}
@@ -552,7 +553,7 @@ func hasData(rc syscall.RawConn) bool {
 func (c *Child) lose(err error) {
 	if c.lost.CompareAndSwap(false, true) {
 		if !errors.Is(err, syscall.EPIPE) { // EPIPE: the owner is gone, as it may be
-			fmt.Fprintf(os.Stderr, "ps_port: output of child %d cannot be delivered (%v); terminating it\n", c.pid, err)
+			c.logf("output of child %d cannot be delivered (%v); terminating it", c.pid, err)
 		}
 		c.window.Close()
 		c.Terminate()

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/protonstream/ps_port/internal/stderrlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,8 +72,9 @@ type Registration struct {
 // example to reclaim their cgroups) with the number of dead programs.
 // Call it before starting the first child, and Close the registration when
 // every child's tree is gone. Without a writable state directory it
-// returns an error and nothing is swept.
-func Register(onDead func(dead int)) (*Registration, error) {
+// returns an error and nothing is swept. What a sweep did is reported to
+// logf (stderr, as ps_port's own line, when nil).
+func Register(onDead func(dead int), logf func(format string, args ...any)) (*Registration, error) {
 	r, err := register(StateDir)
 	if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EROFS) {
 		r, err = register(filepath.Join(os.TempDir(), "ps_port-"+strconv.Itoa(os.Geteuid()), "live"))
@@ -82,7 +84,7 @@ func Register(onDead func(dead int)) (*Registration, error) {
 	}
 	go func() {
 		defer close(r.swept)
-		if n := sweepDead(filepath.Dir(r.path), r.path); n > 0 && onDead != nil {
+		if n := sweepDead(filepath.Dir(r.path), r.path, stderrlog.Or(logf)); n > 0 && onDead != nil {
 			onDead(n)
 		}
 	}()
@@ -134,7 +136,7 @@ const lockSample = 16
 
 // sweepDead finds the entries in dir of programs that are dead, kills what
 // they left and removes the entries. It returns how many it found.
-func sweepDead(dir, self string) int {
+func sweepDead(dir, self string, logf func(string, ...any)) int {
 	names, err := readNames(dir)
 	if err != nil {
 		return 0
@@ -183,7 +185,7 @@ func sweepDead(dir, self string) int {
 	}
 	start := time.Now()
 	killed := killMarked(ids)
-	fmt.Fprintf(os.Stderr, "ps_port: %d ps_port(s) died without cleaning up (%s); killed the %d process(es) they left, in %v\n",
+	logf("%d ps_port(s) died without cleaning up (%s); killed the %d process(es) they left, in %v",
 		len(ids), strings.Join(ids, ", "), killed, time.Since(start).Round(time.Millisecond))
 	return len(ids)
 }

@@ -1,10 +1,12 @@
 package procctl
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,8 +35,13 @@ func TestSweepDeadByLockNotPid(t *testing.T) {
 	leftover := startMarked(t, "reused01.x")
 	liveChild := startMarked(t, "live0123.x")
 
-	if n := sweepDead(dir, ""); n != 2 {
+	var logged []string
+	logf := func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	if n := sweepDead(dir, "", logf); n != 2 {
 		t.Errorf("sweepDead found %d dead programs, want 2", n)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "2 ps_port(s) died without cleaning up") {
+		t.Errorf("the sweep reported %q to the caller's logger, want one line on the 2 dead ps_ports", logged)
 	}
 	names, _ := readNames(dir)
 	if len(names) != 1 || names[0] != self+".live0123" {

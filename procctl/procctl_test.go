@@ -2,6 +2,8 @@ package procctl
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -334,5 +336,35 @@ func TestOutputWrittenJustBeforeExit(t *testing.T) {
 	defer rec.mu.Unlock()
 	if rec.out.String() != "late\n" || rec.err.String() != "late\n" {
 		t.Errorf("stdout %q, stderr %q; want both %q", rec.out.String(), rec.err.String(), "late\n")
+	}
+}
+
+// failingSink refuses every byte, as a port that cannot be written.
+type failingSink struct{}
+
+func (failingSink) Stdout([]byte) error { return errors.New("the port is broken") }
+func (failingSink) Stderr([]byte) error { return errors.New("the port is broken") }
+
+// A warning about a child goes to its Spec.Logf, not to stderr: the caller
+// decides where lines go.
+func TestWarningsGoToSpecLogf(t *testing.T) {
+	var mu sync.Mutex
+	var logged []string
+	logf := func(format string, args ...any) {
+		mu.Lock()
+		logged = append(logged, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
+	c := start(t, Spec{Path: "/bin/sh", Args: []string{"-c", "echo hi; exec sleep 60"}, Logf: logf}, failingSink{})
+	select {
+	case <-c.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("a child whose output cannot be delivered was not terminated")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := fmt.Sprintf("output of child %d cannot be delivered (the port is broken); terminating it", c.Pid())
+	if len(logged) != 1 || logged[0] != want {
+		t.Errorf("Spec.Logf got %q, want [%q]", logged, want)
 	}
 }

@@ -79,6 +79,11 @@ type Spec struct {
 	// (not for bytes Write put in the pipe itself), without locks held.
 	// Child.StdinWritten says how many bytes reached the pipe so far.
 	StdinWritten func()
+	// Logf gets the warnings nobody is told otherwise (a tree that
+	// survives SIGKILL, output that cannot be delivered, a failed reap),
+	// one line each, without a newline. When nil they go to stderr as
+	// ps_port's own lines ("ps_port: ...").
+	Logf func(format string, args ...any)
 }
 
 // DefaultWindow is the default flow-control window. See docs/protocol.md for

@@ -199,7 +199,7 @@ func (c *Child) killTree() {
 	start := time.Now()
 	for backoff := time.Millisecond; !c.treeGone(syscall.SIGKILL); backoff = min(2*backoff, 10*time.Millisecond) {
 		if time.Since(start) > 10*time.Second {
-			fmt.Fprintf(os.Stderr, "ps_port: the tree of child %d survives SIGKILL for %v; giving up on it\n", c.pid, time.Since(start).Round(time.Millisecond))
+			c.logf("the tree of child %d survives SIGKILL for %v; giving up on it", c.pid, time.Since(start).Round(time.Millisecond))
 			return
 		}
 		time.Sleep(backoff)
@@ -234,7 +234,7 @@ func (c *Child) stopLeftovers() {
 func (c *Child) killPlacement() {
 	if c.spec.Placement != nil {
 		if err := c.spec.Placement.Kill(); err != nil {
-			fmt.Fprintf(os.Stderr, "ps_port: killing the cgroup of child %d: %v\n", c.pid, err)
+			c.logf("killing the cgroup of child %d: %v", c.pid, err)
 		}
 	}
 }

@@ -46,7 +46,7 @@ func run(args []string) int {
 	}
 	// Live ps_ports are listed; one that died without cleaning up leaves
 	// grandchildren and cgroups, which this one removes (procctl.Register).
-	reg, err := procctl.Register(func(int) { cgroup.ReclaimAbandoned() })
+	reg, err := procctl.Register(func(int) { cgroup.ReclaimAbandoned(logf) }, logf)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ps_port: %v; if this ps_port is killed, what its children started may survive it\n", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -141,7 +142,11 @@ func nodeMain(args []string) int {
 	// next ps_port to start (port or node mode) kills what its children
 	// started outside cgroups and reclaims its groups (procctl.Register);
 	// and this node does the same for a dead predecessor.
-	reg, err := procctl.Register(func(int) { cgroup.ReclaimAbandoned() })
+	// The node's log: its own lines and the warnings of the packages below
+	// (procctl, cgroup), all prefixed "ps_port node: ", which
+	// ProtonStream.Node logs as the node's own (at :info).
+	logger := log.New(os.Stderr, "ps_port node: ", log.LstdFlags)
+	reg, err := procctl.Register(func(int) { cgroup.ReclaimAbandoned(logger.Printf) }, logger.Printf)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ps_port node: %v; if this node is killed, what its children started outside cgroups may survive it\n", err)
 	}
@@ -160,6 +165,7 @@ func nodeMain(args []string) int {
 		ListenPort:  uint16(port),
 		NetTickTime: time.Duration(tickSeconds) * time.Second,
 		TLS:         tlsConfig,
+		Log:         logger,
 	})
 	if err != nil {
 		return fail("%v", err)
