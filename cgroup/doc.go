@@ -41,6 +41,17 @@
 // Kill are concerned: its forker thread passes through the v1 groups during
 // EnterThread, which makes its pid appear in their cgroup.procs for a moment.
 //
+// # Inside
+//
+// Each kind of hierarchy is a backend with the same verbs (members, kill
+// file, OOM count, freezer, directories, removal): v1Group (v1.go) holds the
+// group's directory in each v1 hierarchy, v2Group (v2.go) its directory in
+// a cgroup2 tree. Create (group.go) picks them by the host's mode, once: a
+// v1 host has v1Group, a v2 host v2Group, a hybrid host both (v2Group in the
+// controller-less tree, dropped when that tree is not writable); every verb
+// of Group applies the backends it has in turn. Leases and the reclaiming of
+// dead ps_ports' groups are in reclaim.go.
+//
 // # Settings on v2
 //
 // Settings are written in the order given, each as one write of the value to

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/protonstream/ps_port/internal/stderrlog"
 	"golang.org/x/sys/unix"
 )
@@ -63,17 +61,17 @@ func hostOptions() (options, error) {
 // implements procctl.Placement. Its methods may be called from several
 // goroutines, but Delete must come after the last fork that used
 // EnterThread or CgroupFD.
+//
+// Each hierarchy is a backend with the same verbs (v1Group in v1.go,
+// v2Group in v2.go); a hybrid group has both, and the verbs here apply
+// them in turn.
 type Group struct {
 	path string
 	opts options
 
-	v1  []*v1Hierarchy // one per distinct v1 hierarchy; empty on v2
-	cg1 cgroup1.Cgroup // the library's handle over v1; nil when v1 is empty
-
-	v2        *cgroup2.Manager // the cgroup2 group; nil on pure v1 or when unusable
-	v2Dir     string           // its directory, "" when v2 is nil
-	v2Created []string         // directories Create made in the cgroup2 tree
-	v2Memory  bool             // pure v2 with the memory controller enabled
+	v1       *v1Group  // the v1 groups; nil on v2
+	v2       *v2Group  // the cgroup2 group; nil on pure v1 or when unusable
+	backends []backend // v1 then v2, those the group has
 
 	freezer string // file to freeze the group with during Kill, "" for none
 
@@ -86,6 +84,31 @@ type Group struct {
 	fd      int // cgroup2 directory fd for CLONE_INTO_CGROUP, -1 for none
 	deleted bool
 	lease   *lease // nil when no lease could be taken
+}
+
+// backend is a group's directories in one kind of hierarchy.
+type backend interface {
+	// members adds every pid in the group and its subgroups but self to
+	// into: true when it is in the cgroup2 group, false otherwise.
+	members(self int, into map[int]bool) error
+	// populated reports whether the group still has live tasks, where the
+	// hierarchy says so (cgroup.events); false where it does not.
+	populated() (bool, error)
+	// killFile SIGKILLs every member at once (cgroup.kill) and reports
+	// whether it could; false where there is no such file.
+	killFile() (bool, error)
+	// oomKills is the group's count of OOM kills; ok is false without a
+	// memory controller in this hierarchy.
+	oomKills() (n uint64, ok bool, err error)
+	// freezeFile is the file that freezes the group, "" for none.
+	freezeFile() string
+	// dirs are the group's own directories and the parents it made
+	// (outermost first), for its lease.
+	dirs() (leaves, parents []string)
+	// remove deletes the directories the group made; a leaf the kernel
+	// refuses is a *dirError. What was removed is forgotten, so it may be
+	// called again.
+	remove(timeout time.Duration) error
 }
 
 // Create creates the group described by spec on the host's cgroup mode
@@ -138,7 +161,9 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 			return g, fmt.Errorf("cgroup: group %s: this cgroup v1 host needs at least one controller (--controller); mounted: %s",
 				spec.Path, strings.Join(mountedV1(o.v1Root), ", "))
 		}
-		if err := g.createV1(spec); err != nil {
+		g.v1 = &v1Group{path: spec.Path}
+		g.backends = append(g.backends, g.v1)
+		if err := g.v1.create(o.v1Root, spec.Controllers); err != nil {
 			return g, err
 		}
 		if o.mode == cgroups.Hybrid {
@@ -146,31 +171,35 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 				return g, err
 			}
 		}
-		if err := g.writeV1Sets(spec); err != nil {
+		if err := g.v1.writeSets(spec.Sets); err != nil {
 			return g, err
 		}
 	case cgroups.Unified:
-		if err := g.createV2(spec); err != nil {
+		g.v2 = newV2Group(o, spec.Path)
+		g.backends = append(g.backends, g.v2)
+		if err := g.v2.createWithSets(spec); err != nil {
 			return g, err
 		}
 	default:
 		return g, fmt.Errorf("cgroup: unsupported cgroup mode %v", o.mode)
 	}
-	if g.v2Dir != "" {
-		fd, err := unix.Open(g.v2Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	for _, b := range g.backends {
+		if f := b.freezeFile(); f != "" {
+			g.freezer = f
+			break
+		}
+	}
+	if g.v2 != nil {
+		fd, err := unix.Open(g.v2.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return g, fmt.Errorf("cgroup: open %s: %s", g.v2Dir, errnoText(err))
+			return g, fmt.Errorf("cgroup: open %s: %s", g.v2.dir, errnoText(err))
 		}
 		g.fd = fd
 	}
 	var leaves, parents []string
-	for _, h := range g.v1 {
-		leaves = append(leaves, h.dir)
-		parents = append(parents, h.created...)
-	}
-	if g.v2Dir != "" {
-		leaves = append(leaves, g.v2Dir)
-		parents = append(parents, g.v2Created...)
+	for _, b := range g.backends {
+		l, p := b.dirs()
+		leaves, parents = append(leaves, l...), append(parents, p...)
 	}
 	parents = slices.DeleteFunc(parents, func(d string) bool { return slices.Contains(leaves, d) })
 	if g.lease, err = takeLease(g.path, leaves, parents); err != nil {
@@ -180,6 +209,23 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 		err = nil
 	}
 	return g, nil
+}
+
+// createUnified adds the group in the controller-less cgroup2 tree of a
+// hybrid host, for CLONE_INTO_CGROUP and cgroup.kill. If that tree is not
+// writable (read-only, or not ours to change) the group works as on pure v1.
+func (g *Group) createUnified() error {
+	v2 := newV2Group(g.opts, g.path)
+	g.v2 = v2
+	g.backends = append(g.backends, v2)
+	err := v2.create(nil)
+	if err != nil && isErrno(err, unix.EACCES, unix.EPERM, unix.EROFS) && len(g.v1.hs) > 0 {
+		if v2.remove(g.opts.deleteTimeout) == nil {
+			g.v2, g.backends = nil, g.backends[:len(g.backends)-1]
+			return nil
+		}
+	}
+	return err
 }
 
 // rollback undoes a failed Create.
@@ -208,31 +254,14 @@ func (g *Group) isDeleted() bool {
 }
 
 // members returns every pid in the group, in any hierarchy and any
-// subgroup, except the calling process. inV2 tells which are in the cgroup2
+// subgroup, except the calling process; true marks those in the cgroup2
 // group.
 func (g *Group) members() (pids map[int]bool, err error) {
 	self := os.Getpid()
 	pids = map[int]bool{}
-	for _, h := range g.v1 {
-		procs, err := g.cg1.Processes(h.sub.Name(), true)
-		if err != nil {
-			return nil, withCause(err, "cgroup: list processes of %s: %s", h.label(g.path), errnoText(err))
-		}
-		for _, p := range procs {
-			if p.Pid != self {
-				pids[p.Pid] = false
-			}
-		}
-	}
-	if g.v2 != nil {
-		procs, err := g.v2.Procs(true)
-		if err != nil {
-			return nil, withCause(err, "cgroup: list processes of %s: %s", g.v2Label(), errnoText(err))
-		}
-		for _, p := range procs {
-			if int(p) != self {
-				pids[int(p)] = true
-			}
+	for _, b := range g.backends {
+		if err := b.members(self, pids); err != nil {
+			return nil, err
 		}
 	}
 	return pids, nil
@@ -256,17 +285,29 @@ func (g *Group) Procs() ([]int, error) {
 	return out, nil
 }
 
-// populated reports whether the cgroup2 group (with subgroups) still has
-// live tasks.
+// populated reports whether any hierarchy that knows still counts live
+// tasks in the group.
 func (g *Group) populated() (bool, error) {
-	if g.v2Dir == "" {
-		return false, nil
+	for _, b := range g.backends {
+		if busy, err := b.populated(); err != nil || busy {
+			return busy, err
+		}
 	}
-	n, ok, err := readKey(filepath.Join(g.v2Dir, "cgroup.events"), "populated")
-	if err != nil {
-		return false, withCause(err, "cgroup: read %s/cgroup.events: %s", g.v2Label(), errnoText(err))
+	return false, nil
+}
+
+// killFiles SIGKILLs the members of every hierarchy with a kill file and
+// reports whether any had one.
+func (g *Group) killFiles() (bool, error) {
+	any := false
+	for _, b := range g.backends {
+		ok, err := b.killFile()
+		if err != nil {
+			return any, err
+		}
+		any = any || ok
 	}
-	return ok && n != 0, nil
+	return any, nil
 }
 
 // Kill SIGKILLs every process in the group and returns when none is left,
@@ -278,15 +319,13 @@ func (g *Group) Kill() error {
 		return nil
 	}
 	deadline := time.Now().Add(g.opts.killTimeout)
-	useKillFile := g.v2Dir != "" && !g.opts.noKillFile
+	useKillFile := true // until no hierarchy has one
 	delay := 200 * time.Microsecond
 	for {
 		if useKillFile {
-			err := writeFile(filepath.Join(g.v2Dir, "cgroup.kill"), "1")
-			if errors.Is(err, fs.ErrNotExist) {
-				useKillFile = false // kernel older than 5.14
-			} else if err != nil {
-				return fmt.Errorf("cgroup: kill %s: write cgroup.kill: %s", g.v2Label(), errnoText(err))
+			var err error
+			if useKillFile, err = g.killFiles(); err != nil {
+				return err
 			}
 		}
 		pids, err := g.members()
@@ -384,22 +423,12 @@ func (g *Group) OOMKills() (uint64, error) {
 	if g.isDeleted() {
 		return 0, ErrDeleted
 	}
-	var file, label string
-	if h := g.hierarchy("memory"); h != nil {
-		file, label = filepath.Join(h.dir, "memory.oom_control"), h.label(g.path)
-	} else if g.v2Memory {
-		file, label = filepath.Join(g.v2Dir, "memory.events"), g.v2Label()
-	} else {
-		return 0, nil
+	for _, b := range g.backends {
+		if n, ok, err := b.oomKills(); ok || err != nil {
+			return n, err
+		}
 	}
-	n, ok, err := readKey(file, "oom_kill")
-	if err != nil {
-		return 0, fmt.Errorf("cgroup: read %s/%s: %s", label, filepath.Base(file), errnoText(err))
-	}
-	if !ok {
-		return 0, fmt.Errorf("cgroup: %s has no oom_kill line; the kernel is too old (needs 4.13+) to count OOM kills", file)
-	}
-	return n, nil
+	return 0, nil
 }
 
 // Delete removes every directory Create made (the v1 groups and the cgroup2
@@ -422,15 +451,14 @@ func (g *Group) deleteLocked() error {
 		g.fd = -1
 	}
 	var errs []error
-	for _, h := range g.v1 {
-		if err := g.removeDirs(&h.created, h.dir, h.label(g.path)); err != nil {
+	for _, b := range g.backends {
+		if err := b.remove(g.opts.deleteTimeout); err != nil {
+			var de *dirError
+			if errors.As(err, &de) {
+				err = g.deleteError(de.label, de.err)
+			}
 			errs = append(errs, err)
 		}
-	}
-	if err := g.removeDirs(&g.v2Created, g.v2Dir, g.v2Label()); err != nil {
-		errs = append(errs, err)
-	} else if g.v2Dir != "" && g.opts.mode == cgroups.Hybrid {
-		removeEmptyParents(g.v2Dir, g.opts.unifiedRoot)
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -441,21 +469,32 @@ func (g *Group) deleteLocked() error {
 	return nil
 }
 
+// dirError is a group's own directory that could not be removed.
+type dirError struct {
+	label string
+	err   error
+}
+
+func (e *dirError) Error() string {
+	return fmt.Sprintf("cgroup: delete %s: %s", e.label, errnoText(e.err))
+}
+func (e *dirError) Unwrap() error { return e.err }
+
 // removeDirs removes *dirs (outermost first, the group's own directory leaf
 // last) from the inside out, and forgets each one removed. Only leaf is
-// retried on EBUSY; a parent that is busy belongs to other groups as well and
-// stays, with its own parents.
-func (g *Group) removeDirs(dirs *[]string, leaf, label string) error {
+// retried on EBUSY (for timeout); a parent that is busy belongs to other
+// groups as well and stays, with its own parents.
+func removeDirs(dirs *[]string, leaf, label string, timeout time.Duration) error {
 	for len(*dirs) > 0 {
 		last := len(*dirs) - 1
 		dir := (*dirs)[last]
 		if dir == leaf {
-			err := removeSubgroups(dir, g.opts.deleteTimeout)
+			err := removeSubgroups(dir, timeout)
 			if err == nil {
-				err = rmdirBusy(dir, g.opts.deleteTimeout)
+				err = rmdirBusy(dir, timeout)
 			}
 			if err != nil {
-				return g.deleteError(label, err)
+				return &dirError{label: label, err: err}
 			}
 		} else if err := unix.Rmdir(dir); err != nil && err != unix.ENOENT {
 			if isErrno(err, unix.EBUSY, unix.ENOTEMPTY, unix.EEXIST) {
@@ -483,6 +522,19 @@ func removeEmptyParents(dir, root string) {
 	}
 }
 
+// readOOMKills reads the "oom_kill" line of file (memory.oom_control on v1,
+// memory.events on v2) of the group label.
+func readOOMKills(file, label string) (uint64, error) {
+	n, ok, err := readKey(file, "oom_kill")
+	if err != nil {
+		return 0, fmt.Errorf("cgroup: read %s/%s: %s", label, filepath.Base(file), errnoText(err))
+	}
+	if !ok {
+		return 0, fmt.Errorf("cgroup: %s has no oom_kill line; the kernel is too old (needs 4.13+) to count OOM kills", file)
+	}
+	return n, nil
+}
+
 func (g *Group) deleteError(label string, err error) error {
 	msg := fmt.Sprintf("cgroup: delete %s: %s", label, errnoText(err))
 	if isErrno(err, unix.EBUSY) {
@@ -493,11 +545,4 @@ func (g *Group) deleteError(label string, err error) error {
 		}
 	}
 	return errors.New(msg)
-}
-
-func (g *Group) v2Label() string {
-	if g.opts.mode == cgroups.Hybrid {
-		return "unified:/" + g.path
-	}
-	return "cgroup2:/" + g.path
 }

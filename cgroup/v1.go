@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -34,14 +35,77 @@ func (h *v1Hierarchy) label(path string) string {
 // has reports whether controller c lives in this hierarchy.
 func (h *v1Hierarchy) has(c string) bool { return asked(h.names, c) }
 
+// v1Group is a group's backend on cgroup v1: its directory in the
+// hierarchy of every controller asked for.
+type v1Group struct {
+	path string
+	hs   []*v1Hierarchy // one per distinct v1 hierarchy
+	cg   cgroup1.Cgroup // the library's handle over hs; nil when hs is empty
+}
+
 // hierarchy returns the v1 hierarchy of controller c, or nil.
-func (g *Group) hierarchy(c string) *v1Hierarchy {
-	for _, h := range g.v1 {
+func (v *v1Group) hierarchy(c string) *v1Hierarchy {
+	for _, h := range v.hs {
 		if h.has(c) {
 			return h
 		}
 	}
 	return nil
+}
+
+func (v *v1Group) members(self int, into map[int]bool) error {
+	for _, h := range v.hs {
+		procs, err := v.cg.Processes(h.sub.Name(), true)
+		if err != nil {
+			return withCause(err, "cgroup: list processes of %s: %s", h.label(v.path), errnoText(err))
+		}
+		for _, p := range procs {
+			if _, seen := into[p.Pid]; !seen && p.Pid != self {
+				into[p.Pid] = false
+			}
+		}
+	}
+	return nil
+}
+
+// populated: v1 has no cgroup.events; members tells.
+func (v *v1Group) populated() (bool, error) { return false, nil }
+
+// killFile: v1 has no cgroup.kill.
+func (v *v1Group) killFile() (bool, error) { return false, nil }
+
+func (v *v1Group) oomKills() (uint64, bool, error) {
+	h := v.hierarchy("memory")
+	if h == nil {
+		return 0, false, nil
+	}
+	n, err := readOOMKills(filepath.Join(h.dir, "memory.oom_control"), h.label(v.path))
+	return n, true, err
+}
+
+func (v *v1Group) freezeFile() string {
+	if h := v.hierarchy("freezer"); h != nil {
+		return filepath.Join(h.dir, "freezer.state")
+	}
+	return ""
+}
+
+func (v *v1Group) dirs() (leaves, parents []string) {
+	for _, h := range v.hs {
+		leaves = append(leaves, h.dir)
+		parents = append(parents, h.created...)
+	}
+	return leaves, parents
+}
+
+func (v *v1Group) remove(timeout time.Duration) error {
+	var errs []error
+	for _, h := range v.hs {
+		if err := removeDirs(&h.created, h.dir, h.label(v.path), timeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // isFS reports whether dir is the root or a directory of a file system
@@ -103,11 +167,11 @@ func v1Subsystem(root, name string) (cgroup1.Subsystem, error) {
 	return cgroup1.NewNamed(root, cgroup1.Name(strings.TrimPrefix(name, "name="))), nil
 }
 
-// createV1 makes the group in the v1 hierarchy of every controller asked for.
-func (g *Group) createV1(spec Spec) error {
-	root := g.opts.v1Root
+// create makes the group in the v1 hierarchy (mounted below root) of every
+// controller asked for.
+func (v *v1Group) create(root string, controllers []string) error {
 	var subs []cgroup1.Subsystem
-	for _, name := range spec.Controllers {
+	for _, name := range controllers {
 		mount := filepath.Join(root, strings.TrimPrefix(name, "name="))
 		if !isFS(mount, unix.CGROUP_SUPER_MAGIC) {
 			return fmt.Errorf("cgroup: controller %q is not mounted at %s; mounted v1 controllers: %s",
@@ -117,8 +181,8 @@ func (g *Group) createV1(spec Spec) error {
 		if err != nil {
 			return fmt.Errorf("cgroup: controller %q: %s", name, errnoText(err))
 		}
-		if i := slices.IndexFunc(g.v1, func(h *v1Hierarchy) bool { return h.mount == real }); i >= 0 {
-			g.v1[i].names = append(g.v1[i].names, name)
+		if i := slices.IndexFunc(v.hs, func(h *v1Hierarchy) bool { return h.mount == real }); i >= 0 {
+			v.hs[i].names = append(v.hs[i].names, name)
 			continue
 		}
 		sub, err := v1Subsystem(root, name)
@@ -126,16 +190,16 @@ func (g *Group) createV1(spec Spec) error {
 			return fmt.Errorf("cgroup: controller %q: %s", name, errnoText(err))
 		}
 		subs = append(subs, sub)
-		g.v1 = append(g.v1, &v1Hierarchy{
+		v.hs = append(v.hs, &v1Hierarchy{
 			names: []string{name},
 			sub:   sub,
 			mount: real,
-			dir:   filepath.Join(real, g.path),
+			dir:   filepath.Join(real, v.path),
 		})
 	}
-	for _, h := range g.v1 {
-		if err := makeGroupDir(h.mount, g.path, &h.created); err != nil {
-			return createError(h.label(g.path), err, h.names[0], g.path, false)
+	for _, h := range v.hs {
+		if err := makeGroupDir(h.mount, v.path, &h.created); err != nil {
+			return createError(h.label(v.path), err, h.names[0], v.path, false)
 		}
 	}
 	if len(subs) == 0 {
@@ -143,17 +207,12 @@ func (g *Group) createV1(spec Spec) error {
 	}
 	// Empty resources: settings are written as plain files afterwards
 	// (cgroup1.New panics on nil).
-	cg, err := cgroup1.New(cgroup1.StaticPath("/"+g.path), &specs.LinuxResources{},
+	cg, err := cgroup1.New(cgroup1.StaticPath("/"+v.path), &specs.LinuxResources{},
 		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
 	if err != nil {
-		return createError(strings.Join(spec.Controllers, ",")+":/"+g.path, err, spec.Controllers[0], g.path, false)
+		return createError(strings.Join(controllers, ",")+":/"+v.path, err, controllers[0], v.path, false)
 	}
-	g.cg1 = cg
-	for _, h := range g.v1 {
-		if h.has("freezer") {
-			g.freezer = filepath.Join(h.dir, "freezer.state")
-		}
-	}
+	v.cg = cg
 	return nil
 }
 
@@ -182,15 +241,15 @@ func createError(label string, err error, controller, path string, v2 bool) erro
 	}
 }
 
-// writeV1Sets writes each setting into its controller's group, in order.
-func (g *Group) writeV1Sets(spec Spec) error {
-	for _, s := range spec.Sets {
-		h := g.hierarchy(s.Controller)
+// writeSets writes each setting into its controller's group, in order.
+func (v *v1Group) writeSets(sets []Set) error {
+	for _, s := range sets {
+		h := v.hierarchy(s.Controller)
 		if h == nil {
 			return fmt.Errorf("cgroup: setting %s: controller %s was not asked for; add --controller %s",
 				s, s.Controller, s.Controller)
 		}
-		if err := writeSet(filepath.Join(h.dir, s.Key), s, h.label(g.path)); err != nil {
+		if err := writeSet(filepath.Join(h.dir, s.Key), s, h.label(v.path)); err != nil {
 			return err
 		}
 	}
@@ -215,23 +274,6 @@ func writeSet(file string, s Set, label string) error {
 		hint = "; run as root or own the group's files"
 	}
 	return withCause(err, "cgroup: set %s=%s in %s: %s%s", s.Key, s.Value, label, errnoText(err), hint)
-}
-
-// createUnified makes the group in the controller-less cgroup2 tree of a
-// hybrid host, for CLONE_INTO_CGROUP and cgroup.kill. If that tree is not
-// writable (read-only, or not ours to change) the group works as on pure v1.
-func (g *Group) createUnified() error {
-	freezer := g.freezer
-	if err := g.createCgroup2(nil); err != nil {
-		if isErrno(err, unix.EACCES, unix.EPERM, unix.EROFS) && len(g.v1) > 0 {
-			if g.removeDirs(&g.v2Created, g.v2Dir, g.v2Label()) == nil {
-				g.v2, g.v2Dir, g.v2Created, g.freezer = nil, "", nil, freezer
-				return nil
-			}
-		}
-		return err
-	}
-	return nil
 }
 
 // threadGroups parses /proc/thread-self/cgroup: for each v1 hierarchy line
@@ -280,24 +322,30 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 	if g.isDeleted() {
 		return nil, ErrDeleted
 	}
-	if len(g.v1) == 0 {
+	if g.v1 == nil || len(g.v1.hs) == 0 {
 		return func() error { return nil }, nil
 	}
+	return g.v1.enterThread(&g.threadMu)
+}
+
+// enterThread is EnterThread for the v1 groups; threadMu is held from the
+// move in until leave.
+func (v *v1Group) enterThread(threadMu *sync.Mutex) (leave func() error, err error) {
 	tid := strconv.Itoa(unix.Gettid())
 	lines, err := threadGroups()
 	if err != nil {
-		return nil, fmt.Errorf("cgroup: enter %s: read /proc/thread-self/cgroup: %s", g.path, errnoText(err))
+		return nil, fmt.Errorf("cgroup: enter %s: read /proc/thread-self/cgroup: %s", v.path, errnoText(err))
 	}
-	origins := make([]string, len(g.v1))
-	for i, h := range g.v1 {
+	origins := make([]string, len(v.hs))
+	for i, h := range v.hs {
 		if origins[i], err = h.origin(lines); err != nil {
 			return nil, err
 		}
 	}
-	g.threadMu.Lock()
-	restorePids, err := g.bumpPidsMax()
+	threadMu.Lock()
+	restorePids, err := v.bumpPidsMax()
 	if err != nil {
-		g.threadMu.Unlock()
+		threadMu.Unlock()
 		return nil, err
 	}
 	moveBack := func(n int) error {
@@ -305,16 +353,16 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 		for i := n - 1; i >= 0; i-- {
 			if err := writeFile(filepath.Join(origins[i], "tasks"), tid); err != nil {
 				errs = append(errs, fmt.Errorf("cgroup: move thread %s back to %s: %s; later children of this thread would start in %s",
-					tid, origins[i], errnoText(err), g.v1[i].label(g.path)))
+					tid, origins[i], errnoText(err), v.hs[i].label(v.path)))
 			}
 		}
 		return errors.Join(append(errs, restorePids())...)
 	}
-	for i, h := range g.v1 {
+	for i, h := range v.hs {
 		if err := writeFile(filepath.Join(h.dir, "tasks"), tid); err != nil {
-			err = withCause(err, "cgroup: move thread %s into %s: %s", tid, h.label(g.path), errnoText(err))
+			err = withCause(err, "cgroup: move thread %s into %s: %s", tid, h.label(v.path), errnoText(err))
 			err = errors.Join(err, moveBack(i))
-			g.threadMu.Unlock()
+			threadMu.Unlock()
 			return nil, err
 		}
 	}
@@ -322,8 +370,8 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 	return func() error {
 		err := error(nil)
 		once.Do(func() {
-			err = moveBack(len(g.v1))
-			g.threadMu.Unlock()
+			err = moveBack(len(v.hs))
+			threadMu.Unlock()
 		})
 		return err
 	}, nil
@@ -335,16 +383,16 @@ func (g *Group) EnterThread() (leave func() error, err error) {
 // returned func puts the limit back. For the few microseconds between the
 // child's exec and leave, the child could start one process more than the
 // limit.
-func (g *Group) bumpPidsMax() (restore func() error, err error) {
+func (v *v1Group) bumpPidsMax() (restore func() error, err error) {
 	restore = func() error { return nil }
-	h := g.hierarchy("pids")
+	h := v.hierarchy("pids")
 	if h == nil {
 		return restore, nil
 	}
 	file := filepath.Join(h.dir, "pids.max")
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("cgroup: enter %s: read pids.max: %s", h.label(g.path), errnoText(err))
+		return nil, fmt.Errorf("cgroup: enter %s: read pids.max: %s", h.label(v.path), errnoText(err))
 	}
 	old := strings.TrimSpace(string(b))
 	n, err := strconv.ParseInt(old, 10, 64)
@@ -352,11 +400,11 @@ func (g *Group) bumpPidsMax() (restore func() error, err error) {
 		return restore, nil // "max"
 	}
 	if err := writeFile(file, strconv.FormatInt(n+1, 10)); err != nil {
-		return nil, fmt.Errorf("cgroup: enter %s: raise pids.max to %d for the forker thread: %s", h.label(g.path), n+1, errnoText(err))
+		return nil, fmt.Errorf("cgroup: enter %s: raise pids.max to %d for the forker thread: %s", h.label(v.path), n+1, errnoText(err))
 	}
 	return func() error {
 		if err := writeFile(file, old); err != nil {
-			return fmt.Errorf("cgroup: put pids.max of %s back to %s: %s", h.label(g.path), old, errnoText(err))
+			return fmt.Errorf("cgroup: put pids.max of %s back to %s: %s", h.label(v.path), old, errnoText(err))
 		}
 		return nil
 	}, nil

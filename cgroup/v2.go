@@ -1,13 +1,17 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 )
@@ -43,17 +47,44 @@ func v2Controllers(names []string) ([]string, error) {
 	return out, nil
 }
 
-// createCgroup2 makes the group in the cgroup2 tree and enables the given
+// v2Group is a group's backend in a cgroup2 tree: the only one on a v2
+// host, the controller-less one (for CLONE_INTO_CGROUP and cgroup.kill) on
+// a hybrid host.
+type v2Group struct {
+	root       string   // the cgroup2 mount
+	path       string   // the group's path below root
+	dir        string   // root/path
+	created    []string // directories create made, outermost first
+	mgr        *cgroup2.Manager
+	memory     bool // the memory controller is enabled for it
+	hybrid     bool // root is a hybrid host's controller-less tree
+	noKillFile bool // tests: behave as on a kernel without cgroup.kill
+}
+
+func newV2Group(o options, path string) *v2Group {
+	return &v2Group{
+		root: o.unifiedRoot, path: path, dir: filepath.Join(o.unifiedRoot, path),
+		hybrid: o.mode == cgroups.Hybrid, noKillFile: o.noKillFile,
+	}
+}
+
+func (v *v2Group) label() string {
+	if v.hybrid {
+		return "unified:/" + v.path
+	}
+	return "cgroup2:/" + v.path
+}
+
+// create makes the group in the cgroup2 tree and enables the given
 // controllers for it in its parents' cgroup.subtree_control.
-func (g *Group) createCgroup2(enable []string) error {
-	root := g.opts.unifiedRoot
-	if !isFS(root, unix.CGROUP2_SUPER_MAGIC) {
-		return fmt.Errorf("cgroup: %s is not a cgroup2 mount", root)
+func (v *v2Group) create(enable []string) error {
+	if !isFS(v.root, unix.CGROUP2_SUPER_MAGIC) {
+		return fmt.Errorf("cgroup: %s is not a cgroup2 mount", v.root)
 	}
 	if len(enable) > 0 {
-		b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+		b, err := os.ReadFile(filepath.Join(v.root, "cgroup.controllers"))
 		if err != nil {
-			return fmt.Errorf("cgroup: read %s/cgroup.controllers: %s", root, errnoText(err))
+			return fmt.Errorf("cgroup: read %s/cgroup.controllers: %s", v.root, errnoText(err))
 		}
 		available := strings.Fields(string(b))
 		for _, c := range enable {
@@ -62,39 +93,34 @@ func (g *Group) createCgroup2(enable []string) error {
 				if list == "" {
 					list = "none"
 				}
-				return fmt.Errorf("cgroup: controller %q is not available on this cgroup v2 host (%s); available: %s", c, root, list)
+				return fmt.Errorf("cgroup: controller %q is not available on this cgroup v2 host (%s); available: %s", c, v.root, list)
 			}
 		}
 	}
-	g.v2Dir = filepath.Join(root, g.path)
-	if err := makeGroupDir(root, g.path, &g.v2Created); err != nil {
-		return createError(g.v2Label(), err, "", g.path, true)
+	if err := makeGroupDir(v.root, v.path, &v.created); err != nil {
+		return createError(v.label(), err, "", v.path, true)
 	}
-	mgr, err := cgroup2.NewManager(root, "/"+g.path, &cgroup2.Resources{})
+	mgr, err := cgroup2.NewManager(v.root, "/"+v.path, &cgroup2.Resources{})
 	if err != nil {
-		return createError(g.v2Label(), err, "", g.path, true)
+		return createError(v.label(), err, "", v.path, true)
 	}
-	g.v2 = mgr
+	v.mgr = mgr
 	if len(enable) > 0 {
 		if err := mgr.ToggleControllers(enable, cgroup2.Enable); err != nil {
 			hint := ""
 			if isErrno(err, unix.EBUSY) {
 				hint = "; a parent group has processes of its own (cgroup v2 allows controllers only for groups without them): use a base group that holds no processes"
 			}
-			return withCause(err, "cgroup: enable %s for %s: %s%s", strings.Join(enable, ","), g.v2Label(), errDetail(err), hint)
+			return withCause(err, "cgroup: enable %s for %s: %s%s", strings.Join(enable, ","), v.label(), errDetail(err), hint)
 		}
 	}
-	g.v2Memory = slices.Contains(enable, "memory")
-	if g.freezer == "" {
-		if _, err := os.Stat(filepath.Join(g.v2Dir, "cgroup.freeze")); err == nil {
-			g.freezer = filepath.Join(g.v2Dir, "cgroup.freeze")
-		}
-	}
+	v.memory = slices.Contains(enable, "memory")
 	return nil
 }
 
-// createV2 makes the group on a cgroup v2 host and writes the settings.
-func (g *Group) createV2(spec Spec) error {
+// createWithSets makes the group on a cgroup v2 host and writes the
+// settings.
+func (v *v2Group) createWithSets(spec Spec) error {
 	enable, err := v2Controllers(spec.Controllers)
 	if err != nil {
 		return err
@@ -109,13 +135,82 @@ func (g *Group) createV2(spec Spec) error {
 	if err != nil {
 		return err
 	}
-	if err := g.createCgroup2(enable); err != nil {
+	if err := v.create(enable); err != nil {
 		return err
 	}
 	for _, s := range sets {
-		if err := writeSet(filepath.Join(g.v2Dir, s.Key), s, g.v2Label()); err != nil {
+		if err := writeSet(filepath.Join(v.dir, s.Key), s, v.label()); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (v *v2Group) members(self int, into map[int]bool) error {
+	if v.mgr == nil {
+		return nil // not created
+	}
+	procs, err := v.mgr.Procs(true)
+	if err != nil {
+		return withCause(err, "cgroup: list processes of %s: %s", v.label(), errnoText(err))
+	}
+	for _, p := range procs {
+		if int(p) != self {
+			into[int(p)] = true
+		}
+	}
+	return nil
+}
+
+func (v *v2Group) populated() (bool, error) {
+	n, ok, err := readKey(filepath.Join(v.dir, "cgroup.events"), "populated")
+	if err != nil {
+		return false, withCause(err, "cgroup: read %s/cgroup.events: %s", v.label(), errnoText(err))
+	}
+	return ok && n != 0, nil
+}
+
+func (v *v2Group) killFile() (bool, error) {
+	if v.noKillFile {
+		return false, nil
+	}
+	err := writeFile(filepath.Join(v.dir, "cgroup.kill"), "1")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil // kernel older than 5.14
+	case err != nil:
+		return false, fmt.Errorf("cgroup: kill %s: write cgroup.kill: %s", v.label(), errnoText(err))
+	}
+	return true, nil
+}
+
+func (v *v2Group) oomKills() (uint64, bool, error) {
+	if !v.memory {
+		return 0, false, nil
+	}
+	n, err := readOOMKills(filepath.Join(v.dir, "memory.events"), v.label())
+	return n, true, err
+}
+
+func (v *v2Group) freezeFile() string {
+	if _, err := os.Stat(filepath.Join(v.dir, "cgroup.freeze")); err == nil {
+		return filepath.Join(v.dir, "cgroup.freeze")
+	}
+	return ""
+}
+
+func (v *v2Group) dirs() (leaves, parents []string) {
+	return []string{v.dir}, v.created
+}
+
+// remove deletes the group's directories; on a hybrid host also the
+// mirrored parents no other group uses (removeEmptyParents).
+func (v *v2Group) remove(timeout time.Duration) error {
+	if err := removeDirs(&v.created, v.dir, v.label(), timeout); err != nil {
+		return err
+	}
+	if v.hybrid {
+		removeEmptyParents(v.dir, v.root)
 	}
 	return nil
 }
