@@ -48,13 +48,23 @@ func (c *distConn) maxRequest() int {
 	return DefaultMaxRequest
 }
 
+// envelope is what a message may weigh beyond --max-request: its control
+// term, pids, atoms and tuple headers around the payload, so that a command
+// of exactly --max-request bytes (the size of the default stdin limit) is
+// taken. It bounds nothing that matters: memory stays within a small
+// multiple of --max-request.
+const envelope = 64 << 10
+
+// fits reports whether a message weighing w may pass.
+func (c *distConn) fits(w uint64) bool { return w <= uint64(c.maxRequest())+envelope }
+
 // weigh decides whether the message of the packet at d (whose bytes start
 // at d[start:], msg of them, in a packet of length l) may pass. It returns
 // the message to pass in its place, or nil to pass it; errShort: more
 // bytes are needed first.
 func (c *distConn) weigh(d []byte, start, msg, l int) ([]byte, error) {
 	max := c.maxRequest()
-	if l > max {
+	if !c.fits(uint64(l)) {
 		need := min(msg, replyHeadMax)
 		if len(d) < start+need {
 			return nil, errShort
@@ -75,7 +85,7 @@ func (c *distConn) weigh(d []byte, start, msg, l int) ([]byte, error) {
 	case n != len(body):
 		return nil, fmt.Errorf("%d bytes after its term", len(body)-n)
 	}
-	if w := uint64(len(body)) + elemCost*elems; w > uint64(max) {
+	if w := uint64(len(body)) + elemCost*elems; !c.fits(w) {
 		weight := int(min(w, math.MaxInt32))
 		c.refused(weight, max)
 		return tooLargeMessage(body, weight, max), nil
@@ -161,7 +171,7 @@ func tooLarge(t etf.Term) (string, bool) {
 // the atom cache nor fragments) but one holding the cookie could: it is
 // weighed as a pass-through packet is, and anything else is refused.
 func (c *distConn) readHeaderPacket(d []byte, l int) error {
-	if l > c.maxRequest() {
+	if !c.fits(uint64(l)) {
 		return packetError("%d bytes, more than --max-request %d", l, c.maxRequest())
 	}
 	if len(d) < 4+l {

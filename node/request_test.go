@@ -89,6 +89,17 @@ func TestDistConnReplacesRequestsTooLarge(t *testing.T) {
 	if got := readN(t, dc, len(want), 1<<16); !bytes.Equal(got, want) {
 		t.Fatal("a message within --max-request was changed")
 	}
+	// A command of exactly --max-request bytes passes: its envelope (pids,
+	// tuple headers, the control term) is not counted against it.
+	f = newFakeConn()
+	dc = newDistConn(f, true, nil)
+	dc.maxReq = max
+	msg = cmd(binBytes(bytes.Repeat([]byte("y"), max)))
+	f.send(otpPacket(send, msg), 1000)
+	want = ergoPacket(send, msg)
+	if got := readN(t, dc, len(want), 1<<16); !bytes.Equal(got, want) {
+		t.Fatal("a command of exactly --max-request bytes was refused or changed")
+	}
 }
 
 // What the receivers make of the replacement.
