@@ -33,7 +33,8 @@ const (
 type outItem struct {
 	kind outKind
 	tag  etf.Atom
-	data []byte
+	data []byte // outData: the bytes; buf[headroom:]
+	buf  []byte // outData: data with headroom bytes before it for the packet's head
 	term etf.Term
 	to   interface{}
 	pid  etf.Pid
@@ -118,8 +119,9 @@ type child struct {
 	ended    func() // after the exit was sent (set by Node.start)
 
 	// the sender's (one runs at a time, see outQueue)
-	dest    etf.Pid // where output goes: the owner as the sender knows it
-	monitor etf.Ref // the monitor of dest
+	dest    etf.Pid   // where output goes: the owner as the sender knows it
+	monitor etf.Ref   // the monitor of dest
+	way     directWay // how messages to dest go (direct.go)
 
 	mu        sync.Mutex // guards owner, closing
 	owner     etf.Pid    // whose messages are obeyed
@@ -154,7 +156,10 @@ func (c *child) emit(tag etf.Atom, p []byte) error {
 	if c.out.discard {
 		return nil // the window is closed: nothing to account for
 	}
-	c.out.add(outItem{kind: outData, tag: tag, data: append([]byte(nil), p...)})
+	// Room before the bytes for the packet's head (direct.go), so the
+	// packet goes out in one write without another copy.
+	buf := append(make([]byte, headroom, headroom+len(p)), p...)
+	c.out.add(outItem{kind: outData, tag: tag, data: buf[headroom:], buf: buf})
 	return nil
 }
 
@@ -377,19 +382,19 @@ func (c *child) sender() {
 			if gone {
 				continue
 			}
-			c.send(c.dest, etf.Tuple{c.self, etf.Tuple{it.tag, it.data}})
+			c.sendData(it.tag, it.data, it.buf)
 			if c.flow != nil {
 				c.flow.sent(len(it.data))
 			}
 		case outMsg:
 			if !gone {
-				c.send(c.dest, etf.Tuple{c.self, it.term})
+				c.sendTerm(etf.Tuple{c.self, it.term})
 			}
 		case outRaw:
 			c.send(it.to, it.term)
 		case outConnect:
 			if !gone {
-				c.send(c.dest, etf.Tuple{c.self, etf.Atom("connected")})
+				c.sendTerm(etf.Tuple{c.self, etf.Atom("connected")})
 			}
 			old := c.dest
 			c.dest = it.pid
@@ -403,7 +408,7 @@ func (c *child) sender() {
 			}
 		case outExit:
 			if !gone {
-				c.send(c.dest, etf.Tuple{atomEXIT, c.self, it.term})
+				c.sendTerm(etf.Tuple{atomEXIT, c.self, it.term})
 				// ergo keeps a monitor until its target dies, also when
 				// the process that set it exits first: without this, a
 				// long-lived owner collected a monitor per child, in

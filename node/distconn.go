@@ -53,6 +53,7 @@ type distConn struct {
 	scratch  []byte   // converted heads of the current Write
 	segs     [][]byte // what the current Write sends
 	injected [][]byte // packets (acks) to send at the next packet boundary
+	direct   [][]byte // pieces of whole packets from writeDirect, waiting for the same
 	wrefs    []span
 	out      []byte // segs put together
 	nextID   uint64
@@ -464,6 +465,27 @@ func (c *distConn) flushInjected() {
 		c.stats.unlinkIDAckOut.Add(uint64(len(c.injected)))
 		c.injected = nil
 	}
+	if len(c.direct) > 0 && len(c.frag) == 0 {
+		c.segs = append(c.segs, c.direct...)
+		c.direct = nil
+	}
+}
+
+// writeDirect sends a whole pass-through packet, made of parts (its length
+// prefix included), that node mode encoded itself (a child's messages to
+// its owner, see child.sendDirect): now when the stream is between two of
+// ergo's packets and nothing waits ahead of it, else right after the
+// packet ergo is in the middle of. The parts must not change afterwards.
+func (c *distConn) writeDirect(parts ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) > 0 {
+		c.direct = append(c.direct, parts...)
+		return nil
+	}
+	c.stats.packetsOut.Add(1)
+	c.segs = append(c.segs[:0], parts...)
+	return c.writeSegs()
 }
 
 // writePacketHead converts the head of the ergo packet at the start of d,

@@ -66,6 +66,7 @@ type Node struct {
 	allowUID *idSet
 	allowGID *idSet
 	dir      *directory    // loopProcs that take messages from the network directly
+	links    *links        // connections to OTP peers (child.sendDirect)
 	opens    chan struct{} // bounds concurrent opens
 
 	mu       sync.Mutex
@@ -120,12 +121,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		dh.log = cfg.Log
 	}
 	dir := newDirectory()
+	lnk := newLinks()
 	if dp, ok := opts.Proto.(distProto); ok {
 		dp.tickTime = cfg.NetTickTime
 		dp.maxRequest = cfg.MaxRequest
 		dp.log = cfg.Log
 		dp.dir = dir
-		dp.peers = new(sync.Map)
+		dp.links = lnk
 		opts.Proto = dp
 	}
 	opts.Registrar = dist.CreateRegistrar() // the system epmd
@@ -143,6 +145,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		opens:    make(chan struct{}, 8),
 		children: make(map[*child]struct{}),
 		dir:      dir,
+		links:    lnk,
 		groups:   make(map[string]etf.Pid),
 		done:     make(chan struct{}),
 		allowUID: allowUID,

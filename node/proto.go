@@ -38,7 +38,32 @@ type distProto struct {
 	// DefaultMaxRequest.
 	maxRequest int
 	dir        *directory // processes that take network messages directly (route.go)
-	peers      *sync.Map  // ConnectionInterface -> peer name, from Init to Serve's end
+	links      *links     // the connections to OTP peers, by name once served
+}
+
+// links knows each connection's distConn: from Init on by ergo's
+// connection, and by the peer's name while ergo serves it (a connection
+// that lost a race to another one to the same peer is never served).
+type links struct {
+	mu     sync.Mutex
+	byConn map[ergonode.ConnectionInterface]peerConn
+	byName map[string]*distConn
+}
+
+type peerConn struct {
+	name string
+	dc   *distConn // nil for a connection without one
+}
+
+func newLinks() *links {
+	return &links{byConn: make(map[ergonode.ConnectionInterface]peerConn), byName: make(map[string]*distConn)}
+}
+
+// dist is the distConn of the connection ergo serves to node, or nil.
+func (l *links) dist(node string) *distConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byName[node]
 }
 
 // Serve implements ergonode.ProtoInterface: the connection's reader
@@ -47,12 +72,26 @@ func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.Core
 	if p.dir != nil {
 		router = directRouter{CoreRouter: router, dir: p.dir}
 	}
-	p.ProtoInterface.Serve(conn, router)
-	if p.peers == nil {
+	if p.links == nil {
+		p.ProtoInterface.Serve(conn, router)
 		return
 	}
-	if name, ok := p.peers.LoadAndDelete(conn); ok && p.log != nil {
-		p.log.Printf("the connection to %s is gone", name)
+	l := p.links
+	l.mu.Lock()
+	pc, ok := l.byConn[conn]
+	if ok && pc.dc != nil {
+		l.byName[pc.name] = pc.dc
+	}
+	l.mu.Unlock()
+	p.ProtoInterface.Serve(conn, router)
+	l.mu.Lock()
+	delete(l.byConn, conn)
+	if ok && l.byName[pc.name] == pc.dc {
+		delete(l.byName, pc.name)
+	}
+	l.mu.Unlock()
+	if ok && p.log != nil {
+		p.log.Printf("the connection to %s is gone", pc.name)
 	}
 }
 
@@ -97,15 +136,12 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 		onDistConn(details.Name, dc)
 	}
 	ci, err := p.ProtoInterface.Init(ctx, dc, nodename, details)
-	p.remember(ci, err, details.Name)
-	return ci, err
-}
-
-// remember notes the connection's peer for Serve's last word.
-func (p distProto) remember(ci ergonode.ConnectionInterface, err error, name string) {
-	if err == nil && p.peers != nil {
-		p.peers.Store(ci, name)
+	if err == nil && p.links != nil {
+		p.links.mu.Lock()
+		p.links.byConn[ci] = peerConn{name: details.Name, dc: dc}
+		p.links.mu.Unlock()
 	}
+	return ci, err
 }
 
 // onDistConn, when set (by tests), sees every distConn made.
