@@ -29,8 +29,10 @@ import (
 // message passes unchanged and without being parsed.
 //
 // Reads come from ergo's one reading goroutine. Writes come from ergo's
-// flusher, one at a time and cut anywhere (it buffers with bufio), and from
-// the acks the reader queues, which go out between two of ergo's packets.
+// flusher, one at a time and cut anywhere (it buffers with bufio), from the
+// acks the reader queues, and from children's senders (writeDirect: whole
+// packets node mode encoded itself); the last two go out between two of
+// ergo's packets.
 type distConn struct {
 	lib.NetReadWriter // the socket
 	unlinkID          bool
