@@ -72,6 +72,9 @@ type Node struct {
 	mu       sync.Mutex
 	changed  time.Time // last child started or gone (memory.go)
 	children map[*child]struct{}
+	markers  map[string]bool    // the markers of children's pc (killEscapees)
+	escaping bool               // killEscapees runs
+	again    bool               // and must run once more when done
 	groups   map[string]etf.Pid // live children's cgroup paths and their owners (cgroups.go)
 	reserved int
 	stopping bool
@@ -144,6 +147,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ergo:     en,
 		opens:    make(chan struct{}, 8),
 		children: make(map[*child]struct{}),
+		markers:  make(map[string]bool),
 		dir:      dir,
 		links:    lnk,
 		groups:   make(map[string]etf.Pid),
@@ -376,6 +380,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	n.mu.Lock()
 	n.reserved--
 	n.children[c] = struct{}{}
+	n.markers[c.pc.Marker()] = true
 	n.changed = time.Now()
 	n.mu.Unlock()
 	go c.checkAlive(req.owner)
@@ -387,6 +392,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		c.loop.Stop("normal")
 		n.mu.Lock()
 		delete(n.children, c)
+		delete(n.markers, c.pc.Marker())
 		n.changed = time.Now()
 		n.mu.Unlock()
 		close(c.finished)
@@ -462,18 +468,37 @@ func (n *Node) watchNodes() {
 // and left its session, and would otherwise outlive every termination
 // without a cgroup and not count against --max-children. It runs every
 // second and after each child's end.
+//
+// Runs do not pile up: one that finds another running asks it to run once
+// more and returns, so 1 000 children ending at once cost a few runs, not
+// 1 000 (each lists ps_port's children and every child's marker).
 func (n *Node) killEscapees() {
 	n.mu.Lock()
-	live := make(map[string]bool, len(n.children))
-	for c := range n.children {
-		if c.pc != nil {
-			live[c.pc.Marker()] = true
-		}
+	if n.escaping {
+		n.again = true
+		n.mu.Unlock()
+		return
 	}
+	n.escaping = true
 	n.mu.Unlock()
-	for _, pid := range procctl.KillUnclaimed(func(m string) bool { return live[m] }) {
-		n.log.Printf("killed process %d: reparented to this node, it carries no live child's %s (it dropped it and left its child's session)",
-			pid, procctl.MarkerEnv)
+	claimed := func(m string) bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.markers[m]
+	}
+	for {
+		for _, pid := range procctl.KillUnclaimed(claimed) {
+			n.log.Printf("killed process %d: reparented to this node, it carries no live child's %s (it dropped it and left its child's session)",
+				pid, procctl.MarkerEnv)
+		}
+		n.mu.Lock()
+		if !n.again {
+			n.escaping = false
+			n.mu.Unlock()
+			return
+		}
+		n.again = false
+		n.mu.Unlock()
 	}
 }
 
