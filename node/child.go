@@ -116,6 +116,7 @@ type child struct {
 
 	out      outQueue
 	finished chan struct{}
+	exiting  func() // just before the exit is sent (set by Node.start)
 	ended    func() // after the exit was sent (set by Node.start)
 
 	// the sender's (one runs at a time, see outQueue)
@@ -407,6 +408,7 @@ func (c *child) sender() {
 				go c.checkAlive(c.dest)
 			}
 		case outExit:
+			c.exiting()
 			if !gone {
 				c.sendTerm(etf.Tuple{atomEXIT, c.self, it.term})
 				// ergo keeps a monitor until its target dies, also when

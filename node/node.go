@@ -77,6 +77,7 @@ type Node struct {
 	again    bool               // and must run once more when done
 	groups   map[string]etf.Pid // live children's cgroup paths and their owners (cgroups.go)
 	reserved int
+	running  int // children whose exit has not been sent yet: what --max-children counts
 	stopping bool
 	done     chan struct{}
 }
@@ -297,7 +298,7 @@ func (e *cgroupError) Unwrap() error { return e.err }
 func (n *Node) reserve() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.stopping || (n.cfg.MaxChildren > 0 && len(n.children)+n.reserved >= n.cfg.MaxChildren) {
+	if n.stopping || (n.cfg.MaxChildren > 0 && n.running+n.reserved >= n.cfg.MaxChildren) {
 		return false
 	}
 	n.reserved++
@@ -379,11 +380,19 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	c.monitor = proc.MonitorProcess(req.owner)
 	n.mu.Lock()
 	n.reserved--
+	n.running++
 	n.children[c] = struct{}{}
 	n.markers[c.pc.Marker()] = true
 	n.changed = time.Now()
 	n.mu.Unlock()
 	go c.checkAlive(req.owner)
+	// The slot is free before the owner hears of the exit, so an owner that
+	// opens again on {'EXIT', Pid, _} is not refused by --max-children.
+	c.exiting = func() {
+		n.mu.Lock()
+		n.running--
+		n.mu.Unlock()
+	}
 	c.ended = func() {
 		if c.flow != nil {
 			c.flow.stop()

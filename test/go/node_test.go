@@ -332,6 +332,9 @@ func TestNodeMaxChildren(t *testing.T) {
 		`{error,{too_many_children,2}}`)
 	e.expect(`A ! {self(), close}, collect(A)`, `{<<>>,<<>>,[closed],normal}`)
 	e.expect(`{ok, C} = open(<<"true">>, []), collect(C)`, `{<<>>,<<>>,[],normal}`)
+	// A slot is free once its exit is reported: opening again at once on
+	// {'EXIT', Pid, _} is never refused.
+	e.expect(`lists:all(fun(_) -> {ok, Xn} = open(<<"true">>, []), element(4, collect(Xn)) =:= normal end, lists:seq(1, 50))`, `true`)
 	e.expect(`B ! {self(), close}, collect(B)`, `{<<>>,<<>>,[closed],normal}`)
 }
 
