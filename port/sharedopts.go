@@ -270,26 +270,24 @@ func writeTerm(b *strings.Builder, t etf.Term) {
 			fmt.Fprintf(b, "<<%q>>", v)
 		}
 	case etf.Tuple:
-		b.WriteByte('{')
-		for i, e := range v {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			writeTerm(b, e)
-		}
-		b.WriteByte('}')
+		writeTerms(b, '{', v, '}')
 	case etf.List:
-		b.WriteByte('[')
-		for i, e := range v {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			writeTerm(b, e)
-		}
-		b.WriteByte(']')
+		writeTerms(b, '[', v, ']')
 	default:
 		fmt.Fprintf(b, "%v", v)
 	}
+}
+
+// writeTerms writes ts between open and close, separated by commas.
+func writeTerms(b *strings.Builder, open byte, ts []etf.Term, close byte) {
+	b.WriteByte(open)
+	for i, e := range ts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		writeTerm(b, e)
+	}
+	b.WriteByte(close)
 }
 
 // idSet is the set of ids whose children have ended, as sorted disjoint

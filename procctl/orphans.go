@@ -25,40 +25,54 @@ func KillUnclaimed(claimed func(marker string) bool) []int {
 	if !isSubreaper.Load() {
 		return nil
 	}
+	killed := killUnclaimed(claimed)
+	if len(killed) > 0 {
+		reapOrphans()
+	}
+	return killed
+}
+
+// killUnclaimed does KillUnclaimed's work under the reaper's lock, as
+// orphanRounds does: orphans are reaped only under it, so no pid signalled
+// here can have been reused. The listing is orphanPids', O(orphans) however
+// many children run, and the set of running markers is built only when an
+// orphan with a marker is found.
+func killUnclaimed(claimed func(marker string) bool) []int {
 	registry.Lock()
-	kids, ok := ownChildren()
-	var orphans []int
-	for _, pid := range kids {
-		if registry.children[pid] == nil {
-			orphans = append(orphans, pid)
-		}
-	}
-	running := make(map[string]bool, len(registry.children))
-	for _, c := range registry.children {
-		running[c.marker] = true
-	}
-	registry.Unlock()
-	if !ok {
-		return nil
-	}
+	defer registry.Unlock()
+	var running map[string]bool
 	var killed []int
-	buf := make([]byte, 512)
-	for _, pid := range orphans {
-		st, ok := readStat(pid, buf)
-		if !ok || st.zombie {
+	for _, pid := range orphanPids() {
+		if reapIfDead(pid) {
 			continue
 		}
-		if m := markerOf(pid); m != "" && (running[m] || claimed(m)) {
-			continue
+		if m := orphanMarker(pid); m != "" {
+			if running == nil {
+				running = make(map[string]bool, len(registry.children))
+				for _, c := range registry.children {
+					running[c.marker] = true
+				}
+			}
+			if running[m] || claimed(m) {
+				continue
+			}
 		}
 		unix.Kill(-pid, syscall.SIGKILL) // its group, when it leads one (setsid)
 		unix.Kill(pid, syscall.SIGKILL)
 		killed = append(killed, pid)
 	}
-	if len(killed) > 0 {
-		reapOrphans()
-	}
 	return killed
+}
+
+// orphanMarker is orphan pid's marker, read once and kept until the orphan
+// is reaped (reapIfDead). The caller holds registry's lock.
+func orphanMarker(pid int) string {
+	m, ok := registry.markers[pid]
+	if !ok {
+		m = markerOf(pid)
+		registry.markers[pid] = m
+	}
+	return m
 }
 
 // markerOf is MarkerEnv's value in pid's environment, or "".

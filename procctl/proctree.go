@@ -61,6 +61,12 @@ func orphanCandidates() (pids []int, ok bool) {
 	if err != nil {
 		return ownChildren()
 	}
+	return appendPids(nil, b)
+}
+
+// appendPids appends the pids of a children file (space-separated) to pids;
+// ok is false when one is not a number.
+func appendPids(pids []int, b []byte) ([]int, bool) {
 	for _, f := range bytes.Fields(b) {
 		pid, err := strconv.Atoi(string(f))
 		if err != nil {
@@ -97,12 +103,8 @@ func ownChildren() (pids []int, ok bool) {
 			}
 			return nil, false
 		}
-		for _, f := range bytes.Fields(b) {
-			pid, err := strconv.Atoi(string(f))
-			if err != nil {
-				return nil, false
-			}
-			pids = append(pids, pid)
+		if pids, ok = appendPids(pids, b); !ok {
+			return nil, false
 		}
 	}
 	return pids, true
@@ -274,12 +276,7 @@ func (r *orphanRounds) round() {
 		}
 		owner := sweep
 		if len(claims) > 0 {
-			m, ok := registry.markers[pid]
-			if !ok {
-				m = markerOf(pid)
-				registry.markers[pid] = m
-			}
-			if c := claims[m]; c != nil {
+			if c := claims[orphanMarker(pid)]; c != nil {
 				owner = c
 			}
 		}
