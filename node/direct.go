@@ -93,18 +93,7 @@ func (c *child) sendData(tag etf.Atom, data, buf []byte) {
 	if dc == nil {
 		return
 	}
-	enc := encData
-	if tag == atomErrorData {
-		enc = encErrorData
-	}
-	w := &c.way
-	head := c.packetHead(len(w.selfEnc)+len(enc)+4+5, len(data))
-	head = append(head, 104, 2)
-	head = append(head, w.selfEnc...)
-	head = append(head, 104, 2)
-	head = append(head, enc...)
-	head = append(head, 109)
-	head = binary.BigEndian.AppendUint32(head, uint32(len(data)))
+	head := c.dataHead(tag, len(data))
 	if len(buf) == headroom+len(data) && len(head) <= headroom {
 		at := headroom - len(head)
 		copy(buf[at:], head)
@@ -112,6 +101,23 @@ func (c *child) sendData(tag etf.Atom, data, buf []byte) {
 		return
 	}
 	c.writeDirect(dc, head, data)
+}
+
+// dataHead is the head of a direct packet {self, {tag, <n bytes>}} to the
+// owner, up to the binary's bytes.
+func (c *child) dataHead(tag etf.Atom, n int) []byte {
+	enc := encData
+	if tag == atomErrorData {
+		enc = encErrorData
+	}
+	w := &c.way
+	head := c.packetHead(len(w.selfEnc)+len(enc)+4+5, n)
+	head = append(head, 104, 2)
+	head = append(head, w.selfEnc...)
+	head = append(head, 104, 2)
+	head = append(head, enc...)
+	head = append(head, 109)
+	return binary.BigEndian.AppendUint32(head, uint32(n))
 }
 
 // sendTerm sends msg to the owner.
