@@ -149,16 +149,12 @@ defmodule ProtonStream.Server do
   end
 
   defp callback_init(module, init_arg) do
-    if function_exported?(module, :init, 1) do
-      case module.init(init_arg) do
-        {:ok, mod_state} -> {:ok, mod_state, nil}
-        {:ok, mod_state, extra} -> {:ok, mod_state, extra}
-        :ignore -> :ignore
-        {:stop, reason} -> {:stop, reason}
-        other -> {:stop, {:bad_return_value, other}}
-      end
-    else
-      {:ok, init_arg, nil}
+    case optional(module, :init, [init_arg], fn -> {:ok, init_arg} end) do
+      {:ok, mod_state} -> {:ok, mod_state, nil}
+      {:ok, mod_state, extra} -> {:ok, mod_state, extra}
+      :ignore -> :ignore
+      {:stop, reason} -> {:stop, reason}
+      other -> {:stop, {:bad_return_value, other}}
     end
   end
 
@@ -311,15 +307,15 @@ defmodule ProtonStream.Server do
   end
 
   defp other_message(msg, %{module: module} = state) do
-    if function_exported?(module, :handle_info, 2) do
-      wrap(module.handle_info(msg, state.mod_state), state)
-    else
+    module
+    |> optional(:handle_info, [msg, state.mod_state], fn ->
       Logger.warning(
         "ProtonStream: #{inspect(module)} received unexpected message: #{inspect(msg)}"
       )
 
-      {:noreply, state}
-    end
+      {:noreply, state.mod_state}
+    end)
+    |> wrap(state)
   end
 
   ## Events
@@ -374,9 +370,11 @@ defmodule ProtonStream.Server do
        when reason in [:stdin_overflow, :stdin_closed] and module != nil do
     Logger.warning("ProtonStream: ps_port for #{state.command}: #{reason}: #{message}")
 
-    if function_exported?(module, :handle_stdin_refused, 3),
-      do: wrap(module.handle_stdin_refused(reason, message, state.mod_state), state),
-      else: {:noreply, state}
+    module
+    |> optional(:handle_stdin_refused, [reason, message, state.mod_state], fn ->
+      {:noreply, state.mod_state}
+    end)
+    |> wrap(state)
   end
 
   # Stdin credit, only for a module that asked for it (stdin_ack/2).
@@ -431,13 +429,7 @@ defmodule ProtonStream.Server do
   defp output_callback(fun, data, %{module: module} = state) do
     state = %{state | output_bytes: state.output_bytes + byte_size(data)}
 
-    result =
-      if function_exported?(module, fun, 2) do
-        apply(module, fun, [data, state.mod_state])
-      else
-        {:noreply, state.mod_state}
-      end
-
+    result = optional(module, fun, [data, state.mod_state], fn -> {:noreply, state.mod_state} end)
     state.transport.ack(state.handle, byte_size(data))
     wrap(result, state)
   end
@@ -454,13 +446,11 @@ defmodule ProtonStream.Server do
   end
 
   defp finish(reason, %{module: module} = state) do
-    if function_exported?(module, :handle_exit, 2) do
-      case module.handle_exit(reason, state.mod_state) do
-        {:stop, stop_reason, mod_state} -> {:stop, stop_reason, %{state | mod_state: mod_state}}
-        other -> {:stop, {:bad_return_value, other}, state}
-      end
-    else
-      {:stop, reason, state}
+    case optional(module, :handle_exit, [reason, state.mod_state], fn ->
+           {:stop, reason, state.mod_state}
+         end) do
+      {:stop, stop_reason, mod_state} -> {:stop, stop_reason, %{state | mod_state: mod_state}}
+      other -> {:stop, {:bad_return_value, other}, state}
     end
   end
 
@@ -481,33 +471,33 @@ defmodule ProtonStream.Server do
   end
 
   def handle_call(request, from, %{module: module} = state) when module != nil do
-    if function_exported?(module, :handle_call, 3) do
-      wrap(module.handle_call(request, from, state.mod_state), state)
-    else
-      {:stop, {:bad_call, request}, state}
-    end
+    module
+    |> optional(:handle_call, [request, from, state.mod_state], fn ->
+      {:stop, {:bad_call, request}, state.mod_state}
+    end)
+    |> wrap(state)
   end
 
   def handle_call(request, _from, state), do: {:stop, {:bad_call, request}, state}
 
   @impl GenServer
   def handle_cast(request, %{module: module} = state) when module != nil do
-    if function_exported?(module, :handle_cast, 2) do
-      wrap(module.handle_cast(request, state.mod_state), state)
-    else
-      {:stop, {:bad_cast, request}, state}
-    end
+    module
+    |> optional(:handle_cast, [request, state.mod_state], fn ->
+      {:stop, {:bad_cast, request}, state.mod_state}
+    end)
+    |> wrap(state)
   end
 
   def handle_cast(request, state), do: {:stop, {:bad_cast, request}, state}
 
   @impl GenServer
   def handle_continue(arg, %{module: module} = state) when module != nil do
-    if function_exported?(module, :handle_continue, 2) do
-      wrap(module.handle_continue(arg, state.mod_state), state)
-    else
-      {:stop, {:undef, {module, :handle_continue, [arg]}}, state}
-    end
+    module
+    |> optional(:handle_continue, [arg, state.mod_state], fn ->
+      {:stop, {:undef, {module, :handle_continue, [arg]}}, state.mod_state}
+    end)
+    |> wrap(state)
   end
 
   @impl GenServer
@@ -516,8 +506,8 @@ defmodule ProtonStream.Server do
     # module's terminate/2 runs.
     if state.port_open, do: state.transport.close(state.handle, nil)
 
-    if state.module != nil and function_exported?(state.module, :terminate, 2) do
-      state.module.terminate(reason, state.mod_state)
+    if state.module != nil do
+      optional(state.module, :terminate, [reason, state.mod_state], fn -> :ok end)
     end
 
     :ok
@@ -525,17 +515,26 @@ defmodule ProtonStream.Server do
 
   @impl GenServer
   def code_change(old_vsn, %{module: module} = state, extra) when module != nil do
-    if function_exported?(module, :code_change, 3) do
-      case module.code_change(old_vsn, state.mod_state, extra) do
-        {:ok, mod_state} -> {:ok, %{state | mod_state: mod_state}}
-        error -> error
-      end
-    else
-      {:ok, state}
+    case optional(module, :code_change, [old_vsn, state.mod_state, extra], fn ->
+           {:ok, state.mod_state}
+         end) do
+      {:ok, mod_state} -> {:ok, %{state | mod_state: mod_state}}
+      error -> error
     end
   end
 
   def code_change(_old_vsn, state, _extra), do: {:ok, state}
+
+  # Every callback of ProtonStream's behaviour but handle_stdin_written/2
+  # (called only for a module that exports it, stdin_ack/2) is optional:
+  # calls `module`'s `fun` with `args`, or, when the module does not export
+  # it, returns what `default` (the callback's default behaviour) returns.
+  @spec optional(module(), atom(), [term()], (() -> term())) :: term()
+  defp optional(module, fun, args, default) do
+    if function_exported?(module, fun, length(args)),
+      do: apply(module, fun, args),
+      else: default.()
+  end
 
   @spec wrap(term(), t()) :: term()
   defp wrap({:noreply, s}, state), do: {:noreply, %{state | mod_state: s}}
