@@ -112,25 +112,6 @@ defmodule ProtonStream.Node do
   use GenServer
   require Logger
 
-  @options [
-    :allow,
-    :allow_any,
-    :allow_env,
-    :allow_uid,
-    :allow_gid,
-    :max_request,
-    :name,
-    :cgroup_base,
-    :max_children,
-    :port,
-    :shutdown_timeout,
-    :start_timeout,
-    :start_distribution,
-    :tls,
-    :server_name,
-    :id
-  ]
-
   defstruct [:port, :name, :os_pid, :shutdown_timeout]
 
   @doc """
@@ -155,7 +136,7 @@ defmodule ProtonStream.Node do
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
-    validate!(opts)
+    ProtonStream.Options.validate(:node, opts)
     opts = Keyword.put_new_lazy(opts, :name, &random_name/0)
     start_timeout = Keyword.get(opts, :start_timeout, 10_000)
 
@@ -175,111 +156,6 @@ defmodule ProtonStream.Node do
   def os_pid(server), do: GenServer.call(server, :os_pid)
 
   defp random_name, do: "ps_" <> Base.encode16(:rand.bytes(4), case: :lower)
-
-  defp validate!(opts) do
-    if not Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "ProtonStream.Node options must be a keyword list, got: #{inspect(opts)}"
-    end
-
-    for {key, value} <- opts do
-      if key not in @options do
-        raise ArgumentError,
-              "unknown ProtonStream.Node option #{inspect(key)}; known: " <>
-                Enum.map_join(@options, ", ", &inspect/1)
-      end
-
-      check_option!(key, value)
-    end
-
-    case {Keyword.has_key?(opts, :allow), opts[:allow_any] == true} do
-      {true, true} ->
-        raise ArgumentError, "ProtonStream.Node: :allow and allow_any: true exclude each other"
-
-      {false, false} ->
-        raise ArgumentError,
-              "ProtonStream.Node: say which programs owners may run: " <>
-                "allow: [\"/usr/bin/*\", ...] (globs on absolute paths) or allow_any: true"
-
-      _ ->
-        :ok
-    end
-  end
-
-  defp check_option!(:allow, patterns) do
-    if not (is_list(patterns) and patterns != [] and
-              Enum.all?(patterns, &(is_binary(&1) and String.starts_with?(&1, "/")))) do
-      invalid!(:allow, patterns, "a non-empty list of absolute path globs like \"/usr/bin/*\"")
-    end
-  end
-
-  defp check_option!(:allow_any, value) when is_boolean(value), do: :ok
-
-  defp check_option!(:allow_env, names) do
-    if not (is_list(names) and
-              Enum.all?(names, &(is_binary(&1) and &1 != "" and not String.contains?(&1, "=")))) do
-      invalid!(
-        :allow_env,
-        names,
-        "a list of variable names or globs like \"LD_LIBRARY_PATH\" or \"LD_*\""
-      )
-    end
-  end
-
-  defp check_option!(key, ids) when key in [:allow_uid, :allow_gid] do
-    valid? =
-      is_list(ids) and
-        Enum.all?(ids, fn
-          id when is_integer(id) -> id >= 0
-          id when is_binary(id) -> id != ""
-          _ -> false
-        end)
-
-    if not valid?,
-      do: invalid!(key, ids, "a list of names, non-negative integers or \"LOW-HIGH\" ranges")
-  end
-
-  defp check_option!(:max_request, n) when is_integer(n) and n in 65_536..134_217_728, do: :ok
-  defp check_option!(:start_distribution, value) when is_boolean(value), do: :ok
-
-  defp check_option!(:start_distribution, value) when is_atom(value) do
-    if not String.contains?(Atom.to_string(value), "@"),
-      do: invalid!(:start_distribution, value, "true or a node name like :\"app@127.0.0.1\"")
-  end
-
-  defp check_option!(:name, name) when is_atom(name) or is_binary(name) do
-    if not Regex.match?(~r/\A[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+)?\z/, to_string(name)),
-      do: invalid!(:name, name, "NAME or NAME@HOST (letters, digits, _ . -)")
-  end
-
-  defp check_option!(:cgroup_base, base) when is_binary(base) and base != "", do: :ok
-
-  defp check_option!(:tls, tls) do
-    expected =
-      "[certfile: path, keyfile: path] and optionally cacertfile: path (PEM files; paths as strings)"
-
-    valid? =
-      Keyword.keyword?(tls) and Keyword.has_key?(tls, :certfile) and
-        Keyword.has_key?(tls, :keyfile) and
-        Enum.all?(tls, fn {key, path} ->
-          key in [:certfile, :keyfile, :cacertfile] and is_binary(path) and path != ""
-        end)
-
-    if not valid?, do: invalid!(:tls, tls, expected)
-  end
-
-  defp check_option!(key, n)
-       when key in [:max_children, :shutdown_timeout, :start_timeout] and is_integer(n) and n >= 0,
-       do: :ok
-
-  defp check_option!(:port, n) when is_integer(n) and n in 0..65_535, do: :ok
-  defp check_option!(key, _value) when key in [:server_name, :id], do: :ok
-  defp check_option!(key, value), do: invalid!(key, value, "see ProtonStream.Node's options")
-
-  defp invalid!(key, value, expected) do
-    raise ArgumentError,
-          "invalid ProtonStream.Node option #{inspect(key)} with value #{inspect(value)}: expected #{expected}"
-  end
 
   ## Server
 

@@ -65,6 +65,12 @@ defmodule ProtonStream.Options do
   its own `PATH`, so `validate/4` keeps it as given. The node's own limits
   are checked here too: `:delay_to_sigkill` at most 600000,
   `:stdio_window` at most 64 MiB, `:stdin_limit` at most 256 MiB.
+
+  ## ProtonStream.Node's options
+
+  `validate/2` checks the options of `ProtonStream.Node.start_link/1` (see
+  there) the same way and with the same words: a message naming
+  `ProtonStream.Node` and the offending option.
   """
 
   @typedoc """
@@ -110,8 +116,8 @@ defmodule ProtonStream.Options do
   Validates `opts` for running `command` with `args` and returns the
   normalized map (see `t:t/0`).
 
-  The first argument is the context; only `:stream` (open/start_link) exists in
-  this package. Raises `ArgumentError` for an unknown option, a value of the
+  The first argument is the context: `:stream` (open/start_link; the options
+  of `ProtonStream.Node` are checked by `validate/2`). Raises `ArgumentError` for an unknown option, a value of the
   wrong type, a non-binary argument, a NUL byte in the command or an
   argument, or both `:cgroup_path` and `:cgroup_base`; raises `ErlangError`
   with reason `:enoent`, and the program and the `PATH` searched in its
@@ -125,7 +131,7 @@ defmodule ProtonStream.Options do
   def validate(:stream, command, args, opts) do
     check_command!(command)
     check_args!(args)
-    check_opts!(opts)
+    check_opts!(:stream, opts)
 
     options =
       opts
@@ -144,6 +150,149 @@ defmodule ProtonStream.Options do
       })
     end
   end
+
+  # The options of ProtonStream.Node.start_link/1.
+  @node_options [
+    :allow,
+    :allow_any,
+    :allow_env,
+    :allow_uid,
+    :allow_gid,
+    :max_request,
+    :name,
+    :cgroup_base,
+    :max_children,
+    :port,
+    :shutdown_timeout,
+    :start_timeout,
+    :start_distribution,
+    :tls,
+    :server_name,
+    :id
+  ]
+
+  @doc """
+  Validates the options of `ProtonStream.Node.start_link/1` (the context
+  `:node`) and returns them unchanged.
+
+  Raises `ArgumentError`, naming the option, for an unknown option or a
+  value of the wrong type, when neither `:allow` nor `allow_any: true` is
+  given (a node must be told which programs owners may run), or when both
+  are.
+  """
+  @spec validate(:node, keyword()) :: keyword()
+  def validate(:node, opts) do
+    check_opts!(:node, opts)
+
+    for {key, value} <- opts do
+      if key not in @node_options do
+        raise ArgumentError,
+              "unknown #{subject(:node)} #{inspect(key)}; known: " <>
+                Enum.map_join(@node_options, ", ", &inspect/1)
+      end
+
+      check_node_option!(key, value)
+    end
+
+    case {Keyword.has_key?(opts, :allow), opts[:allow_any] == true} do
+      {true, true} ->
+        raise ArgumentError, "ProtonStream.Node: :allow and allow_any: true exclude each other"
+
+      {false, false} ->
+        raise ArgumentError,
+              "ProtonStream.Node: say which programs owners may run: " <>
+                "allow: [\"/usr/bin/*\", ...] (globs on absolute paths) or allow_any: true"
+
+      _ ->
+        opts
+    end
+  end
+
+  defp check_node_option!(:allow, patterns) do
+    if not (is_list(patterns) and patterns != [] and
+              Enum.all?(patterns, &(is_binary(&1) and String.starts_with?(&1, "/")))) do
+      invalid!(
+        :node,
+        :allow,
+        patterns,
+        "a non-empty list of absolute path globs like \"/usr/bin/*\""
+      )
+    end
+  end
+
+  defp check_node_option!(:allow_any, value) when is_boolean(value), do: :ok
+
+  defp check_node_option!(:allow_env, names) do
+    if not (is_list(names) and
+              Enum.all?(names, &(is_binary(&1) and &1 != "" and not String.contains?(&1, "=")))) do
+      invalid!(
+        :node,
+        :allow_env,
+        names,
+        "a list of variable names or globs like \"LD_LIBRARY_PATH\" or \"LD_*\""
+      )
+    end
+  end
+
+  defp check_node_option!(key, ids) when key in [:allow_uid, :allow_gid] do
+    valid? =
+      is_list(ids) and
+        Enum.all?(ids, fn
+          id when is_integer(id) -> id >= 0
+          id when is_binary(id) -> id != ""
+          _ -> false
+        end)
+
+    if not valid?,
+      do:
+        invalid!(:node, key, ids, "a list of names, non-negative integers or \"LOW-HIGH\" ranges")
+  end
+
+  defp check_node_option!(:max_request, n) when is_integer(n) and n in 65_536..134_217_728,
+    do: :ok
+
+  defp check_node_option!(:start_distribution, value) when is_boolean(value), do: :ok
+
+  defp check_node_option!(:start_distribution, value) when is_atom(value) do
+    if not String.contains?(Atom.to_string(value), "@"),
+      do:
+        invalid!(:node, :start_distribution, value, "true or a node name like :\"app@127.0.0.1\"")
+  end
+
+  defp check_node_option!(:name, name) when is_atom(name) or is_binary(name) do
+    if not Regex.match?(~r/\A[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+)?\z/, to_string(name)),
+      do: invalid!(:node, :name, name, "NAME or NAME@HOST (letters, digits, _ . -)")
+  end
+
+  defp check_node_option!(:cgroup_base, base) when is_binary(base) and base != "", do: :ok
+
+  defp check_node_option!(:tls, tls) do
+    valid? =
+      Keyword.keyword?(tls) and Keyword.has_key?(tls, :certfile) and
+        Keyword.has_key?(tls, :keyfile) and
+        Enum.all?(tls, fn {key, path} ->
+          key in [:certfile, :keyfile, :cacertfile] and is_binary(path) and path != ""
+        end)
+
+    if not valid? do
+      invalid!(
+        :node,
+        :tls,
+        tls,
+        "[certfile: path, keyfile: path] and optionally cacertfile: path (PEM files; paths as strings)"
+      )
+    end
+  end
+
+  defp check_node_option!(key, n)
+       when key in [:max_children, :shutdown_timeout, :start_timeout] and is_integer(n) and n >= 0,
+       do: :ok
+
+  defp check_node_option!(:port, n) when is_integer(n) and n in 0..65_535, do: :ok
+  defp check_node_option!(key, _value) when key in [:server_name, :id], do: :ok
+
+  defp check_node_option!(key, value),
+    do: invalid!(:node, key, value, "see ProtonStream.Node's options")
 
   defp check_command!(command) when is_binary(command) do
     if String.contains?(command, "\0") do
@@ -177,10 +326,16 @@ defmodule ProtonStream.Options do
     raise ArgumentError, "the arguments must be a list of binaries, got: #{inspect(args)}"
   end
 
-  defp check_opts!(opts) when is_list(opts), do: :ok
+  defp check_opts!(:stream, opts) when is_list(opts), do: :ok
 
-  defp check_opts!(opts) do
-    raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
+  defp check_opts!(:node, opts) when is_list(opts) do
+    if not Keyword.keyword?(opts), do: not_keywords!(:node, opts)
+  end
+
+  defp check_opts!(context, opts), do: not_keywords!(context, opts)
+
+  defp not_keywords!(context, opts) do
+    raise ArgumentError, "#{subject(context)}s must be a keyword list, got: #{inspect(opts)}"
   end
 
   defp validate_option({:node, nil}, acc), do: acc
@@ -443,8 +598,14 @@ defmodule ProtonStream.Options do
 
   defp resolve_cgroup_path(opts), do: opts
 
-  defp invalid!(key, value, expected) do
+  defp invalid!(key, value, expected), do: invalid!(:stream, key, value, expected)
+
+  defp invalid!(context, key, value, expected) do
     raise ArgumentError,
-          "invalid option #{inspect(key)} with value #{inspect(value)}: expected #{expected}"
+          "invalid #{subject(context)} #{inspect(key)} with value #{inspect(value)}: expected #{expected}"
   end
+
+  # What the options of a context are called in error messages.
+  defp subject(:stream), do: "option"
+  defp subject(:node), do: "ProtonStream.Node option"
 end
