@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/internal/limits"
 	"github.com/protonstream/ps_port/procctl"
 )
 
 // DefaultStdinLimit is how many bytes may wait in a child's stdin queue
 // before a command that would go past it is refused (docs/protocol.md).
-const DefaultStdinLimit = 16 << 20
+// The shim reads the same table (internal/limits).
+var DefaultStdinLimit = limits.StdinLimitDefault
 
 // StdinNoticeBytes is how many stdin bytes written to the child's pipe make
 // a session with stdin acks report them (or half the stdin limit, when

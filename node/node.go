@@ -23,6 +23,7 @@ import (
 	"github.com/ergo-services/ergo/proto/dist"
 	"github.com/protonstream/ps_port/cgroup"
 	"github.com/protonstream/ps_port/host"
+	"github.com/protonstream/ps_port/internal/limits"
 	"github.com/protonstream/ps_port/procctl"
 )
 
@@ -31,12 +32,15 @@ const RegisteredName = "proton_stream"
 
 // MaxMessageSize is the largest distribution message ps_port sends, and
 // the most --max-request may be.
-const MaxMessageSize = 128 << 20
+var MaxMessageSize = limits.MaxRequestMax
 
 // DefaultMaxRequest is the largest request (one distribution message from
 // a peer, lists and tuples weighed as decoded: distconn.go) a node takes
 // without --max-request.
-const DefaultMaxRequest = 16 << 20
+var DefaultMaxRequest = limits.MaxRequestDefault
+
+// MinMaxRequest is the least --max-request may be.
+var MinMaxRequest = limits.MaxRequestMin
 
 // Config configures a node.
 type Config struct {

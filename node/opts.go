@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"github.com/protonstream/ps_port/host"
+	"github.com/protonstream/ps_port/internal/limits"
 	"github.com/protonstream/ps_port/procctl"
 	"path"
 	"strconv"
@@ -28,13 +29,15 @@ const (
 // DefaultStdinLimit is how many bytes of stdin may wait for the child to
 // read them before a {:command, _} that would go past it is refused
 // (option stdin_limit): the host's, the same in every mode.
-const DefaultStdinLimit = host.DefaultStdinLimit
+var DefaultStdinLimit = host.DefaultStdinLimit
 
-// maxWindow and maxStdinLimit bound what a remote owner may ask for.
-const (
-	maxWindow     = 64 << 20
-	maxStdinLimit = 256 << 20
-	maxDelay      = 10 * time.Minute
+// maxWindow, maxStdinLimit and maxDelay bound what a remote owner may ask
+// for: the shared port's bounds, from the table the shim reads
+// (internal/limits).
+var (
+	maxWindow     = int64(limits.StdioWindowMax)
+	maxStdinLimit = int64(limits.StdinLimitMax)
+	maxDelay      = limits.DelayToSIGKILLMax
 )
 
 // openRequest is a validated {:open, command, args, opts, owner}.

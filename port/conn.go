@@ -14,11 +14,13 @@ import (
 	"sync/atomic"
 
 	"github.com/protonstream/ps_port/etf"
+	"github.com/protonstream/ps_port/internal/limits"
 	"golang.org/x/sys/unix"
 )
 
-// MaxFrame is the largest frame ps_port accepts from the owner.
-const MaxFrame = 64 << 20
+// MaxFrame is the largest frame ps_port accepts from the owner (the shim
+// reads the same table, internal/limits).
+var MaxFrame = limits.MaxFrame
 
 // ErrFrameTooLarge is a length prefix above MaxFrame.
 var ErrFrameTooLarge = fmt.Errorf("frame longer than %d bytes", MaxFrame)
@@ -59,7 +61,7 @@ func (c *Conn) ReadFrame() ([]byte, error) {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(c.lenBuf[:])
-	if n > MaxFrame {
+	if uint64(n) > uint64(MaxFrame) {
 		return nil, fmt.Errorf("%w: length prefix says %d", ErrFrameTooLarge, n)
 	}
 	b := make([]byte, n)

@@ -11,14 +11,16 @@ import (
 	"github.com/protonstream/ps_port/cgroup"
 	"github.com/protonstream/ps_port/etf"
 	"github.com/protonstream/ps_port/host"
+	"github.com/protonstream/ps_port/internal/limits"
 	"github.com/protonstream/ps_port/procctl"
 )
 
-// Bounds of the numeric options of an open frame.
-const (
-	maxWindow     = 64 << 20
-	maxStdinLimit = 256 << 20
-	maxDelayMS    = 10 * 60 * 1000
+// Bounds of the numeric options of an open frame: a node's too, from the
+// table the shim reads (internal/limits).
+var (
+	maxWindow     = int64(limits.StdioWindowMax)
+	maxStdinLimit = int64(limits.StdinLimitMax)
+	maxDelayMS    = limits.DelayToSIGKILLMax.Milliseconds()
 )
 
 // badOption is an option of an open frame that was refused; it is

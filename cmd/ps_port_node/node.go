@@ -107,8 +107,8 @@ func nodeMain(args []string) int {
 	if maxChildren < 0 || port < 0 || port > 65535 || shutdownMS < 0 {
 		return fail("--max-children, --port and --shutdown-timeout must be non-negative (and --port at most 65535)")
 	}
-	if maxRequest < 1<<16 || maxRequest > node.MaxMessageSize {
-		return fail("--max-request must be %d..%d (bytes), got %d", 1<<16, node.MaxMessageSize, maxRequest)
+	if maxRequest < node.MinMaxRequest || maxRequest > node.MaxMessageSize {
+		return fail("--max-request must be %d..%d (bytes), got %d", node.MinMaxRequest, node.MaxMessageSize, maxRequest)
 	}
 	if tickSeconds < 1 {
 		return fail("--net-ticktime must be at least 1 (seconds), got %d", tickSeconds)

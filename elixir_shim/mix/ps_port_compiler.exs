@@ -14,8 +14,8 @@ defmodule Mix.Tasks.Compile.PsPort do
 
   `GOOS`, `GOARCH`, `GOARM` and `CGO_ENABLED` are taken from the environment so
   cross builds (Nerves and the like) work; `CGO_ENABLED` defaults to `0`. The
-  binary is rebuilt only when it is missing, when a Go source file, `go.mod` or
-  `go.sum` changed (by content) since the last build, or when one of those
+  binary is rebuilt only when it is missing, when a Go source file, `go.mod`,
+  `go.sum` or a file the binaries embed (`internal/limits/limits.txt`) changed (by content) since the last build, or when one of those
   environment variables did. `mix compile --force` always rebuilds.
 
   Environment:
@@ -103,8 +103,14 @@ defmodule Mix.Tasks.Compile.PsPort do
     |> :erlang.md5_final()
   end
 
+  # Files that go:embed puts into the binaries: a change to one is a change
+  # to ps_port (internal/limits/limits.txt, which ProtonStream.Limits reads
+  # too).
+  @embedded ["internal/limits/limits.txt"]
+
   defp go_sources(src) do
-    [Path.join(src, "go.mod"), Path.join(src, "go.sum") | walk(src)]
+    [Path.join(src, "go.mod"), Path.join(src, "go.sum")] ++
+      Enum.map(@embedded, &Path.join(src, &1)) ++ walk(src)
   end
 
   # Every .go file under dir, skipping hidden directories and the ones that

@@ -19,6 +19,13 @@ defmodule ProtonStreamTest.CompilerTest do
     File.mkdir_p!(Path.join(src, "cmd/ps_port"))
     File.cp!(Path.join(@repo_root, "go.mod"), Path.join(src, "go.mod"))
     File.write!(Path.join(src, "cmd/ps_port/main.go"), "package main\n\nfunc main() {}\n")
+    # The limits table ps_port embeds and ProtonStream.Limits reads.
+    File.mkdir_p!(Path.join(src, "internal/limits"))
+
+    File.cp!(
+      Path.join(@repo_root, "internal/limits/limits.txt"),
+      Path.join(src, "internal/limits/limits.txt")
+    )
 
     log = Path.join(tmp, "go.log")
     fake_go = Path.join(tmp, "go")
@@ -121,6 +128,13 @@ defmodule ProtonStreamTest.CompilerTest do
     {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
     assert out =~ "Compiling ps_port"
     assert length(log_entries(ctx.log)) == 3
+
+    # The limits table is embedded in the binaries: a change to it is a
+    # change to ps_port.
+    File.write!(Path.join(ctx.src, "internal/limits/limits.txt"), "# changed\n", [:append])
+    {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
+    assert out =~ "Compiling ps_port"
+    assert length(log_entries(ctx.log)) == 4
 
     # A missing binary: rebuilt.
     File.rm!(binary(ctx))

@@ -316,7 +316,7 @@ func TestReliabilityNodeGiBStdin(t *testing.T) {
 				t.Errorf("wc counted %s bytes, want the %d accepted", m[4], accepted)
 			case c.fun == "stdin_paced" && refused != 0:
 				t.Errorf("a paced owner had %d commands refused", refused)
-			case c.finish == "close" && accepted > host.DefaultStdinLimit+64<<10+65536:
+			case c.finish == "close" && accepted > int64(host.DefaultStdinLimit)+64<<10+65536:
 				t.Errorf("%d bytes accepted for a child that never reads", accepted)
 			}
 			if rss > 192<<10 { // measured 74-122 MiB: the GC's headroom at 500 MB/s of 64 KiB binaries, not the data

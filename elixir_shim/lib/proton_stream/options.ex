@@ -63,8 +63,10 @@ defmodule ProtonStream.Options do
 
   With `:node`, the command is not looked up here: the node resolves it on
   its own `PATH`, so `validate/4` keeps it as given. The node's own limits
-  are checked here too: `:delay_to_sigkill` at most 600000,
-  `:stdio_window` at most 64 MiB, `:stdin_limit` at most 256 MiB.
+  are checked here too: `:delay_to_sigkill` at most #{ProtonStream.Limits.fetch!(:delay_to_sigkill_max_ms)},
+  `:stdio_window` at most #{ProtonStream.Limits.fetch!(:stdio_window_max)} bytes,
+  `:stdin_limit` at most #{ProtonStream.Limits.fetch!(:stdin_limit_max)} bytes
+  (`ProtonStream.Limits`).
 
   ## ProtonStream.Node's options
 
@@ -150,6 +152,10 @@ defmodule ProtonStream.Options do
       })
     end
   end
+
+  # ps_port node's --max-request bounds.
+  @max_request_min ProtonStream.Limits.fetch!(:max_request_min)
+  @max_request_max ProtonStream.Limits.fetch!(:max_request_max)
 
   # The options of ProtonStream.Node.start_link/1.
   @node_options [
@@ -248,8 +254,9 @@ defmodule ProtonStream.Options do
         invalid!(:node, key, ids, "a list of names, non-negative integers or \"LOW-HIGH\" ranges")
   end
 
-  defp check_node_option!(:max_request, n) when is_integer(n) and n in 65_536..134_217_728,
-    do: :ok
+  defp check_node_option!(:max_request, n)
+       when is_integer(n) and n in @max_request_min..@max_request_max,
+       do: :ok
 
   defp check_node_option!(:start_distribution, value) when is_boolean(value), do: :ok
 
@@ -569,9 +576,9 @@ defmodule ProtonStream.Options do
 
   # A ps_port node refuses values past these; say so here, naming the option.
   @node_limits [
-    delay_to_sigkill: 600_000,
-    stdio_window: 64 * 1024 * 1024,
-    stdin_limit: 256 * 1024 * 1024
+    delay_to_sigkill: ProtonStream.Limits.fetch!(:delay_to_sigkill_max_ms),
+    stdio_window: ProtonStream.Limits.fetch!(:stdio_window_max),
+    stdin_limit: ProtonStream.Limits.fetch!(:stdin_limit_max)
   ]
 
   defp check_node_limits!(%{node: _} = opts) do

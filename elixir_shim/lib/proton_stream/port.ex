@@ -26,7 +26,7 @@ defmodule ProtonStream.Port do
           | {:exit, {:status, non_neg_integer()} | {:signal, pos_integer()}}
 
   # ps_port refuses a frame longer than this (its length prefix's value).
-  @max_frame 64 * 1024 * 1024
+  @max_frame ProtonStream.Limits.fetch!(:max_frame)
   @command_header_size byte_size(<<131, 104, 2, 119, 7, "command", 109, 0::32>>)
 
   @doc """

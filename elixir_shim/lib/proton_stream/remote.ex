@@ -24,7 +24,7 @@ defmodule ProtonStream.Remote do
   @open_timeout 15_000
   # Every mode's default stdin limit (host.DefaultStdinLimit), asked for
   # explicitly so an older node's smaller default does not apply.
-  @default_stdin_limit 16 * 1024 * 1024
+  @default_stdin_limit ProtonStream.Limits.fetch!(:stdin_limit_default)
   @registry ProtonStream.Registry
 
   @doc """

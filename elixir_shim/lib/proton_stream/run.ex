@@ -37,7 +37,7 @@ defmodule ProtonStream.Run do
   @input_chunk 65_536
 
   # ps_port's :stdin_limit when none is given (docs/protocol.md).
-  @default_stdin_limit 16 * 1024 * 1024
+  @default_stdin_limit ProtonStream.Limits.fetch!(:stdin_limit_default)
 
   @typedoc "What to do with the program's stderr."
   @type stderr_mode :: :console | :log | :discard | :merge

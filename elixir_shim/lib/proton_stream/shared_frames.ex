@@ -27,7 +27,7 @@ defmodule ProtonStream.SharedFrames do
           | {:exit, id(), {:status, non_neg_integer()} | {:signal, pos_integer()}}
 
   # ps_port refuses a frame longer than this (its length prefix's value).
-  @max_frame 64 * 1024 * 1024
+  @max_frame ProtonStream.Limits.fetch!(:max_frame)
   @command_header_size byte_size(<<131, 104, 3, 119, 7, "command", 98, 0::32, 109, 0::32>>)
 
   @doc """
