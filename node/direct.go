@@ -6,11 +6,12 @@ import (
 
 	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/lib"
+	"github.com/protonstream/ps_port/otpdist"
 )
 
 // A child's messages to its owner skip ergo's sender: the child's sender
 // encodes each as a whole pass-through packet and hands it to the owner's
-// connection (distConn.writeDirect), which writes it between two of ergo's
+// connection (otpdist.Direct), which writes it between two of ergo's
 // packets. A data message's bytes are not copied on the way (ergo encoded
 // them into its own buffer, wrote that into a bufio buffer and flushed it
 // from a timer goroutine: a copy and two goroutine hand-offs per chunk).
@@ -52,13 +53,13 @@ type directWay struct {
 }
 
 // dist is the connection to write to directly, with ok false when this
-// owner's messages go through ergo. A nil distConn with ok true: the
+// owner's messages go through ergo. A nil Direct with ok true: the
 // connection is gone (so is the owner, for all this child knows).
-func (c *child) dist() (*distConn, bool) {
+func (c *child) dist() (otpdist.Direct, bool) {
 	w := &c.way
 	if !w.decided || w.for_ != c.dest {
 		w.decided, w.for_ = true, c.dest
-		w.direct = c.n.links != nil && c.n.links.dist(string(c.dest.Node)) != nil
+		w.direct = c.n.links != nil && c.n.links.Direct(string(c.dest.Node)) != nil
 		w.destEnc = nil
 		if w.direct {
 			var err error
@@ -75,7 +76,7 @@ func (c *child) dist() (*distConn, bool) {
 	if !w.direct {
 		return nil, false
 	}
-	return c.n.links.dist(string(c.dest.Node)), true
+	return c.n.links.Direct(string(c.dest.Node)), true
 }
 
 // headroom is the room emit leaves before a data message's bytes: enough
@@ -138,21 +139,14 @@ func (c *child) sendTerm(msg etf.Term) {
 	c.writeDirect(dc, c.packetHead(0, len(body)), body)
 }
 
-// packetHead starts a pass-through packet {2, ”, Owner} whose message is
+// packetHead starts a pass-through packet to the owner whose message is
 // extra bytes of head (appended by the caller) and tail bytes after it.
 func (c *child) packetHead(extra, tail int) []byte {
-	w := &c.way
-	ctl := 4 + 2 + len(w.destEnc) // 104 3 97 2, 119 0, To
-	n := 1 + 1 + ctl + 1 + extra + tail
-	head := make([]byte, 0, 4+1+1+ctl+1+extra)
-	head = binary.BigEndian.AppendUint32(head, uint32(n))
-	head = append(head, passThrough, versionMagic, 104, 3, 97, 2, 119, 0)
-	head = append(head, w.destEnc...)
-	return append(head, versionMagic)
+	return otpdist.SendHead(c.way.destEnc, extra, tail)
 }
 
-func (c *child) writeDirect(dc *distConn, parts ...[]byte) {
-	if err := dc.writeDirect(parts...); err != nil {
+func (c *child) writeDirect(dc otpdist.Direct, parts ...[]byte) {
+	if err := dc.WriteDirect(parts...); err != nil {
 		c.n.log.Printf("child %d: sending to %v: %v", c.pc.Pid(), c.dest, fmt.Errorf("distribution: %w", err))
 	}
 }

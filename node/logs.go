@@ -2,11 +2,7 @@ package node
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
-	"io"
 	"log"
-	"net"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,7 +14,7 @@ import (
 // global_name_server's sync message, which ps_port does not use), and a
 // refused handshake reads "malformed handshake ('r' invalid reply)". So
 // the default logger goes through ergoLog, which drops the noise, leaves
-// handshake failures to distHandshake (which says who and why, once), and
+// handshake failures to otpdist's handshake (which says who and why, once), and
 // passes the rest on to the node's logger with "ergo: " in front.
 type ergoLog struct{ to *log.Logger }
 
@@ -36,7 +32,7 @@ func routeErgoLog(l *log.Logger) {
 // ergoNoise is what ergo logs that says nothing useful here.
 var ergoNoise = []string{
 	"Erlang sent a etf.Tuple as a map key", // OTP 25's global sync, on every connection
-	"Can't handshake with",                 // distHandshake said why
+	"Can't handshake with",                 // otpdist's handshake said why
 	"Handshake error:",                     // same
 	"Could not connect to",                 // the caller's error says it
 }
@@ -59,39 +55,4 @@ func (w ergoLog) Write(p []byte) (int, error) {
 	}
 	w.to.Printf("ergo: %s", line)
 	return len(p), nil
-}
-
-// handshakeError says why a distribution handshake failed and what to do,
-// from what ergo returned and what handshakeConn saw.
-func handshakeError(err error, hc *handshakeConn) string {
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "'r' invalid reply"):
-		return "wrong cookie: its challenge reply was not made with this node's cookie; " +
-			"give both the same cookie (ps_port: --cookie-file or PS_PORT_COOKIE; erl: -setcookie or ~/.erlang.cookie)"
-	case strings.Contains(msg, "'a' digest"):
-		return "wrong cookie: its challenge acknowledgement was not made with this node's cookie; " +
-			"give both the same cookie (ps_port: --cookie-file or PS_PORT_COOKIE; erl: -setcookie or ~/.erlang.cookie)"
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
-		if hc.sentReply {
-			return "it closed the connection after this node's challenge reply: the cookies differ " +
-				"(give both the same cookie), or it refuses this node"
-		}
-		return "it closed the connection during the handshake (" + msg + ")"
-	case strings.Contains(msg, "handshake negotiation failed"):
-		return "it refused the connection (status " + fmt.Sprintf("%q", hc.status) + "): " +
-			"a node of this name is connected already, or it does not allow this node"
-	case hc.version != 0 && hc.version != 5 && hc.version != 6:
-		return fmt.Sprintf("it speaks distribution handshake version %d; this node speaks 5 and 6 (OTP 23 and later)", hc.version)
-	}
-	return "distribution handshake failed: " + msg
-}
-
-// peerName is the peer as a log line names it: its node name when it said
-// it, and its address.
-func peerName(hc *handshakeConn, remote net.Addr) string {
-	if hc.name != "" {
-		return fmt.Sprintf("%s (%s)", hc.name, remote)
-	}
-	return remote.String()
 }

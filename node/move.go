@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/ergo-services/ergo/etf"
+	"github.com/protonstream/ps_port/otpdist"
 	"golang.org/x/sys/unix"
 )
 
@@ -11,7 +12,7 @@ import (
 // over the pipe and a byte count instead of a copy. When nothing of the
 // child's waits to go out ahead of those bytes, the pump's goroutine sends
 // them itself (no hand-off to the sender), spliced from the pipe into the
-// owner's connection where it can (splice.go: no copy through ps_port).
+// owner's connection where it can (otpdist/splice.go: no copy through ps_port).
 // Otherwise the bytes are read and queued as Stdout would.
 
 // MoveStdout implements procctl.Mover.
@@ -40,11 +41,11 @@ func (c *child) move(tag etf.Atom, fd, n int) error {
 }
 
 // moveQueued reads the n bytes and queues them in messages of at most
-// maxChunk bytes, each with headroom before it (as emit does).
+// otpdist.MaxChunk bytes, each with headroom before it (as emit does).
 func (c *child) moveQueued(tag etf.Atom, fd, n int) error {
 	var items []outItem
 	for n > 0 {
-		k := min(n, maxChunk)
+		k := min(n, otpdist.MaxChunk)
 		buf, err := readPipe(fd, k, headroom)
 		if err != nil {
 			return err
@@ -65,7 +66,7 @@ func (c *child) moveQueued(tag etf.Atom, fd, n int) error {
 
 // moveNow sends the n bytes as the child's sender (c.out is held): in one
 // message spliced or written straight to the owner's connection, or in
-// messages of at most maxChunk bytes through ergo.
+// messages of at most otpdist.MaxChunk bytes through ergo.
 func (c *child) moveNow(tag etf.Atom, fd, n int) error {
 	if c.ownerGone.Load() {
 		return skipPipe(fd, n)
@@ -75,7 +76,7 @@ func (c *child) moveNow(tag etf.Atom, fd, n int) error {
 	case ok && dc == nil: // the owner's connection is gone
 		return skipPipe(fd, n)
 	case ok:
-		moved, err := dc.moveDirect(c.dataHead(tag, n), fd, n)
+		moved, err := dc.MoveDirect(c.dataHead(tag, n), fd, n)
 		if err != nil {
 			return fmt.Errorf("distribution to %s: %w", c.dest.Node, err)
 		}
@@ -92,7 +93,7 @@ func (c *child) moveNow(tag etf.Atom, fd, n int) error {
 		return nil
 	}
 	for n > 0 {
-		k := min(n, maxChunk)
+		k := min(n, otpdist.MaxChunk)
 		buf, err := readPipe(fd, k, 0)
 		if err != nil {
 			return err

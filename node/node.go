@@ -24,6 +24,7 @@ import (
 	"github.com/protonstream/ps_port/cgroup"
 	"github.com/protonstream/ps_port/host"
 	"github.com/protonstream/ps_port/internal/limits"
+	"github.com/protonstream/ps_port/otpdist"
 	"github.com/protonstream/ps_port/procctl"
 )
 
@@ -35,8 +36,8 @@ const RegisteredName = "proton_stream"
 var MaxMessageSize = limits.MaxRequestMax
 
 // DefaultMaxRequest is the largest request (one distribution message from
-// a peer, lists and tuples weighed as decoded: distconn.go) a node takes
-// without --max-request.
+// a peer, lists and tuples weighed as decoded: otpdist/weigh.go) a node
+// takes without --max-request.
 var DefaultMaxRequest = limits.MaxRequestDefault
 
 // MinMaxRequest is the least --max-request may be.
@@ -55,8 +56,8 @@ type Config struct {
 	CgroupBase  string        // cgroup path below which children's groups go; "" refuses cgroup options
 	MaxChildren int           // 0: no limit
 	ListenPort  uint16        // distribution port; 0 picks a free one
-	NetTickTime time.Duration // as OTP's net_ticktime; 0: DefaultNetTickTime (60 s)
-	TLS         *tls.Config   // distribution over TLS when set (see TLSFiles)
+	NetTickTime time.Duration // as OTP's net_ticktime; 0: otpdist.DefaultNetTickTime (60 s)
+	TLS         *tls.Config   // distribution over TLS when set (see otpdist.TLSFiles)
 	Log         *log.Logger
 }
 
@@ -69,9 +70,9 @@ type Node struct {
 	spawner  gen.Process
 	allowUID *idSet
 	allowGID *idSet
-	dir      *directory    // loopProcs that take messages from the network directly
-	links    *links        // connections to OTP peers (child.sendDirect)
-	opens    chan struct{} // bounds concurrent opens
+	dir      *directory     // loopProcs that take messages from the network directly
+	links    *otpdist.Links // connections to OTP peers (direct.go)
+	opens    chan struct{}  // bounds concurrent opens
 
 	mu       sync.Mutex
 	changed  time.Time // last child started or gone (memory.go)
@@ -123,21 +124,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	routeErgoLog(cfg.Log)
-	opts := distOptions()
-	opts.TLS = cfg.TLS
-	if dh, ok := opts.Handshake.(*distHandshake); ok {
-		dh.log = cfg.Log
-	}
 	dir := newDirectory()
-	lnk := newLinks()
-	if dp, ok := opts.Proto.(distProto); ok {
-		dp.tickTime = cfg.NetTickTime
-		dp.maxRequest = cfg.MaxRequest
-		dp.log = cfg.Log
-		dp.dir = dir
-		dp.links = lnk
-		opts.Proto = dp
-	}
+	opts, lnk := otpdist.Options(otpdist.Config{
+		TickTime:   cfg.NetTickTime,
+		MaxRequest: cfg.MaxRequest,
+		Log:        cfg.Log,
+		Route:      dir.router,
+	})
+	opts.TLS = cfg.TLS
 	opts.Registrar = dist.CreateRegistrar() // the system epmd
 	if cfg.ListenPort != 0 {
 		opts.Listeners = []ergonode.Listener{{Listen: cfg.ListenPort}}
@@ -179,27 +173,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 // Name is the node's name.
 func (n *Node) Name() string { return n.ergo.Name() }
-
-// distOptions is how every ps_port node talks distribution: handshake
-// version 6 (OTP 25 needs it) with the UNLINK_ID flag (OTP 26+ need it; see
-// unlinkid.go), one protocol handler (ergo reorders with more), no atom
-// cache, and no packet longer than ergo's flusher puts through its buffer.
-func distOptions() ergonode.Options {
-	opts := ergonode.Options{}
-	opts.System.DisableAnonMetrics = true
-	opts.Handshake = newDistHandshake()
-	po := ergonode.DefaultProtoOptions()
-	po.NumHandlers = 1
-	po.MaxMessageSize = MaxMessageSize
-	// ergo's flusher writes a packet over 64 000 bytes straight to the
-	// socket, ahead of what its buffer still holds (which cuts the stream
-	// or reorders it). So ergo fragments everything longer than
-	// fragmentUnit, and distConn puts the fragments back together for the
-	// peer (distconn.go: writeFragment).
-	po.FragmentationUnit = fragmentUnit
-	opts.Proto = newDistProto(po)
-	return opts
-}
 
 // EnsureEPMD starts "epmd -daemon" when nothing listens on epmd's port.
 func EnsureEPMD() error {
@@ -345,7 +318,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		Window:         req.window,
 		StdinLimit:     req.stdinLimit,
 		StdinAck:       req.stdinAck,
-		MaxRead:        maxChunk,
+		MaxRead:        otpdist.MaxChunk,
 		DelayToSIGKILL: req.delay,
 		// Sweep stays false: this program runs many children.
 	}

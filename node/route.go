@@ -77,6 +77,11 @@ type directRouter struct {
 	dir *directory
 }
 
+// router wraps the router of a connection's reader (otpdist.Config.Route).
+func (d *directory) router(r ergonode.CoreRouter) ergonode.CoreRouter {
+	return directRouter{CoreRouter: r, dir: d}
+}
+
 // RouteSend implements ergonode.CoreRouter.
 func (r directRouter) RouteSend(from etf.Pid, to etf.Pid, message etf.Term) error {
 	if l := r.dir.pid(to); l != nil && l.deliver(message) {

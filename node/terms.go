@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ergo-services/ergo/etf"
+	"github.com/protonstream/ps_port/otpdist"
 )
 
 // Helpers to read the terms ergo decodes from the wire. ergo gives small
@@ -241,3 +242,17 @@ func (f callFrom) replyTo(reply etf.Term) (to interface{}, msg etf.Term) {
 }
 
 func errorTerm(reason etf.Term) etf.Term { return etf.Tuple{atomError, reason} }
+
+// tooLarge reads {'$ps_too_large', Weight, Max}, what the distribution
+// translation puts in place of a request heavier than --max-request
+// (otpdist/weigh.go).
+func tooLarge(t etf.Term) (string, bool) {
+	tu, ok := tagged(t, otpdist.TooLargeAtom, 3)
+	if !ok {
+		return "", false
+	}
+	w, _ := intOf(tu[1])
+	m, _ := intOf(tu[2])
+	return fmt.Sprintf("a request of %d bytes (lists and tuples weighed as decoded) is more than this node takes "+
+		"(ps_port node --max-request %d): send less at once, or start the node with a larger --max-request", w, m), true
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/protonstream/ps_port/cgroup"
 	"github.com/protonstream/ps_port/node"
+	"github.com/protonstream/ps_port/otpdist"
 	"github.com/protonstream/ps_port/procctl"
 )
 
@@ -59,7 +60,7 @@ func nodeMain(args []string) int {
 		allowAny, exitOnEOF          bool
 		maxChildren, port            int
 		shutdownMS, tickSeconds      int
-		tlsFiles                     node.TLSFiles
+		tlsFiles                     otpdist.TLSFiles
 	)
 	fs.StringVar(&name, "name", "", "node name NAME@HOST (required)")
 	fs.StringVar(&cookieFile, "cookie-file", "", "file holding the distribution cookie")
@@ -114,7 +115,7 @@ func nodeMain(args []string) int {
 		return fail("--net-ticktime must be at least 1 (seconds), got %d", tickSeconds)
 	}
 	var tlsConfig *tls.Config
-	if tlsFiles != (node.TLSFiles{}) {
+	if tlsFiles != (otpdist.TLSFiles{}) {
 		var err error
 		if tlsConfig, err = tlsFiles.TLSConfig(); err != nil {
 			return fail("%v", err)

@@ -1,10 +1,13 @@
-package node
+package otpdist
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
+	"strings"
 
 	"github.com/ergo-services/ergo/lib"
 	ergonode "github.com/ergo-services/ergo/node"
@@ -274,4 +277,39 @@ func (c *handshakeConn) parse() {
 			c.in = nil
 		}
 	}
+}
+
+// handshakeError says why a distribution handshake failed and what to do,
+// from what ergo returned and what handshakeConn saw.
+func handshakeError(err error, hc *handshakeConn) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "'r' invalid reply"):
+		return "wrong cookie: its challenge reply was not made with this node's cookie; " +
+			"give both the same cookie (ps_port: --cookie-file or PS_PORT_COOKIE; erl: -setcookie or ~/.erlang.cookie)"
+	case strings.Contains(msg, "'a' digest"):
+		return "wrong cookie: its challenge acknowledgement was not made with this node's cookie; " +
+			"give both the same cookie (ps_port: --cookie-file or PS_PORT_COOKIE; erl: -setcookie or ~/.erlang.cookie)"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
+		if hc.sentReply {
+			return "it closed the connection after this node's challenge reply: the cookies differ " +
+				"(give both the same cookie), or it refuses this node"
+		}
+		return "it closed the connection during the handshake (" + msg + ")"
+	case strings.Contains(msg, "handshake negotiation failed"):
+		return "it refused the connection (status " + fmt.Sprintf("%q", hc.status) + "): " +
+			"a node of this name is connected already, or it does not allow this node"
+	case hc.version != 0 && hc.version != 5 && hc.version != 6:
+		return fmt.Sprintf("it speaks distribution handshake version %d; this node speaks 5 and 6 (OTP 23 and later)", hc.version)
+	}
+	return "distribution handshake failed: " + msg
+}
+
+// peerName is the peer as a log line names it: its node name when it said
+// it, and its address.
+func peerName(hc *handshakeConn, remote net.Addr) string {
+	if hc.name != "" {
+		return fmt.Sprintf("%s (%s)", hc.name, remote)
+	}
+	return remote.String()
 }

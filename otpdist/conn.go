@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"encoding/binary"
@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ergo-services/ergo/lib"
+	"github.com/protonstream/ps_port/internal/limits"
 )
 
 // distConn sits between the socket of a connection to an OTP peer and
@@ -30,7 +31,7 @@ import (
 //
 // Reads come from ergo's one reading goroutine. Writes come from ergo's
 // flusher, one at a time and cut anywhere (it buffers with bufio), from the
-// acks the reader queues, and from children's senders (writeDirect: whole
+// acks the reader queues, and from children's senders (WriteDirect: whole
 // packets node mode encoded itself); the last two go out between two of
 // ergo's packets.
 type distConn struct {
@@ -44,8 +45,8 @@ type distConn struct {
 	ready    []byte // converted bytes for ergo: ready[readyOff:]
 	readyOff int
 	rbody    int    // bytes of the current packet's message still to pass on
-	rskip    int    // bytes of the current packet to throw away (too large: request.go)
-	maxReq   int    // largest message taken (request.go); 0: DefaultMaxRequest
+	rskip    int    // bytes of the current packet to throw away (too large: weigh.go)
+	maxReq   int    // largest message taken (weigh.go); 0: limits.MaxRequestDefault
 	rrefs    []span // scratch for walkTerms
 
 	// write side
@@ -55,7 +56,7 @@ type distConn struct {
 	scratch  []byte   // converted heads of the current Write
 	segs     [][]byte // what the current Write sends
 	injected [][]byte // packets (acks) to send at the next packet boundary
-	direct   [][]byte // pieces of whole packets from writeDirect, waiting for the same
+	direct   [][]byte // pieces of whole packets from WriteDirect, waiting for the same
 	wrefs    []span
 	out      []byte // segs put together
 	nextID   uint64
@@ -93,11 +94,11 @@ func newDistConn(conn lib.NetReadWriter, unlinkID bool, early []byte) *distConn 
 // through its buffer.
 const fragmentUnit = 63000
 
-// maxChunk is the most output one data message carries: with the message's
+// MaxChunk is the most output one data message carries: with the message's
 // pids, tags and headers (under 1 000 bytes even with 255-byte node names)
 // it stays under fragmentUnit, so ergo sends it as one packet, which goes to
 // the socket without being cut and glued again (writeFragment).
-const maxChunk = 62000
+const MaxChunk = 62000
 
 // maxCoalesce is the most a Write copies to send its pieces in one write.
 const maxCoalesce = 256 << 10
@@ -255,7 +256,7 @@ func (c *distConn) readPacketHead() error {
 		msg = rest - 1
 	}
 	// The message, when there is one, is weighed before ergo decodes it
-	// (request.go): a large one is replaced by a small one saying so.
+	// (weigh.go): a large one is replaced by a small one saying so.
 	var replaced []byte
 	if msg > 0 {
 		start := 4 + 2 + clen + 1
@@ -473,12 +474,12 @@ func (c *distConn) flushInjected() {
 	}
 }
 
-// writeDirect sends a whole pass-through packet, made of parts (its length
+// WriteDirect sends a whole pass-through packet, made of parts (its length
 // prefix included), that node mode encoded itself (a child's messages to
 // its owner, see child.sendDirect): now when the stream is between two of
 // ergo's packets and nothing waits ahead of it, else right after the
 // packet ergo is in the middle of. The parts must not change afterwards.
-func (c *distConn) writeDirect(parts ...[]byte) error {
+func (c *distConn) WriteDirect(parts ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) > 0 {
@@ -597,7 +598,7 @@ func (c *distConn) writePacketHead(d []byte) (int, error) {
 // header) and, once the message's last fragment is in, converts the whole
 // message as one packet.
 //
-// ergo fragments what it sends to OTP peers (see distOptions) because its
+// ergo fragments what it sends to OTP peers (see Options) because its
 // flusher writes a packet longer than 64 000 bytes straight to the socket,
 // past whatever its bufio buffer still holds: the tail of an earlier packet
 // (the stream is cut inside it), or whole earlier packets (their order is
@@ -629,8 +630,8 @@ func (c *distConn) writeFragment(d []byte, l int) (int, error) {
 	} else if len(c.frag) == 0 || seq != c.fragSeq {
 		return 0, packetError("ergo wrote a fragment of a message it did not start")
 	}
-	if len(c.frag)+len(data) > MaxMessageSize+4 {
-		return 0, packetError("fragmented message longer than %d bytes", MaxMessageSize)
+	if len(c.frag)+len(data) > limits.MaxRequestMax+4 {
+		return 0, packetError("fragmented message longer than %d bytes", limits.MaxRequestMax)
 	}
 	c.frag = append(c.frag, data...)
 	if id != 1 {

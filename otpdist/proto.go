@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"context"
@@ -26,7 +26,7 @@ import (
 // It ticks and times out as an OTP node with net_ticktime tickTime does
 // (tickConn, tick.go), not as ergo's fixed 60 s.
 //
-// And for OTP peers it puts distConn (distconn.go) between the socket and
+// And for OTP peers it puts distConn (conn.go) between the socket and
 // ergo: pass-through packets on the wire, distribution headers for ergo,
 // the UNLINK_ID link protocol translated to the old one, long references
 // restored, and ergo's fragments put back together.
@@ -34,17 +34,17 @@ type distProto struct {
 	ergonode.ProtoInterface
 	tickTime time.Duration // net_ticktime (tick.go); 0: DefaultNetTickTime
 	log      *log.Logger   // where distConn says why it dropped a connection
-	// maxRequest is the largest message a peer may send (request.go); 0:
-	// DefaultMaxRequest.
+	// maxRequest is the largest message a peer may send (weigh.go); 0:
+	// limits.MaxRequestDefault.
 	maxRequest int
-	dir        *directory // processes that take network messages directly (route.go)
-	links      *links     // the connections to OTP peers, by name once served
+	route      func(ergonode.CoreRouter) ergonode.CoreRouter // Config.Route
+	links      *Links                                        // the connections to OTP peers, by name once served
 }
 
-// links knows each connection's distConn: from Init on by ergo's
+// Links knows each connection's distConn: from Init on by ergo's
 // connection, and by the peer's name while ergo serves it (a connection
 // that lost a race to another one to the same peer is never served).
-type links struct {
+type Links struct {
 	mu     sync.Mutex
 	byConn map[ergonode.ConnectionInterface]peerConn
 	byName map[string]*distConn
@@ -55,22 +55,27 @@ type peerConn struct {
 	dc   *distConn // nil for a connection without one
 }
 
-func newLinks() *links {
-	return &links{byConn: make(map[ergonode.ConnectionInterface]peerConn), byName: make(map[string]*distConn)}
+func newLinks() *Links {
+	return &Links{byConn: make(map[ergonode.ConnectionInterface]peerConn), byName: make(map[string]*distConn)}
 }
 
-// dist is the distConn of the connection ergo serves to node, or nil.
-func (l *links) dist(node string) *distConn {
+// Direct is the connection ergo serves to node, for writing to directly;
+// nil when ergo serves none.
+func (l *Links) Direct(node string) Direct {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.byName[node]
+	dc := l.byName[node]
+	l.mu.Unlock()
+	if dc == nil {
+		return nil
+	}
+	return dc
 }
 
 // Serve implements ergonode.ProtoInterface: the connection's reader
-// delivers through directRouter.
+// delivers through Config.Route's router.
 func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.CoreRouter) {
-	if p.dir != nil {
-		router = directRouter{CoreRouter: router, dir: p.dir}
+	if p.route != nil {
+		router = p.route(router)
 	}
 	if p.links == nil {
 		p.ProtoInterface.Serve(conn, router)
@@ -113,7 +118,7 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 	if isErgoPeer(details.Flags) {
 		// Another ergo node would read and write ergo's own format
 		// (compressed, with its atom cache), which distConn cannot weigh
-		// (request.go): a peer claiming ergo's flags would bypass
+		// (weigh.go): a peer claiming ergo's flags would bypass
 		// --max-request and reach ergo's decoder with any list header.
 		// ps_port serves OTP nodes.
 		if p.log != nil {

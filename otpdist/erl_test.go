@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"bufio"
@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,7 @@ import (
 
 // The translation against a real BEAM, both directions of the link
 // protocol and long references, with an ergo node set up as ps_port's
-// (distOptions). testDistWithErlang runs it with erlCmd as "erl"; this file
+// (Options). testDistWithErlang runs it with erlCmd as "erl"; this file
 // runs it on the host's Erlang/OTP, otproot_test.go on the OTP of a Debian
 // release's chroot (scripts/otp-root.sh).
 
@@ -129,28 +130,69 @@ func randomNodeName(prefix string) string {
 // channel; it answers gen:calls with {hello_back, Request}.
 type goProc struct {
 	proc gen.Process
-	loop *loopProc
 	msgs chan interface{}
+	stop chan string
+}
+
+// exitSignal is an exit signal goProc trapped.
+type exitSignal struct {
+	from   etf.Pid
+	reason string
 }
 
 func spawnGoProc(t *testing.T, en interface {
 	Spawn(string, gen.ProcessOptions, gen.ProcessBehavior, ...etf.Term) (gen.Process, error)
 }) *goProc {
 	t.Helper()
-	g := &goProc{msgs: make(chan interface{}, 100)}
-	g.loop = newLoopProc(func(m interface{}) {
-		if from, req, ok := parseCall(m); ok {
-			to, msg := from.replyTo(etf.Tuple{etf.Atom("hello_back"), req})
-			g.proc.Send(to, msg)
-			return
-		}
-		g.msgs <- m
-	}, nil)
+	g := &goProc{msgs: make(chan interface{}, 100), stop: make(chan string, 1)}
 	var err error
-	if g.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mainMailbox}, g.loop); err != nil {
+	if g.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: 1024}, g); err != nil {
 		t.Fatal(err)
 	}
 	return g
+}
+
+// ProcessInit implements gen.ProcessBehavior.
+func (g *goProc) ProcessInit(p gen.Process, args ...etf.Term) (gen.ProcessState, error) {
+	p.SetTrapExit(true)
+	return gen.ProcessState{Process: p, State: g}, nil
+}
+
+// ProcessLoop implements gen.ProcessBehavior.
+func (g *goProc) ProcessLoop(ps gen.ProcessState, started chan<- bool) string {
+	ch := ps.ProcessChannels()
+	started <- true
+	for {
+		select {
+		case m := <-ch.Mailbox:
+			g.handle(ps.Process, m.Message)
+		case ex := <-ch.GracefulExit:
+			g.msgs <- exitSignal{from: ex.From, reason: ex.Reason}
+		case reason := <-g.stop:
+			return reason
+		case <-ps.Context().Done():
+			return "kill"
+		}
+	}
+}
+
+// handle answers {'$gen_call', {Pid, Tag}, Req}, Tag a reference or
+// [alias | Ref] (OTP 24+), and passes anything else on.
+func (g *goProc) handle(p gen.Process, m etf.Term) {
+	call, ok := m.(etf.Tuple)
+	if !ok || len(call) != 3 || call[0] != etf.Atom("$gen_call") {
+		g.msgs <- m
+		return
+	}
+	from := call[1].(etf.Tuple)
+	reply := etf.Tuple{etf.Atom("hello_back"), call[2]}
+	switch tag := from[1].(type) {
+	case etf.Ref:
+		p.Send(from[0], etf.Tuple{tag, reply})
+	case etf.List: // [alias | Ref]
+		ref := tag[1].(etf.Ref)
+		p.Send(etf.Alias(ref), etf.Tuple{etf.ListImproper{etf.Atom("alias"), ref}, reply})
+	}
 }
 
 func (g *goProc) next(t *testing.T, what string) interface{} {
@@ -188,7 +230,7 @@ func sharedErgoNode(t *testing.T) (ergonode.Node, string) {
 	t.Helper()
 	ergoOnce.Do(func() {
 		ergoCookie = "C" + hex.EncodeToString([]byte(randomNodeName("c"))[:8])
-		opts := distOptions()
+		opts, _ := Options(Config{})
 		opts.Registrar = dist.CreateRegistrar()
 		ergoNode, ergoErr = ergo.StartNodeWithContext(context.Background(), randomNodeName("go"), ergoCookie, opts)
 	})
@@ -201,9 +243,7 @@ func sharedErgoNode(t *testing.T) (ergonode.Node, string) {
 // testDistWithErlang runs the translation's checks against a peer started
 // with erlCmd, which must run OTP release wantRelease ("29"; "" for any).
 func testDistWithErlang(t *testing.T, erlCmd []string, wantRelease string) {
-	if err := EnsureEPMD(); err != nil {
-		t.Fatal(err)
-	}
+	ensureEPMD(t)
 	en, cookie := sharedErgoNode(t)
 	peer := startErlPeer(t, erlCmd, cookie)
 
@@ -314,7 +354,7 @@ func testDistWithErlang(t *testing.T, erlCmd []string, wantRelease string) {
 		g2 := spawnGoProc(t, en)
 		g.proc.Send(peerName, etf.Tuple{self, etf.Atom("monitor_alias"), g2.proc.Self()})
 		g.next(t, "monitoring")
-		g2.loop.Stop("normal")
+		g2.stop <- "normal"
 		if r := g.next(t, "DOWN"); !termIs(r, `{down,normal}`) {
 			t.Fatalf("the DOWN of a monitor with an alias: %#v", r)
 		}
@@ -350,7 +390,28 @@ func describeTerm(t interface{}) string {
 	case string:
 		return string(v)
 	default:
-		return describe(t)
+		return fmt.Sprintf("%v", t)
+	}
+}
+
+// ensureEPMD starts epmd (the registrar ergo uses) unless it runs.
+func ensureEPMD(t *testing.T) {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(dist.DefaultEPMDPort))
+	if out, err := exec.Command("epmd", "-daemon").CombinedOutput(); err != nil {
+		t.Fatalf("epmd -daemon: %v %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("epmd does not listen on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"encoding/binary"
@@ -7,7 +7,7 @@ import (
 )
 
 // Skipping external-term-format terms without decoding them: the
-// distribution translation (unlinkid.go) needs to know where a control
+// distribution translation (conn.go) needs to know where a control
 // message ends and to cut its elements apart, nothing more. Terms here
 // carry no version byte (131) and no atom cache references: the
 // translation only runs on connections without the distribution header

@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"bytes"
@@ -68,7 +68,7 @@ func pipeHolds(t *testing.T, f *os.File) int {
 }
 
 // movedPacket is a pass-through packet whose message ends with data, and
-// the head moveDirect is given for it.
+// the head MoveDirect is given for it.
 func movedPacket(data []byte) (head, whole []byte) {
 	ctl := tuple(small(opSend), atomBytes(""), peerPid)
 	prefix := append([]byte{passThrough, versionMagic}, ctl...)
@@ -110,9 +110,9 @@ func TestMoveDirectSplicesAPacket(t *testing.T) {
 			}
 			got <- b
 		}()
-		moved, err := dc.moveDirect(head, int(pipe.Fd()), len(data))
+		moved, err := dc.MoveDirect(head, int(pipe.Fd()), len(data))
 		if !moved || err != nil {
-			t.Fatalf("%d bytes: moveDirect = %v, %v; want true, nil", size, moved, err)
+			t.Fatalf("%d bytes: MoveDirect = %v, %v; want true, nil", size, moved, err)
 		}
 		if n := pipeHolds(t, pipe); n != 0 {
 			t.Errorf("%d bytes: the pipe still holds %d bytes", size, n)
@@ -132,7 +132,7 @@ func TestMoveDirectSplicesAPacket(t *testing.T) {
 }
 
 // TestMoveDirectDeclines: in the middle of one of ergo's packets, or on a
-// connection that is not a socket (TLS), moveDirect consumes nothing and
+// connection that is not a socket (TLS), MoveDirect consumes nothing and
 // says so; the caller then sends a copy with writeDirect, which waits for
 // the packet boundary.
 func TestMoveDirectDeclines(t *testing.T) {
@@ -146,8 +146,8 @@ func TestMoveDirectDeclines(t *testing.T) {
 		t.Fatal(err)
 	}
 	pipe := filledPipe(t, data)
-	if moved, err := dc.moveDirect(head, int(pipe.Fd()), len(data)); moved || err != nil {
-		t.Fatalf("in the middle of a packet: moveDirect = %v, %v; want false, nil", moved, err)
+	if moved, err := dc.MoveDirect(head, int(pipe.Fd()), len(data)); moved || err != nil {
+		t.Fatalf("in the middle of a packet: MoveDirect = %v, %v; want false, nil", moved, err)
 	}
 	if n := pipeHolds(t, pipe); n != len(data) {
 		t.Fatalf("the pipe holds %d bytes after a declined move, want %d", n, len(data))
@@ -164,8 +164,8 @@ func TestMoveDirectDeclines(t *testing.T) {
 
 	f := newFakeConn()
 	fc := newDistConn(newTickConn(f, time.Minute), true, nil)
-	if moved, err := fc.moveDirect(head, int(pipe.Fd()), len(data)); moved || err != nil {
-		t.Fatalf("not a socket: moveDirect = %v, %v; want false, nil", moved, err)
+	if moved, err := fc.MoveDirect(head, int(pipe.Fd()), len(data)); moved || err != nil {
+		t.Fatalf("not a socket: MoveDirect = %v, %v; want false, nil", moved, err)
 	}
 	if n := pipeHolds(t, pipe); n != len(data) {
 		t.Fatalf("the pipe holds %d bytes after a declined move, want %d", n, len(data))

@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"encoding/hex"

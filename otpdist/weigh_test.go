@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"bytes"
@@ -8,13 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ergo-services/ergo/etf"
 	ergonode "github.com/ergo-services/ergo/node"
 )
 
 // tooLargeMark is {'$ps_too_large', weight, max}.
 func tooLargeMark(weight, max int) []byte {
-	b := tuple(atomBytes(atomTooLarge))
+	b := tuple(atomBytes(TooLargeAtom))
 	b[1] = 3
 	b = binary.BigEndian.AppendUint32(append(b, 98), uint32(weight))
 	return binary.BigEndian.AppendUint32(append(b, 98), uint32(max))
@@ -99,17 +98,6 @@ func TestDistConnReplacesRequestsTooLarge(t *testing.T) {
 	want = ergoPacket(send, msg)
 	if got := readN(t, dc, len(want), 1<<16); !bytes.Equal(got, want) {
 		t.Fatal("a command of exactly --max-request bytes was refused or changed")
-	}
-}
-
-// What the receivers make of the replacement.
-func TestTooLargeReads(t *testing.T) {
-	why, ok := tooLarge(etf.Tuple{etf.Atom(atomTooLarge), 200, 100})
-	if !ok || !bytes.Contains([]byte(why), []byte("--max-request 100")) || !bytes.Contains([]byte(why), []byte("200 bytes")) {
-		t.Fatalf("%q %v", why, ok)
-	}
-	if _, ok := tooLarge(etf.Tuple{etf.Atom("open"), 1, 2}); ok {
-		t.Fatal("took another message")
 	}
 }
 

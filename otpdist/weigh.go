@@ -1,11 +1,11 @@
-package node
+package otpdist
 
 import (
 	"encoding/binary"
 	"fmt"
 	"math"
 
-	"github.com/ergo-services/ergo/etf"
+	"github.com/protonstream/ps_port/internal/limits"
 )
 
 // Bounded requests. A peer's message costs this node its bytes, and ergo's
@@ -38,14 +38,16 @@ const elemCost = 16
 // find whom to answer.
 const replyHeadMax = 4096
 
-// atomTooLarge is the tag of a message put in place of a refused one.
-const atomTooLarge = "$ps_too_large"
+// TooLargeAtom tags the term put in place of a refused message:
+// {'$ps_too_large', Weight, Max}, alone or as a call's or a send's payload
+// (see above). Whoever gets one answers or logs it.
+const TooLargeAtom = "$ps_too_large"
 
 func (c *distConn) maxRequest() int {
 	if c.maxReq > 0 {
 		return c.maxReq
 	}
-	return DefaultMaxRequest
+	return limits.MaxRequestDefault
 }
 
 // envelope is what a message may weigh beyond --max-request: its control
@@ -120,8 +122,8 @@ func (c *distConn) skip() error {
 // tooLargeMessage is the message passed on in place of one too large,
 // whose first bytes are head (see the comment at the top).
 func tooLargeMessage(head []byte, weight, max int) []byte {
-	mark := []byte{104, 3, 119, byte(len(atomTooLarge))}
-	mark = append(mark, atomTooLarge...)
+	mark := []byte{104, 3, 119, byte(len(TooLargeAtom))}
+	mark = append(mark, TooLargeAtom...)
 	mark = binary.BigEndian.AppendUint32(append(mark, 98), uint32(min(weight, math.MaxInt32)))
 	mark = binary.BigEndian.AppendUint32(append(mark, 98), uint32(min(max, math.MaxInt32)))
 	if len(head) < 2 || head[0] != 104 || head[1] < 2 {
@@ -152,18 +154,6 @@ func atomNamed(b []byte, name string) bool {
 		return string(b[3:]) == name && int(binary.BigEndian.Uint16(b[1:])) == len(name)
 	}
 	return false
-}
-
-// tooLarge reads {'$ps_too_large', Weight, Max}.
-func tooLarge(t etf.Term) (string, bool) {
-	tu, ok := tagged(t, atomTooLarge, 3)
-	if !ok {
-		return "", false
-	}
-	w, _ := intOf(tu[1])
-	m, _ := intOf(tu[2])
-	return fmt.Sprintf("a request of %d bytes (lists and tuples weighed as decoded) is more than this node takes "+
-		"(ps_port node --max-request %d): send less at once, or start the node with a larger --max-request", w, m), true
 }
 
 // readHeaderPacket takes a packet in ergo's own format (131 68 0 Control

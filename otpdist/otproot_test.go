@@ -1,6 +1,6 @@
 //go:build otproot
 
-package node
+package otpdist
 
 import (
 	"os"
@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// The other side of unlinkid_erl_test.go, run by "make test-otp REL=..."
+// The other side of erl_test.go, run by "make test-otp REL=..."
 // (build tag otproot): erl from the chroot of the Debian release that
 // PS_OTP_ROOT names (scripts/otp-root.sh; trixie: OTP 27, sid: the newest).
 func TestOTPRootDistWithErlang(t *testing.T) {

@@ -1,4 +1,4 @@
-package node
+package otpdist
 
 import (
 	"fmt"
@@ -11,18 +11,18 @@ import (
 // A child's output can go from its pipe to the owner's connection without
 // passing through ps_port's memory: the packet's head is written with
 // MSG_MORE and the bytes are spliced from the pipe into the socket
-// (child.move, procctl.Mover). That takes a plain TCP connection (not TLS)
-// at a packet boundary; otherwise the caller reads the bytes and sends
-// them as before.
+// (node's child.move, procctl.Mover). That takes a plain TCP connection
+// (not TLS) at a packet boundary; otherwise the caller reads the bytes and
+// sends them as before.
 
-// moveDirect sends a pass-through packet made of head (its length prefix
+// MoveDirect sends a pass-through packet made of head (its length prefix
 // included) and the next n bytes waiting in the pipe fd, which must hold
 // at least n bytes. It returns false, having consumed nothing, when the
 // bytes cannot be spliced now (TLS, or ergo is in the middle of a packet):
-// the caller then reads them and uses writeDirect, which keeps the order.
+// the caller then reads them and uses WriteDirect, which keeps the order.
 // An error after the head went out leaves the stream cut: the connection
 // is dropped.
-func (c *distConn) moveDirect(head []byte, fd, n int) (bool, error) {
+func (c *distConn) MoveDirect(head []byte, fd, n int) (bool, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) > 0 {
