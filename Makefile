@@ -90,13 +90,15 @@ soak:
 soak-smoke:
 	$(MAKE) soak DURATION=60s
 
-# Fuzz the ETF decoder, then the frames of ps_port --shared, for FUZZTIME
-# each (new crashers land in etf/testdata/fuzz/FuzzDecode/ and
-# port/testdata/fuzz/FuzzSharedFrames/); make test runs each for 10 s.
+# Fuzz the ETF decoder, the frames of ps_port --shared, and otpdist's term
+# walker (seeded with etf's corpus) for FUZZTIME each (new crashers land in
+# etf/testdata/fuzz/FuzzDecode/, port/testdata/fuzz/FuzzSharedFrames/ and
+# otpdist/testdata/fuzz/FuzzSkipTerm/); make test runs each for 10 s.
 FUZZTIME ?= 5m
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./etf/
 	$(GO) test -run '^$$' -fuzz '^FuzzSharedFrames$$' -fuzztime $(FUZZTIME) ./port/
+	$(GO) test -run '^$$' -fuzz '^FuzzSkipTerm$$' -fuzztime $(FUZZTIME) ./otpdist/
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZTIME=10s

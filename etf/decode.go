@@ -30,7 +30,7 @@ func (e *DecodeError) Error() string {
 	if e.Tag == 0 {
 		return fmt.Sprintf("etf: offset %d: %v", e.Offset, e.Err)
 	}
-	return fmt.Sprintf("etf: offset %d: tag %d (%s): %v", e.Offset, e.Tag, tagName(e.Tag), e.Err)
+	return fmt.Sprintf("etf: offset %d: tag %d (%s): %v", e.Offset, e.Tag, TagName(e.Tag), e.Err)
 }
 
 // Unwrap returns e.Err.
@@ -60,8 +60,8 @@ func Decode(b []byte) (Term, error) {
 	if len(b) == 0 {
 		return nil, &DecodeError{Err: io.ErrUnexpectedEOF}
 	}
-	if b[0] != versionMagic {
-		return nil, &DecodeError{Err: fmt.Errorf("version byte is %d, want %d", b[0], versionMagic)}
+	if b[0] != VersionMagic {
+		return nil, &DecodeError{Err: fmt.Errorf("version byte is %d, want %d", b[0], VersionMagic)}
 	}
 	d := decoder{b: b, off: 1}
 	t, err := d.term(0)
@@ -131,21 +131,21 @@ func (d *decoder) remains(n uint64) bool {
 
 func (d *decoder) body(tag byte, depth int) (Term, error) {
 	switch tag {
-	case tagSmallInteger:
+	case TagSmallInteger:
 		p, err := d.take(1)
 		if err != nil {
 			return nil, err
 		}
 		return int64(p[0]), nil
-	case tagInteger:
+	case TagInteger:
 		p, err := d.take(4)
 		if err != nil {
 			return nil, err
 		}
 		return int64(int32(binary.BigEndian.Uint32(p))), nil
-	case tagSmallBig, tagLargeBig:
+	case TagSmallBig, TagLargeBig:
 		size := 1
-		if tag == tagLargeBig {
+		if tag == TagLargeBig {
 			size = 4
 		}
 		n, err := d.length(size)
@@ -153,9 +153,9 @@ func (d *decoder) body(tag byte, depth int) (Term, error) {
 			return nil, err
 		}
 		return d.bignum(n)
-	case tagAtom, tagAtomUTF8, tagSmallAtom, tagSmallAtomUTF8:
+	case TagAtom, TagAtomUTF8, TagSmallAtom, TagSmallAtomUTF8:
 		size := 2
-		if tag == tagSmallAtom || tag == tagSmallAtomUTF8 {
+		if tag == TagSmallAtom || tag == TagSmallAtomUTF8 {
 			size = 1
 		}
 		n, err := d.length(size)
@@ -166,13 +166,13 @@ func (d *decoder) body(tag byte, depth int) (Term, error) {
 		if err != nil {
 			return nil, err
 		}
-		return atom(p, tag == tagAtom || tag == tagSmallAtom)
-	case tagSmallTuple, tagLargeTuple:
+		return atom(p, tag == TagAtom || tag == TagSmallAtom)
+	case TagSmallTuple, TagLargeTuple:
 		if depth >= MaxDepth {
 			return nil, errTooDeep
 		}
 		size := 1
-		if tag == tagLargeTuple {
+		if tag == TagLargeTuple {
 			size = 4
 		}
 		n, err := d.length(size)
@@ -189,9 +189,9 @@ func (d *decoder) body(tag byte, depth int) (Term, error) {
 			}
 		}
 		return t, nil
-	case tagNil:
+	case TagNil:
 		return emptyList, nil
-	case tagString:
+	case TagString:
 		n, err := d.length(2)
 		if err != nil {
 			return nil, err
@@ -205,7 +205,7 @@ func (d *decoder) body(tag byte, depth int) (Term, error) {
 			l[i] = int64(c)
 		}
 		return l, nil
-	case tagList:
+	case TagList:
 		if depth >= MaxDepth {
 			return nil, errTooDeep
 		}
@@ -234,7 +234,7 @@ func (d *decoder) body(tag byte, depth int) (Term, error) {
 		// binary_to_term accepts a list whose tail is another encoded
 		// list, such as [1 | [2, 3]]; the result is a proper list.
 		return append(l, tl...), nil
-	case tagBinary:
+	case TagBinary:
 		n, err := d.length(4)
 		if err != nil {
 			return nil, err

@@ -24,7 +24,7 @@ func Encode(t Term) ([]byte, error) {
 // and returns the extended buffer. On error it returns dst unchanged.
 func AppendTerm(dst []byte, t Term) ([]byte, error) {
 	n := len(dst)
-	b, err := appendTerm(append(dst, versionMagic), t, 0)
+	b, err := appendTerm(append(dst, VersionMagic), t, 0)
 	if err != nil {
 		return dst[:n], err
 	}
@@ -45,12 +45,12 @@ func AppendBinaryTupleHeader(dst []byte, tag Atom, n int) []byte {
 	if n < 0 || uint64(n) > math.MaxUint32 {
 		panic(fmt.Sprintf("etf: AppendBinaryTupleHeader: binary length %d out of range", n))
 	}
-	dst = append(dst, versionMagic, tagSmallTuple, 2)
+	dst = append(dst, VersionMagic, TagSmallTuple, 2)
 	dst, err := appendAtom(dst, tag)
 	if err != nil {
 		panic("etf: AppendBinaryTupleHeader: " + err.Error())
 	}
-	dst = append(dst, tagBinary)
+	dst = append(dst, TagBinary)
 	return binary.BigEndian.AppendUint32(dst, uint32(n))
 }
 
@@ -61,13 +61,13 @@ func AppendIDBinaryTupleHeader(dst []byte, tag Atom, id int32, n int) []byte {
 	if n < 0 || uint64(n) > math.MaxUint32 {
 		panic(fmt.Sprintf("etf: AppendIDBinaryTupleHeader: binary length %d out of range", n))
 	}
-	dst = append(dst, versionMagic, tagSmallTuple, 3)
+	dst = append(dst, VersionMagic, TagSmallTuple, 3)
 	dst, err := appendAtom(dst, tag)
 	if err != nil {
 		panic("etf: AppendIDBinaryTupleHeader: " + err.Error())
 	}
-	dst = binary.BigEndian.AppendUint32(append(dst, tagInteger), uint32(id))
-	dst = append(dst, tagBinary)
+	dst = binary.BigEndian.AppendUint32(append(dst, TagInteger), uint32(id))
+	dst = append(dst, TagBinary)
 	return binary.BigEndian.AppendUint32(dst, uint32(n))
 }
 
@@ -80,7 +80,7 @@ func appendTerm(b []byte, t Term, depth int) ([]byte, error) {
 	case int:
 		return appendInt(b, int64(v)), nil
 	case Int32:
-		return binary.BigEndian.AppendUint32(append(b, tagInteger), uint32(v)), nil
+		return binary.BigEndian.AppendUint32(append(b, TagInteger), uint32(v)), nil
 	case uint64:
 		if v <= math.MaxInt64 {
 			return appendInt(b, int64(v)), nil
@@ -103,9 +103,9 @@ func appendTerm(b []byte, t Term, depth int) ([]byte, error) {
 			return b, errEncodeTooDeep
 		}
 		if len(v) <= math.MaxUint8 {
-			b = append(b, tagSmallTuple, byte(len(v)))
+			b = append(b, TagSmallTuple, byte(len(v)))
 		} else if uint64(len(v)) <= math.MaxUint32 {
-			b = append(b, tagLargeTuple)
+			b = append(b, TagLargeTuple)
 			b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
 		} else {
 			return b, errors.New("etf: tuple has more than 2^32-1 elements")
@@ -119,10 +119,10 @@ func appendTerm(b []byte, t Term, depth int) ([]byte, error) {
 		return b, nil
 	case List:
 		if len(v) == 0 {
-			return append(b, tagNil), nil
+			return append(b, TagNil), nil
 		}
 		if isByteList(v) {
-			b = append(b, tagString)
+			b = append(b, TagString)
 			b = binary.BigEndian.AppendUint16(b, uint16(len(v)))
 			for _, e := range v {
 				c, _ := byteValue(e)
@@ -136,7 +136,7 @@ func appendTerm(b []byte, t Term, depth int) ([]byte, error) {
 		if uint64(len(v)) > math.MaxUint32 {
 			return b, errors.New("etf: list has more than 2^32-1 elements")
 		}
-		b = append(b, tagList)
+		b = append(b, TagList)
 		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
 		var err error
 		for _, e := range v {
@@ -144,7 +144,7 @@ func appendTerm(b []byte, t Term, depth int) ([]byte, error) {
 				return b, err
 			}
 		}
-		return append(b, tagNil), nil
+		return append(b, TagNil), nil
 	}
 	return b, fmt.Errorf("etf: cannot encode a value of type %T", t)
 }
@@ -157,12 +157,12 @@ func appendAtom(b []byte, a Atom) ([]byte, error) {
 	}
 	if len(a) <= math.MaxUint8 {
 		// At most 255 bytes, so at most 255 characters.
-		b = append(b, tagSmallAtomUTF8, byte(len(a)))
+		b = append(b, TagSmallAtomUTF8, byte(len(a)))
 	} else {
 		if n := utf8.RuneCountInString(string(a)); n > maxAtomChars {
 			return b, fmt.Errorf("etf: atom has %d characters, more than %d", n, maxAtomChars)
 		}
-		b = append(b, tagAtomUTF8)
+		b = append(b, TagAtomUTF8)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(a)))
 	}
 	return append(b, a...), nil
@@ -171,9 +171,9 @@ func appendAtom(b []byte, a Atom) ([]byte, error) {
 func appendInt(b []byte, v int64) []byte {
 	switch {
 	case 0 <= v && v <= math.MaxUint8:
-		return append(b, tagSmallInteger, byte(v))
+		return append(b, TagSmallInteger, byte(v))
 	case math.MinInt32 <= v && v <= math.MaxInt32:
-		b = append(b, tagInteger)
+		b = append(b, TagInteger)
 		return binary.BigEndian.AppendUint32(b, uint32(v))
 	case v < 0:
 		return appendBig64(b, 1, -uint64(v))
@@ -185,7 +185,7 @@ func appendInt(b []byte, v int64) []byte {
 // appendBig64 appends a SMALL_BIG_EXT with the given sign and magnitude.
 func appendBig64(b []byte, sign byte, m uint64) []byte {
 	n := (bits.Len64(m) + 7) / 8
-	b = append(b, tagSmallBig, byte(n), sign)
+	b = append(b, TagSmallBig, byte(n), sign)
 	for range n {
 		b = append(b, byte(m))
 		m >>= 8
@@ -196,9 +196,9 @@ func appendBig64(b []byte, sign byte, m uint64) []byte {
 func appendBig(b []byte, x *big.Int) ([]byte, error) {
 	n := (x.BitLen() + 7) / 8
 	if n <= math.MaxUint8 {
-		b = append(b, tagSmallBig, byte(n))
+		b = append(b, TagSmallBig, byte(n))
 	} else if uint64(n) <= math.MaxUint32 {
-		b = append(b, tagLargeBig)
+		b = append(b, TagLargeBig)
 		b = binary.BigEndian.AppendUint32(b, uint32(n))
 	} else {
 		return b, errors.New("etf: integer too large")
@@ -220,7 +220,7 @@ func appendBinary[S []byte | string](b []byte, s S) ([]byte, error) {
 	if uint64(len(s)) > math.MaxUint32 {
 		return b, errors.New("etf: binary longer than 2^32-1 bytes")
 	}
-	b = append(b, tagBinary)
+	b = append(b, TagBinary)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 	return append(b, s...), nil
 }

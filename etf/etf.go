@@ -74,81 +74,88 @@ func MatchTuple(t Term, tag Atom, arity int) (Tuple, bool) {
 	return tu, true
 }
 
-// Tags of the external term format.
+// Tags of the external term format, as erts names them (external.h) in Go
+// style: TagNewFloat is NEW_FLOAT_EXT. VersionMagic starts a whole
+// term_to_binary. They are exported for other walkers of the format
+// (otpdist's), so that the project has one table of them.
 const (
-	versionMagic       = 131
-	tagNewFloat        = 70
-	tagBitBinary       = 77
-	tagCompressed      = 80
-	tagAtomCacheRef    = 82
-	tagNewPid          = 88
-	tagNewPort         = 89
-	tagNewerReference  = 90
-	tagSmallInteger    = 97
-	tagInteger         = 98
-	tagFloat           = 99
-	tagAtom            = 100
-	tagReference       = 101
-	tagPort            = 102
-	tagPid             = 103
-	tagSmallTuple      = 104
-	tagLargeTuple      = 105
-	tagNil             = 106
-	tagString          = 107
-	tagList            = 108
-	tagBinary          = 109
-	tagSmallBig        = 110
-	tagLargeBig        = 111
-	tagNewFun          = 112
-	tagExport          = 113
-	tagNewReference    = 114
-	tagSmallAtom       = 115
-	tagMap             = 116
-	tagFun             = 117
-	tagAtomUTF8        = 118
-	tagSmallAtomUTF8   = 119
-	tagV4Port          = 120
-	tagLocal           = 121
+	VersionMagic      = 131
+	TagNewFloat       = 70
+	TagBitBinary      = 77
+	TagCompressed     = 80
+	TagAtomCacheRef   = 82
+	TagNewPid         = 88
+	TagNewPort        = 89
+	TagNewerReference = 90
+	TagSmallInteger   = 97
+	TagInteger        = 98
+	TagFloat          = 99
+	TagAtom           = 100
+	TagReference      = 101
+	TagPort           = 102
+	TagPid            = 103
+	TagSmallTuple     = 104
+	TagLargeTuple     = 105
+	TagNil            = 106
+	TagString         = 107
+	TagList           = 108
+	TagBinary         = 109
+	TagSmallBig       = 110
+	TagLargeBig       = 111
+	TagNewFun         = 112
+	TagExport         = 113
+	TagNewReference   = 114
+	TagSmallAtom      = 115
+	TagMap            = 116
+	TagFun            = 117
+	TagAtomUTF8       = 118
+	TagSmallAtomUTF8  = 119
+	TagV4Port         = 120
+	TagLocal          = 121
+)
+
+const (
 	maxAtomChars       = 255
 	maxStringExtLength = 65535
 )
 
 var tagNames = map[byte]string{
-	tagNewFloat:       "NEW_FLOAT_EXT",
-	tagBitBinary:      "BIT_BINARY_EXT",
-	tagCompressed:     "compressed term",
-	tagAtomCacheRef:   "ATOM_CACHE_REF",
-	tagNewPid:         "NEW_PID_EXT",
-	tagNewPort:        "NEW_PORT_EXT",
-	tagNewerReference: "NEWER_REFERENCE_EXT",
-	tagSmallInteger:   "SMALL_INTEGER_EXT",
-	tagInteger:        "INTEGER_EXT",
-	tagFloat:          "FLOAT_EXT",
-	tagAtom:           "ATOM_EXT",
-	tagReference:      "REFERENCE_EXT",
-	tagPort:           "PORT_EXT",
-	tagPid:            "PID_EXT",
-	tagSmallTuple:     "SMALL_TUPLE_EXT",
-	tagLargeTuple:     "LARGE_TUPLE_EXT",
-	tagNil:            "NIL_EXT",
-	tagString:         "STRING_EXT",
-	tagList:           "LIST_EXT",
-	tagBinary:         "BINARY_EXT",
-	tagSmallBig:       "SMALL_BIG_EXT",
-	tagLargeBig:       "LARGE_BIG_EXT",
-	tagNewFun:         "NEW_FUN_EXT",
-	tagExport:         "EXPORT_EXT",
-	tagNewReference:   "NEW_REFERENCE_EXT",
-	tagSmallAtom:      "SMALL_ATOM_EXT",
-	tagMap:            "MAP_EXT",
-	tagFun:            "FUN_EXT",
-	tagAtomUTF8:       "ATOM_UTF8_EXT",
-	tagSmallAtomUTF8:  "SMALL_ATOM_UTF8_EXT",
-	tagV4Port:         "V4_PORT_EXT",
-	tagLocal:          "LOCAL_EXT",
+	TagNewFloat:       "NEW_FLOAT_EXT",
+	TagBitBinary:      "BIT_BINARY_EXT",
+	TagCompressed:     "compressed term",
+	TagAtomCacheRef:   "ATOM_CACHE_REF",
+	TagNewPid:         "NEW_PID_EXT",
+	TagNewPort:        "NEW_PORT_EXT",
+	TagNewerReference: "NEWER_REFERENCE_EXT",
+	TagSmallInteger:   "SMALL_INTEGER_EXT",
+	TagInteger:        "INTEGER_EXT",
+	TagFloat:          "FLOAT_EXT",
+	TagAtom:           "ATOM_EXT",
+	TagReference:      "REFERENCE_EXT",
+	TagPort:           "PORT_EXT",
+	TagPid:            "PID_EXT",
+	TagSmallTuple:     "SMALL_TUPLE_EXT",
+	TagLargeTuple:     "LARGE_TUPLE_EXT",
+	TagNil:            "NIL_EXT",
+	TagString:         "STRING_EXT",
+	TagList:           "LIST_EXT",
+	TagBinary:         "BINARY_EXT",
+	TagSmallBig:       "SMALL_BIG_EXT",
+	TagLargeBig:       "LARGE_BIG_EXT",
+	TagNewFun:         "NEW_FUN_EXT",
+	TagExport:         "EXPORT_EXT",
+	TagNewReference:   "NEW_REFERENCE_EXT",
+	TagSmallAtom:      "SMALL_ATOM_EXT",
+	TagMap:            "MAP_EXT",
+	TagFun:            "FUN_EXT",
+	TagAtomUTF8:       "ATOM_UTF8_EXT",
+	TagSmallAtomUTF8:  "SMALL_ATOM_UTF8_EXT",
+	TagV4Port:         "V4_PORT_EXT",
+	TagLocal:          "LOCAL_EXT",
 }
 
-func tagName(tag byte) string {
+// TagName is tag's name in erts (SMALL_TUPLE_EXT), or "unknown tag".
+func TagName(tag byte) string {
 	if s, ok := tagNames[tag]; ok {
 		return s
 	}

@@ -3,6 +3,8 @@ package otpdist
 import (
 	"encoding/binary"
 	"sync"
+
+	"github.com/protonstream/ps_port/etf"
 )
 
 // OTP 26 and later make references of up to 5 words (DFLAG_V4_NC): the
@@ -34,7 +36,7 @@ func newRefTable() *refTable {
 // words, as ergo keeps them (it drops the first word's bits above 18).
 // words is the reference's length in words.
 func refKey(ref []byte) (key string, words int, ok bool) {
-	if len(ref) < 3 || ref[0] != 90 {
+	if len(ref) < 3 || ref[0] != etf.TagNewerReference {
 		return "", 0, false
 	}
 	words = int(binary.BigEndian.Uint16(ref[1:3]))
@@ -45,7 +47,7 @@ func refKey(ref []byte) (key string, words int, ok bool) {
 	}
 	var text []byte
 	switch ref[i] {
-	case 100, 118:
+	case etf.TagAtom, etf.TagAtomUTF8:
 		text = ref[i+3 : i+k]
 	default:
 		text = ref[i+2 : i+k]

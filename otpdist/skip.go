@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/protonstream/ps_port/etf"
 )
 
 // Skipping external-term-format terms without decoding them: the
@@ -24,7 +26,7 @@ type errTerm struct {
 }
 
 func (e *errTerm) Error() string {
-	return fmt.Sprintf("malformed term at byte %d (tag %d): %s", e.at, e.tag, e.why)
+	return fmt.Sprintf("malformed term at byte %d (tag %d, %s): %s", e.at, e.tag, etf.TagName(e.tag), e.why)
 }
 
 // span is where a term sits in a buffer: b[start:end].
@@ -53,259 +55,185 @@ func termWeight(b []byte) (length int, elems uint64, err error) {
 
 // walkCount is walkTerms that also counts the elements of compound terms.
 func walkCount(b []byte, n uint64, refs *[]span) (int, uint64, error) {
-	i := 0
+	w := walker{b: b, refs: refs}
 	pending := n // terms still to skip
 	total := n   // terms seen
-	need := func(k uint64) bool { return uint64(len(b)-i) >= k }
 	for pending > 0 {
 		pending--
-		if !need(1) {
-			return 0, 0, errShort
+		elems, err := w.term()
+		if err != nil {
+			return 0, 0, err
 		}
-		tag := b[i]
-		at := i
-		i++
-		switch tag {
-		case 97: // SMALL_INTEGER_EXT
-			if !need(1) {
-				return 0, 0, errShort
-			}
-			i++
-		case 98: // INTEGER_EXT
-			if !need(4) {
-				return 0, 0, errShort
-			}
-			i += 4
-		case 70: // NEW_FLOAT_EXT
-			if !need(8) {
-				return 0, 0, errShort
-			}
-			i += 8
-		case 99: // FLOAT_EXT
-			if !need(31) {
-				return 0, 0, errShort
-			}
-			i += 31
-		case 100, 118: // ATOM_EXT, ATOM_UTF8_EXT
-			k, err := skipAtomBody(b, i, tag)
-			if err != nil {
-				return 0, 0, err
-			}
-			i += k
-		case 115, 119: // SMALL_ATOM_EXT, SMALL_ATOM_UTF8_EXT
-			k, err := skipAtomBody(b, i, tag)
-			if err != nil {
-				return 0, 0, err
-			}
-			i += k
-		case 106: // NIL_EXT
-		case 107: // STRING_EXT
-			if !need(2) {
-				return 0, 0, errShort
-			}
-			l := uint64(binary.BigEndian.Uint16(b[i:]))
-			if !need(2 + l) {
-				return 0, 0, errShort
-			}
-			i += 2 + int(l)
-		case 109: // BINARY_EXT
-			if !need(4) {
-				return 0, 0, errShort
-			}
-			l := uint64(binary.BigEndian.Uint32(b[i:]))
-			if !need(4 + l) {
-				return 0, 0, errShort
-			}
-			i += 4 + int(l)
-		case 77: // BIT_BINARY_EXT
-			if !need(5) {
-				return 0, 0, errShort
-			}
-			l := uint64(binary.BigEndian.Uint32(b[i:]))
-			if !need(5 + l) {
-				return 0, 0, errShort
-			}
-			i += 5 + int(l)
-		case 110: // SMALL_BIG_EXT
-			if !need(2) {
-				return 0, 0, errShort
-			}
-			l := uint64(b[i])
-			if !need(2 + l) {
-				return 0, 0, errShort
-			}
-			i += 2 + int(l)
-		case 111: // LARGE_BIG_EXT
-			if !need(5) {
-				return 0, 0, errShort
-			}
-			l := uint64(binary.BigEndian.Uint32(b[i:]))
-			if !need(5 + l) {
-				return 0, 0, errShort
-			}
-			i += 5 + int(l)
-		case 104: // SMALL_TUPLE_EXT
-			if !need(1) {
-				return 0, 0, errShort
-			}
-			pending += uint64(b[i])
-			total += uint64(b[i])
-			i++
-		case 105: // LARGE_TUPLE_EXT
-			if !need(4) {
-				return 0, 0, errShort
-			}
-			pending += uint64(binary.BigEndian.Uint32(b[i:]))
-			total += uint64(binary.BigEndian.Uint32(b[i:]))
-			i += 4
-		case 108: // LIST_EXT: elements, then the tail
-			if !need(4) {
-				return 0, 0, errShort
-			}
-			pending += uint64(binary.BigEndian.Uint32(b[i:])) + 1
-			total += uint64(binary.BigEndian.Uint32(b[i:])) + 1
-			i += 4
-		case 116: // MAP_EXT
-			if !need(4) {
-				return 0, 0, errShort
-			}
-			pending += 2 * uint64(binary.BigEndian.Uint32(b[i:]))
-			total += 2 * uint64(binary.BigEndian.Uint32(b[i:]))
-			i += 4
-		case 113: // EXPORT_EXT: module, function, arity
-			pending += 3
-			total += 3
-		case 112: // NEW_FUN_EXT: Size counts itself and everything after it
-			if !need(4) {
-				return 0, 0, errShort
-			}
-			l := uint64(binary.BigEndian.Uint32(b[i:]))
-			if l < 4 {
-				return 0, 0, &errTerm{at, tag, "fun size below 4"}
-			}
-			if !need(l) {
-				return 0, 0, errShort
-			}
-			i += int(l)
-		case 88, 103: // NEW_PID_EXT, PID_EXT: node, ID, Serial, Creation
-			k, err := skipNodeAtom(b, i)
-			if err != nil {
-				return 0, 0, err
-			}
-			i += k
-			fixed := uint64(4 + 4 + 4)
-			if tag == 103 {
-				fixed = 4 + 4 + 1
-			}
-			if !need(fixed) {
-				return 0, 0, errShort
-			}
-			i += int(fixed)
-		case 89, 102, 120: // NEW_PORT_EXT, PORT_EXT, V4_PORT_EXT
-			k, err := skipNodeAtom(b, i)
-			if err != nil {
-				return 0, 0, err
-			}
-			i += k
-			fixed := uint64(4 + 4) // NEW_PORT_EXT: ID, Creation
-			switch tag {
-			case 102:
-				fixed = 4 + 1
-			case 120:
-				fixed = 8 + 4
-			}
-			if !need(fixed) {
-				return 0, 0, errShort
-			}
-			i += int(fixed)
-		case 90, 114: // NEWER_REFERENCE_EXT, NEW_REFERENCE_EXT: Len, node, Creation, ID*Len
-			if !need(2) {
-				return 0, 0, errShort
-			}
-			words := uint64(binary.BigEndian.Uint16(b[i:]))
-			i += 2
-			k, err := skipNodeAtom(b, i)
-			if err != nil {
-				return 0, 0, err
-			}
-			i += k
-			creation := uint64(4)
-			if tag == 114 {
-				creation = 1
-			}
-			if !need(creation + 4*words) {
-				return 0, 0, errShort
-			}
-			i += int(creation + 4*words)
-			if refs != nil && tag == 90 {
-				*refs = append(*refs, span{at, i})
-			}
-		case 101: // REFERENCE_EXT: node, ID, Creation
-			k, err := skipNodeAtom(b, i)
-			if err != nil {
-				return 0, 0, err
-			}
-			i += k
-			if !need(5) {
-				return 0, 0, errShort
-			}
-			i += 5
-		case 82:
-			return 0, 0, &errTerm{at, tag, "atom cache reference on a connection without the atom cache"}
-		default:
-			return 0, 0, &errTerm{at, tag, "unknown tag"}
-		}
+		pending += elems
+		total += elems
 		// Every term takes at least one byte: more pending terms than bytes
 		// left means the buffer cannot hold them yet (or they are bogus;
 		// the caller tells the two apart by whether more bytes may come).
-		if pending > uint64(len(b)-i) {
+		if pending > uint64(len(b)-w.i) {
 			return 0, 0, errShort
 		}
 	}
-	return i, total, nil
+	return w.i, total, nil
 }
 
-// skipAtomBody skips an atom's length and text; i is just past the tag.
-func skipAtomBody(b []byte, i int, tag byte) (int, error) {
-	left := len(b) - i
-	switch tag {
-	case 100, 118:
-		if left < 2 {
-			return 0, errShort
-		}
-		l := int(binary.BigEndian.Uint16(b[i:]))
-		if left < 2+l {
-			return 0, errShort
-		}
-		return 2 + l, nil
-	default: // 115, 119
-		if left < 1 {
-			return 0, errShort
-		}
-		l := int(b[i])
-		if left < 1+l {
-			return 0, errShort
-		}
-		return 1 + l, nil
+// walker skips terms in b from i on.
+type walker struct {
+	b    []byte
+	i    int
+	refs *[]span // where NEWER_REFERENCE_EXTs sit, when not nil
+}
+
+// skip passes k bytes.
+func (w *walker) skip(k uint64) error {
+	if uint64(len(w.b)-w.i) < k {
+		return errShort
 	}
+	w.i += int(k)
+	return nil
 }
 
-// skipNodeAtom skips the node-name atom (with its tag) at b[i:] inside a
-// pid, port or reference.
-func skipNodeAtom(b []byte, i int) (int, error) {
-	if i >= len(b) {
+// uint reads a big-endian unsigned integer of size bytes (1, 2 or 4).
+func (w *walker) uint(size int) (uint64, error) {
+	if len(w.b)-w.i < size {
 		return 0, errShort
 	}
-	switch tag := b[i]; tag {
-	case 100, 118, 115, 119:
-		k, err := skipAtomBody(b, i+1, tag)
+	var v uint64
+	switch size {
+	case 1:
+		v = uint64(w.b[w.i])
+	case 2:
+		v = uint64(binary.BigEndian.Uint16(w.b[w.i:]))
+	default:
+		v = uint64(binary.BigEndian.Uint32(w.b[w.i:]))
+	}
+	w.i += size
+	return v, nil
+}
+
+// sized skips a length of lenSize bytes, extra bytes, and length bytes.
+func (w *walker) sized(lenSize int, extra uint64) error {
+	l, err := w.uint(lenSize)
+	if err != nil {
+		return err
+	}
+	return w.skip(extra + l)
+}
+
+// term skips the term at i, except for the elements of a compound term,
+// whose number it returns: they follow it as terms of their own.
+func (w *walker) term() (elems uint64, err error) {
+	if err := w.skip(1); err != nil {
+		return 0, err
+	}
+	at := w.i - 1
+	switch tag := w.b[at]; tag {
+	case etf.TagSmallInteger:
+		return 0, w.skip(1)
+	case etf.TagInteger:
+		return 0, w.skip(4)
+	case etf.TagNewFloat:
+		return 0, w.skip(8)
+	case etf.TagFloat:
+		return 0, w.skip(31)
+	case etf.TagAtom, etf.TagAtomUTF8:
+		return 0, w.sized(2, 0)
+	case etf.TagSmallAtom, etf.TagSmallAtomUTF8:
+		return 0, w.sized(1, 0)
+	case etf.TagNil:
+		return 0, nil
+	case etf.TagString:
+		return 0, w.sized(2, 0)
+	case etf.TagBinary:
+		return 0, w.sized(4, 0)
+	case etf.TagBitBinary: // Len, Bits, Data
+		return 0, w.sized(4, 1)
+	case etf.TagSmallBig: // n, Sign, Digits
+		return 0, w.sized(1, 1)
+	case etf.TagLargeBig:
+		return 0, w.sized(4, 1)
+	case etf.TagSmallTuple:
+		return w.uint(1)
+	case etf.TagLargeTuple:
+		return w.uint(4)
+	case etf.TagList: // elements, then the tail
+		n, err := w.uint(4)
+		return n + 1, err
+	case etf.TagMap:
+		n, err := w.uint(4)
+		return 2 * n, err
+	case etf.TagExport: // module, function, arity
+		return 3, nil
+	case etf.TagNewFun: // Size counts itself and everything after it
+		l, err := w.uint(4)
 		if err != nil {
 			return 0, err
 		}
-		return 1 + k, nil
-	case 82:
-		return 0, &errTerm{i, tag, "atom cache reference on a connection without the atom cache"}
+		if l < 4 {
+			return 0, &errTerm{at, tag, "fun size below 4"}
+		}
+		return 0, w.skip(l - 4)
+	case etf.TagNewPid: // node, ID, Serial, Creation
+		return 0, w.nodeThen(4 + 4 + 4)
+	case etf.TagPid:
+		return 0, w.nodeThen(4 + 4 + 1)
+	case etf.TagNewPort: // node, ID, Creation
+		return 0, w.nodeThen(4 + 4)
+	case etf.TagPort:
+		return 0, w.nodeThen(4 + 1)
+	case etf.TagV4Port:
+		return 0, w.nodeThen(8 + 4)
+	case etf.TagReference: // node, ID, Creation
+		return 0, w.nodeThen(4 + 1)
+	case etf.TagNewerReference, etf.TagNewReference: // Len, node, Creation, ID*Len
+		words, err := w.uint(2)
+		if err != nil {
+			return 0, err
+		}
+		creation := uint64(4)
+		if tag == etf.TagNewReference {
+			creation = 1
+		}
+		if err := w.nodeThen(creation + 4*words); err != nil {
+			return 0, err
+		}
+		if w.refs != nil && tag == etf.TagNewerReference {
+			*w.refs = append(*w.refs, span{at, w.i})
+		}
+		return 0, nil
+	case etf.TagAtomCacheRef:
+		return 0, &errTerm{at, tag, "atom cache reference on a connection without the atom cache"}
 	default:
-		return 0, &errTerm{i, tag, "node name is not an atom"}
+		return 0, &errTerm{at, tag, "unknown tag"}
 	}
+}
+
+// nodeThen skips the node-name atom (with its tag) inside a pid, port or
+// reference, then fixed bytes.
+func (w *walker) nodeThen(fixed uint64) error {
+	if err := w.skip(1); err != nil {
+		return err
+	}
+	switch tag := w.b[w.i-1]; tag {
+	case etf.TagAtom, etf.TagAtomUTF8:
+		if err := w.sized(2, 0); err != nil {
+			return err
+		}
+	case etf.TagSmallAtom, etf.TagSmallAtomUTF8:
+		if err := w.sized(1, 0); err != nil {
+			return err
+		}
+	case etf.TagAtomCacheRef:
+		return &errTerm{w.i - 1, tag, "atom cache reference on a connection without the atom cache"}
+	default:
+		return &errTerm{w.i - 1, tag, "node name is not an atom"}
+	}
+	return w.skip(fixed)
+}
+
+// skipNodeAtom returns the length of the node-name atom (with its tag) at
+// b[i:] inside a pid, port or reference.
+func skipNodeAtom(b []byte, i int) (int, error) {
+	w := walker{b: b, i: i}
+	err := w.nodeThen(0)
+	return w.i - i, err
 }
