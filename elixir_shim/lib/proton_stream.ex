@@ -435,8 +435,7 @@ defmodule ProtonStream do
 
   def command(server, data) do
     if not is_binary(data), do: IO.iodata_length(data)
-    send(server, {self(), {:command, data}})
-    :ok
+    request(server, {:command, data})
   end
 
   @doc """
@@ -444,10 +443,7 @@ defmodule ProtonStream do
   `{ps, :closed}` once the process is gone.
   """
   @spec close(server()) :: :ok
-  def close(server) do
-    send(server, {self(), :close})
-    :ok
-  end
+  def close(server), do: request(server, :close)
 
   @doc """
   Makes `new_owner` the owner (and links it). Same as
@@ -456,12 +452,11 @@ defmodule ProtonStream do
   """
   @spec connect(server(), pid()) :: :ok
   def connect(server, new_owner) when is_pid(new_owner) do
-    send(server, {self(), {:connect, new_owner}})
+    request(server, {:connect, new_owner})
 
     if ProtonStream.Remote.remote?(server),
-      do: ProtonStream.Remote.owner_changed(server, new_owner)
-
-    :ok
+      do: ProtonStream.Remote.owner_changed(server, new_owner),
+      else: :ok
   end
 
   @doc """
@@ -471,10 +466,7 @@ defmodule ProtonStream do
   logged warning.
   """
   @spec eof(server()) :: :ok
-  def eof(server) do
-    send(server, {self(), :eof})
-    :ok
-  end
+  def eof(server), do: request(server, :eof)
 
   @doc """
   Sends a signal to the program (not to its children). `signal` is a number
@@ -483,10 +475,7 @@ defmodule ProtonStream do
   Raises `ArgumentError` for an unknown signal.
   """
   @spec signal(server(), signal()) :: :ok
-  def signal(server, signal) do
-    send(server, {self(), {:signal, signal_number(signal)}})
-    :ok
-  end
+  def signal(server, signal), do: request(server, {:signal, signal_number(signal)})
 
   @doc """
   Returns the number of `signal` (a number 1..64 or a name like `:sigterm`).
@@ -521,7 +510,13 @@ defmodule ProtonStream do
   """
   @spec ack(server(), non_neg_integer()) :: :ok
   def ack(server, bytes) when is_integer(bytes) and bytes >= 0 do
-    if ProtonStream.Remote.remote?(server), do: send(server, {self(), {:ack, bytes}})
+    if ProtonStream.Remote.remote?(server), do: request(server, {:ack, bytes}), else: :ok
+  end
+
+  # Every request is the message {sender, request}, to a local server or a
+  # node's pid alike.
+  defp request(server, request) do
+    send(server, {self(), request})
     :ok
   end
 

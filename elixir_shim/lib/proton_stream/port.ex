@@ -172,11 +172,16 @@ defmodule ProtonStream.Port do
     ArgumentError -> :ok
   end
 
-  defp send_frame(port, iodata) do
+  @doc """
+  Writes one frame (iodata, without its length prefix) to a ps_port port,
+  `--packet` or `--shared`. Returns `:ok`, or `:closed` when the port is
+  already gone (its exit message is then on its way to its owner).
+  """
+  @spec send_frame(port(), iodata()) :: :ok | :closed
+  def send_frame(port, iodata) do
     Port.command(port, iodata)
     :ok
   rescue
-    # The port closed under us; its {:EXIT, port, _} is on its way.
     ArgumentError -> :closed
   end
 end

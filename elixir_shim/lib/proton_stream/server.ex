@@ -275,7 +275,7 @@ defmodule ProtonStream.Server do
   defp handle_request(old_owner, {:connect, new_owner}, state) do
     Process.link(new_owner)
     Process.unlink(old_owner)
-    state.transport.connect(state.handle, old_owner, new_owner)
+    Transport.connect(state.transport, state.handle, old_owner, new_owner)
     {:noreply, %{state | owner: new_owner}}
   end
 
@@ -466,7 +466,7 @@ defmodule ProtonStream.Server do
 
   # ProtonStream.cgroup_path/1 and statistics/1.
   def handle_call({:"$proton_stream", :info}, _from, state) do
-    bytes = state.output_bytes + state.transport.output_bytes(state.handle)
+    bytes = state.output_bytes + Transport.output_bytes(state.transport, state.handle)
     {:reply, %{cgroup_path: state.cgroup_path, output_byte_count: bytes}, state}
   end
 

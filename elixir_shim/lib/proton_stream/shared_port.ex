@@ -295,9 +295,8 @@ defmodule ProtonStream.SharedPort do
 
   defp handle_frame({:oom_killed, id, count}, state) do
     case state.children do
-      %{^id => %Child{owner: nil, ps: ps}} ->
-        send(ps, {:"$ps_shared", id, {:oom_killed, count}})
-        state
+      %{^id => %Child{owner: nil}} ->
+        forward(state, id, {:oom_killed, count})
 
       # The owner hears it in order with the output. The notice is logged
       # by a process of its own (it reads the kernel log: no work for this
@@ -319,22 +318,13 @@ defmodule ProtonStream.SharedPort do
   end
 
   # Stdin credit: only callback-mode servers open with stdin acks.
-  defp handle_frame({:stdin_written, id, bytes}, state) do
-    case state.children do
-      %{^id => %Child{owner: nil, ps: ps}} ->
-        send(ps, {:"$ps_shared", id, {:stdin_written, bytes}})
-
-      _ ->
-        :ok
-    end
-
-    state
-  end
+  defp handle_frame({:stdin_written, id, bytes}, state),
+    do: forward(state, id, {:stdin_written, bytes})
 
   defp handle_frame({:error, id, reason, message}, state) when is_integer(id) do
     case state.children do
-      %{^id => %Child{owner: nil, ps: ps}} ->
-        send(ps, {:"$ps_shared", id, {:error, reason, message}})
+      %{^id => %Child{owner: nil}} ->
+        forward(state, id, {:error, reason, message})
 
       %{^id => %Child{state: :running, owner: owner, ps: ps} = child} ->
         Logger.warning("ProtonStream: ps_port for #{child.command}: #{reason}: #{message}")
@@ -357,6 +347,17 @@ defmodule ProtonStream.SharedPort do
 
   defp handle_frame(other, state) do
     Logger.warning("ProtonStream: unexpected frame from ps_port: #{inspect(other, limit: 20)}")
+    state
+  end
+
+  # A callback-mode child's event goes to its server
+  # (Transport.Shared.event/2); a message-mode child has none.
+  defp forward(state, id, event) do
+    case state.children do
+      %{^id => %Child{owner: nil, ps: ps}} -> send(ps, {:"$ps_shared", id, event})
+      _ -> :ok
+    end
+
     state
   end
 
@@ -433,13 +434,8 @@ defmodule ProtonStream.SharedPort do
 
   defp stop_child(_state, _id, child), do: child
 
-  defp send_frame(port, frame) do
-    Port.command(port, frame)
-    :ok
-  rescue
-    # The port is gone; its exit message is on its way.
-    ArgumentError -> :ok
-  end
+  # The port may be gone: its exit message is then on its way.
+  defp send_frame(port, frame), do: ProtonStream.Port.send_frame(port, frame)
 
   defp forget(state, id, child) do
     for ref <- [child.ps_ref, child.owner_ref], ref != nil, do: Process.demonitor(ref, [:flush])

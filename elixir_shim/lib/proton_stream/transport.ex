@@ -56,8 +56,11 @@ defmodule ProtonStream.Transport do
   @doc "Decodes a message the server received: `:unknown` when it is not the transport's."
   @callback event(message :: term(), handle()) :: {:event, event()} | :ignore | :unknown
 
-  @doc "Writes `data` to the program's stdin, whole (or reports it refused, whole)."
-  @callback command(handle(), binary()) :: :ok
+  @doc """
+  Writes `data` to the program's stdin, whole, or refuses it whole
+  (`{:error, :stdin_overflow, message}`, see `fits_frame/2`).
+  """
+  @callback command(handle(), binary()) :: :ok | {:error, :stdin_overflow, binary()}
 
   @doc "Closes the program's stdin once the queued data is written."
   @callback eof(handle()) :: :ok
@@ -70,7 +73,9 @@ defmodule ProtonStream.Transport do
 
   @doc """
   Message mode: output goes to `new_owner` from now on, and `old_owner` gets
-  `{ps, :connected}` after everything sent to it before.
+  `{ps, :connected}` after everything sent to it before. Optional: a
+  transport whose output always passes through the server leaves it out,
+  and the server tells `old_owner` itself (see `connect/4`).
   """
   @callback connect(handle(), old_owner :: pid(), new_owner :: pid()) :: :ok
 
@@ -83,9 +88,52 @@ defmodule ProtonStream.Transport do
   @doc """
   Output bytes passed on without going through the server (the shared
   port's router sends message mode's output straight to the owner); the
-  server adds what it passed on itself.
+  server adds what it passed on itself. Optional, as `c:connect/3`: none
+  when it is left out.
   """
   @callback output_bytes(handle()) :: non_neg_integer()
+
+  @optional_callbacks connect: 3, output_bytes: 1
+
+  @doc """
+  Calls `transport`'s `c:connect/3`, or, for a transport without one (its
+  output passes through the calling server, so nothing sent to `old_owner`
+  can be behind), sends `{ps, :connected}` to `old_owner` itself.
+  """
+  @spec connect(module(), handle(), pid(), pid()) :: :ok
+  def connect(transport, handle, old_owner, new_owner) do
+    if function_exported?(transport, :connect, 3) do
+      transport.connect(handle, old_owner, new_owner)
+    else
+      send(old_owner, {self(), :connected})
+      :ok
+    end
+  end
+
+  @doc "`transport`'s `c:output_bytes/1`, or 0 for a transport without one."
+  @spec output_bytes(module(), handle()) :: non_neg_integer()
+  def output_bytes(transport, handle) do
+    if function_exported?(transport, :output_bytes, 1),
+      do: transport.output_bytes(handle),
+      else: 0
+  end
+
+  @doc """
+  `:ok` when `data` fits one `{:command, ...}` frame of at most `max` bytes
+  of payload (ps_port's frame limit, `ProtonStream.Limits`, minus the
+  frame's header); otherwise the refusal a transport returns from
+  `c:command/2`. A command is taken or refused whole, never cut: a program
+  must not see half of one.
+  """
+  @spec fits_frame(binary(), pos_integer()) :: :ok | {:error, :stdin_overflow, binary()}
+  def fits_frame(data, max) when byte_size(data) <= max, do: :ok
+
+  def fits_frame(data, max) do
+    {:error, :stdin_overflow,
+     "a command of #{byte_size(data)} bytes was refused whole: one command carries at most " <>
+       "#{max} bytes (ps_port's #{div(ProtonStream.Limits.fetch!(:max_frame), 1024 * 1024)} MiB " <>
+       "frame limit); send the data as several commands, each taken or refused whole"}
+  end
 
   @doc "The transport module for validated options."
   @spec for_options(ProtonStream.Options.t()) :: module()

@@ -96,14 +96,8 @@ defmodule ProtonStream.Transport.Isolated do
 
   @impl ProtonStream.Transport
   def command(h, data) do
-    if byte_size(data) > PsPort.max_command() do
-      {:error, :stdin_overflow,
-       "a command of #{byte_size(data)} bytes was refused whole: one command carries at most " <>
-         "#{PsPort.max_command()} bytes (ps_port's 64 MiB frame limit); send the data as " <>
-         "several commands, each taken or refused whole"}
-    else
-      ok(PsPort.command(h.port, data))
-    end
+    with :ok <- ProtonStream.Transport.fits_frame(data, PsPort.max_command()),
+         do: ok(PsPort.command(h.port, data))
   end
 
   @impl ProtonStream.Transport
@@ -114,15 +108,6 @@ defmodule ProtonStream.Transport.Isolated do
 
   @impl ProtonStream.Transport
   def ack(h, bytes), do: ok(PsPort.ack(h.port, bytes))
-
-  @impl ProtonStream.Transport
-  def output_bytes(_h), do: 0
-
-  @impl ProtonStream.Transport
-  def connect(_h, old_owner, _new_owner) do
-    send(old_owner, {self(), :connected})
-    :ok
-  end
 
   @impl ProtonStream.Transport
   def close(h, reply_to) do

@@ -97,15 +97,6 @@ defmodule ProtonStream.Transport.Remote do
   @impl ProtonStream.Transport
   def ack(h, bytes), do: request(h, {:ack, bytes})
 
-  @impl ProtonStream.Transport
-  def output_bytes(_h), do: 0
-
-  @impl ProtonStream.Transport
-  def connect(_h, old_owner, _new_owner) do
-    send(old_owner, {self(), :connected})
-    :ok
-  end
-
   # The node would also notice the server's end through its monitor.
   @impl ProtonStream.Transport
   def close(h, reply_to) do

@@ -87,14 +87,8 @@ defmodule ProtonStream.Transport.Shared do
 
   @impl ProtonStream.Transport
   def command(%__MODULE__{} = h, data) do
-    if byte_size(data) > Frames.max_command() do
-      {:error, :stdin_overflow,
-       "a command of #{byte_size(data)} bytes was refused whole: one command carries at most " <>
-         "#{Frames.max_command()} bytes (ps_port's 64 MiB frame limit); send the data as " <>
-         "several commands, each taken or refused whole"}
-    else
-      write(h, Frames.command(h.id, data))
-    end
+    with :ok <- ProtonStream.Transport.fits_frame(data, Frames.max_command()),
+         do: write(h, Frames.command(h.id, data))
   end
 
   @impl ProtonStream.Transport
@@ -138,11 +132,9 @@ defmodule ProtonStream.Transport.Shared do
     :exit, _ -> :gone
   end
 
+  # A shared port that is gone: the router tells the server.
   defp write(h, frame) do
-    Port.command(h.port, frame)
+    ProtonStream.Port.send_frame(h.port, frame)
     :ok
-  rescue
-    # The shared port is gone; the router tells the server.
-    ArgumentError -> :ok
   end
 end
