@@ -5,6 +5,7 @@
 package port
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,9 +13,12 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/protonstream/ps_port/etf"
 	"github.com/protonstream/ps_port/internal/limits"
+	"github.com/protonstream/ps_port/internal/rawio"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,9 +33,11 @@ var ErrFrameTooLarge = fmt.Errorf("frame longer than %d bytes", MaxFrame)
 // written to the file descriptor of w. Writes are serialized; reads must come
 // from one goroutine.
 type Conn struct {
-	r      io.Reader
+	r      *bufio.Reader
 	w      *os.File
+	wrc    syscall.RawConn
 	wfd    int
+	polled bool       // w is in Go's poller: a full port parks the goroutine
 	mu     sync.Mutex // guards hdr and the order of frames on w
 	hdr    []byte
 	lenBuf [4]byte
@@ -45,15 +51,98 @@ type Conn struct {
 
 // NewConn returns a Conn reading frames from r and writing them to w. When
 // w is a pipe it is enlarged to 1 MiB (where allowed), so a large frame can
-// be written whole before the owner wakes up to read it.
+// be written whole before the owner wakes up to read it. When w is in Go's
+// poller (a non-blocking pipe, see PortFiles), a writer that finds the port
+// full waits there, not in a thread blocked in poll(2).
+//
+// Frames are read through a 64 KiB buffer: a frame's length prefix and its
+// term (and, when the owner is quick, the next frames) take one read(2).
 func NewConn(r io.Reader, w *os.File) *Conn {
-	unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 1<<20) // EBADF/EINVAL when not a pipe: fine
-	return &Conn{r: r, w: w, wfd: int(w.Fd()), hdr: make([]byte, 0, 64)}
+	c := &Conn{w: w, hdr: make([]byte, 0, 64)}
+	if f, ok := r.(*os.File); ok {
+		r = polledReader(f)
+	}
+	if r != nil {
+		c.r = bufio.NewReaderSize(r, 64<<10)
+	}
+	// Not w.Fd(): it would put a non-blocking w back into blocking mode.
+	c.wrc, _ = w.SyscallConn()
+	if c.wrc != nil {
+		c.wrc.Control(func(fd uintptr) { c.wfd = int(fd) })
+	} else {
+		c.wfd = int(w.Fd())
+	}
+	c.polled = c.wrc != nil && w.SetWriteDeadline(time.Time{}) == nil
+	unix.FcntlInt(uintptr(c.wfd), unix.F_SETPIPE_SZ, 1<<20) // EBADF/EINVAL when not a pipe: fine
+	return c
+}
+
+// PortFiles returns ps_port's standard input and output, the port's two
+// ends, for NewConn. Pipes and sockets are switched to non-blocking mode and
+// opened again as files in Go's poller, so that waiting for the owner's
+// next frame, or for room in a full port, parks a goroutine instead of
+// blocking a thread in a system call (which Go's sysmon thread then has to
+// watch, waking every 20 µs). A terminal or a file is left as it is.
+func PortFiles() (in, out *os.File) {
+	return pollable(os.Stdin), pollable(os.Stdout)
+}
+
+func pollable(f *os.File) *os.File {
+	var st unix.Stat_t
+	fd := int(f.Fd())
+	if unix.Fstat(fd, &st) != nil {
+		return f
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFIFO && t != unix.S_IFSOCK {
+		return f
+	}
+	if unix.SetNonblock(fd, true) != nil {
+		return f
+	}
+	return os.NewFile(uintptr(fd), f.Name())
+}
+
+// polledReader returns f as a reader that, when f is in Go's poller, reads
+// with rawio.Read and waits for data in the poller; f itself otherwise.
+func polledReader(f *os.File) io.Reader {
+	rc, err := f.SyscallConn()
+	if err != nil || f.SetReadDeadline(time.Time{}) != nil {
+		return f
+	}
+	return &rawReader{rc: rc}
+}
+
+// rawReader reads a non-blocking file in Go's poller.
+type rawReader struct{ rc syscall.RawConn }
+
+func (r *rawReader) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if rerr := r.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = rawio.Read(int(fd), p)
+			if err != unix.EINTR {
+				return err != unix.EAGAIN
+			}
+		}
+	}); rerr != nil {
+		return 0, rerr
+	}
+	switch {
+	case err != nil:
+		return 0, err
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // ReadFrame reads one frame and returns its payload (the term's bytes).
 // It returns io.EOF when the port was closed between frames.
 func (c *Conn) ReadFrame() ([]byte, error) {
+	if c.r == nil {
+		return nil, io.EOF
+	}
 	if _, err := io.ReadFull(c.r, c.lenBuf[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("port closed inside a frame's length prefix: %w", err)
@@ -141,18 +230,20 @@ func (c *Conn) move(tag etf.Atom, id int64, fd, n int) error {
 			n -= k
 			continue
 		}
-		m, err := unix.Splice(fd, nil, c.wfd, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		var m int
+		var err error
+		werr := c.toPort(func(wfd int) bool {
+			m, err = rawio.Splice(fd, wfd, n)
+			// EAGAIN: either the port's pipe is full or the child's is
+			// empty; only the first is a reason to wait.
+			return err != unix.EAGAIN || !pipeHolds(fd)
+		})
 		switch {
+		case werr != nil:
+			return werr
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			// Either the port's pipe is full or the child's is empty;
-			// only the first is a reason to wait.
-			if avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err != nil || avail == 0 {
-				return fmt.Errorf("the child's pipe holds nothing of the %d bytes still due in a frame", n)
-			}
-			if err := waitWritable(c.wfd); err != nil {
-				return err
-			}
+			return fmt.Errorf("the child's pipe holds nothing of the %d bytes still due in a frame", n)
 		case err == unix.EINVAL || err == unix.ENOSYS:
 			c.noSplice = true
 		case err != nil:
@@ -160,7 +251,31 @@ func (c *Conn) move(tag etf.Atom, id int64, fd, n int) error {
 		case m == 0:
 			return fmt.Errorf("the child's pipe ended %d bytes short of a frame", n)
 		default:
-			n -= int(m)
+			n -= m
+		}
+	}
+	return nil
+}
+
+// pipeHolds reports whether the pipe fd has bytes to read.
+func pipeHolds(fd int) bool {
+	avail, err := rawio.Queued(fd)
+	return err == nil && avail > 0
+}
+
+// toPort calls write with the port's fd until it returns true; it returns
+// false when the port's pipe is full (EAGAIN), and is called again once the
+// port is writable. c.mu is held.
+func (c *Conn) toPort(write func(wfd int) bool) error {
+	if c.polled {
+		if err := c.wrc.Write(func(fd uintptr) bool { return write(int(fd)) }); err != nil {
+			return fmt.Errorf("writing to the port: %w", err)
+		}
+		return nil
+	}
+	for !write(c.wfd) {
+		if err := waitWritable(c.wfd); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -191,14 +306,16 @@ func (c *Conn) copyOut(fd, n int) (int, error) {
 func (c *Conn) writev(a, b []byte) error {
 	iov := [][]byte{a, b}
 	for len(iov[0])+len(iov[1]) > 0 {
-		n, err := unix.Writev(c.wfd, iov)
-		if err == unix.EINTR {
-			continue
+		var n int
+		var err error
+		werr := c.toPort(func(wfd int) bool {
+			n, err = rawio.Writev(wfd, iov[0], iov[1])
+			return err != unix.EAGAIN
+		})
+		if werr != nil {
+			return werr
 		}
-		if err == unix.EAGAIN {
-			if err := waitWritable(c.wfd); err != nil {
-				return err
-			}
+		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/protonstream/ps_port/internal/rawio"
 	"github.com/protonstream/ps_port/internal/stderrlog"
 	"golang.org/x/sys/unix"
 )
@@ -454,7 +455,7 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 			if move != nil && !c.lost.Load() {
 				// What the pipe holds goes on without a copy. An empty pipe
 				// (EOF, or nothing yet) takes the read below.
-				if avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil && avail > 0 { // TIOCINQ is FIONREAD
+				if avail, err := rawio.Queued(int(fd)); err == nil && avail > 0 {
 					n = min(avail, credit)
 					c.window.giveBack(credit - n)
 					res = readMove
@@ -470,7 +471,7 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 			if buf == nil {
 				buf = getReadBuf()
 			}
-			n, rerr = unix.Read(int(fd), buf[:min(credit, size)])
+			n, rerr = rawio.Read(int(fd), buf[:min(credit, size)])
 			switch {
 			case rerr == unix.EAGAIN || rerr == unix.EINTR:
 				putReadBuf(buf)

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/protonstream/ps_port/internal/rawio"
 )
 
 // ErrStdinClosed is returned by Child.Write after CloseStdin, after the child
@@ -56,7 +56,7 @@ func (q *stdinQueue) write(p []byte) error {
 		// one thread hand-off shorter). A full or broken pipe leaves the
 		// rest to run, as before.
 		q.rc.Write(func(fd uintptr) bool {
-			if n, err := unix.Write(int(fd), p); err == nil && n > 0 {
+			if n, err := rawio.Write(int(fd), p); err == nil && n > 0 {
 				p = p[n:]
 				q.written += int64(n)
 			}

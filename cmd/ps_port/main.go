@@ -53,14 +53,14 @@ func run(args []string) int {
 	defer reg.Close()
 
 	if cfg.shared {
-		return port.ServeShared(port.NewConn(os.Stdin, os.Stdout), port.SharedConfig{
+		return port.ServeShared(port.NewConn(port.PortFiles()), port.SharedConfig{
 			StdinLimit: cfg.stdinLimit, Window: cfg.window, DelayToSIGKILL: cfg.delay, Logf: logf,
 		}, stop)
 	}
 	var conn *port.Conn
 	var out host.Output
 	if cfg.packet {
-		conn = port.NewConn(os.Stdin, os.Stdout)
+		conn = port.NewConn(port.PortFiles())
 		out = conn
 	} else {
 		out = port.RawOutput{RawSink: port.NewRawSink(os.Stdout)}

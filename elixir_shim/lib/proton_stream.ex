@@ -118,8 +118,9 @@ defmodule ProtonStream do
   ps_port stops reading the program's stdout and stderr when `:stdio_window`
   bytes (default 256 KiB) of output are unacknowledged; the program then
   blocks in `write(2)`. The server acknowledges a chunk as soon as it has
-  passed it on: in message mode right after sending it to the owner, in
-  callback mode after `handle_stdout/2` or `handle_stderr/2` returned. So the
+  passed it on: in message mode right after sending it to the owner (with
+  the shared ps_port, in batches of half the window), in callback mode
+  after `handle_stdout/2` or `handle_stderr/2` returned. So the
   window bounds the data queued in the *server's* mailbox, and in callback
   mode it is end-to-end backpressure: a slow callback slows the program down.
   In message mode, as with a plain `Port`, the owner's own mailbox is not

@@ -23,9 +23,13 @@ defmodule ProtonStream.SharedPort do
       an error when `{:spawn_error, ...}` arrives. It never blocks on an
       open: many are in flight at once.
     * **Output** (message mode): `{ps, {:data, _}}` / `{ps, {:error, _}}` go
-      from here straight to the owner, then `{:ack, id, n}` to ps_port. Each
-      frame costs a header match, a map lookup, a send and an ack: nothing
-      in proportion to the number of programs.
+      from here straight to the owner. What was passed on is acknowledged in
+      batches: `{:ack, id, n}` goes to ps_port once at least half of the
+      program's window has been passed on since the last one, so the
+      program always has credit left and a stream of small chunks (a round
+      trip through `cat`) costs no ack frame per chunk. Each frame costs a
+      header match, a map lookup and a send: nothing in proportion to the
+      number of programs.
     * **Output** (callback mode): the frame goes to the server as
       `{:"$ps_shared", id, event}`; the server acknowledges after its
       callback returned, writing to the port itself.
@@ -53,6 +57,11 @@ defmodule ProtonStream.SharedPort do
 
   @max_id 2_147_483_647
 
+  # ps_port's default window (procctl.DefaultWindow). Every open frame
+  # carries the window, so what the router batches acks against is what
+  # ps_port enforces, whatever ps_port's own default.
+  @default_window 256 * 1024
+
   # One program on the port.
   #   ps       - its ProtonStream.Server
   #   owner    - message mode: the process output goes to; nil in callback mode
@@ -76,6 +85,10 @@ defmodule ProtonStream.SharedPort do
       :cgroup_path,
       # Message mode: an OOM notice is being logged; the exit waits for it.
       :held_exit,
+      # Message mode: output passed on and not yet acknowledged, and the
+      # amount that makes an ack (half the window).
+      unacked: 0,
+      ack_at: 1,
       oom_logging: false,
       state: :starting,
       stop_sent: false
@@ -240,22 +253,31 @@ defmodule ProtonStream.SharedPort do
     case state.children do
       %{^id => %Child{state: :running, owner: nil, ps: ps}} ->
         send(ps, {:"$ps_shared", id, {tag, data}})
+        state
 
-      %{^id => %Child{state: :running, owner: owner, ps: ps, counter: counter}} ->
+      %{^id => %Child{state: :running, owner: owner, ps: ps, counter: counter} = child} ->
         send(owner, {ps, {if(tag == :stdout, do: :data, else: :error), data}})
-        send_frame(state.port, Frames.ack(id, byte_size(data)))
         :counters.add(counter, 1, byte_size(data))
+        unacked = child.unacked + byte_size(data)
+
+        # Acks in batches of half the window: the program keeps at least
+        # half its window of credit, so it never waits for an ack held here.
+        if unacked >= child.ack_at do
+          send_frame(state.port, Frames.ack(id, unacked))
+          put_child(state, id, %{child | unacked: 0})
+        else
+          put_child(state, id, %{child | unacked: unacked})
+        end
 
       # Stopping: nobody wants it; the ack keeps a program that ignores
       # SIGTERM from blocking on a full window until its SIGKILL.
       %{^id => %Child{}} ->
         send_frame(state.port, Frames.ack(id, byte_size(data)))
+        state
 
       _ ->
-        :ok
+        state
     end
-
-    state
   end
 
   defp handle_frame({:started, id, os_pid}, state) do
@@ -428,8 +450,15 @@ defmodule ProtonStream.SharedPort do
 
   defp stop_child(state, id, %Child{state: s} = child) when s in [:starting, :running] do
     send_frame(state.port, Frames.stop(id))
+    # From now on output is acked frame by frame; return what was held too.
+    if child.unacked > 0, do: send_frame(state.port, Frames.ack(id, child.unacked))
     # A starting program keeps its state until :started (its opener waits).
-    %{child | state: if(s == :starting, do: :starting, else: :stopping), stop_sent: true}
+    %{
+      child
+      | state: if(s == :starting, do: :starting, else: :stopping),
+        stop_sent: true,
+        unacked: 0
+    }
   end
 
   defp stop_child(_state, _id, child), do: child
@@ -450,13 +479,15 @@ defmodule ProtonStream.SharedPort do
   defp start_child(state, options, %Child{ps: ps, owner: owner} = child, {hash, environ}) do
     id = state.next_id
     if hash != state.environ_hash, do: send_environ(state.port, hash, environ)
+    options = Map.put_new(options, :stdio_window, @default_window)
     Port.command(state.port, Frames.open(id, options))
 
     ps_ref = Process.monitor(ps)
     owner_ref = if owner, do: Process.monitor(owner)
     refs = Map.put(state.refs, ps_ref, id)
     refs = if owner_ref, do: Map.put(refs, owner_ref, id), else: refs
-    child = %{child | ps_ref: ps_ref, owner_ref: owner_ref}
+    ack_at = div(options.stdio_window + 1, 2)
+    child = %{child | ps_ref: ps_ref, owner_ref: owner_ref, ack_at: ack_at}
 
     %{
       state
