@@ -171,10 +171,6 @@ defmodule ProtonStream.Server do
     transport = Transport.for_options(options)
 
     case transport.open(options, owner) do
-      # The words ps_port cannot know: what is wrong with the file.
-      {:error, {:spawn_error, _, _} = error} when transport != ProtonStream.Transport.Remote ->
-        {:error, ProtonStream.SpawnErrors.explain(error, options.command, options.args)}
-
       {:ok, handle, os_pid} ->
         {:ok,
          %__MODULE__{

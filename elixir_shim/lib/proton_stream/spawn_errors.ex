@@ -115,6 +115,17 @@ defmodule ProtonStream.SpawnErrors do
   def explain(error, _path, _args), do: error
 
   @doc """
+  `explain/3` for the result of a local transport's `open` (the shared or an
+  isolated ps_port, where the program's file is this host's): an
+  `{:error, spawn_error}` is explained, anything else passes through.
+  """
+  @spec explain_open(result, ProtonStream.Options.t()) :: result when result: term()
+  def explain_open({:error, {:spawn_error, _, _} = error}, options),
+    do: {:error, explain(error, options.command, options.args)}
+
+  def explain_open(result, _options), do: result
+
+  @doc """
   `explain/3` for a program a ps_port node could not start: the file is
   looked at only when the node runs on this host (where it is the same
   file); the argument sizes are added in any case.

@@ -23,6 +23,11 @@ defmodule ProtonStream.Transport.Isolated do
 
   @impl ProtonStream.Transport
   def open(options, _owner) do
+    # The words ps_port cannot know: what is wrong with the file.
+    options |> start() |> ProtonStream.SpawnErrors.explain_open(options)
+  end
+
+  defp start(options) do
     path = PsPort.executable()
 
     # The program's arguments and environment go on ps_port's own command

@@ -23,6 +23,11 @@ defmodule ProtonStream.Transport.Shared do
 
   @impl ProtonStream.Transport
   def open(options, owner) do
+    # The words ps_port cannot know: what is wrong with the file.
+    options |> start(owner) |> ProtonStream.SpawnErrors.explain_open(options)
+  end
+
+  defp start(options, owner) do
     case Process.whereis(SharedPort) do
       nil ->
         {:error,
