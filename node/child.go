@@ -403,9 +403,10 @@ func (c *child) sender() {
 				c.flow.reset(c.dest)
 			}
 			c.proc.DemonitorProcess(c.monitor)
+			c.n.dir.watch(c.dest, c.loop)
 			c.monitor = c.proc.MonitorProcess(c.dest)
 			if old != c.dest {
-				go c.checkAlive(c.dest)
+				c.n.dir.unwatch(old, c.loop)
 			}
 		case outExit:
 			c.exiting()
@@ -426,25 +427,6 @@ func (c *child) sender() {
 func (c *child) send(to interface{}, msg etf.Term) {
 	if err := c.proc.Send(to, msg); err != nil {
 		c.n.log.Printf("child %d: sending to %v: %v", c.pc.Pid(), to, err)
-	}
-}
-
-// checkAlive closes the gap of a monitor set on a process that died just
-// before: its DOWN may overtake the monitor's registration in ergo and be
-// lost. The check is sent after the monitor on the same connection, so a
-// death it does not see comes after the monitor and is reported by it.
-func (c *child) checkAlive(owner etf.Pid) {
-	alive, err := c.n.rpc.alive(owner, rpcTimeout)
-	if err != nil {
-		c.n.log.Printf("child %d: checking that owner %s lives: %v", c.pc.Pid(), owner, err)
-		return
-	}
-	if !alive && c.currentOwner() == owner {
-		// An owner that died after its monitor was set may be seen dead by
-		// rex before its DOWN (which says why) has arrived: give the DOWN a
-		// moment, well within delay_to_sigkill's 100 ms promise.
-		time.Sleep(downGrace)
-		c.ownerDown("owner " + owner.String() + " is not alive (is_process_alive; its exit reason is unknown)")
 	}
 }
 
@@ -486,10 +468,6 @@ func (c *child) Exit(st procctl.ExitStatus) {
 	}
 	c.out.push(outItem{kind: outExit, term: reason})
 }
-
-// downGrace is how long checkAlive waits for a DOWN after finding the
-// owner dead.
-const downGrace = 30 * time.Millisecond
 
 // rpcTimeout bounds one rex call.
 const rpcTimeout = 10 * time.Second

@@ -354,6 +354,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	}
 	c.proc, c.self = proc, proc.Self()
 	n.dir.add(c.self, "", c.loop)
+	n.dir.watch(req.owner, c.loop) // before the monitor: its DOWN may come at once
 	c.monitor = proc.MonitorProcess(req.owner)
 	n.mu.Lock()
 	n.reserved--
@@ -362,7 +363,6 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	n.markers[c.pc.Marker()] = true
 	n.changed = time.Now()
 	n.mu.Unlock()
-	go c.checkAlive(req.owner)
 	// The slot is free before the owner hears of the exit, so an owner that
 	// opens again on {'EXIT', Pid, _} is not refused by --max-children.
 	c.exiting = func() {
@@ -375,6 +375,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 			c.flow.stop()
 		}
 		n.dir.remove(c.self)
+		n.dir.unwatch(c.dest, c.loop)
 		c.loop.Stop("normal")
 		n.mu.Lock()
 		delete(n.children, c)

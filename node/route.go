@@ -22,14 +22,59 @@ import (
 // back, in the order the connection delivered them. What still comes
 // through ergo's mailbox is local: the DOWN of an owner monitor, one per
 // monitor, so the mailbox can be small (childMailbox).
+//
+// It also knows which loopProcs monitor which remote process (watch), so
+// that a monitored process's DOWN from its node reaches them even when it
+// arrives before ergo has registered the monitor: ergo sends the monitor
+// request first and registers it after, and drops a DOWN it does not know
+// yet (a process that died a moment before the monitor was set).
 type directory struct {
-	mu     sync.RWMutex
-	byPid  map[etf.Pid]*loopProc
-	byName map[string]*loopProc
+	mu       sync.RWMutex
+	byPid    map[etf.Pid]*loopProc
+	byName   map[string]*loopProc
+	watchers map[etf.Pid]map[*loopProc]struct{}
 }
 
 func newDirectory() *directory {
-	return &directory{byPid: make(map[etf.Pid]*loopProc), byName: make(map[string]*loopProc)}
+	return &directory{byPid: make(map[etf.Pid]*loopProc), byName: make(map[string]*loopProc),
+		watchers: make(map[etf.Pid]map[*loopProc]struct{})}
+}
+
+// watch notes that l monitors pid, or is about to: pid's DOWN goes to l.
+func (d *directory) watch(pid etf.Pid, l *loopProc) {
+	d.mu.Lock()
+	w := d.watchers[pid]
+	if w == nil {
+		w = make(map[*loopProc]struct{}, 1)
+		d.watchers[pid] = w
+	}
+	w[l] = struct{}{}
+	d.mu.Unlock()
+}
+
+// unwatch undoes watch.
+func (d *directory) unwatch(pid etf.Pid, l *loopProc) {
+	d.mu.Lock()
+	if w := d.watchers[pid]; w != nil {
+		delete(w, l)
+		if len(w) == 0 {
+			delete(d.watchers, pid)
+		}
+	}
+	d.mu.Unlock()
+}
+
+// down delivers pid's DOWN to the loopProcs that watch it.
+func (d *directory) down(pid etf.Pid, reason string, ref etf.Ref) {
+	d.mu.RLock()
+	var ls []*loopProc
+	for l := range d.watchers[pid] {
+		ls = append(ls, l)
+	}
+	d.mu.RUnlock()
+	for _, l := range ls {
+		l.deliver(gen.MessageDown{Ref: ref, Pid: pid, Reason: reason})
+	}
 }
 
 func (d *directory) add(pid etf.Pid, name string, l *loopProc) {
@@ -88,6 +133,16 @@ func (r directRouter) RouteSend(from etf.Pid, to etf.Pid, message etf.Term) erro
 		return nil
 	}
 	return r.CoreRouter.RouteSend(from, to, message)
+}
+
+// RouteMonitorExit implements ergonode.CoreRouter: a monitored process's
+// DOWN from its node goes to the loopProcs that watch it (see directory),
+// in order with the messages its node sent before, and to ergo, which
+// delivers it to the monitor's owner when it knows the monitor (a second
+// DOWN, which the child ignores).
+func (r directRouter) RouteMonitorExit(terminated etf.Pid, reason string, ref etf.Ref) error {
+	r.dir.down(terminated, reason, ref)
+	return r.CoreRouter.RouteMonitorExit(terminated, reason, ref)
 }
 
 // RouteSendReg implements ergonode.CoreRouter.

@@ -99,19 +99,6 @@ func (c *rpcClient) queueLen(pid etf.Pid, timeout time.Duration) (int, error) {
 	return 0, fmt.Errorf("process_info answered %s", describe(r))
 }
 
-// alive reports whether pid is alive.
-func (c *rpcClient) alive(pid etf.Pid, timeout time.Duration) (bool, error) {
-	r, err := c.call(string(pid.Node), "erlang", "is_process_alive", etf.List{pid}, timeout)
-	if err != nil {
-		return false, err
-	}
-	b, ok := boolOf(r)
-	if !ok {
-		return false, fmt.Errorf("is_process_alive answered %s", describe(r))
-	}
-	return b, nil
-}
-
 // pendingFrom counts the data messages ({from, {:data | :error, binary}})
 // waiting in pid's queue. It copies the whole queue over the network, so
 // flow control uses it only when the queue is short and progress stalled.
