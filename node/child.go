@@ -142,6 +142,7 @@ func newChild(n *Node, req *openRequest) *child {
 	c.out.running = true // held until start releases it
 	c.out.drain = c.sender
 	c.loop = newLoopProc(c.handle, nil)
+	c.loop.inline = true // handle never blocks
 	return c
 }
 

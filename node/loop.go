@@ -40,6 +40,14 @@ type loopProc struct {
 	// connection's reader) instead of queueing; only for a handle that
 	// never blocks and needs no order with its mailbox (rpcClient's).
 	direct bool
+	// inline: deliver runs handle on the caller's goroutine when nothing
+	// waits in the inbox and the loop is not handling anything (a child's
+	// handle never blocks): an owner's command reaches the child's stdin
+	// without waking the loop's goroutine. run is held while handle runs,
+	// on either goroutine, and while the loop takes a batch from the
+	// inbox, so a message handled inline never overtakes one taken before.
+	inline bool
+	run    sync.Mutex
 }
 
 func newLoopProc(handle func(interface{}), onStart func(gen.Process)) *loopProc {
@@ -53,6 +61,14 @@ func (l *loopProc) deliver(msg etf.Term) bool {
 	if l.direct {
 		l.handle(msg)
 		return true
+	}
+	if l.inline && l.run.TryLock() {
+		if l.inbox.idle() {
+			l.handle(msg)
+			l.run.Unlock()
+			return true
+		}
+		l.run.Unlock()
 	}
 	return l.inbox.push(msg)
 }
@@ -76,6 +92,7 @@ func (l *loopProc) ProcessLoop(ps gen.ProcessState, started chan<- bool) string 
 	// DOWN) or an exit signal is handled after it: the connection's reader
 	// queued the messages its sender sent before that into the inbox
 	// first, and they keep coming first.
+	// l.run is held.
 	drain := func() {
 		batch = l.inbox.take(batch)
 		for i, m := range batch {
@@ -86,13 +103,19 @@ func (l *loopProc) ProcessLoop(ps gen.ProcessState, started chan<- bool) string 
 	for {
 		select {
 		case <-l.inbox.ready:
+			l.run.Lock()
 			drain()
+			l.run.Unlock()
 		case m := <-ch.Mailbox:
+			l.run.Lock()
 			drain()
 			l.handle(m.Message)
+			l.run.Unlock()
 		case ex := <-ch.GracefulExit:
+			l.run.Lock()
 			drain()
 			l.handle(exitSignal{from: ex.From, reason: ex.Reason})
+			l.run.Unlock()
 		case d := <-ch.Direct:
 			ps.PutSyncReply(d.Ref, nil, errUnsupported)
 		case reason := <-l.stop:
@@ -138,6 +161,13 @@ func (b *inbox) push(m etf.Term) bool {
 		}
 	}
 	return true
+}
+
+// idle reports whether nothing waits in the inbox and it is open.
+func (b *inbox) idle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.items) == 0 && !b.closed
 }
 
 // take swaps the queued messages for spare (emptied by the caller) and

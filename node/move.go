@@ -40,6 +40,11 @@ func (c *child) move(tag etf.Atom, fd, n int) error {
 	return err
 }
 
+// smallMove is the most bytes moveNow reads and writes with their head in
+// one write(2) rather than splice: for a few bytes (a line, an echo) one
+// system call beats two (the head's and the splice's).
+const smallMove = 16 << 10
+
 // moveQueued reads the n bytes and queues them in messages of at most
 // otpdist.MaxChunk bytes, each with headroom before it (as emit does).
 func (c *child) moveQueued(tag etf.Atom, fd, n int) error {
@@ -76,9 +81,13 @@ func (c *child) moveNow(tag etf.Atom, fd, n int) error {
 	case ok && dc == nil: // the owner's connection is gone
 		return skipPipe(fd, n)
 	case ok:
-		moved, err := dc.MoveDirect(c.dataHead(tag, n), fd, n)
-		if err != nil {
-			return fmt.Errorf("distribution to %s: %w", c.dest.Node, err)
+		moved := false
+		if n > smallMove {
+			var err error
+			moved, err = dc.MoveDirect(c.dataHead(tag, n), fd, n)
+			if err != nil {
+				return fmt.Errorf("distribution to %s: %w", c.dest.Node, err)
+			}
 		}
 		if !moved {
 			buf, err := readPipe(fd, n, headroom)
