@@ -14,6 +14,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ergo-services/ergo"
@@ -92,33 +93,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = log.New(os.Stderr, "ps_port node: ", log.LstdFlags)
 	}
-	if n, h, ok := strings.Cut(cfg.Name, "@"); !ok || n == "" || h == "" || strings.Contains(h, "@") {
-		return nil, fmt.Errorf("node name %q: want NAME@HOST, e.g. ps@127.0.0.1", cfg.Name)
-	}
-	if cfg.Cookie == "" {
-		return nil, errors.New("no cookie")
-	}
-	if !cfg.AllowAny && len(cfg.Allow) == 0 {
-		return nil, errors.New("no program is allowed: give --allow PATTERN (repeatable) or --allow-any")
-	}
-	if err := checkPatterns(cfg.Allow); err != nil {
-		return nil, err
-	}
-	if err := checkEnvPatterns(cfg.AllowEnv); err != nil {
-		return nil, err
-	}
-	allowUID, err := parseIDs("--allow-uid", cfg.AllowUID, false)
+	allowUID, allowGID, err := checkConfig(cfg)
 	if err != nil {
 		return nil, err
-	}
-	allowGID, err := parseIDs("--allow-gid", cfg.AllowGID, true)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.CgroupBase != "" {
-		if err := relPath("cgroup-base", cfg.CgroupBase); err != nil {
-			return nil, fmt.Errorf("--cgroup-base %q: want a clean path relative to the cgroup root", cfg.CgroupBase)
-		}
 	}
 	if err := EnsureEPMD(); err != nil {
 		return nil, err
@@ -154,21 +131,62 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		allowUID: allowUID,
 		allowGID: allowGID,
 	}
-	n.rpc = newRPCClient()
-	if n.rpc.proc, err = en.Spawn("", gen.ProcessOptions{MailboxSize: mainMailbox}, n.rpc.loop); err != nil {
+	if err := n.spawnProcesses(); err != nil {
 		en.Stop()
-		return nil, fmt.Errorf("starting the rpc process: %w", err)
+		return nil, err
 	}
-	dir.add(n.rpc.proc.Self(), "", n.rpc.loop)
-	sp := newLoopProc(n.handleSpawner, nil)
-	if n.spawner, err = en.Spawn(RegisteredName, gen.ProcessOptions{MailboxSize: mainMailbox}, sp); err != nil {
-		en.Stop()
-		return nil, fmt.Errorf("registering %s: %w", RegisteredName, err)
-	}
-	dir.add(n.spawner.Self(), RegisteredName, sp)
 	go n.watchNodes()
 	go n.returnMemory()
 	return n, nil
+}
+
+// checkConfig refuses a configuration the node cannot run with, and reads
+// its user and group lists.
+func checkConfig(cfg Config) (allowUID, allowGID *idSet, err error) {
+	if n, h, ok := strings.Cut(cfg.Name, "@"); !ok || n == "" || h == "" || strings.Contains(h, "@") {
+		return nil, nil, fmt.Errorf("node name %q: want NAME@HOST, e.g. ps@127.0.0.1", cfg.Name)
+	}
+	if cfg.Cookie == "" {
+		return nil, nil, errors.New("no cookie")
+	}
+	if !cfg.AllowAny && len(cfg.Allow) == 0 {
+		return nil, nil, errors.New("no program is allowed: give --allow PATTERN (repeatable) or --allow-any")
+	}
+	if err := checkPatterns(cfg.Allow); err != nil {
+		return nil, nil, err
+	}
+	if err := checkEnvPatterns(cfg.AllowEnv); err != nil {
+		return nil, nil, err
+	}
+	if allowUID, err = parseIDs("--allow-uid", cfg.AllowUID, false); err != nil {
+		return nil, nil, err
+	}
+	if allowGID, err = parseIDs("--allow-gid", cfg.AllowGID, true); err != nil {
+		return nil, nil, err
+	}
+	if cfg.CgroupBase != "" {
+		if err := relPath("cgroup-base", cfg.CgroupBase); err != nil {
+			return nil, nil, fmt.Errorf("--cgroup-base %q: want a clean path relative to the cgroup root", cfg.CgroupBase)
+		}
+	}
+	return allowUID, allowGID, nil
+}
+
+// spawnProcesses starts the node's own processes: the rpc client and the
+// registered spawner, both taking the network's messages directly.
+func (n *Node) spawnProcesses() error {
+	var err error
+	n.rpc = newRPCClient()
+	if n.rpc.proc, err = n.ergo.Spawn("", gen.ProcessOptions{MailboxSize: mainMailbox}, n.rpc.loop); err != nil {
+		return fmt.Errorf("starting the rpc process: %w", err)
+	}
+	n.dir.add(n.rpc.proc.Self(), "", n.rpc.loop)
+	sp := newLoopProc(n.handleSpawner, nil)
+	if n.spawner, err = n.ergo.Spawn(RegisteredName, gen.ProcessOptions{MailboxSize: mainMailbox}, sp); err != nil {
+		return fmt.Errorf("registering %s: %w", RegisteredName, err)
+	}
+	n.dir.add(n.spawner.Self(), RegisteredName, sp)
+	return nil
 }
 
 // Name is the node's name.
@@ -303,31 +321,7 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	arg0 := req.arg0
-	if arg0 == "" {
-		arg0 = req.command
-	}
-	hreq := host.Request{
-		Program:        prog.path,
-		Exec:           prog.file,
-		Args:           req.args,
-		Arg0:           arg0,
-		Dir:            req.dir,
-		BaseEnv:        env, // already merged and checked
-		Credential:     cred,
-		Window:         req.window,
-		StdinLimit:     req.stdinLimit,
-		StdinAck:       req.stdinAck,
-		MaxRead:        otpdist.MaxChunk,
-		DelayToSIGKILL: req.delay,
-		// Sweep stays false: this program runs many children.
-	}
-	switch {
-	case req.stderrToStdout:
-		hreq.Stderr = procctl.ToStdout
-	case req.stderrOnly:
-		hreq.Stdout = procctl.Null
-	}
+	hreq := hostRequest(req, prog, env, cred)
 	c := newChild(n, req)
 	c.path = prog.path
 	if req.cgWanted {
@@ -356,6 +350,45 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	n.dir.add(c.self, "", c.loop)
 	n.dir.watch(req.owner, c.loop) // before the monitor: its DOWN may come at once
 	c.monitor = proc.MonitorProcess(req.owner)
+	n.adopt(c)
+	c.out.release()
+	return c, nil
+}
+
+// hostRequest is the session an open asks for, its program opened and
+// its environment merged and checked.
+func hostRequest(req *openRequest, prog *program, env []string, cred *syscall.Credential) host.Request {
+	arg0 := req.arg0
+	if arg0 == "" {
+		arg0 = req.command
+	}
+	hreq := host.Request{
+		Program:        prog.path,
+		Exec:           prog.file,
+		Args:           req.args,
+		Arg0:           arg0,
+		Dir:            req.dir,
+		BaseEnv:        env, // already merged and checked
+		Credential:     cred,
+		Window:         req.window,
+		StdinLimit:     req.stdinLimit,
+		StdinAck:       req.stdinAck,
+		MaxRead:        otpdist.MaxChunk,
+		DelayToSIGKILL: req.delay,
+		// Sweep stays false: this program runs many children.
+	}
+	switch {
+	case req.stderrToStdout:
+		hreq.Stderr = procctl.ToStdout
+	case req.stderrOnly:
+		hreq.Stdout = procctl.Null
+	}
+	return hreq
+}
+
+// adopt counts a started child among the node's, and sets what its exit
+// undoes.
+func (n *Node) adopt(c *child) {
 	n.mu.Lock()
 	n.reserved--
 	n.running++
@@ -385,8 +418,6 @@ func (n *Node) start(req *openRequest) (*child, error) {
 		close(c.finished)
 		n.killEscapees()
 	}
-	c.out.release()
-	return c, nil
 }
 
 func (n *Node) createGroup(req *openRequest) (*claimedGroup, error) {

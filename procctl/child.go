@@ -100,19 +100,9 @@ type Child struct {
 
 // Start starts the child described by spec. Its output goes to sink.
 func Start(spec Spec, sink Sink) (*Child, error) {
-	if spec.Window <= 0 {
-		spec.Window = DefaultWindow
-	}
-	spec.DelayToSIGKILL = max(spec.DelayToSIGKILL, 0)
-	if err := CheckDir(spec.Path, spec.Dir); err != nil {
+	spec, path, err := resolveSpec(spec)
+	if err != nil {
 		return nil, err
-	}
-	path := spec.Path
-	if spec.Exec == nil {
-		var err error
-		if path, err = Resolve(spec.Path, spec.Dir, spec.Env); err != nil {
-			return nil, err
-		}
 	}
 	c := &Child{
 		spec:   spec,
@@ -120,6 +110,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		sink:   sink,
 		exited: make(chan struct{}),
 		done:   make(chan struct{}),
+		marker: newMarker(),
 	}
 	var st stdioSet
 	defer st.closeChildEnds()
@@ -127,33 +118,11 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		st.closeParentEnds()
 		return nil, &SpawnError{Reason: "badarg", Path: path, Err: err}
 	}
-	argv := append([]string{spec.Arg0}, spec.Args...)
-	if spec.Arg0 == "" {
-		argv[0] = spec.Path
-	}
-	env := spec.Env
-	if env == nil {
-		env = os.Environ()
-	}
-	c.marker = newMarker()
-	env = withMarker(env, c.marker)
 	pidfd := -1
-	sys := &syscall.SysProcAttr{
-		Setsid:     true,
-		Pdeathsig:  syscall.SIGKILL,
-		Credential: spec.Credential,
-		PidFD:      &pidfd,
-	}
-	if spec.Placement != nil {
-		if fd := spec.Placement.CgroupFD(); fd >= 0 {
-			sys.UseCgroupFD, sys.CgroupFD = true, fd
-		}
-	}
-	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: st.childFds(), Sys: sys}
+	attr := c.procAttr(st.childFds(), &pidfd)
 	execPath := path
 	var plan *execPlan
 	if spec.Exec != nil {
-		var err error
 		if plan, err = planExec(spec.Exec, filepath.Base(path), attr.Files); err != nil {
 			st.closeParentEnds()
 			return nil, spawnError(path, err)
@@ -161,42 +130,12 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 		defer plan.afterFork()
 		execPath, attr.Files = plan.path, plan.files
 	}
-	_, err := onForkerThread(func() (int, error) {
-		registry.Lock()
-		defer registry.Unlock()
-		if spec.Placement != nil {
-			leave, err := spec.Placement.EnterThread()
-			if err != nil {
-				return 0, err
-			}
-			defer func() {
-				if err := leave(); err != nil {
-					stderrlog.Or(spec.Logf)("moving the forker thread back out of the cgroup: %v", err)
-				}
-			}()
-		}
-		pid, _, err := syscall.StartProcess(execPath, argv, attr)
-		if err != nil {
-			return 0, err
-		}
-		c.pid = pid
-		registry.children[pid] = c
-		return pid, nil
-	})
-	if err != nil {
+	if err := c.fork(execPath, attr); err != nil {
 		st.closeParentEnds()
 		if plan != nil {
 			plan.done()
 		}
-		var se *SpawnError
-		if errors.As(err, &se) {
-			return nil, se
-		}
-		if cr := spec.Credential; cr != nil && errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
-			err = fmt.Errorf("%w (ps_port runs as uid %d gid %d; only root can start a child as uid %d gid %d)",
-				err, os.Geteuid(), os.Getegid(), cr.Uid, cr.Gid)
-		}
-		return nil, spawnError(path, err)
+		return nil, forkError(spec, path, err)
 	}
 	if plan != nil && plan.keep {
 		c.execDone = plan.done
@@ -208,21 +147,121 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	if spec.Started != nil {
 		spec.Started(c.pid)
 	}
+	c.run(&st)
+	return c, nil
+}
+
+// resolveSpec fills spec's defaults, checks its directory and finds the
+// program's path.
+func resolveSpec(spec Spec) (Spec, string, error) {
+	if spec.Window <= 0 {
+		spec.Window = DefaultWindow
+	}
+	spec.DelayToSIGKILL = max(spec.DelayToSIGKILL, 0)
+	if err := CheckDir(spec.Path, spec.Dir); err != nil {
+		return spec, "", err
+	}
+	path := spec.Path
+	if spec.Exec == nil {
+		var err error
+		if path, err = Resolve(spec.Path, spec.Dir, spec.Env); err != nil {
+			return spec, "", err
+		}
+	}
+	return spec, path, nil
+}
+
+// procAttr is how the child is started: its argv and environment (with
+// its marker), its own session, SIGKILL when the forker thread dies, its
+// credentials, its cgroup, and its pidfd (in *pidfd).
+func (c *Child) procAttr(files []uintptr, pidfd *int) *syscall.ProcAttr {
+	spec := &c.spec
+	env := spec.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	sys := &syscall.SysProcAttr{
+		Setsid:     true,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: spec.Credential,
+		PidFD:      pidfd,
+	}
+	if spec.Placement != nil {
+		if fd := spec.Placement.CgroupFD(); fd >= 0 {
+			sys.UseCgroupFD, sys.CgroupFD = true, fd
+		}
+	}
+	return &syscall.ProcAttr{Dir: spec.Dir, Env: withMarker(env, c.marker), Files: files, Sys: sys}
+}
+
+// argv is the child's argument vector.
+func (c *Child) argv() []string {
+	argv := append([]string{c.spec.Arg0}, c.spec.Args...)
+	if c.spec.Arg0 == "" {
+		argv[0] = c.spec.Path
+	}
+	return argv
+}
+
+// fork starts the process from the forker thread (inside the child's
+// cgroup when it has a Placement that enters threads) and registers it.
+func (c *Child) fork(execPath string, attr *syscall.ProcAttr) error {
+	argv := c.argv()
+	_, err := onForkerThread(func() (int, error) {
+		registry.Lock()
+		defer registry.Unlock()
+		if p := c.spec.Placement; p != nil {
+			leave, err := p.EnterThread()
+			if err != nil {
+				return 0, err
+			}
+			defer func() {
+				if err := leave(); err != nil {
+					stderrlog.Or(c.spec.Logf)("moving the forker thread back out of the cgroup: %v", err)
+				}
+			}()
+		}
+		pid, _, err := syscall.StartProcess(execPath, argv, attr)
+		if err != nil {
+			return 0, err
+		}
+		c.pid = pid
+		registry.children[pid] = c
+		return pid, nil
+	})
+	return err
+}
+
+// forkError is the error of a failed fork, explained.
+func forkError(spec Spec, path string, err error) error {
+	var se *SpawnError
+	if errors.As(err, &se) {
+		return se
+	}
+	if cr := spec.Credential; cr != nil && errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
+		err = fmt.Errorf("%w (ps_port runs as uid %d gid %d; only root can start a child as uid %d gid %d)",
+			err, os.Geteuid(), os.Getegid(), cr.Uid, cr.Gid)
+	}
+	return spawnError(path, err)
+}
+
+// run starts the goroutines of a started child: its stdin writer, one
+// reader per output pipe, and supervise.
+func (c *Child) run(st *stdioSet) {
 	if st.stdinW != nil {
-		c.stdin = newStdinQueue(st.stdinW, spec.StdinWritten)
+		c.stdin = newStdinQueue(st.stdinW, c.spec.StdinWritten)
 	}
 	var moveOut, moveErr func(fd, n int) error
-	if mv, ok := sink.(Mover); ok {
+	if mv, ok := c.sink.(Mover); ok {
 		moveOut, moveErr = mv.MoveStdout, mv.MoveStderr
 	}
 	if st.stdoutR != nil {
-		c.startReader(st.stdoutR, sink.Stdout, moveOut)
+		c.startReader(st.stdoutR, c.sink.Stdout, moveOut)
 	}
 	if st.stderrR != nil {
-		c.startReader(st.stderrR, sink.Stderr, moveErr)
+		c.startReader(st.stderrR, c.sink.Stderr, moveErr)
 	}
 	go c.supervise()
-	return c, nil
 }
 
 // Pid is the child's OS pid.
@@ -415,25 +454,36 @@ const (
 	readMove // n bytes wait in the pipe, to be moved
 )
 
+// outPipe is one output pipe as its pump reads it. Only the pump's
+// goroutine touches it.
+type outPipe struct {
+	c       *Child
+	emit    func([]byte) error
+	move    func(fd, n int) error // nil: the sink is not a Mover
+	size    int                   // the most one read takes
+	maxTake int                   // the most credit one round takes
+	buf     []byte                // the read buffer while it holds bytes
+	n       int                   // bytes read into buf, or waiting to be moved
+}
+
 func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return
 	}
-	size := readBuf
+	p := &outPipe{c: c, emit: emit, move: move, size: readBuf}
 	if c.spec.MaxRead > 0 && c.spec.MaxRead < readBuf {
-		size = c.spec.MaxRead
+		p.size = c.spec.MaxRead
 	}
 	// The read buffer is taken from readBufs for a read and given back as
 	// soon as its bytes were handed on (or the pipe was empty): a child
 	// that writes nothing holds none, and 1 000 idle children do not keep
 	// 128 MiB of buffers that Go must zero (and so make resident) when it
 	// reuses them.
-	var buf []byte
-	defer func() { putReadBuf(buf) }()
-	maxTake := size
+	defer func() { putReadBuf(p.buf) }()
+	p.maxTake = p.size
 	if move != nil {
-		maxTake = moveMax
+		p.maxTake = moveMax
 	}
 	for {
 		if !c.window.wait() {
@@ -444,93 +494,103 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 			}
 			c.window.waitCredit()
 		}
-		var n int
 		res := readFailed
 		err := rc.Read(func(fd uintptr) bool {
-			credit := c.window.take(maxTake)
-			if credit == 0 {
-				res = readNoCred
-				return true
-			}
-			if move != nil && !c.lost.Load() {
-				// What the pipe holds goes on without a copy. An empty pipe
-				// (EOF, or nothing yet) takes the read below.
-				if avail, err := rawio.Queued(int(fd)); err == nil && avail > 0 {
-					n = min(avail, credit)
-					c.window.giveBack(credit - n)
-					res = readMove
-					return true
-				}
-			}
-			// Whether the child was gone must be known before the read:
-			// an empty pipe only means "finished" if the child had already
-			// exited when it was read. Loaded after the read, a child that
-			// wrote and exited in between would lose that output.
-			gone := c.draining.Load()
-			var rerr error
-			if buf == nil {
-				buf = getReadBuf()
-			}
-			n, rerr = rawio.Read(int(fd), buf[:min(credit, size)])
-			switch {
-			case rerr == unix.EAGAIN || rerr == unix.EINTR:
-				putReadBuf(buf)
-				buf = nil
-				c.window.giveBack(credit)
-				if rerr == unix.EAGAIN {
-					if gone {
-						res = readEmpty
-						return true
-					}
-					if testHookEmptyRead != nil {
-						testHookEmptyRead(c)
-					}
-				}
-				return false // wait until readable, or for supervise's wake-up
-			case rerr != nil:
-				c.window.giveBack(credit)
-				res = readFailed
-			case n == 0:
-				c.window.giveBack(credit)
-				res = readEOF
-			default:
-				c.window.giveBack(credit - n)
-				res = readData
-			}
-			return true
+			var done bool
+			res, done = p.read(int(fd))
+			return done
 		})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			f.SetReadDeadline(time.Time{})
 			continue
 		}
-		if err != nil {
-			return
-		}
-		switch res {
-		case readData:
-			if c.lost.Load() {
-				continue
-			}
-			err := emit(buf[:n])
-			putReadBuf(buf)
-			buf = nil
-			if err != nil {
-				c.lose(err)
-			}
-		case readMove:
-			var merr error
-			if err := rc.Control(func(fd uintptr) { merr = move(int(fd), n) }); err != nil {
-				return
-			}
-			if merr != nil {
-				c.lose(merr)
-			}
-		case readNoCred:
-			continue
-		default:
+		if err != nil || !p.handOn(res, rc) {
 			return
 		}
 	}
+}
+
+// read takes credit and reads what it allows from the pipe fd, or (for a
+// Mover) only sees how much the pipe holds. done false: wait until the
+// pipe is readable (or supervise wakes the pump) and call again.
+func (p *outPipe) read(fd int) (res readResult, done bool) {
+	c := p.c
+	credit := c.window.take(p.maxTake)
+	if credit == 0 {
+		return readNoCred, true
+	}
+	if p.move != nil && !c.lost.Load() {
+		// What the pipe holds goes on without a copy. An empty pipe
+		// (EOF, or nothing yet) takes the read below.
+		if avail, err := rawio.Queued(fd); err == nil && avail > 0 {
+			p.n = min(avail, credit)
+			c.window.giveBack(credit - p.n)
+			return readMove, true
+		}
+	}
+	// Whether the child was gone must be known before the read: an empty
+	// pipe only means "finished" if the child had already exited when it
+	// was read. Loaded after the read, a child that wrote and exited in
+	// between would lose that output.
+	gone := c.draining.Load()
+	if p.buf == nil {
+		p.buf = getReadBuf()
+	}
+	n, rerr := rawio.Read(fd, p.buf[:min(credit, p.size)])
+	p.n = n
+	switch {
+	case rerr == unix.EAGAIN || rerr == unix.EINTR:
+		putReadBuf(p.buf)
+		p.buf = nil
+		c.window.giveBack(credit)
+		if rerr == unix.EAGAIN {
+			if gone {
+				return readEmpty, true
+			}
+			if testHookEmptyRead != nil {
+				testHookEmptyRead(c)
+			}
+		}
+		return readFailed, false
+	case rerr != nil:
+		c.window.giveBack(credit)
+		return readFailed, true
+	case n == 0:
+		c.window.giveBack(credit)
+		return readEOF, true
+	default:
+		c.window.giveBack(credit - n)
+		return readData, true
+	}
+}
+
+// handOn gives what read found to the sink; false: the pipe is finished.
+func (p *outPipe) handOn(res readResult, rc syscall.RawConn) bool {
+	c := p.c
+	switch res {
+	case readData:
+		if c.lost.Load() {
+			return true
+		}
+		err := p.emit(p.buf[:p.n])
+		putReadBuf(p.buf)
+		p.buf = nil
+		if err != nil {
+			c.lose(err)
+		}
+	case readMove:
+		var merr error
+		if err := rc.Control(func(fd uintptr) { merr = p.move(int(fd), p.n) }); err != nil {
+			return false
+		}
+		if merr != nil {
+			c.lose(merr)
+		}
+	case readNoCred:
+	default:
+		return false
+	}
+	return true
 }
 
 // testHookEmptyRead, when set by a test, runs when a read of a live child's

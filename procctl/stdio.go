@@ -1,0 +1,99 @@
+package procctl
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// stdioSet holds both ends of the child's standard streams while it starts.
+type stdioSet struct {
+	child                    [3]*os.File // the child's ends
+	stdinW, stdoutR, stderrR *os.File    // ps_port's ends
+	owned                    []*os.File  // child ends to close after the fork
+}
+
+// open makes the child's three streams as spec says.
+func (s *stdioSet) open(spec Spec) error {
+	if err := s.openStdin(spec.Stdin); err != nil {
+		return err
+	}
+	if err := s.openOutput("stdout", 1, spec.Stdout, &s.stdoutR, os.Stdout); err != nil {
+		return err
+	}
+	if spec.Stderr == ToStdout {
+		s.child[2] = s.child[1]
+		return nil
+	}
+	return s.openOutput("stderr", 2, spec.Stderr, &s.stderrR, os.Stderr)
+}
+
+func (s *stdioSet) openStdin(mode Stdio) error {
+	switch mode {
+	case Pipe:
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("stdin pipe: %w", err)
+		}
+		s.stdinW, s.child[0] = w, r
+		s.owned = append(s.owned, r)
+		return nil
+	case Inherit:
+		s.child[0] = os.Stdin
+		return nil
+	default:
+		return s.devNull(0, os.O_RDONLY)
+	}
+}
+
+// openOutput makes the child's stream fd (1 or 2): a pipe whose read end
+// goes to *r, ps_port's own stream own, or /dev/null.
+func (s *stdioSet) openOutput(name string, fd int, mode Stdio, r **os.File, own *os.File) error {
+	switch mode {
+	case Pipe:
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("%s pipe: %w", name, err)
+		}
+		// A large pipe means fewer wake-ups per MiB streamed.
+		unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+		*r, s.child[fd] = pr, pw
+		s.owned = append(s.owned, pw)
+		return nil
+	case Inherit:
+		s.child[fd] = own
+		return nil
+	default:
+		return s.devNull(fd, os.O_WRONLY)
+	}
+}
+
+// devNull gives the child's stream fd /dev/null.
+func (s *stdioSet) devNull(fd, flag int) error {
+	f, err := os.OpenFile(os.DevNull, flag, 0)
+	if err != nil {
+		return err
+	}
+	s.child[fd] = f
+	s.owned = append(s.owned, f)
+	return nil
+}
+
+func (s *stdioSet) childFds() []uintptr {
+	return []uintptr{s.child[0].Fd(), s.child[1].Fd(), s.child[2].Fd()}
+}
+
+func (s *stdioSet) closeChildEnds() {
+	for _, f := range s.owned {
+		f.Close()
+	}
+}
+
+func (s *stdioSet) closeParentEnds() {
+	for _, f := range []*os.File{s.stdinW, s.stdoutR, s.stderrR} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
