@@ -155,33 +155,8 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 			g = nil
 		}
 	}()
-	switch o.mode {
-	case cgroups.Legacy, cgroups.Hybrid:
-		if len(spec.Controllers) == 0 && o.mode == cgroups.Legacy {
-			return g, fmt.Errorf("cgroup: group %s: this cgroup v1 host needs at least one controller (--controller); mounted: %s",
-				spec.Path, strings.Join(mountedV1(o.v1Root), ", "))
-		}
-		g.v1 = &v1Group{path: spec.Path}
-		g.backends = append(g.backends, g.v1)
-		if err := g.v1.create(o.v1Root, spec.Controllers); err != nil {
-			return g, err
-		}
-		if o.mode == cgroups.Hybrid {
-			if err := g.createUnified(); err != nil {
-				return g, err
-			}
-		}
-		if err := g.v1.writeSets(spec.Sets); err != nil {
-			return g, err
-		}
-	case cgroups.Unified:
-		g.v2 = newV2Group(o, spec.Path)
-		g.backends = append(g.backends, g.v2)
-		if err := g.v2.createWithSets(spec); err != nil {
-			return g, err
-		}
-	default:
-		return g, fmt.Errorf("cgroup: unsupported cgroup mode %v", o.mode)
+	if err := g.createBackends(spec, o); err != nil {
+		return g, err
 	}
 	for _, b := range g.backends {
 		if f := b.freezeFile(); f != "" {
@@ -196,12 +171,7 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 		}
 		g.fd = fd
 	}
-	var leaves, parents []string
-	for _, b := range g.backends {
-		l, p := b.dirs()
-		leaves, parents = append(leaves, l...), append(parents, p...)
-	}
-	parents = slices.DeleteFunc(parents, func(d string) bool { return slices.Contains(leaves, d) })
+	leaves, parents := g.leaseDirs()
 	if g.lease, err = takeLease(g.path, leaves, parents); err != nil {
 		// Still contained and limited; only a ps_port killed before Delete
 		// would leave the group behind for good.
@@ -209,6 +179,46 @@ func createOnce(spec Spec, o options) (g *Group, err error) {
 		err = nil
 	}
 	return g, nil
+}
+
+// leaseDirs are the group's directories in every hierarchy (leaves) and
+// the ones above them it made (parents, outermost first), for its lease.
+func (g *Group) leaseDirs() (leaves, parents []string) {
+	for _, b := range g.backends {
+		l, p := b.dirs()
+		leaves, parents = append(leaves, l...), append(parents, p...)
+	}
+	parents = slices.DeleteFunc(parents, func(d string) bool { return slices.Contains(leaves, d) })
+	return leaves, parents
+}
+
+// createBackends makes the group in each hierarchy the host's mode has,
+// with spec's limits.
+func (g *Group) createBackends(spec Spec, o options) error {
+	switch o.mode {
+	case cgroups.Legacy, cgroups.Hybrid:
+		if len(spec.Controllers) == 0 && o.mode == cgroups.Legacy {
+			return fmt.Errorf("cgroup: group %s: this cgroup v1 host needs at least one controller (--controller); mounted: %s",
+				spec.Path, strings.Join(mountedV1(o.v1Root), ", "))
+		}
+		g.v1 = &v1Group{path: spec.Path}
+		g.backends = append(g.backends, g.v1)
+		if err := g.v1.create(o.v1Root, spec.Controllers); err != nil {
+			return err
+		}
+		if o.mode == cgroups.Hybrid {
+			if err := g.createUnified(); err != nil {
+				return err
+			}
+		}
+		return g.v1.writeSets(spec.Sets)
+	case cgroups.Unified:
+		g.v2 = newV2Group(o, spec.Path)
+		g.backends = append(g.backends, g.v2)
+		return g.v2.createWithSets(spec)
+	default:
+		return fmt.Errorf("cgroup: unsupported cgroup mode %v", o.mode)
+	}
 }
 
 // createUnified adds the group in the controller-less cgroup2 tree of a

@@ -40,31 +40,9 @@ func (f TLSFiles) TLSConfig() (*tls.Config, error) {
 	if f.Cert == "" || f.Key == "" {
 		return nil, errors.New("TLS needs both --tls-cert FILE and --tls-key FILE (PEM; --tls-ca is optional)")
 	}
-	certPEM, err := readPEM("--tls-cert", f.Cert, "CERTIFICATE", "a PEM certificate (-----BEGIN CERTIFICATE-----)")
+	cert, err := f.keyPair()
 	if err != nil {
 		return nil, err
-	}
-	keyPEM, err := readPEM("--tls-key", f.Key, "PRIVATE KEY", "a PEM private key (-----BEGIN ... PRIVATE KEY-----), unencrypted")
-	if err != nil {
-		return nil, err
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		if strings.Contains(err.Error(), "does not match") {
-			return nil, fmt.Errorf("--tls-key %s is not the private key of the certificate in --tls-cert %s (%v): give the key the certificate was issued for", f.Key, f.Cert, err)
-		}
-		return nil, fmt.Errorf("--tls-cert %s with --tls-key %s: %v (give PEM files of one certificate and its unencrypted private key)", f.Cert, f.Key, err)
-	}
-	leaf := cert.Leaf
-	if leaf == nil {
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("--tls-cert %s: %v", f.Cert, err)
-		}
-	}
-	if now := time.Now(); now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("--tls-cert %s: the certificate expired on %s; issue a new one", f.Cert, leaf.NotAfter.UTC().Format(time.RFC3339))
-	} else if now.Before(leaf.NotBefore) {
-		return nil, fmt.Errorf("--tls-cert %s: the certificate is not valid before %s (is this host's clock right?)", f.Cert, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -88,25 +66,60 @@ func (f TLSFiles) TLSConfig() (*tls.Config, error) {
 	// to VerifyConnection, which says so (Go's own refusal is terser).
 	cfg.ClientAuth = tls.RequestClientCert
 	cfg.ClientCAs = pool // named in the request, so a peer picks the right certificate
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return &peerCertError{msg: "it sent no certificate"}
-		}
-		inter := x509.NewCertPool()
-		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-			Roots:         pool,
-			Intermediates: inter,
-			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-		})
-		if err != nil {
-			return &peerCertError{msg: fmt.Sprintf("its certificate %q does not verify: %v", cs.PeerCertificates[0].Subject, err)}
-		}
-		return nil
-	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyPeer(cs, pool) }
 	return cfg, nil
+}
+
+// keyPair loads the node's certificate and key, and checks that they go
+// together and that the certificate is valid now.
+func (f TLSFiles) keyPair() (tls.Certificate, error) {
+	certPEM, err := readPEM("--tls-cert", f.Cert, "CERTIFICATE", "a PEM certificate (-----BEGIN CERTIFICATE-----)")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := readPEM("--tls-key", f.Key, "PRIVATE KEY", "a PEM private key (-----BEGIN ... PRIVATE KEY-----), unencrypted")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not match") {
+			return cert, fmt.Errorf("--tls-key %s is not the private key of the certificate in --tls-cert %s (%v): give the key the certificate was issued for", f.Key, f.Cert, err)
+		}
+		return cert, fmt.Errorf("--tls-cert %s with --tls-key %s: %v (give PEM files of one certificate and its unencrypted private key)", f.Cert, f.Key, err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return cert, fmt.Errorf("--tls-cert %s: %v", f.Cert, err)
+		}
+	}
+	if now := time.Now(); now.After(leaf.NotAfter) {
+		return cert, fmt.Errorf("--tls-cert %s: the certificate expired on %s; issue a new one", f.Cert, leaf.NotAfter.UTC().Format(time.RFC3339))
+	} else if now.Before(leaf.NotBefore) {
+		return cert, fmt.Errorf("--tls-cert %s: the certificate is not valid before %s (is this host's clock right?)", f.Cert, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return cert, nil
+}
+
+// verifyPeer checks a peer's certificate chain against the CA pool.
+func verifyPeer(cs tls.ConnectionState, pool *x509.CertPool) error {
+	if len(cs.PeerCertificates) == 0 {
+		return &peerCertError{msg: "it sent no certificate"}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots:         pool,
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return &peerCertError{msg: fmt.Sprintf("its certificate %q does not verify: %v", cs.PeerCertificates[0].Subject, err)}
+	}
+	return nil
 }
 
 // readPEM reads a file given with flag and checks that it holds a PEM

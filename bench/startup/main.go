@@ -34,7 +34,6 @@ func main() {
 	n := flag.Int("n", 200, "runs of each command")
 	empty := flag.String("empty", "", "an empty Go program (func main() {}), built like ps_port, to compare with")
 	flag.Parse()
-	type bin struct{ label, path string }
 	var bins []bin
 	if *empty != "" {
 		bins = append(bins, bin{"empty Go program", *empty})
@@ -55,6 +54,15 @@ func main() {
 		pkgs, ms, kb := initTrace(b.path, *n)
 		fmt.Printf("  %-22s %3d packages  %6.2f ms  %7.1f KiB\n", b.label, pkgs, ms, kb)
 	}
+	printRuns(bins, *empty, *n)
+	printCloseToGone(bins, *empty, *n)
+}
+
+type bin struct{ label, path string }
+
+// printRuns times /bin/true and each binary's --help and --packet --
+// /bin/true, interleaved, n times each.
+func printRuns(bins []bin, empty string, n int) {
 	type cmd struct {
 		label string
 		argv  []string
@@ -62,32 +70,37 @@ func main() {
 	cmds := []cmd{{"/bin/true", []string{"/bin/true"}}}
 	for _, b := range bins {
 		cmds = append(cmds, cmd{b.label + " --help", []string{b.path, "--help"}})
-		if b.path != *empty {
+		if b.path != empty {
 			cmds = append(cmds, cmd{b.label + " --packet -- /bin/true", []string{b.path, "--packet", "--", "/bin/true"}})
 		}
 	}
 	wall := make([][]float64, len(cmds))
 	cpu := make([]float64, len(cmds))
-	for range *n {
+	for range n {
 		for i, c := range cmds {
 			w, u := run(c.argv)
 			wall[i] = append(wall[i], w)
 			cpu[i] += u
 		}
 	}
-	fmt.Printf("wall (median, p10-p90) and CPU (mean) of %d interleaved runs:\n", *n)
+	fmt.Printf("wall (median, p10-p90) and CPU (mean) of %d interleaved runs:\n", n)
 	for i, c := range cmds {
 		slices.Sort(wall[i])
 		w := wall[i]
-		fmt.Printf("  %-44s %6.2f ms (%.2f-%.2f)  CPU %5.2f ms\n", c.label, w[len(w)/2], w[len(w)/10], w[len(w)*9/10], cpu[i]/float64(*n))
+		fmt.Printf("  %-44s %6.2f ms (%.2f-%.2f)  CPU %5.2f ms\n", c.label, w[len(w)/2], w[len(w)/10], w[len(w)*9/10], cpu[i]/float64(n))
 	}
-	fmt.Printf("close -> child gone, `--packet -- sleep 600` (median, p10-p90 of %d):\n", *n)
+}
+
+// printCloseToGone times, n times per binary, how long a child outlives
+// the close of its port.
+func printCloseToGone(bins []bin, empty string, n int) {
+	fmt.Printf("close -> child gone, `--packet -- sleep 600` (median, p10-p90 of %d):\n", n)
 	for _, b := range bins {
-		if b.path == *empty {
+		if b.path == empty {
 			continue
 		}
 		var gone []float64
-		for range *n {
+		for range n {
 			gone = append(gone, closeToGone(b.path))
 		}
 		slices.Sort(gone)

@@ -57,6 +57,11 @@ func run(args []string) int {
 			StdinLimit: cfg.stdinLimit, Window: cfg.window, DelayToSIGKILL: cfg.delay, Logf: logf,
 		}, stop)
 	}
+	return serveOne(cfg, stop)
+}
+
+// serveOne runs the one child of --packet or raw mode until it is done.
+func serveOne(cfg *config, stop <-chan os.Signal) int {
 	var conn *port.Conn
 	var out host.Output
 	if cfg.packet {
