@@ -20,7 +20,10 @@ type Output interface {
 	Started(pid int)
 	// Error reports a request that was refused or failed: reason is
 	// "stdin_overflow", "stdin_closed" or "signal", message says why and
-	// what to do.
+	// what to do. Or, with reason "output_lost", right before Exit (and
+	// OOMKilled), that the child's output could not all be delivered: a
+	// Sink call failed (status.OutputErr says how), so the child was
+	// terminated and the rest of its output thrown away.
 	Error(reason, message string)
 	// StdinWritten reports, in a session started with Request.StdinAck,
 	// that n more bytes of stdin were written to the child's pipe since
@@ -31,7 +34,8 @@ type Output interface {
 	// recorded count OOM kills.
 	OOMKilled(count uint64)
 	// Exit is the last call: the child ended with status, after every byte
-	// of its output, and its tree and cgroup are gone.
+	// of its output (status.OutputErr: unless delivery failed), and its
+	// tree and cgroup are gone.
 	Exit(status procctl.ExitStatus)
 }
 
@@ -129,6 +133,9 @@ func (s *Session) finish() {
 		s.deleteGroup() // the exit report says the cgroup is gone
 	}
 	s.mu.Lock()
+	if st.OutputErr != nil {
+		s.out.Error("output_lost", fmt.Sprintf("output of child %d could not be delivered (%v): it was terminated and the rest of its output thrown away", s.child.Pid(), st.OutputErr))
+	}
 	if oom > 0 {
 		s.out.OOMKilled(oom)
 	}

@@ -422,3 +422,48 @@ func TestStdinAckWhenQueueEmpties(t *testing.T) {
 		t.Errorf("stdin limit 1000: batch %d, want 500 (half the limit)", small.stdinBatch)
 	}
 }
+
+// failingOutput is a recorder whose stdout cannot be written, as a port
+// that broke.
+type failingOutput struct{ *recorder }
+
+func (f failingOutput) Stdout(p []byte) error {
+	f.add("stdout refused")
+	return errors.New("the port is broken")
+}
+
+// Output that cannot be delivered is not silently lost: the child is
+// terminated, the session reports output_lost right before the exit, and
+// the exit status carries the sink's error.
+func TestLostOutputReportedWithTheExit(t *testing.T) {
+	r := newRecorder()
+	s, err := Start(Request{Program: "sh", Args: []string{"-c", "echo hi; exec sleep 600"},
+		BaseEnv: []string{"PATH=" + os.Getenv("PATH")}}, failingOutput{r}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Abandon(); s.Wait() })
+	st := wait(t, r)
+	if st.OutputErr == nil || st.OutputErr.Error() != "the port is broken" {
+		t.Fatalf("exit %v: want OutputErr from the sink", st)
+	}
+	if st.Signal == 0 {
+		t.Errorf("exit %v: want the child terminated by a signal (it sleeps 600 s)", st)
+	}
+	ev := r.log()
+	n := len(ev)
+	if n < 2 || !strings.HasPrefix(ev[n-2], "error output_lost: ") || !strings.Contains(ev[n-2], "the port is broken") ||
+		!strings.HasPrefix(ev[n-1], "exit ") {
+		t.Fatalf("events %q: want output_lost (naming the sink's error) right before the exit", ev)
+	}
+	// Delivered output leaves OutputErr nil.
+	_, r2 := start(t, Request{Program: "sh", Args: []string{"-c", "echo ok"}, BaseEnv: []string{"PATH=" + os.Getenv("PATH")}})
+	if st := wait(t, r2); st.OutputErr != nil || st.Code != 0 {
+		t.Errorf("exit %v, want status 0 and no OutputErr", st)
+	}
+	for _, e := range r2.log() {
+		if strings.Contains(e, "output_lost") {
+			t.Errorf("events %q: output_lost without a failure", r2.log())
+		}
+	}
+}

@@ -18,7 +18,8 @@ import (
 // Sink receives a child's output. Calls come from one goroutine per stream,
 // so an implementation that writes both streams to one place must serialize.
 // p is only valid during the call. An error stops delivery: the child is
-// terminated and the rest of its output discarded.
+// terminated, the rest of its output discarded, and the first error comes
+// back with the exit (ExitStatus.OutputErr).
 type Sink interface {
 	Stdout(p []byte) error
 	Stderr(p []byte) error
@@ -39,13 +40,21 @@ type Mover interface {
 type ExitStatus struct {
 	Code   int            // exit status when Signal is 0
 	Signal syscall.Signal // the signal that killed it, or 0
+	// OutputErr, when not nil, says that output was lost: it is the first
+	// error the Sink returned. The child was then terminated and the rest
+	// of its output thrown away.
+	OutputErr error
 }
 
 func (s ExitStatus) String() string {
+	how := fmt.Sprintf("exit status %d", s.Code)
 	if s.Signal != 0 {
-		return fmt.Sprintf("killed by signal %d (%v)", int(s.Signal), s.Signal)
+		how = fmt.Sprintf("killed by signal %d (%v)", int(s.Signal), s.Signal)
 	}
-	return fmt.Sprintf("exit status %d", s.Code)
+	if s.OutputErr != nil {
+		how += fmt.Sprintf("; output lost: %v", s.OutputErr)
+	}
+	return how
 }
 
 // readBuf is the largest read from a pipe, and so the largest Sink call.
@@ -79,6 +88,7 @@ type Child struct {
 	pipes    []*os.File // read ends of stdout/stderr pipes
 	draining atomic.Bool
 	lost     atomic.Bool // the sink failed: discard the rest
+	lostErr  error       // what the sink said, set once with lost
 
 	exited chan struct{} // closed when the child itself has been reaped
 	done   chan struct{} // closed when Wait may return
@@ -384,6 +394,7 @@ func (c *Child) supervise() {
 		f.SetReadDeadline(time.Now()) // wake readers blocked on an empty pipe
 	}
 	c.readers.Wait()
+	c.status.OutputErr = c.lostErr // no reader is left to set it
 	if c.stdin != nil {
 		c.stdin.abort()
 	}
@@ -613,6 +624,7 @@ func hasData(rc syscall.RawConn) bool {
 // so the child is terminated and the rest of its output discarded.
 func (c *Child) lose(err error) {
 	if c.lost.CompareAndSwap(false, true) {
+		c.lostErr = err
 		if !errors.Is(err, syscall.EPIPE) { // EPIPE: the owner is gone, as it may be
 			c.logf("output of child %d cannot be delivered (%v); terminating it", c.pid, err)
 		}

@@ -346,7 +346,7 @@ func (failingSink) Stdout([]byte) error { return errors.New("the port is broken"
 func (failingSink) Stderr([]byte) error { return errors.New("the port is broken") }
 
 // A warning about a child goes to its Spec.Logf, not to stderr: the caller
-// decides where lines go.
+// decides where lines go. And the sink's error comes back with the exit.
 func TestWarningsGoToSpecLogf(t *testing.T) {
 	var mu sync.Mutex
 	var logged []string
@@ -360,6 +360,9 @@ func TestWarningsGoToSpecLogf(t *testing.T) {
 	case <-c.Done():
 	case <-time.After(20 * time.Second):
 		t.Fatal("a child whose output cannot be delivered was not terminated")
+	}
+	if st := c.Wait(); st.OutputErr == nil || st.OutputErr.Error() != "the port is broken" {
+		t.Errorf("exit %v: want the sink's error as OutputErr", st)
 	}
 	mu.Lock()
 	defer mu.Unlock()
