@@ -95,7 +95,6 @@ type Child struct {
 	status ExitStatus
 
 	marker       string // MarkerEnv's value in the child's environment
-	execDone     func() // removes the exec link of a script (execfd.go), or nil
 	termOnce     sync.Once
 	killDeadline atomic.Int64 // unix nanos after which leftovers get SIGKILL; 0 = not terminating
 	termSent     atomic.Bool  // the group and orphans have had their SIGTERM
@@ -142,13 +141,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	}
 	if err := c.fork(execPath, attr); err != nil {
 		st.closeParentEnds()
-		if plan != nil {
-			plan.done()
-		}
 		return nil, forkError(spec, path, err)
-	}
-	if plan != nil && plan.keep {
-		c.execDone = plan.done
 	}
 	if err := unix.SetNonblock(pidfd, true); err != nil {
 		return nil, fmt.Errorf("pidfd of child %d: %w", c.pid, err)
@@ -397,9 +390,6 @@ func (c *Child) supervise() {
 	c.status.OutputErr = c.lostErr // no reader is left to set it
 	if c.stdin != nil {
 		c.stdin.abort()
-	}
-	if c.execDone != nil {
-		c.execDone()
 	}
 	c.pidfd.Close()
 	close(c.done)

@@ -1,7 +1,9 @@
 package procctl
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,14 +23,18 @@ import (
 //
 //   - A program's comm (ps, top, pgrep, /proc/PID/comm) is the last
 //     component of the path execve was given, which would be "N". The
-//     child execs instead a symlink named as the program, DIR/NAME ->
+//     child execs instead a symlink named as the program, DIR/N/NAME ->
 //     /proc/self/fd/N, in a directory of this process's own that nobody
 //     else can write (execLinks). The kernel follows it in the child, so it
-//     still lands on the open file.
+//     still lands on the open file. A link names a descriptor number, not
+//     a file, so one is made per number and name and kept for the next
+//     child that runs a program of that name from that number (making and
+//     removing a directory and a link per child was a quarter of a node's
+//     CPU per open of `true`).
 //   - A "#!" script is read again by its interpreter, by the path the
 //     kernel hands it (DIR/NAME), so the descriptor must survive the exec:
 //     it becomes the child's fd 3, and the link points to /proc/self/fd/3.
-//     The interpreter (and the script) see that fd 3; $0 is DIR/NAME. Any
+//     The interpreter (and the script) see that fd 3; $0 is DIR/3/NAME. Any
 //     other program gets the descriptor close-on-exec: it is gone once the
 //     program runs.
 
@@ -37,6 +43,9 @@ var execLinks struct {
 	once sync.Once
 	dir  string
 	err  error
+
+	mu    sync.Mutex
+	links map[string]string // "N/NAME": the link DIR/N/NAME to /proc/self/fd/N
 }
 
 // execLinkDir makes execLinks' directory on first use: mode 0711, so a
@@ -83,12 +92,42 @@ func RemoveExecLinks() {
 	}
 }
 
+// execLink returns the link DIR/N/NAME to /proc/self/fd/N, made on first
+// use; false when it cannot be made.
+func execLink(fd int, name string) (string, bool) {
+	dir, err := execLinkDir()
+	if err != nil || name == "" || name == "." || name == ".." {
+		return "", false
+	}
+	n := strconv.Itoa(fd)
+	key := n + "/" + name
+	execLinks.mu.Lock()
+	defer execLinks.mu.Unlock()
+	if l, ok := execLinks.links[key]; ok {
+		return l, true
+	}
+	sub := filepath.Join(dir, n)
+	if err := os.Mkdir(sub, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", false
+	}
+	if err := os.Chmod(sub, 0o711); err != nil { // against the umask
+		return "", false
+	}
+	l := filepath.Join(sub, name)
+	if err := os.Symlink("/proc/self/fd/"+n, l); err != nil {
+		return "", false
+	}
+	if execLinks.links == nil {
+		execLinks.links = make(map[string]string)
+	}
+	execLinks.links[key] = l
+	return l, true
+}
+
 // execPlan is how one child runs Spec.Exec.
 type execPlan struct {
 	path   string    // given to execve
 	files  []uintptr // the child's descriptors 0.. (stdio, and the script's fd 3)
-	link   string    // a directory to remove: after the fork, or with keep after the child's exit
-	keep   bool      // a script: its interpreter opens the link after the exec
 	closeF *os.File  // a descriptor to close after the fork
 }
 
@@ -104,11 +143,10 @@ func planExec(f *os.File, name string, files []uintptr) (*execPlan, error) {
 		return nil, fmt.Errorf("%w: not a regular file", unix.EACCES)
 	}
 	p := &execPlan{files: append([]uintptr(nil), files...)}
-	target := ""
+	target := fd
 	if isScript(fd) {
 		p.files = append(p.files, uintptr(fd)) // the child's fd 3, kept across the exec
-		target = "/proc/self/fd/" + strconv.Itoa(len(p.files)-1)
-		p.keep = true
+		target = len(p.files) - 1
 	} else {
 		// fd stays close-on-exec; the kernel follows the link before it
 		// closes such descriptors. Go's fork moves descriptors only above
@@ -125,46 +163,18 @@ func planExec(f *os.File, name string, files []uintptr) (*execPlan, error) {
 			p.closeF = os.NewFile(uintptr(d), "stdin")
 			p.files[0] = uintptr(d)
 		}
-		target = "/proc/self/fd/" + strconv.Itoa(fd)
 	}
-	p.path = target
-	dir, err := execLinkDir()
-	if err != nil || name == "" || name == "." || name == ".." {
-		return p, nil // the program's comm will read as the descriptor's number
-	}
-	sub, err := os.MkdirTemp(dir, "")
-	if err == nil {
-		err = os.Chmod(sub, 0o711)
-	}
-	if err == nil {
-		err = os.Symlink(target, filepath.Join(sub, name))
-	}
-	if err != nil {
-		if sub != "" {
-			os.RemoveAll(sub)
-		}
-		return p, nil
-	}
-	p.path, p.link = filepath.Join(sub, name), sub
+	p.path = "/proc/self/fd/" + strconv.Itoa(target)
+	if l, ok := execLink(target, name); ok {
+		p.path = l
+	} // else the program's comm will read as the descriptor's number
 	return p, nil
 }
 
-// afterFork releases what the fork needed; the link of a script stays
-// until its child has exited (done).
+// afterFork releases what the fork needed.
 func (p *execPlan) afterFork() {
 	if p.closeF != nil {
 		p.closeF.Close()
-	}
-	if !p.keep {
-		p.done()
-	}
-}
-
-// done removes the link.
-func (p *execPlan) done() {
-	if p.link != "" {
-		os.RemoveAll(p.link)
-		p.link = ""
 	}
 }
 

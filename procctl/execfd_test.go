@@ -114,3 +114,54 @@ func errorsIs(err error, target error) bool {
 	}
 	return false
 }
+
+// The exec link of a descriptor number and a name is made once and kept:
+// a later child whose program (another file of the same name) is open at
+// the same number runs its own file through it, binaries and scripts
+// alike, and no directory is made per child.
+func TestExecLinkReusedForAnotherFile(t *testing.T) {
+	dir := t.TempDir()
+	run := func(body string) (string, int) {
+		prog := filepath.Join(dir, "tool")
+		os.Remove(prog)
+		if err := os.WriteFile(prog, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f := openPath(t, prog)
+		r := &recorder{}
+		c := start(t, Spec{Path: prog, Exec: f}, r)
+		if st := c.Wait(); st != (ExitStatus{}) {
+			t.Fatalf("%q: %v, stderr %q", body, st, r.err.String())
+		}
+		fd := int(f.Fd())
+		f.Close()
+		return r.stdout(), fd
+	}
+	links := func() int {
+		d, err := execLinkDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := filepath.Glob(filepath.Join(d, "*", "*"))
+		return len(m)
+	}
+	out1, fd1 := run("#!/bin/sh\necho first\n")
+	before := links()
+	for i := 0; i < 5; i++ {
+		out2, fd2 := run("#!/bin/sh\necho second\n")
+		if out1 != "first\n" || out2 != "second\n" {
+			t.Fatalf("outputs %q then %q, want first then second (descriptors %d and %d)", out1, out2, fd1, fd2)
+		}
+	}
+	cat := openPath(t, "/bin/cat")
+	for i := 0; i < 5; i++ {
+		r := &recorder{}
+		c := start(t, Spec{Path: "/bin/cat", Args: []string{"/proc/self/comm"}, Exec: cat}, r)
+		if st := c.Wait(); st != (ExitStatus{}) || r.stdout() != "cat\n" {
+			t.Fatalf("cat by descriptor: %v %q", st, r.stdout())
+		}
+	}
+	if n := links(); n > before+1 {
+		t.Fatalf("%d exec links after 5 runs of one script and 5 of cat, %d before: one per number and name expected", n, before)
+	}
+}
