@@ -309,7 +309,13 @@ func (c *Conn) writev(a, b []byte) error {
 		var n int
 		var err error
 		werr := c.toPort(func(wfd int) bool {
-			n, err = rawio.Writev(wfd, iov[0], iov[1])
+			if c.polled {
+				n, err = rawio.Writev(wfd, iov[0], iov[1])
+			} else {
+				// A port that is not in the poller may be blocking (raw
+				// mode's stdout): the write must not hold a P while it waits.
+				n, err = unix.Writev(wfd, iov)
+			}
 			return err != unix.EAGAIN
 		})
 		if werr != nil {
