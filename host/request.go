@@ -8,7 +8,10 @@
 package host
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -131,4 +134,22 @@ func Environ(base, set, unset []string) []string {
 		}
 	}
 	return append(env, set...)
+}
+
+// MaxID is the largest uid or gid.
+const MaxID = 1<<32 - 1
+
+// IDOption reads a uid or gid option as every transport takes it: a number
+// 0..MaxID (num, when isNum) or a non-empty name. It returns the text
+// Request.UID and Request.GID hold (procctl.LookupCredential reads it).
+func IDOption(num int64, isNum bool, name string) (string, error) {
+	switch {
+	case isNum && num >= 0 && num <= MaxID:
+		return strconv.FormatInt(num, 10), nil
+	case isNum:
+		return "", fmt.Errorf("want a name or a number 0..%d, got %d", MaxID, num)
+	case name == "":
+		return "", errors.New("empty")
+	}
+	return name, nil
 }

@@ -467,3 +467,27 @@ func TestLostOutputReportedWithTheExit(t *testing.T) {
 		}
 	}
 }
+
+// IDOption is the one reading of a uid or gid option (port and node mode).
+func TestIDOption(t *testing.T) {
+	for _, c := range []struct {
+		num   int64
+		isNum bool
+		name  string
+		want  string
+		ok    bool
+	}{
+		{1000, true, "", "1000", true},
+		{0, true, "", "0", true},
+		{MaxID, true, "", "4294967295", true},
+		{-1, true, "", "", false},
+		{MaxID + 1, true, "", "", false},
+		{0, false, "nobody", "nobody", true},
+		{0, false, "", "", false},
+	} {
+		got, err := IDOption(c.num, c.isNum, c.name)
+		if got != c.want || (err == nil) != c.ok {
+			t.Errorf("IDOption(%d, %v, %q) = %q, %v; want %q (ok %v)", c.num, c.isNum, c.name, got, err, c.want, c.ok)
+		}
+	}
+}

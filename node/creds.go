@@ -45,35 +45,13 @@ func parseIDs(flag string, values []string, group bool) (*idSet, error) {
 			s.ranges = append(s.ranges, [2]uint32{uint32(a), uint32(b)})
 			continue
 		}
-		id, err := lookupID(v, group)
+		id, err := procctl.LookupID(v, group)
 		if err != nil {
 			return nil, fmt.Errorf("%s %q: %v", flag, v, err)
 		}
 		s.ids[id] = true
 	}
 	return s, nil
-}
-
-// lookupID is a user's (group false) or group's id, from a number or a
-// name.
-func lookupID(s string, group bool) (uint32, error) {
-	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
-		return uint32(n), nil
-	}
-	if group {
-		g, err := user.LookupGroup(s)
-		if err != nil {
-			return 0, fmt.Errorf("no such group %q", s)
-		}
-		n, _ := strconv.ParseUint(g.Gid, 10, 32)
-		return uint32(n), nil
-	}
-	u, err := user.Lookup(s)
-	if err != nil {
-		return 0, fmt.Errorf("no such user %q", s)
-	}
-	n, _ := strconv.ParseUint(u.Uid, 10, 32)
-	return uint32(n), nil
 }
 
 // credential resolves the request's uid and gid into what the child runs
@@ -90,7 +68,7 @@ func (n *Node) credential(req *openRequest) (*syscall.Credential, error) {
 	root := os.Geteuid() == 0
 	if root && req.uid != "" {
 		// The list first: a peer learns nothing of users it may not pick.
-		if id, err := lookupID(req.uid, false); err == nil && id != uint32(os.Getuid()) && !n.allowUID.has(id) {
+		if id, err := procctl.LookupID(req.uid, false); err == nil && id != uint32(os.Getuid()) && !n.allowUID.has(id) {
 			return nil, bad("uid", "uid %d (%s) is not allowed on this node: it runs children as uid %d unless started with --allow-uid %s",
 				id, req.uid, os.Getuid(), req.uid)
 		}

@@ -232,11 +232,15 @@ func (r *openRequest) set(name string, v etf.Term) error {
 			r.delay = time.Duration(n) * time.Millisecond
 		}
 	case "uid", "gid":
+		n, isNum := intOf(v)
 		var s string
-		if n, ok := intOf(v); ok && n >= 0 && n <= math32 {
-			s = strconv.FormatInt(n, 10)
-		} else if s, err = text(); err == nil && s == "" {
-			err = bad(name, "empty")
+		if !isNum {
+			s, err = text()
+		}
+		if err == nil {
+			if s, err = host.IDOption(n, isNum, s); err != nil {
+				err = bad(name, "%v", err)
+			}
 		}
 		if name == "uid" {
 			r.uid = s
@@ -282,8 +286,6 @@ func (r *openRequest) set(name string, v etf.Term) error {
 	}
 	return err
 }
-
-const math32 = 1<<32 - 1
 
 func (r *openRequest) setEnv(v etf.Term) error {
 	var pairs [][2]etf.Term

@@ -89,14 +89,16 @@ func (sv *shared) request(opts etf.Term, base []string) (host.Request, error) {
 				}
 			}
 		case "uid", "gid":
+			n, isNum := v.(int64)
 			var s string
-			if n, isInt := v.(int64); isInt && n >= 0 && n <= math32 {
-				s = strconv.FormatInt(n, 10)
-			} else if s, err = text(key, v); err == nil && s == "" {
-				err = optError(string(key), "empty")
+			if !isNum {
+				s, err = text(key, v)
+			}
+			if err == nil {
+				s, err = host.IDOption(n, isNum, s)
 			}
 			if err != nil {
-				err = optError(string(key), "want a name as a binary or a number 0..%d, got %s", math32, describe(v))
+				err = optError(string(key), "want a name as a binary or a number 0..%d, got %s", host.MaxID, describe(v))
 			}
 			if key == "uid" {
 				req.UID = s
@@ -162,8 +164,6 @@ func (sv *shared) request(opts etf.Term, base []string) (host.Request, error) {
 	}
 	return req, nil
 }
-
-const math32 = 1<<32 - 1
 
 // text reads a binary without NUL bytes.
 func text(key etf.Atom, v etf.Term) (string, error) {

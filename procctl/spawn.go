@@ -173,6 +173,20 @@ func LookupCredential(uid, gid string) (*syscall.Credential, error) {
 	return cred, nil
 }
 
+// LookupID is a user's (group false) or a group's (group true) id, given
+// as a number or a name, as LookupCredential reads them.
+func LookupID(s string, group bool) (uint32, error) {
+	if group {
+		return lookupGroup(s)
+	}
+	u, err := lookupUser(s)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(n), nil
+}
+
 func lookupUser(s string) (*user.User, error) {
 	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
 		u, err := user.LookupId(s)
