@@ -28,6 +28,10 @@
 // SMALL_ATOM_EXT and the non-canonical integer and list encodings that
 // binary_to_term/2 accepts. Floats, pids, ports, references, maps, funs,
 // bit strings, compressed terms and improper lists are rejected.
+//
+// The format's tags (TagSmallTuple, ..., VersionMagic, TagName) are
+// exported for the project's other reader of the format, otpdist's term
+// walker, which skips terms of every kind without decoding them.
 package etf
 
 // Term is an Erlang term: one of [Atom], int64, *big.Int, []byte, [Tuple]

@@ -1,7 +1,11 @@
-// Package port is ps_port's side of an Erlang port: the {packet,4} protocol
-// of docs/protocol.md (Serve) and MuonTrap's raw byte protocol (ServeRaw).
-// It moves bytes between a port and a procctl.Child; how the child is
-// started and contained is decided by the caller.
+// Package port is ps_port's side of an Erlang port, the codecs of port
+// mode (docs/protocol.md): the {packet,4} protocol for one child (Serve,
+// serve.go) or for many behind one port (ServeShared: shared.go, and
+// sharedopts.go for the options of an open), and MuonTrap's raw byte
+// protocol (ServeRaw and RawSink, raw.go; RawOutput, rawout.go). Conn
+// (conn.go) writes the frames, splicing a child's output into the port
+// where it can. Each child is a host.Session whose host.Output is this
+// package's; how the child is started and contained is host's.
 package port
 
 import (

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/protonstream/ps_port/port"
 )
 
 // NodeBinary is the name of node mode's binary (cmd/ps_port_node), which
@@ -18,10 +20,10 @@ func execNode(args []string) int {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ps_port node: cannot find ps_port's own path to run %s beside it: %v\n", NodeBinary, err)
-		return 2
+		return port.ExitUsage
 	}
 	bin := filepath.Join(filepath.Dir(self), NodeBinary)
 	err = syscall.Exec(bin, append([]string{bin}, args...), os.Environ())
 	fmt.Fprintf(os.Stderr, "ps_port node: node mode is the binary %s, built beside ps_port (make build, or the shim's compiler, builds both: go build -o DIR/ ./cmd/ps_port ./cmd/ps_port_node): %v\n", bin, err)
-	return 2
+	return port.ExitUsage
 }

@@ -3,11 +3,12 @@ package main
 import (
 	"flag"
 	"fmt"
-
-	"github.com/protonstream/ps_port/host"
 	"io"
 	"strings"
 	"time"
+
+	"github.com/protonstream/ps_port/host"
+	"github.com/protonstream/ps_port/procctl"
 )
 
 // config is the command line of one ps_port in port mode.
@@ -109,7 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--stdin-limit must be at least 1 (bytes), got %d", c.stdinLimit)
 	}
 	if c.window < 0 {
-		return nil, fmt.Errorf("--stdio-window must be > 0, got %d", c.window)
+		return nil, fmt.Errorf("--stdio-window must be at least 1 (bytes; 0 or none: the default, %d), got %d", procctl.DefaultWindow, c.window)
 	}
 	if c.stdinAck && !c.packet {
 		return nil, fmt.Errorf("--stdin-ack needs --packet: without it there is no frame to report stdin bytes with")
@@ -161,7 +162,7 @@ func (c *config) checkShared(fs *flag.FlagSet, delayMS int) error {
 	case c.stdinLimit < 1:
 		return fmt.Errorf("--stdin-limit must be at least 1 (bytes), got %d", c.stdinLimit)
 	case c.window < 0:
-		return fmt.Errorf("--stdio-window must be > 0, got %d", c.window)
+		return fmt.Errorf("--stdio-window must be at least 1 (bytes; 0 or none: the default, %d), got %d", procctl.DefaultWindow, c.window)
 	}
 	c.delay = time.Duration(delayMS) * time.Millisecond
 	return nil

@@ -128,7 +128,7 @@ func request(cfg *config) (host.Request, error) {
 		StdinLimit:     cfg.stdinLimit,
 		StdinAck:       cfg.stdinAck,
 		DelayToSIGKILL: cfg.delay,
-		Sweep:          true, // one child per ps_port: every orphan is its
+		Sweep:          true, // one child per ps_port: every orphan came from it
 		Cgroup:         cgroup.Spec{Controllers: cfg.controllers, Path: cfg.group},
 	}
 	for _, s := range cfg.sets {
