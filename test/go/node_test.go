@@ -344,9 +344,15 @@ func TestNodeMaxChildren(t *testing.T) {
 func TestNodeFlowControlBoundsMemory(t *testing.T) {
 	ps, e := nodePair(t)
 	const total = 50_000_000
-	for i, c := range []struct{ name, opts, ack string }{
-		{"queue_len", `[{stdio_window, 65536}]`, "false"},
-		{"ack", `[{stdio_window, 65536}, {flow, ack}]`, "true"},
+	for i, c := range []struct {
+		name, opts, ack string
+		window          int
+	}{
+		{"queue_len", `[{stdio_window, 65536}]`, "false", 65536},
+		{"ack", `[{stdio_window, 65536}, {flow, ack}]`, "true", 65536},
+		// The default window: output moved from the pipe in messages as
+		// large as the pipe holds (node/move.go) stays within it too.
+		{"queue_len_default", `[]`, "false", 262144},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e.t = t
@@ -355,8 +361,11 @@ func TestNodeFlowControlBoundsMemory(t *testing.T) {
 			e.eval(`timer:sleep(1000)`)
 			queued := e.evalInt(fmt.Sprintf(`mailbox_bytes(Z%d)`, i))
 			rss := ps.rssKiB(t)
-			if queued > 65536 {
-				t.Errorf("%d bytes wait in the owner's mailbox, more than the 65536-byte window", queued)
+			if queued > c.window {
+				t.Errorf("%d bytes wait in the owner's mailbox, more than the %d-byte window", queued, c.window)
+			}
+			if queued == 0 {
+				t.Errorf("nothing waits in the mailbox of an owner that did not read for 1 s")
 			}
 			got := e.evalTimeout(fmt.Sprintf(`count_bytes(Z%d, %s, 60000)`, i, c.ack), 2*time.Minute)
 			f := strings.Split(strings.Trim(got, "{}"), ",")
