@@ -58,6 +58,29 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("ps_port", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var delayMS int
+	c.define(fs, &delayMS)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if c.shared {
+		return c, c.checkShared(fs, delayMS)
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("no program given")
+	}
+	if err := c.checkDefaults(delayMS); err != nil {
+		return nil, err
+	}
+	if err := c.checkOne(); err != nil {
+		return nil, err
+	}
+	c.program, c.args = fs.Arg(0), fs.Args()[1:]
+	return c, nil
+}
+
+// define declares the flags, MuonTrap's short forms with them.
+func (c *config) define(fs *flag.FlagSet, delayMS *int) {
 	str := func(p *string, long, short, help string) {
 		fs.StringVar(p, long, "", help)
 		if short != "" {
@@ -76,8 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	lst(&c.controllers, "controller", "c", "cgroup controller to use (repeatable)")
 	str(&c.group, "group", "g", "cgroup path to create for the program")
 	lst(&c.sets, "set", "s", "cgroup setting KEY=VALUE, e.g. memory.limit_in_bytes=268435456 (repeatable)")
-	fs.IntVar(&delayMS, "delay-to-sigkill", 500, "ms between SIGTERM and SIGKILL")
-	fs.IntVar(&delayMS, "k", 500, "short for --delay-to-sigkill")
+	fs.IntVar(delayMS, "delay-to-sigkill", 500, "ms between SIGTERM and SIGKILL")
+	fs.IntVar(delayMS, "k", 500, "short for --delay-to-sigkill")
 	str(&c.uid, "uid", "", "run the program as this user (name or number)")
 	str(&c.gid, "gid", "", "run the program with this group (name or number)")
 	fs.IntVar(&c.window, "stdio-window", 0, "bytes of output in flight before ps_port waits for acks")
@@ -93,49 +116,48 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fmt.Fprint(fs.Output(), usageHead)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+}
+
+// checkDefaults checks the flags that --shared also takes (the defaults
+// of its children) and sets c.delay.
+func (c *config) checkDefaults(delayMS int) error {
+	switch {
+	case delayMS < 0:
+		return fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
+	case c.stdinLimit < 1:
+		return fmt.Errorf("--stdin-limit must be at least 1 (bytes), got %d", c.stdinLimit)
+	case c.window < 0:
+		return fmt.Errorf("--stdio-window must be at least 1 (bytes; 0 or none: the default, %d), got %d", procctl.DefaultWindow, c.window)
 	}
-	if c.shared {
-		return c, c.checkShared(fs, delayMS)
-	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return nil, fmt.Errorf("no program given")
-	}
-	if delayMS < 0 {
-		return nil, fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
-	}
-	if c.stdinLimit < 1 {
-		return nil, fmt.Errorf("--stdin-limit must be at least 1 (bytes), got %d", c.stdinLimit)
-	}
-	if c.window < 0 {
-		return nil, fmt.Errorf("--stdio-window must be at least 1 (bytes; 0 or none: the default, %d), got %d", procctl.DefaultWindow, c.window)
-	}
+	c.delay = time.Duration(delayMS) * time.Millisecond
+	return nil
+}
+
+// checkOne refuses the flags of one child's command line that contradict
+// each other.
+func (c *config) checkOne() error {
 	if c.stdinAck && !c.packet {
-		return nil, fmt.Errorf("--stdin-ack needs --packet: without it there is no frame to report stdin bytes with")
+		return fmt.Errorf("--stdin-ack needs --packet: without it there is no frame to report stdin bytes with")
 	}
 	if c.captureStderr && c.stderrOnly {
-		return nil, fmt.Errorf("--capture-stderr and --capture-stderr-only exclude each other")
+		return fmt.Errorf("--capture-stderr and --capture-stderr-only exclude each other")
 	}
 	// As MuonTrap: a group, controllers and settings come together.
 	if len(c.controllers) > 0 && c.group == "" {
-		return nil, fmt.Errorf("--controller (-c) needs --group (-g): name the cgroup path to create, e.g. -c memory -g myapp/job1")
+		return fmt.Errorf("--controller (-c) needs --group (-g): name the cgroup path to create, e.g. -c memory -g myapp/job1")
 	}
 	if c.group != "" && len(c.controllers) == 0 {
-		return nil, fmt.Errorf("--group (-g) %q needs at least one --controller (-c): name the cgroup controllers to create it under, e.g. -c memory -g %s", c.group, c.group)
+		return fmt.Errorf("--group (-g) %q needs at least one --controller (-c): name the cgroup controllers to create it under, e.g. -c memory -g %s", c.group, c.group)
 	}
 	if len(c.sets) > 0 && len(c.controllers) == 0 {
-		return nil, fmt.Errorf("--set (-s) needs --controller (-c) and --group (-g): a setting is written into the group's controller files")
+		return fmt.Errorf("--set (-s) needs --controller (-c) and --group (-g): a setting is written into the group's controller files")
 	}
 	for _, kv := range c.env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return nil, fmt.Errorf("--env wants KEY=VALUE, got %q", kv)
+			return fmt.Errorf("--env wants KEY=VALUE, got %q", kv)
 		}
 	}
-	c.delay = time.Duration(delayMS) * time.Millisecond
-	c.program, c.args = fs.Arg(0), fs.Args()[1:]
-	return c, nil
+	return nil
 }
 
 // checkShared validates the command line of ps_port --shared: no program,
@@ -154,16 +176,8 @@ func (c *config) checkShared(fs *flag.FlagSet, delayMS int) error {
 			}
 		}
 	})
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
-	case delayMS < 0:
-		return fmt.Errorf("--delay-to-sigkill must be >= 0, got %d", delayMS)
-	case c.stdinLimit < 1:
-		return fmt.Errorf("--stdin-limit must be at least 1 (bytes), got %d", c.stdinLimit)
-	case c.window < 0:
-		return fmt.Errorf("--stdio-window must be at least 1 (bytes; 0 or none: the default, %d), got %d", procctl.DefaultWindow, c.window)
 	}
-	c.delay = time.Duration(delayMS) * time.Millisecond
-	return nil
+	return c.checkDefaults(delayMS)
 }
