@@ -17,6 +17,10 @@
 # above idle while they went (sampled every 5 ms). bench.exs runs it as the
 # scenario `node_scale` (Bench.NodeScale.run/2); this file also runs alone.
 
+# The owners' VM of the case vm and running?/1, shared with the test of
+# the same cases.
+Code.require_file("../test/elixir/support/node_scale.exs", __DIR__)
+
 defmodule Bench.NodeScale do
   @moduledoc false
 
@@ -102,28 +106,9 @@ defmodule Bench.NodeScale do
   end
 
   defp open_all(:vm, node, count) do
-    cookie = Node.get_cookie()
-
-    {:ok, peer, pnode} =
-      :peer.start(%{
-        name: :"scale_owner_#{System.unique_integer([:positive])}",
-        host: ~c"127.0.0.1",
-        longnames: true,
-        args: [~c"-setcookie", Atom.to_charlist(cookie)]
-      })
-
-    os_pids =
-      for _ <- 1..count do
-        owner = :erpc.call(pnode, :erlang, :spawn, [:timer, :sleep, [:infinity]])
-        req = {:open, "sleep", ["600"], %{}, owner}
-
-        {:ok, pid} = :erpc.call(pnode, :gen_server, :call, [{:proton_stream, node}, req, 30_000])
-
-        GenServer.call(pid, :"$os_pid", 30_000)
-      end
-
-    vm_pid = :erpc.call(pnode, :os, :getpid, [])
-    {[], os_pids, {peer, vm_pid}}
+    {peer, pnode} = ProtonStreamTest.NodeScale.owner_vm!()
+    os_pids = ProtonStreamTest.NodeScale.open_sleepers!(pnode, node, count, 30_000)
+    {[], os_pids, {peer, ProtonStreamTest.NodeScale.vm_os_pid(pnode)}}
   end
 
   defp open_all(_kind, node, count) do
@@ -163,12 +148,7 @@ defmodule Bench.NodeScale do
 
   defp kill(:sigterm, _, _, inst), do: Bench.Node.stop_extra(inst)
 
-  defp alive?(os_pid) do
-    case File.read("/proc/#{os_pid}/stat") do
-      {:ok, s} -> not String.contains?(s, ") Z ")
-      _ -> false
-    end
-  end
+  defp alive?(os_pid), do: ProtonStreamTest.NodeScale.running?(os_pid)
 
   defp wait_gone(os_pids, t0, timeout_ms) do
     case Enum.filter(os_pids, &alive?/1) do

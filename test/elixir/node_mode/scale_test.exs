@@ -51,34 +51,13 @@ defmodule ProtonStreamTest.NodeMode.ScaleTest do
   end
 
   test "the owners' VM killed: every child goes, memory comes back", ctx do
-    cookie = Node.get_cookie()
-
-    {:ok, _peer, peer} =
-      :peer.start(%{
-        name: :"scale_owner_#{System.unique_integer([:positive])}",
-        host: ~c"127.0.0.1",
-        longnames: true,
-        args: [~c"-setcookie", Atom.to_charlist(cookie)]
-      })
-
-    # Owners are plain processes of the peer; the open is the node's own
-    # call (docs/node.md), made from the peer, so the peer is connected to
-    # the ps_port node itself.
-    pids =
-      for _ <- 1..@children do
-        owner = :erpc.call(peer, :erlang, :spawn, [:timer, :sleep, [:infinity]])
-        req = {:open, "sleep", ["600"], %{}, owner}
-
-        {:ok, ps} =
-          :erpc.call(peer, :gen_server, :call, [{:proton_stream, ctx.ps_node}, req, 60_000])
-
-        GenServer.call(ps, :"$os_pid", 60_000)
-      end
-
+    # Owners are plain processes of the peer (ProtonStreamTest.NodeScale).
+    {_peer, peer} = ProtonStreamTest.NodeScale.owner_vm!()
+    pids = ProtonStreamTest.NodeScale.open_sleepers!(peer, ctx.ps_node, @children, 60_000)
     on_exit(fn -> kill_all(pids) end)
     assert Enum.all?(pids, &alive?/1)
 
-    vm = :erpc.call(peer, :os, :getpid, [])
+    vm = ProtonStreamTest.NodeScale.vm_os_pid(peer)
     {_, 0} = System.cmd("kill", ["-KILL", List.to_string(vm)])
     assert_all_gone(pids)
     assert_memory_back(ctx)
@@ -93,12 +72,7 @@ defmodule ProtonStreamTest.NodeMode.ScaleTest do
     end
   end
 
-  defp alive?(os_pid) do
-    case File.read("/proc/#{os_pid}/stat") do
-      {:ok, s} -> not String.contains?(s, ") Z ")
-      _ -> false
-    end
-  end
+  defp alive?(os_pid), do: ProtonStreamTest.NodeScale.running?(os_pid)
 
   defp assert_all_gone(pids, waited \\ 0) do
     case Enum.filter(pids, &alive?/1) do
