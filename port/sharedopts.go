@@ -37,116 +37,132 @@ func optError(key, format string, args ...any) error {
 
 // request validates the options of {open, Id, Opts} into a host.Request.
 func (sv *shared) request(opts etf.Term, base []string) (host.Request, error) {
-	req := host.Request{
+	o := &openOptions{req: host.Request{
 		BaseEnv:        base,
 		Window:         sv.cfg.Window,
 		StdinLimit:     sv.cfg.StdinLimit,
 		DelayToSIGKILL: sv.cfg.DelayToSIGKILL,
-	}
+	}}
 	list, ok := opts.(etf.List)
 	if !ok {
-		return req, optError("list", "want Opts as a list of {key, value} tuples, got %s", describe(opts))
+		return o.req, optError("list", "want Opts as a list of {key, value} tuples, got %s", describe(opts))
 	}
 	seen := make(map[etf.Atom]bool, len(list))
-	var stderrToStdout, stderrOnly bool
-	var sets []string
-	for _, o := range list {
-		kv, ok := o.(etf.Tuple)
+	for _, opt := range list {
+		kv, ok := opt.(etf.Tuple)
 		var key etf.Atom
 		if ok && len(kv) == 2 {
 			key, ok = kv[0].(etf.Atom)
 		}
 		if !ok || len(kv) != 2 {
-			return req, optError("list", "want {key, value} tuples with atom keys, found %s", describe(o))
+			return o.req, optError("list", "want {key, value} tuples with atom keys, found %s", describe(opt))
 		}
 		if seen[key] {
-			return req, optError(string(key), "given twice")
+			return o.req, optError(string(key), "given twice")
 		}
 		seen[key] = true
-		v := kv[1]
-		var err error
-		switch key {
-		case "program":
-			if req.Program, err = text(key, v); err == nil && req.Program == "" {
-				err = optError(string(key), "empty")
-			}
-		case "args":
-			req.Args, err = texts(key, v)
-		case "arg0":
-			req.Arg0, err = text(key, v)
-		case "cd":
-			req.Dir, err = text(key, v)
-		case "env":
-			var pairs [][2]string
-			if pairs, err = envList(v, true); err != nil {
-				err = optError(string(key), "%v", err)
-			}
-			for _, p := range pairs {
-				if p[1] == "\x00" { // false: unset
-					req.Unset = append(req.Unset, p[0])
-				} else {
-					req.Env = append(req.Env, p[0]+"="+p[1])
-				}
-			}
-		case "uid", "gid":
-			n, isNum := v.(int64)
-			var s string
-			if !isNum {
-				s, err = text(key, v)
-			}
-			if err == nil {
-				s, err = host.IDOption(n, isNum, s)
-			}
-			if err != nil {
-				err = optError(string(key), "want a name as a binary or a number 0..%d, got %s", host.MaxID, describe(v))
-			}
-			if key == "uid" {
-				req.UID = s
-			} else {
-				req.GID = s
-			}
-		case "delay_to_sigkill":
-			var n int64
-			n, err = intIn(key, v, 0, maxDelayMS)
-			req.DelayToSIGKILL = time.Duration(n) * time.Millisecond
-		case "stdio_window":
-			var n int64
-			n, err = intIn(key, v, 1, maxWindow)
-			req.Window = int(n)
-		case "stdin_limit":
-			var n int64
-			n, err = intIn(key, v, 1, maxStdinLimit)
-			req.StdinLimit = int(n)
-		case "stderr_to_stdout":
-			stderrToStdout, err = boolean(key, v)
-		case "capture_stderr_only":
-			stderrOnly, err = boolean(key, v)
-		case "stdin_ack":
-			req.StdinAck, err = boolean(key, v)
-		case "cgroup_controllers":
-			req.Cgroup.Controllers, err = texts(key, v)
-		case "cgroup_path":
-			req.Cgroup.Path, err = text(key, v)
-		case "cgroup_sets":
-			sets, err = texts(key, v)
-		default:
-			err = optError(string(key), "unknown option")
-		}
-		if err != nil {
-			return req, err
+		if err := o.set(key, kv[1]); err != nil {
+			return o.req, err
 		}
 	}
+	return o.finish()
+}
+
+// openOptions is an open's request while its options are read.
+type openOptions struct {
+	req                        host.Request
+	stderrToStdout, stderrOnly bool
+	sets                       []string
+}
+
+// set reads option key's value v.
+func (o *openOptions) set(key etf.Atom, v etf.Term) error {
+	req := &o.req
+	var err error
+	switch key {
+	case "program":
+		if req.Program, err = text(key, v); err == nil && req.Program == "" {
+			err = optError(string(key), "empty")
+		}
+	case "args":
+		req.Args, err = texts(key, v)
+	case "arg0":
+		req.Arg0, err = text(key, v)
+	case "cd":
+		req.Dir, err = text(key, v)
+	case "env":
+		var pairs [][2]string
+		if pairs, err = envList(v, true); err != nil {
+			err = optError(string(key), "%v", err)
+		}
+		for _, p := range pairs {
+			if p[1] == "\x00" { // false: unset
+				req.Unset = append(req.Unset, p[0])
+			} else {
+				req.Env = append(req.Env, p[0]+"="+p[1])
+			}
+		}
+	case "uid", "gid":
+		n, isNum := v.(int64)
+		var s string
+		if !isNum {
+			s, err = text(key, v)
+		}
+		if err == nil {
+			s, err = host.IDOption(n, isNum, s)
+		}
+		if err != nil {
+			err = optError(string(key), "want a name as a binary or a number 0..%d, got %s", host.MaxID, describe(v))
+		}
+		if key == "uid" {
+			req.UID = s
+		} else {
+			req.GID = s
+		}
+	case "delay_to_sigkill":
+		var n int64
+		n, err = intIn(key, v, 0, maxDelayMS)
+		req.DelayToSIGKILL = time.Duration(n) * time.Millisecond
+	case "stdio_window":
+		var n int64
+		n, err = intIn(key, v, 1, maxWindow)
+		req.Window = int(n)
+	case "stdin_limit":
+		var n int64
+		n, err = intIn(key, v, 1, maxStdinLimit)
+		req.StdinLimit = int(n)
+	case "stderr_to_stdout":
+		o.stderrToStdout, err = boolean(key, v)
+	case "capture_stderr_only":
+		o.stderrOnly, err = boolean(key, v)
+	case "stdin_ack":
+		req.StdinAck, err = boolean(key, v)
+	case "cgroup_controllers":
+		req.Cgroup.Controllers, err = texts(key, v)
+	case "cgroup_path":
+		req.Cgroup.Path, err = text(key, v)
+	case "cgroup_sets":
+		o.sets, err = texts(key, v)
+	default:
+		err = optError(string(key), "unknown option")
+	}
+	return err
+}
+
+// finish checks the options that go together and completes the request.
+func (o *openOptions) finish() (host.Request, error) {
+	req := o.req
 	switch {
 	case req.Program == "":
 		return req, optError("program", "missing: {program, Binary} is required")
-	case stderrToStdout && stderrOnly:
+	case o.stderrToStdout && o.stderrOnly:
 		return req, optError("capture_stderr_only", "excludes stderr_to_stdout")
 	case len(req.Cgroup.Controllers) > 0 && req.Cgroup.Path == "":
 		return req, optError("cgroup_controllers", "needs {cgroup_path, Binary}")
-	case len(sets) > 0 && len(req.Cgroup.Controllers) == 0:
+	case len(o.sets) > 0 && len(req.Cgroup.Controllers) == 0:
 		return req, optError("cgroup_sets", "needs {cgroup_controllers, [Binary]} and {cgroup_path, Binary}")
 	}
-	for _, s := range sets {
+	for _, s := range o.sets {
 		set, err := cgroup.ParseSet(s)
 		if err != nil {
 			return req, optError("cgroup_sets", "%v", err)
@@ -157,9 +173,9 @@ func (sv *shared) request(opts etf.Term, base []string) (host.Request, error) {
 		req.Cgroup.Path = "" // as in --packet mode: no controllers, no group
 	}
 	switch {
-	case stderrToStdout:
+	case o.stderrToStdout:
 		req.Stderr = procctl.ToStdout
-	case stderrOnly:
+	case o.stderrOnly:
 		req.Stdout = procctl.Null
 	}
 	return req, nil
