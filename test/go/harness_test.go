@@ -1,21 +1,35 @@
-// Package blackbox tests the ps_port binary from outside, driving it exactly
-// as the BEAM does: {packet,4} frames of external term format on its stdin
-// and stdout.
+// Package blackbox tests the ps_port binary from outside, driving it
+// exactly as its owners do, in every mode: as a {packet,4} port (one child,
+// or --shared with many), as a raw MuonTrap-style port, and as "ps_port
+// node" driven by a real erl node over Erlang distribution.
+//
+// The harness, one set of helpers used by every test file:
+//
+//   - harness_test.go: building the binaries once (TestMain), small shared
+//     types;
+//   - harness_proc_test.go: processes from /proc, waits with deadlines
+//     scaled by testSlack(), memory and descriptor counts;
+//   - harness_port_test.go: ps_port as a port (--packet, --shared, raw);
+//   - harness_node_test.go: ps_port node and the erl nodes that drive it
+//     (node_driver.erl, reliability_driver.erl);
+//   - harness_leaks_test.go: leak counters (tagged processes, cgroup
+//     directories) for the tests that must leave nothing behind;
+//   - harness_modes_test.go: one behaviour run against every mode (a table
+//     over modes, as the Elixir case modules are run against :shared,
+//     :isolated and :node).
+//
+// Every helper that starts something registers its cleanup with t.Cleanup.
 package blackbox
 
 import (
-	"bufio"
-	"encoding/binary"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/protonstream/ps_port/etf"
 )
@@ -48,186 +62,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// portProc is one ps_port started as a {packet,4} port.
-type portProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	stdout *bufio.Reader
-	stderr *syncBuffer
-	frames chan etf.Term
-	waited chan struct{}
-}
+// psPortBinary is the ps_port every test runs (ps_port_node beside it).
+func psPortBinary(t testing.TB) string { return psPort }
 
-// startPort starts ps_port with args and reads its frames in the background.
-func startPort(t *testing.T, args ...string) *portProc {
-	t.Helper()
-	cmd := exec.Command(psPort, args...)
-	stdin, err := cmd.StdinPipe()
+// exitCode is the exit code in an error from exec (0 for no error, -1 for
+// an error that is not an exit).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
 	if err != nil {
-		t.Fatal(err)
+		return -1
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &portProc{t: t, cmd: cmd, stdin: stdin, stdout: bufio.NewReaderSize(out, 1<<20),
-		stderr: &syncBuffer{}, frames: make(chan etf.Term, 1024), waited: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.stdin.Close()
-		select {
-		case <-p.waited:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.waited
-		}
-	})
-	go p.readFrames()
-	return p
+	return 0
 }
 
-func (p *portProc) readFrames() {
-	defer close(p.frames)
-	var hdr [4]byte
-	for {
-		if _, err := io.ReadFull(p.stdout, hdr[:]); err != nil {
-			p.cmd.Wait()
-			close(p.waited)
-			return
-		}
-		b := make([]byte, binary.BigEndian.Uint32(hdr[:]))
-		if _, err := io.ReadFull(p.stdout, b); err != nil {
-			p.t.Errorf("truncated frame: %v", err)
-			p.cmd.Wait()
-			close(p.waited)
-			return
-		}
-		t, err := etf.Decode(b)
-		if err != nil {
-			p.t.Errorf("undecodable frame % x: %v", b, err)
-			continue
-		}
-		p.frames <- t
-	}
-}
-
-// send writes term t as one frame.
-func (p *portProc) send(t etf.Term) {
-	p.t.Helper()
-	b, err := etf.Encode(t)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.sendRaw(b)
-}
-
-func (p *portProc) sendRaw(b []byte) {
-	p.t.Helper()
-	frame := binary.BigEndian.AppendUint32(nil, uint32(len(b)))
-	if _, err := p.stdin.Write(append(frame, b...)); err != nil {
-		p.t.Fatalf("writing to ps_port: %v", err)
-	}
-}
-
-// ack acknowledges n bytes. ps_port may have exited already, as a BEAM
-// port may have, so a failed write is not an error.
-func (p *portProc) ack(n int) {
-	b, _ := etf.Encode(etf.Tuple{atom("ack"), int64(n)})
-	p.stdin.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...))
-}
-
-// next returns the next frame, failing the test after timeout.
-func (p *portProc) next(timeout time.Duration) etf.Term {
-	p.t.Helper()
-	select {
-	case t, ok := <-p.frames:
-		if !ok {
-			p.t.Fatalf("ps_port closed its stdout; stderr: %s", p.stderr)
-		}
-		return t
-	case <-time.After(timeout):
-		p.t.Fatalf("no frame within %v; stderr: %s", timeout, p.stderr)
-	}
-	return nil
-}
-
-// started expects {started, Pid} and returns Pid.
-func (p *portProc) started() int {
-	p.t.Helper()
-	t := p.next(5 * time.Second)
-	tu, ok := etf.MatchTuple(t, "started", 2)
-	if !ok {
-		p.t.Fatalf("want {started, Pid}, got %v; stderr: %s", t, p.stderr)
-	}
-	return int(tu[1].(int64))
-}
-
-// output is everything a child wrote, and how it ended.
-type output struct {
-	stdout, stderr []byte
-	exit           etf.Term // {status, N} or {signal, N}
-	others         []etf.Term
-}
-
-// collect reads frames until {exit, _}, acking output as it goes when ack is
-// set, and then waits for ps_port to exit.
-func (p *portProc) collect(ack bool, timeout time.Duration) output {
-	p.t.Helper()
-	var o output
-	deadline := time.After(timeout)
-	for {
-		var t etf.Term
-		var ok bool
-		select {
-		case t, ok = <-p.frames:
-			if !ok {
-				p.t.Fatalf("ps_port exited without an exit frame; stderr: %s", p.stderr)
-			}
-		case <-deadline:
-			p.t.Fatalf("no exit frame within %v (stdout so far %d bytes); stderr: %s", timeout, len(o.stdout), p.stderr)
-		}
-		if tu, ok := etf.MatchTuple(t, "stdout", 2); ok {
-			o.stdout = append(o.stdout, tu[1].([]byte)...)
-			if ack {
-				p.ack(len(tu[1].([]byte)))
-			}
-			continue
-		}
-		if tu, ok := etf.MatchTuple(t, "stderr", 2); ok {
-			o.stderr = append(o.stderr, tu[1].([]byte)...)
-			if ack {
-				p.ack(len(tu[1].([]byte)))
-			}
-			continue
-		}
-		if tu, ok := etf.MatchTuple(t, "exit", 2); ok {
-			o.exit = tu[1]
-			return o
-		}
-		o.others = append(o.others, t)
-	}
-}
-
-// exitCode closes the port, as an owner does after the exit frame, waits for
-// ps_port to exit and returns its exit code.
-func (p *portProc) exitCode(timeout time.Duration) int {
-	p.t.Helper()
-	p.stdin.Close()
-	for range p.frames {
-	}
-	select {
-	case <-p.waited:
-	case <-time.After(timeout):
-		p.t.Fatalf("ps_port still running after %v", timeout)
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-// syncBuffer collects ps_port's stderr, written by exec's copier goroutine.
+// syncBuffer collects a process's stderr, written by exec's copier
+// goroutine while the test reads it.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
@@ -243,33 +95,6 @@ func (w *syncBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
-}
-
-// waitGone waits until pid is gone and fails the test after timeout.
-func waitGone(t *testing.T, pid int, timeout time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for alive(pid) {
-		if time.Since(start) > timeout {
-			t.Fatalf("process %d still alive after %v", pid, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func atom(s string) etf.Atom { return etf.Atom(s) }

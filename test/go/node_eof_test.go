@@ -5,6 +5,7 @@ package blackbox
 
 import (
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ func TestNodeExitOnEOFTerminatesChildren(t *testing.T) {
 	}
 	defer w.Close()
 	cookie := randomCookie()
-	ps := startPsNodeWith(t, cookie, r, "--allow-any", "--exit-on-eof")
+	ps := startNode(t, nodeOpts{cookie: cookie, flags: []string{"--allow-any", "--exit-on-eof"}, setup: func(cmd *exec.Cmd) { cmd.Stdin = r }})
 	r.Close()
 	e := startErl(t, cookie, ps.name)
 	osPid := e.evalInt(`{_, _, OsPid} = spawn_owner(` + treeCmd + `, [{delay_to_sigkill, 200}]), OsPid`)
@@ -58,7 +59,7 @@ func TestNodeWithoutExitOnEOFIgnoresStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	cookie := randomCookie()
-	ps := startPsNodeWith(t, cookie, r)
+	ps := startNode(t, nodeOpts{cookie: cookie, setup: func(cmd *exec.Cmd) { cmd.Stdin = r }})
 	r.Close()
 	w.Close()
 	time.Sleep(500 * time.Millisecond)

@@ -29,14 +29,14 @@ func testNodeThousand(t *testing.T, killVM bool) {
 
 	start := time.Now()
 	got := e.evalTimeout(`{ok, Ws} = open_many(`+strconv.Itoa(scaleChildren)+`), [OsPid || {_, _, OsPid} <- Ws]`, 5*time.Minute)
-	pids := parsePids(t, got)
+	pids := parseInts(t, got)
 	t.Cleanup(func() { killAll(pids) })
 	if len(pids) != scaleChildren {
 		t.Fatalf("%d children, want %d", len(pids), scaleChildren)
 	}
 	opened := time.Since(start)
 	for _, p := range pids {
-		if !procAlive(p) {
+		if !alive(p) {
 			t.Fatalf("cat %d is not running", p)
 		}
 	}
@@ -79,18 +79,4 @@ func testNodeThousand(t *testing.T, killVM bool) {
 	}
 	e2 := startErl(t, cookie, ps.name)
 	e2.expect(`{ok, P} = open(<<"echo">>, [<<"still">>]), collect(P)`, `{<<"still\n">>,<<>>,[],normal}`)
-}
-
-// parsePids reads an Erlang list of integers.
-func parsePids(t *testing.T, list string) []int {
-	t.Helper()
-	var pids []int
-	for _, f := range strings.Split(strings.Trim(list, "[]"), ",") {
-		n, err := strconv.Atoi(f)
-		if err != nil {
-			t.Fatalf("not a list of OS pids: %.200s", list)
-		}
-		pids = append(pids, n)
-	}
-	return pids
 }

@@ -55,7 +55,7 @@ func TestNodeSecProcSelfCwdRefused(t *testing.T) {
 	dir := t.TempDir()
 	writeEvil(t, dir+echo) // DIR/usr/bin/echo
 	cookie := randomCookie()
-	ps := startPsNodeCmd(t, cookie, func(cmd *exec.Cmd) { cmd.Dir = "/" }, "--allow", echo)
+	ps := startNode(t, nodeOpts{cookie: cookie, flags: []string{"--allow", echo}, setup: func(cmd *exec.Cmd) { cmd.Dir = "/" }})
 	e := startErl(t, cookie, ps.name)
 	for i, c := range []struct{ cmd, opts, flag string }{
 		{"/proc/self/cwd" + echo, fmt.Sprintf(`[{cd, %s}]`, erlBin(dir)), "command"},
@@ -201,7 +201,7 @@ func TestNodeSecAllowEnvWidens(t *testing.T) {
 	e.expect(`{error, {badarg, env, M}} = open(<<"echo">>, [], [{env, [{"LD_AUDIT", "x"}]}]), binary:match(M, <<"--allow-env LD_AUDIT">>) =/= nomatch`, "true")
 	out, err := exec.Command(psPortBinary(t), "node", "--name", uniqueName("ps"), "--cookie-file", writeCookie(t, "x"),
 		"--allow-any", "--allow-env", "LD_[").CombinedOutput()
-	if code := nodeExitCode(err); code != 2 || !strings.Contains(string(out), "--allow-env") {
+	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "--allow-env") {
 		t.Fatalf("a bad --allow-env pattern: exit %d, %s", code, out)
 	}
 }
@@ -211,7 +211,7 @@ func TestNodeSecAllowEnvWidens(t *testing.T) {
 func TestNodeSecCookieNotReadableByChildren(t *testing.T) {
 	cookie := randomCookie()
 	tag := relTag()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, cookieInEnv: true, asUser: "nobody",
+	ps := startNode(t, nodeOpts{tag: tag, cookie: cookie, cookieInEnv: true, asUser: "nobody",
 		flags: []string{"--allow", "/usr/bin/*", "--allow", "/bin/*"}})
 	e := startErl(t, cookie, ps.name)
 	// The child's parent is ps_port; $PPID names it.
@@ -242,7 +242,7 @@ func TestNodeSecCookieNotReadableByChildren(t *testing.T) {
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho hello $(cat /proc/$$/comm)\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ps2 := relStartNode(t, relTag(), relNodeOpts{cookie: cookie, asUser: "nobody",
+	ps2 := startNode(t, nodeOpts{tag: relTag(), cookie: cookie, asUser: "nobody",
 		flags: []string{"--allow", "/usr/bin/*", "--allow", "/bin/*", "--allow", dir + "/*"}})
 	e2 := startErl(t, cookie, ps2.name)
 	e2.expect(fmt.Sprintf(`{ok, S} = open(<<%q>>, []), collect(S)`, script), `{<<"hello hello.sh\n">>,<<>>,[],normal}`)
@@ -373,6 +373,6 @@ func TestNodeSecUnmarkedEscapeeKilled(t *testing.T) {
 		t.Fatalf("the escapee still carries the marker (%v): the test proves nothing", err)
 	}
 	e.expect(`P ! {self(), {command, <<"go\n">>}}, element(4, collect(P))`, "normal")
-	waitProcGone(t, pid, 5*time.Second)
+	waitGone(t, pid, 5*time.Second)
 	e.expect(`{ok, Q} = open(<<"true">>, []), element(4, collect(Q))`, "normal")
 }

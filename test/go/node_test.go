@@ -13,27 +13,18 @@ import (
 	"time"
 )
 
-// nodePair starts a ps_port node (flags extra, default --allow-any) and an
-// erl node with the same cookie.
-func nodePair(t *testing.T, extra ...string) (*psNode, *erlNode) {
-	t.Helper()
-	cookie := randomCookie()
-	ps := startPsNode(t, cookie, extra...)
-	return ps, startErl(t, cookie, ps.name)
-}
-
 func TestNodeEchoThroughCat(t *testing.T) {
 	_, e := nodePair(t)
 	e.expect(`{ok, P} = open(<<"cat">>, []), is_pid(P) andalso node(P) =:= ps_node()`, "true")
 	osPid := e.evalInt(`os_pid(P)`)
-	if !procAlive(osPid) {
+	if !alive(osPid) {
 		t.Fatalf("cat (%d) is not running", osPid)
 	}
 	e.expect(`P ! {self(), {command, <<"hello\n">>}}, receive {P, {data, D1}} -> D1 after 10000 -> timeout end`, `<<"hello\n">>`)
 	// iodata: nested lists, charlists, an improper tail.
 	e.expect(`P ! {self(), {command, [$a, "bc", [<<"de">> | <<"f">>], 10]}}, receive {P, {data, D2}} -> D2 after 10000 -> timeout end`, `<<"abcdef\n">>`)
 	e.expect(`P ! {self(), eof}, collect(P)`, `{<<>>,<<>>,[],normal}`)
-	waitProcGone(t, osPid, 5*time.Second)
+	waitGone(t, osPid, 5*time.Second)
 }
 
 func TestNodeStdoutAndStderr(t *testing.T) {
@@ -125,25 +116,15 @@ func TestNodeDisallowedCommand(t *testing.T) {
 
 func TestNodeRefusesToStartWithoutAllowOrCookie(t *testing.T) {
 	out, err := exec.Command(psPortBinary(t), "node", "--name", uniqueName("ps"), "--cookie-file", writeCookie(t, "x")).CombinedOutput()
-	if code := nodeExitCode(err); code != 2 || !strings.Contains(string(out), "--allow-any") {
+	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "--allow-any") {
 		t.Fatalf("without --allow: exit %d, %s", code, out)
 	}
 	cmd := exec.Command(psPortBinary(t), "node", "--name", uniqueName("ps"), "--allow-any")
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
 	out, err = cmd.CombinedOutput()
-	if code := nodeExitCode(err); code != 2 || !strings.Contains(string(out), "no cookie") {
+	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "no cookie") {
 		t.Fatalf("without a cookie: exit %d, %s", code, out)
 	}
-}
-
-func nodeExitCode(err error) int {
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
 }
 
 func TestNodeWrongCookieRefused(t *testing.T) {
@@ -252,7 +233,7 @@ func TestNodeCloseAndConnect(t *testing.T) {
 	_, e := nodePair(t)
 	osPid := e.evalInt(`{ok, P} = open(<<"cat">>, []), os_pid(P)`)
 	e.expect(`P ! {self(), close}, collect(P)`, `{<<>>,<<>>,[closed],normal}`)
-	waitProcGone(t, osPid, 2*time.Second)
+	waitGone(t, osPid, 2*time.Second)
 
 	// connect hands the child to another process; the old owner is ignored.
 	e.expect(`{ok, C} = open(<<"cat">>, []), Self = self(), New = spawn(fun() -> receive go -> ok end, C ! {self(), {command, <<"from new\n">>}}, C ! {self(), eof}, Self ! {new, collect(C)} end), C ! {self(), {connect, New}}, receive {C, connected} -> connected after 5000 -> timeout end`, `connected`)
@@ -279,7 +260,7 @@ func TestNodeTwoHundredChildren(t *testing.T) {
 		t.Fatalf("%d children, want 200", len(pids))
 	}
 	for _, p := range pids {
-		if !procAlive(p) {
+		if !alive(p) {
 			t.Fatalf("cat %d is not running", p)
 		}
 	}
@@ -323,7 +304,7 @@ func TestNodeSIGTERMTerminatesChildren(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ps_port node still running 10 s after SIGTERM")
 	}
-	waitProcGone(t, osPid, time.Second)
+	waitGone(t, osPid, time.Second)
 }
 
 func TestNodeMaxChildren(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -134,18 +133,6 @@ func tlsErl(t *testing.T, dir string, server, client tlsSide, more ...string) []
 	return append(append(append([]string(nil), erlCommand...), "-proto_dist", "inet_tls", "-ssl_dist_optfile", opts), more...)
 }
 
-// waitLog waits until the ps_port node's stderr holds want.
-func waitLog(t *testing.T, ps *psNode, want string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(ps.stderr.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("ps_port node never logged %q; it logged:\n%s", want, ps.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestNodeTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")
@@ -176,18 +163,18 @@ func TestNodeTLS(t *testing.T) {
 	// A node without TLS cannot connect to it, and ps_port says why.
 	plain := startErl(t, cookie, ps.name)
 	plain.expect(`net_kernel:connect_node(ps_node())`, `false`)
-	waitLog(t, ps, "it does not speak TLS")
+	waitLog(t, ps.stderr, 5*time.Second, "it does not speak TLS")
 
 	// With --tls-ca, a certificate from another CA is refused...
 	other := newTestCA(t, dir, "other")
 	badCert, badKey := other.issue(t, dir, "intruder")
 	bad := startErlWith(t, tlsErl(t, dir, tlsSide{badCert, badKey, ""}, tlsSide{badCert, badKey, ""}), cookie, ps.name)
 	bad.expect(`net_kernel:connect_node(ps_node())`, `false`)
-	waitLog(t, ps, `its certificate "CN=intruder" does not verify`)
+	waitLog(t, ps.stderr, 5*time.Second, `its certificate "CN=intruder" does not verify`)
 	// ... and so is a peer with no certificate at all.
 	none := startErlWith(t, tlsErl(t, dir, tlsSide{erlCert, erlKey, ""}, tlsSide{}), cookie, ps.name)
 	none.expect(`net_kernel:connect_node(ps_node())`, `false`)
-	waitLog(t, ps, "TLS: it sent no certificate")
+	waitLog(t, ps.stderr, 5*time.Second, "TLS: it sent no certificate")
 	// The trusted owner still works.
 	e.expect(`{ok, P2} = open(<<"true">>, []), element(4, collect(P2))`, `normal`)
 }
@@ -231,7 +218,7 @@ func TestNodeTLSPeerOnPlainNode(t *testing.T) {
 	side := tlsSide{erlCert, erlKey, ""}
 	e := startErlWith(t, tlsErl(t, dir, side, side), cookie, ps.name)
 	e.expect(`net_kernel:connect_node(ps_node())`, `false`)
-	waitLog(t, ps, "it speaks TLS (OTP's -proto_dist inet_tls) and this node does not")
+	waitLog(t, ps.stderr, 5*time.Second, "it speaks TLS (OTP's -proto_dist inet_tls) and this node does not")
 }
 
 // TestNodeTLSBadFiles: TLS flags that cannot work stop ps_port at start,
@@ -280,15 +267,4 @@ func TestNodeTLSBadFiles(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want exit 2 and %q", c.args, code, out, c.want)
 		}
 	}
-}
-
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
 }

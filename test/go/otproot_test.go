@@ -206,7 +206,7 @@ func TestOTPRootMixedCluster(t *testing.T) {
 	took := waitAllGone(t, trees[1], 3*time.Second)
 	t.Logf("%s erl SIGKILLed: its tree gone after %v", root, took)
 	for _, p := range trees[0] {
-		if !procAlive(p) {
+		if !alive(p) {
 			t.Fatalf("the %s owner's tree lost %d when the %s node died", host, p, root)
 		}
 	}

@@ -1,47 +1,13 @@
 package blackbox
 
 import (
-	"bufio"
 	"bytes"
-	"io"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
-
-// rawProc is ps_port in MuonTrap's raw mode: stdout is the child's bytes,
-// stdin takes acks (byte b acknowledges b+1 bytes).
-type rawProc struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	out    *bufio.Reader
-	exited chan error
-}
-
-func startRaw(t *testing.T, args ...string) *rawProc {
-	t.Helper()
-	cmd := exec.Command(psPort, args...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &rawProc{cmd: cmd, stdin: stdin, out: bufio.NewReader(out), exited: make(chan error, 1)}
-	go func() { p.exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Process.Kill()
-	})
-	return p
-}
 
 // An owner acks output after reading it, and the child may have exited by
 // then: ps_port must still be there to take the ack (else the BEAM reports

@@ -86,7 +86,7 @@ func TestReliabilityBEAMKilledWithFiftyPortChildren(t *testing.T) {
 	tag := relTag()
 	t.Cleanup(func() { relKillTagged(tag) })
 	base := relCgroupBase(t)
-	e := relStartErl(t, randomCookie(), "nonode@nohost", relErlOpts{})
+	e := startErlNode(t, randomCookie(), "nonode@nohost", erlOpts{reliability: true})
 	var lists [][]string
 	for i := 0; i < 50; i++ {
 		args := []string{"--packet", "--env", relTagEnv + "=" + tag}
@@ -97,7 +97,7 @@ func TestReliabilityBEAMKilledWithFiftyPortChildren(t *testing.T) {
 		args = append(args, "--", "sh", "-c", relChildScripts[i%len(relChildScripts)])
 		lists = append(lists, args)
 	}
-	children := relInts(t, e.eval(fmt.Sprintf(`reliability_driver:open_ports(%s, %s, [])`, erlStr(psPortBinary(t)), erlArgLists(lists))))
+	children := parseInts(t, e.eval(fmt.Sprintf(`reliability_driver:open_ports(%s, %s, [])`, erlStr(psPortBinary(t)), erlArgLists(lists))))
 	if len(children) != 50 {
 		t.Fatalf("%d children started, want 50", len(children))
 	}
@@ -111,14 +111,14 @@ func TestReliabilityBEAMKilledWithFiftyPortChildren(t *testing.T) {
 
 	start := time.Now()
 	e.cmd.Process.Kill()
-	relWaitAllGone(t, tagged, 3*time.Second)
+	waitAllGone(t, tagged, 3*time.Second)
 	trees := time.Since(start)
-	relWaitAllGone(t, psPorts, 3*time.Second)
+	waitAllGone(t, psPorts, 3*time.Second)
 	helpers := time.Since(start)
 	relWaitGroupsGone(t, base, 3*time.Second)
 	groups := time.Since(start)
 	if live, _ := relTagged(tag); len(live) > 0 {
-		t.Errorf("tagged processes still alive: %s", relDescribe(live))
+		t.Errorf("tagged processes still alive: %s", describe(live))
 	}
 	t.Logf("BEAM SIGKILLed: the children's %d processes gone after %v, the 50 ps_ports after %v, the cgroups after %v (delay_to_sigkill 500 ms)",
 		len(tagged), trees, helpers, groups)
@@ -145,12 +145,8 @@ const nodeTree = `trap '' TERM; setsid sleep 1000 & sleep 1000 & wait`
 // Grandchildren outside cgroups carry the dead node's marker and are killed
 // by the next ps_port to start (procctl.Register).
 func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
-	tag := relTag()
-	t.Cleanup(func() { relKillTagged(tag) })
-	base := relCgroupBase(t)
-	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", base}})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	r := startRelNode(t, true)
+	tag, base, ps, e := r.tag, r.base, r.ps, r.e
 	var direct []int
 	for i := 0; i < 6; i++ {
 		opts := `[{delay_to_sigkill, 200}]`
@@ -182,12 +178,12 @@ func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
 	}
 	var grandIn, grandOut []int
 	for _, p := range inGroups {
-		if procAlive(p) {
+		if alive(p) {
 			grandIn = append(grandIn, p)
 		}
 	}
 	for _, p := range outside {
-		if procAlive(p) {
+		if alive(p) {
 			grandOut = append(grandOut, p)
 		}
 	}
@@ -199,7 +195,7 @@ func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
 	}
 
 	// The next node under the same base reclaims the groups with its first one.
-	ps2 := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", base}})
+	ps2 := startNode(t, nodeOpts{tag: tag, cookie: ps.cookie, flags: []string{"--allow-any", "--cgroup-base", base}})
 	e.eval(fmt.Sprintf(`persistent_term:put(ps_node, '%s')`, ps2.name))
 	e.expect(`{ok, N1} = open(<<"sh">>, [<<"-c">>, <<"cat /proc/self/cgroup | grep -c memory:/">>], [{cgroup_controllers, [<<"memory">>]}]), reliability_driver:bytes_of(N1, 10000)`,
 		`{<<"1\n">>,normal}`)
@@ -207,7 +203,7 @@ func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
 	waitAllGone(t, grandIn, time.Second)
 	// Those outside cgroups carry the dead node's marker: a ps_port that
 	// starts after the kill (the next node, or any other) kills them.
-	waitAllGone(t, grandOut, time.Second+testSlack())
+	waitAllGone(t, grandOut, time.Second)
 	relWaitGroupsGone(t, base, time.Second)
 	if !strings.Contains(ps2.stderr.String(), "reclaimed") {
 		t.Logf("the new node did not reclaim the groups (another ps_port did):\n%s", ps2.stderr.String())
@@ -248,11 +244,8 @@ func psNodeConns(t *testing.T, pid int) []string {
 func TestReliabilityNodeConnectionCut(t *testing.T) {
 	for _, how := range []string{"disconnect_node", "ss -K"} {
 		t.Run(strings.ReplaceAll(how, " ", "_"), func(t *testing.T) {
-			tag := relTag()
-			t.Cleanup(func() { relKillTagged(tag) })
-			cookie := randomCookie()
-			ps := relStartNode(t, tag, relNodeOpts{cookie: cookie})
-			e := relStartErl(t, cookie, ps.name, relErlOpts{})
+			r := startRelNode(t, false)
+			tag, ps, e := r.tag, r.ps, r.e
 			for i := 0; i < 4; i++ {
 				e.eval(fmt.Sprintf(`{ok, K%d} = open(<<"sh">>, [<<"-c">>, %s], [{delay_to_sigkill, 200}]), W%d = reliability_driver:watch(K%d)`, i, erlBin(nodeTree), i, i))
 			}
@@ -324,19 +317,15 @@ func TestReliabilityForkBombUnderPidsMax(t *testing.T) {
 		p.exitCode(5 * time.Second)
 	})
 	t.Run("node", func(t *testing.T) {
-		tag := relTag()
-		t.Cleanup(func() { relKillTagged(tag) })
-		base := relCgroupBase(t)
-		cookie := randomCookie()
-		ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", base}})
-		e := relStartErl(t, cookie, ps.name, relErlOpts{})
+		r := startRelNode(t, true)
+		tag, base, ps, e := r.tag, r.base, r.ps, r.e
 		e.expect(fmt.Sprintf(`{ok, B} = open(<<"bash">>, [<<"-c">>, %s], [{delay_to_sigkill, 100}, {cgroup_controllers, [<<"pids">>]}, {cgroup_path, <<"bomb">>}, {cgroup_sets, [{<<"pids">>, <<"pids.max">>, %d}]}]), receive {B, {data, Bm}} -> Bm after 5000 -> timeout end`, erlBin(relForkBomb), max),
 			`<<"bombing\n">>`)
 		relExpectBomb(t, tag, filepath.Join("/sys/fs/cgroup/pids", base, "bomb"), max)
 		e.expect(`B ! {self(), close}, reliability_driver:bytes_of(B, 10000)`, `{<<>>,normal}`)
 		// The exit message comes after the whole tree is gone.
 		if live := relTaggedExcept(tag, ps.pid()); len(live) > 0 {
-			t.Errorf("processes survived the close: %s", relDescribe(live))
+			t.Errorf("processes survived the close: %s", describe(live))
 		}
 		relWaitGroupsGone(t, base, time.Second)
 	})
@@ -379,12 +368,8 @@ func relExpectBomb(t *testing.T, tag, dir string, max int) {
 // {pid, {oom_killed, N}} before {'EXIT', pid, {signal, 9}}, so the owner
 // can tell an OOM from a crash. (Port mode: TestCgroupMemoryHogIsOOMKilledAndReported.)
 func TestReliabilityNodeMemoryHogReportedAsOOM(t *testing.T) {
-	tag := relTag()
-	t.Cleanup(func() { relKillTagged(tag) })
-	base := relCgroupBase(t)
-	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", base}})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	r := startRelNode(t, true)
+	base, e := r.base, r.e
 	got := e.eval(`{ok, H} = open(<<"sh">>, [<<"-c">>, <<"x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived">>], [{cgroup_controllers, [<<"memory">>]}, {cgroup_sets, [{<<"memory">>, <<"memory.limit_in_bytes">>, 33554432}]}]), {_, _, Other, Why} = collect(H, 30000), {[X || {oom_killed, _} = X <- Other], Why}`)
 	if !regexp.MustCompile(`^\{\[\{oom_killed,[1-9]\d*\}\],\{signal,9\}\}$`).MatchString(got) {
 		t.Fatalf("want {[{oom_killed, N}], {signal, 9}}, got %s", got)

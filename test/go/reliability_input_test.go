@@ -31,10 +31,6 @@ type relFrameCase struct {
 	in   []byte
 }
 
-func relFrame(b []byte) []byte {
-	return append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...)
-}
-
 // relFrameCases makes n cases from the seed: random bytes, valid frames
 // with bytes flipped or cut short, random length prefixes, and valid terms
 // the protocol does not know.
@@ -81,15 +77,15 @@ func relFrameCases(n int) []relFrameCase {
 			if len(b) > 0 && r.Intn(2) == 0 {
 				b[0] = 131
 			}
-			c = relFrameCase{"random payload", relFrame(b)}
+			c = relFrameCase{"random payload", packet(b)}
 		case 1: // a valid frame with 1-4 bytes changed
 			b := append([]byte(nil), valid[r.Intn(len(valid))]...)
 			for j := r.Intn(4) + 1; j > 0; j-- {
 				b[r.Intn(len(b))] = byte(r.Intn(256))
 			}
-			c = relFrameCase{"flipped bytes", relFrame(b)}
+			c = relFrameCase{"flipped bytes", packet(b)}
 		case 2: // a valid frame cut short, then EOF
-			f := relFrame(valid[r.Intn(len(valid))])
+			f := packet(valid[r.Intn(len(valid))])
 			c = relFrameCase{"truncated frame", f[:r.Intn(len(f)-1)+1]}
 		case 3: // a random length prefix and too few bytes, then EOF
 			var hdr [4]byte
@@ -104,26 +100,26 @@ func relFrameCases(n int) []relFrameCase {
 			} else {
 				b = append(append([]byte(nil), b...), byte(r.Intn(256)))
 			}
-			c = relFrameCase{"term cut or padded", relFrame(b)}
+			c = relFrameCase{"term cut or padded", packet(b)}
 		case 5: // a valid term the protocol does not know
 			j := r.Intn(len(unknown) + len(unknownRaw))
 			if j >= len(unknown) {
-				c = relFrameCase{"unknown term", relFrame(unknownRaw[j-len(unknown)])}
+				c = relFrameCase{"unknown term", packet(unknownRaw[j-len(unknown)])}
 				break
 			}
 			b, err := etf.Encode(unknown[j])
 			if err != nil {
 				panic(err)
 			}
-			c = relFrameCase{"unknown term", relFrame(b)}
+			c = relFrameCase{"unknown term", packet(b)}
 		case 6: // several valid frames, then a random one
 			var in []byte
 			for j := r.Intn(5); j > 0; j-- {
-				in = append(in, relFrame(valid[r.Intn(2)])...)
+				in = append(in, packet(valid[r.Intn(2)])...)
 			}
 			b := make([]byte, r.Intn(40)+1)
 			r.Read(b)
-			c = relFrameCase{"valid frames then garbage", append(in, relFrame(append([]byte{131}, b...))...)}
+			c = relFrameCase{"valid frames then garbage", append(in, packet(append([]byte{131}, b...))...)}
 		}
 		c.name = fmt.Sprintf("%03d %s", len(cases), c.name)
 		cases = append(cases, c)
@@ -228,14 +224,14 @@ func TestReliabilityNonUTF8Bytes(t *testing.T) {
 // test/elixir/reliability_input_test.exs.)
 func TestReliabilityHugeEnv(t *testing.T) {
 	cookie := randomCookie()
-	ps := relStartNode(t, relTag(), relNodeOpts{cookie: cookie})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	ps := startNode(t, nodeOpts{tag: relTag(), cookie: cookie})
+	e := startErlNode(t, cookie, ps.name, erlOpts{reliability: true})
 	e.expect(`{ok, H} = open(<<"sh">>, [<<"-c">>, <<"printf %s \"$BIG\" | wc -c">>], [{env, [{<<"BIG">>, binary:copy(<<"b">>, 102400)}]}]), reliability_driver:bytes_of(H, 5000)`,
 		`{<<"102400\n">>,normal}`)
 	e.expect(`{error, {e2big, M1}} = open(<<"true">>, [], [{env, [{<<"BIG">>, binary:copy(<<"b">>, 200000)}]}]), is_binary(M1) andalso byte_size(M1) > 10`, `true`)
 	e.expect(`{error, {e2big, _}} = open(<<"true">>, [], [{env, [{integer_to_binary(I), binary:copy(<<"v">>, 100000)} || I <- lists:seq(1, 30)]}]), ok`, `ok`)
 	if kids := descendantsOf(ps.cmd.Process.Pid)[1:]; len(kids) > 0 {
-		t.Errorf("processes started by the refused opens: %s", relDescribe(kids))
+		t.Errorf("processes started by the refused opens: %s", describe(kids))
 	}
 	// Port mode: within the limits the whole value arrives.
 	p := startPort(t, "--packet", "--env", "BIG="+strings.Repeat("b", 102400), "--", "sh", "-c", `printf %s "$BIG" | wc -c`)
@@ -254,7 +250,7 @@ func TestReliabilityUnknownUsersAndGroups(t *testing.T) {
 	e.expect(`{error, {badgroup, _}} = open(<<"true">>, [], [{gid, <<"no_such_group_xyz">>}]), ok`, `ok`)
 	e.expect(`{error, {baduser, _}} = open(<<"true">>, [], [{uid, "no_such_user_xyz"}]), ok`, `ok`)
 	if kids := descendantsOf(ps.cmd.Process.Pid)[1:]; len(kids) > 0 {
-		t.Errorf("processes started by the refused opens: %s", relDescribe(kids))
+		t.Errorf("processes started by the refused opens: %s", describe(kids))
 	}
 }
 
@@ -266,13 +262,13 @@ func TestReliabilityUidZeroFromNonRoot(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("needs root to become nobody (CI runs as root)")
 	}
-	bin := relPublicBinary(t)
+	bin := publicBinary(t)
 	asNobody := func(args ...string) (etf.Term, int) {
 		t.Helper()
 		cmd := exec.Command("setpriv", append([]string{"--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--", bin, "--packet"}, args...)...)
 		cmd.Stdin = strings.NewReader("")
 		out, err := cmd.Output()
-		code := nodeExitCode(err)
+		code := exitCode(err)
 		if len(out) < 4 || len(out) < 4+int(binary.BigEndian.Uint32(out)) {
 			t.Fatalf("%v: no frame (exit %d)", args, code)
 		}
@@ -302,8 +298,8 @@ func TestReliabilityUidZeroFromNonRoot(t *testing.T) {
 		tag := relTag()
 		t.Cleanup(func() { relKillTagged(tag) })
 		cookie := randomCookie()
-		ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, asUser: "nobody"})
-		e := relStartErl(t, cookie, ps.name, relErlOpts{})
+		ps := startNode(t, nodeOpts{tag: tag, cookie: cookie, asUser: "nobody"})
+		e := startErlNode(t, cookie, ps.name, erlOpts{reliability: true})
 		e.expect(`{ok, Me} = open(<<"id">>, [<<"-u">>]), reliability_driver:bytes_of(Me, 5000)`, `{<<"65534\n">>,normal}`)
 		e.expect(`{ok, Me2} = open(<<"id">>, [<<"-u">>], [{uid, <<"nobody">>}]), reliability_driver:bytes_of(Me2, 5000)`, `{<<"65534\n">>,normal}`)
 		for _, opt := range []string{`{uid, 0}`, `{uid, <<"root">>}`, `{gid, 0}`} {
@@ -313,7 +309,7 @@ func TestReliabilityUidZeroFromNonRoot(t *testing.T) {
 			}
 		}
 		if live := relTaggedExcept(tag, ps.pid()); len(live) > 0 {
-			t.Errorf("processes left: %s", relDescribe(live))
+			t.Errorf("processes left: %s", describe(live))
 		}
 	})
 }
@@ -328,13 +324,13 @@ func TestReliabilityCookieNeverShown(t *testing.T) {
 			tag := relTag()
 			t.Cleanup(func() { relKillTagged(tag) })
 			cookie := randomCookie()
-			ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, cookieInEnv: from == "env"})
+			ps := startNode(t, nodeOpts{tag: tag, cookie: cookie, cookieInEnv: from == "env"})
 			home := t.TempDir()
 			os.WriteFile(filepath.Join(home, ".erlang.cookie"), []byte(cookie), 0o400)
-			e := relStartErl(t, "", ps.name, relErlOpts{env: []string{"HOME=" + home}})
+			e := startErlNode(t, "", ps.name, erlOpts{reliability: true, env: []string{"HOME=" + home}})
 			e.expect(`{ok, P} = open(<<"sh">>, [<<"-c">>, <<"env; exec cat">>]), receive {P, {data, Env}} -> is_binary(Env) after 5000 -> timeout end`, `true`)
 			env := e.eval(`Env`)
-			wrong := relStartErl(t, randomCookie(), ps.name, relErlOpts{})
+			wrong := startErlNode(t, randomCookie(), ps.name, erlOpts{reliability: true})
 			wrong.expect(`catch gen_server:call({proton_stream, ps_node()}, what, 3000), ok`, `ok`)
 			psOut, err := exec.Command("ps", "-eo", "pid,args").Output()
 			if err != nil {
@@ -372,12 +368,8 @@ func relCmdline(pid int) string {
 // refuse, each with a clear error and nothing started; plain messages and
 // casts to its registered process are ignored, and the node keeps serving.
 func TestReliabilityNodeMalformedRequests(t *testing.T) {
-	tag := relTag()
-	t.Cleanup(func() { relKillTagged(tag) })
-	base := relCgroupBase(t)
-	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", base}})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	r := startRelNode(t, true)
+	tag, base, ps, e := r.tag, r.base, r.ps, r.e
 	call := func(req string) string {
 		return e.eval(fmt.Sprintf(`gen_server:call({proton_stream, ps_node()}, %s, 10000)`, req))
 	}
@@ -422,7 +414,7 @@ func TestReliabilityNodeMalformedRequests(t *testing.T) {
 	// Not calls: ignored, and the node goes on.
 	e.eval(`{proton_stream, ps_node()} ! hello, {proton_stream, ps_node()} ! {'$gen_call', not_a_from, x}, gen_server:cast({proton_stream, ps_node()}, {open, <<"cat">>, [], [], self()}), timer:sleep(200)`)
 	if kids := relTaggedExcept(tag, ps.pid()); len(kids) > 0 {
-		t.Errorf("refused requests started processes: %s", relDescribe(kids))
+		t.Errorf("refused requests started processes: %s", describe(kids))
 	}
 	if left := relGroupsLeft(base); len(left) > 0 {
 		t.Errorf("refused requests left cgroups: %v", left)
@@ -439,19 +431,16 @@ func TestReliabilityNodeMalformedRequests(t *testing.T) {
 // and on a third node) sends commands, close, eof, signals and connect to
 // a child it does not own: all are ignored; the child and its owner go on.
 func TestReliabilityNodeNonOwnerIgnored(t *testing.T) {
-	tag := relTag()
-	t.Cleanup(func() { relKillTagged(tag) })
-	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	r := startRelNode(t, false)
+	ps, e := r.ps, r.e
 	osPid := e.evalInt(`{ok, P} = open(<<"cat">>, []), persistent_term:put(rel_child, P), os_pid(P)`)
 	intrude := `fun() -> [P ! {self(), M} || M <- [{command, <<"intruder\n">>}, close, eof, {signal, 9}, {connect, self()}, {ack, 100}]], timer:sleep(300), flush() end`
 	e.expect(fmt.Sprintf(`Self = self(), spawn(fun() -> Self ! {intruder, (%s)()} end), receive {intruder, Got} -> Got after 5000 -> timeout end`, intrude), `[]`)
 	// A process on a third node, with its own connection to ps_port.
-	other := relStartErl(t, cookie, ps.name, relErlOpts{})
+	other := startErlNode(t, ps.cookie, ps.name, erlOpts{reliability: true})
 	other.expect(fmt.Sprintf(`P = rpc:call('%s', persistent_term, get, [rel_child]), node(P) =:= ps_node()`, e.name), `true`)
 	other.expect(fmt.Sprintf(`(%s)()`, intrude), `[]`)
-	if !procAlive(osPid) {
+	if !alive(osPid) {
 		t.Fatal("a non-owner's close or signal reached the child")
 	}
 	e.expect(`P ! {self(), {command, <<"owner\n">>}}, receive {P, {data, D}} -> D after 5000 -> timeout end`, `<<"owner\n">>`)
@@ -466,16 +455,13 @@ func TestReliabilityNodeNonOwnerIgnored(t *testing.T) {
 // {too_many_children, 10} and start nothing; once those 10 are closed,
 // opens succeed again.
 func TestReliabilityNodeMaxChildrenUnderLoad(t *testing.T) {
-	tag := relTag()
-	t.Cleanup(func() { relKillTagged(tag) })
-	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--max-children", "10"}})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	r := startRelNode(t, false, "--allow-any", "--max-children", "10")
+	tag, ps, e := r.tag, r.ps, r.e
 	e.expect(`Self = self(), Os = [spawn(fun() -> Self ! {res, open(<<"sleep">>, [<<"100">>])}, receive stop -> ok end end) || _ <- lists:seq(1, 60)], Rs = [receive {res, R} -> R after 30000 -> timeout end || _ <- lists:seq(1, 60)], Oks = [C || {ok, C} <- Rs], {length(Oks), length([x || {error, {too_many_children, 10}} <- Rs])}`,
 		`{10,50}`)
 	time.Sleep(100 * time.Millisecond)
 	if kids := relTaggedExcept(tag, ps.pid()); len(kids) != 10 {
-		t.Errorf("%d children running, want 10: %s", len(kids), relDescribe(kids))
+		t.Errorf("%d children running, want 10: %s", len(kids), describe(kids))
 	}
 	e.expect(`open(<<"true">>, [])`, `{error,{too_many_children,10}}`)
 	// The owners stop: the node takes their children down.

@@ -7,7 +7,6 @@ package blackbox
 // whose descriptors and memory are counted.
 
 import (
-	"encoding/binary"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -45,7 +44,7 @@ func relNodeLeaks(t *testing.T, ps *psNode, tag, base string, fds0, rss0 int) re
 	l := relLeaks{fds0: fds0, rss0: rss0}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		l.fds = relFDs(t, ps.pid())
+		l.fds = fdCount(t, ps.pid())
 		l.zombies = relZombiesOf(ps.pid())
 		l.survivors = relTaggedExcept(tag, ps.pid())
 		if base != "" {
@@ -56,10 +55,10 @@ func relNodeLeaks(t *testing.T, ps *psNode, tag, base string, fds0, rss0 int) re
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	l.rss = relSettledRSS(ps.pid(), 6*time.Second)
-	l.rssParts = relRSSParts(ps.pid())
+	l.rss = settledRSS(ps.pid(), 6*time.Second)
+	l.rssParts = rssParts(ps.pid())
 	l.rssGrowthPct = 100 * float64(l.rss-rss0) / float64(rss0)
-	l.threads = relThreads(ps.pid())
+	l.threads = threadCount(ps.pid())
 	return l
 }
 
@@ -71,10 +70,10 @@ func (l relLeaks) check(t *testing.T, rssPct float64, slackKiB int) {
 		t.Errorf("file descriptors leaked: %d before, %d after", l.fds0, l.fds)
 	}
 	if len(l.zombies) > 0 {
-		t.Errorf("zombies: %s", relDescribe(l.zombies))
+		t.Errorf("zombies: %s", describe(l.zombies))
 	}
 	if len(l.survivors) > 0 {
-		t.Errorf("processes left running: %s", relDescribe(l.survivors))
+		t.Errorf("processes left running: %s", describe(l.survivors))
 	}
 	if len(l.groups) > 0 {
 		t.Errorf("cgroup directories left: %v", l.groups)
@@ -89,14 +88,10 @@ func (l relLeaks) check(t *testing.T, rssPct float64, slackKiB int) {
 // descriptor, no process or cgroup directory left, and the node's RSS back
 // within 10 % of what it was after a warm-up.
 func TestReliabilityNodeLoad(t *testing.T) {
-	tag := relTag()
-	t.Cleanup(func() { relKillTagged(tag) })
-	base := relCgroupBase(t)
-	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", base}})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	r := startRelNode(t, true)
+	tag, base, ps, e := r.tag, r.base, r.ps, r.e
 	// Cold: the connection is up, nothing was opened yet.
-	cold := relSettledRSS(ps.pid(), 2*time.Second)
+	cold := settledRSS(ps.pid(), 2*time.Second)
 	// Warm up: every kind of open the load runs (so the code, threads and
 	// ergo's tables they need are resident before the baseline), and a
 	// burst of 300 at once: the Go runtime keeps a few MiB of metadata for
@@ -118,7 +113,7 @@ func TestReliabilityNodeLoad(t *testing.T) {
 		t.Fatalf("200 opens in cgroups in a row: %s", got)
 	}
 	usCg, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(got, "{ok,"), "}"))
-	peakFDs := relFDs(t, ps.pid())
+	peakFDs := fdCount(t, ps.pid())
 	got = e.evalTimeout(`{ok, ParPids, ParUs} = reliability_driver:open_par(200, []), ParUs`, 5*time.Minute)
 	usPar, err := strconv.Atoi(got)
 	if err != nil {
@@ -152,7 +147,7 @@ func relStdinFrame(n int) []byte {
 	for i := len(hdr) - n; i < len(hdr); i++ {
 		hdr[i] = 'z'
 	}
-	return append(binary.BigEndian.AppendUint32(nil, uint32(len(hdr))), hdr...)
+	return packet(hdr)
 }
 
 // relMaxRSS samples pid's RSS every 20 ms until stop is closed and returns
@@ -162,7 +157,7 @@ func relMaxRSS(pid int, stop <-chan struct{}) <-chan int {
 	go func() {
 		max := 0
 		for {
-			if r := relRSS(pid); r > max {
+			if r := rssKiB(pid); r > max {
 				max = r
 			}
 			select {
@@ -276,11 +271,8 @@ func TestReliabilityPortGiBStdin(t *testing.T) {
 // it through with no refusal; a child that never reads takes no more than
 // the limit. ps_port's memory stays bounded throughout.
 func TestReliabilityNodeGiBStdin(t *testing.T) {
-	tag := relTag()
-	t.Cleanup(func() { relKillTagged(tag) })
-	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	r := startRelNode(t, false)
+	ps, e := r.ps, r.e
 	const total = 1 << 30
 	for i, c := range []struct{ name, cmd, fun, finish string }{
 		{"flood into wc", "wc -c", "stdin_flood", "eof"},

@@ -85,9 +85,9 @@ func TestReliabilityTwoHostsLinkDown(t *testing.T) {
 	tag := relTag()
 	t.Cleanup(func() { relKillTagged(tag) })
 	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{host: relNsAddr, netns: ns, cookie: cookie,
+	ps := startNode(t, nodeOpts{tag: tag, host: relNsAddr, netns: ns, cookie: cookie,
 		flags: []string{"--allow-any", "--net-ticktime", strconv.Itoa(tick)}})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{host: relHostAddr, ticktime: tick})
+	e := startErlNode(t, cookie, ps.name, erlOpts{reliability: true, host: relHostAddr, ticktime: tick})
 	for i := 0; i < 3; i++ {
 		e.eval(fmt.Sprintf(`{ok, K%d} = open(<<"sh">>, [<<"-c">>, %s], [{delay_to_sigkill, 200}]), W%d = reliability_driver:watch(K%d)`, i, erlBin(nodeTree), i, i))
 	}
@@ -101,7 +101,7 @@ func TestReliabilityTwoHostsLinkDown(t *testing.T) {
 	// Idle for three tick times: ticks keep the connection up.
 	time.Sleep(3 * tick * time.Second)
 	for _, p := range children {
-		if !procAlive(p) {
+		if !alive(p) {
 			t.Fatalf("child %d died while the link was up and idle; ps_port node said:\n%s", p, ps.stderr.String())
 		}
 	}
@@ -111,7 +111,7 @@ func TestReliabilityTwoHostsLinkDown(t *testing.T) {
 	if out, err := exec.Command("ip", "link", "set", hostIf, "down").CombinedOutput(); err != nil {
 		t.Fatalf("ip link set down: %v %s", err, out)
 	}
-	took := relWaitAllGone(t, children, 3*tick*time.Second)
+	took := waitAllGone(t, children, 3*tick*time.Second)
 	var erlDown []int
 	for _, w := range []string{"W0", "W1", "W2", "WC"} {
 		got := e.eval(fmt.Sprintf(`reliability_driver:down_reason(%s, %d)`, w, 3*tick*1000))

@@ -77,15 +77,15 @@ func TestReliabilitySoak(t *testing.T) {
 	// (only what is below it counts).
 	nodeBase := relCgroupBase(t)
 	cookie := randomCookie()
-	ps := relStartNode(t, tag, relNodeOpts{cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", nodeBase}})
-	e := relStartErl(t, cookie, ps.name, relErlOpts{})
+	ps := startNode(t, nodeOpts{tag: tag, cookie: cookie, flags: []string{"--allow-any", "--cgroup-base", nodeBase}})
+	e := startErlNode(t, cookie, ps.name, erlOpts{reliability: true})
 	s := &soak{t: t, r: r, c: c, tag: tag, base: base, ps: ps, e: e}
 
 	// Warm up the node, then take its baseline.
 	e.expect(`element(1, reliability_driver:open_par(300, []))`, `ok`)
-	c.NodeFDs0 = relFDs(t, ps.pid())
-	c.NodeRSS0 = relSettledRSS(ps.pid(), 3*time.Second)
-	c.HarnessFDs0 = relFDs(t, os.Getpid())
+	c.NodeFDs0 = fdCount(t, ps.pid())
+	c.NodeRSS0 = settledRSS(ps.pid(), 3*time.Second)
+	c.HarnessFDs0 = fdCount(t, os.Getpid())
 
 	scenarios := []struct {
 		name   string
@@ -134,7 +134,7 @@ func TestReliabilitySoak(t *testing.T) {
 	c.Survivors = len(l.survivors)
 	c.Groups = len(l.groups)
 	c.NodeFDs, c.NodeRSS = l.fds, l.rss
-	c.HarnessFDs = relFDs(t, os.Getpid())
+	c.HarnessFDs = fdCount(t, os.Getpid())
 	t.Log(c.String())
 	if path := os.Getenv("PS_SOAK_REPORT"); path != "" {
 		os.WriteFile(path, []byte(c.String()+"\n"), 0o644)
@@ -195,7 +195,7 @@ func (s *soak) gone(what string, timeout time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Errorf("%s: left running after %v: %s", what, time.Since(start).Round(time.Millisecond), relDescribe(live))
+			s.t.Errorf("%s: left running after %v: %s", what, time.Since(start).Round(time.Millisecond), describe(live))
 			relKill(live)
 			return
 		}
@@ -388,7 +388,7 @@ func (s *soak) nodeFlood() {
 }
 
 func (s *soak) beamKilled() {
-	e := relStartErl(s.t, randomCookie(), "nonode@nohost", relErlOpts{})
+	e := startErlNode(s.t, randomCookie(), "nonode@nohost", erlOpts{reliability: true})
 	var lists [][]string
 	for i := 0; i < 10; i++ {
 		args := []string{"--packet", "--env", relTagEnv + "=" + s.tag, "--delay-to-sigkill", "200"}

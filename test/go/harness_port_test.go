@@ -1,16 +1,239 @@
 package blackbox
 
+// ps_port as a port: one child (--packet), many children (--shared, frames
+// sorted by child id) and MuonTrap's raw mode.
+
 import (
+	"bufio"
 	"crypto/md5"
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"io"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/protonstream/ps_port/etf"
 )
+
+// startPipes starts ps_port with args, its stdin and stdout piped and its
+// stderr collected, as a BEAM port runs it.
+func startPipes(t testing.TB, args ...string) (*exec.Cmd, io.WriteCloser, io.Reader, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(psPort, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdin, out, stderr
+}
+
+// portProc is one ps_port started as a {packet,4} port.
+type portProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	stderr *syncBuffer
+	frames chan etf.Term
+	waited chan struct{}
+}
+
+// startPort starts ps_port with args and reads its frames in the
+// background. Cleanup closes its stdin, as a closed port does, and kills it
+// when it has not exited 5 s later.
+func startPort(t *testing.T, args ...string) *portProc {
+	t.Helper()
+	cmd, stdin, out, stderr := startPipes(t, args...)
+	p := &portProc{t: t, cmd: cmd, stdin: stdin, stdout: bufio.NewReaderSize(out, 1<<20),
+		stderr: stderr, frames: make(chan etf.Term, 1024), waited: make(chan struct{})}
+	t.Cleanup(func() {
+		p.stdin.Close()
+		select {
+		case <-p.waited:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.waited
+		}
+	})
+	go p.readFrames()
+	return p
+}
+
+// rawProc is ps_port in MuonTrap's raw mode: stdout is the child's bytes,
+// stdin takes acks (byte b acknowledges b+1 bytes).
+type rawProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Reader
+	exited chan error
+}
+
+// startRaw starts ps_port in raw mode; cleanup closes its stdin and kills
+// it.
+func startRaw(t *testing.T, args ...string) *rawProc {
+	t.Helper()
+	cmd, stdin, out, _ := startPipes(t, args...)
+	p := &rawProc{cmd: cmd, stdin: stdin, out: bufio.NewReader(out), exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+	})
+	return p
+}
+
+// packet is b as one {packet,4} frame: its length, big-endian, then b.
+func packet(b []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...)
+}
+
+func (p *portProc) readFrames() {
+	defer close(p.frames)
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(p.stdout, hdr[:]); err != nil {
+			p.cmd.Wait()
+			close(p.waited)
+			return
+		}
+		b := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+		if _, err := io.ReadFull(p.stdout, b); err != nil {
+			p.t.Errorf("truncated frame: %v", err)
+			p.cmd.Wait()
+			close(p.waited)
+			return
+		}
+		t, err := etf.Decode(b)
+		if err != nil {
+			p.t.Errorf("undecodable frame % x: %v", b, err)
+			continue
+		}
+		p.frames <- t
+	}
+}
+
+// send writes term t as one frame.
+func (p *portProc) send(t etf.Term) {
+	p.t.Helper()
+	b, err := etf.Encode(t)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.sendRaw(b)
+}
+
+func (p *portProc) sendRaw(b []byte) {
+	p.t.Helper()
+	if _, err := p.stdin.Write(packet(b)); err != nil {
+		p.t.Fatalf("writing to ps_port: %v", err)
+	}
+}
+
+// ack acknowledges n bytes. ps_port may have exited already, as a BEAM
+// port may have, so a failed write is not an error.
+func (p *portProc) ack(n int) {
+	b, _ := etf.Encode(etf.Tuple{atom("ack"), int64(n)})
+	p.stdin.Write(packet(b))
+}
+
+// next returns the next frame, failing the test after timeout.
+func (p *portProc) next(timeout time.Duration) etf.Term {
+	p.t.Helper()
+	select {
+	case t, ok := <-p.frames:
+		if !ok {
+			p.t.Fatalf("ps_port closed its stdout; stderr: %s", p.stderr)
+		}
+		return t
+	case <-time.After(timeout):
+		p.t.Fatalf("no frame within %v; stderr: %s", timeout, p.stderr)
+	}
+	return nil
+}
+
+// started expects {started, Pid} and returns Pid.
+func (p *portProc) started() int {
+	p.t.Helper()
+	t := p.next(5 * time.Second)
+	tu, ok := etf.MatchTuple(t, "started", 2)
+	if !ok {
+		p.t.Fatalf("want {started, Pid}, got %v; stderr: %s", t, p.stderr)
+	}
+	return int(tu[1].(int64))
+}
+
+// output is everything a child wrote, and how it ended.
+type output struct {
+	stdout, stderr []byte
+	exit           etf.Term // {status, N} or {signal, N}
+	others         []etf.Term
+}
+
+// collect reads frames until {exit, _}, acking output as it goes when ack is
+// set, and then waits for ps_port to exit.
+func (p *portProc) collect(ack bool, timeout time.Duration) output {
+	p.t.Helper()
+	var o output
+	deadline := time.After(timeout)
+	for {
+		var t etf.Term
+		var ok bool
+		select {
+		case t, ok = <-p.frames:
+			if !ok {
+				p.t.Fatalf("ps_port exited without an exit frame; stderr: %s", p.stderr)
+			}
+		case <-deadline:
+			p.t.Fatalf("no exit frame within %v (stdout so far %d bytes); stderr: %s", timeout, len(o.stdout), p.stderr)
+		}
+		if tu, ok := etf.MatchTuple(t, "stdout", 2); ok {
+			o.stdout = append(o.stdout, tu[1].([]byte)...)
+			if ack {
+				p.ack(len(tu[1].([]byte)))
+			}
+			continue
+		}
+		if tu, ok := etf.MatchTuple(t, "stderr", 2); ok {
+			o.stderr = append(o.stderr, tu[1].([]byte)...)
+			if ack {
+				p.ack(len(tu[1].([]byte)))
+			}
+			continue
+		}
+		if tu, ok := etf.MatchTuple(t, "exit", 2); ok {
+			o.exit = tu[1]
+			return o
+		}
+		o.others = append(o.others, t)
+	}
+}
+
+// exitCode closes the port, as an owner does after the exit frame, waits for
+// ps_port to exit and returns its exit code.
+func (p *portProc) exitCode(timeout time.Duration) int {
+	p.t.Helper()
+	p.stdin.Close()
+	for range p.frames {
+	}
+	select {
+	case <-p.waited:
+	case <-time.After(timeout):
+		p.t.Fatalf("ps_port still running after %v", timeout)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
 
 // sharedPort is one ps_port --shared, its frames sorted by child id.
 type sharedPort struct {
@@ -125,7 +348,7 @@ func (sp *sharedPort) sendTerm(t etf.Term) {
 	}
 	sp.wmu.Lock()
 	defer sp.wmu.Unlock()
-	sp.stdin.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...))
+	sp.stdin.Write(packet(b))
 }
 
 // open sends {open, id, opts} with the program and its args first.
