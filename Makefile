@@ -60,7 +60,7 @@ test-otp:
 	@[ -n "$(REL)" ] || { echo "make test-otp REL=RELEASE: a Debian release, e.g. REL=sid or REL=trixie" >&2; exit 2; }
 	./scripts/otp-root.sh $(REL) create
 	@echo "=== $$(./scripts/otp-root.sh $(REL) versions) ==="
-	PS_OTP_ROOT=$(REL) $(GO) test -race -count=1 -timeout 20m -tags otproot -run '^Test(OTPRoot|Node)' ./otpdist/ ./test/go/
+	PS_OTP_ROOT=$(REL) $(GO) test -race -count=1 -timeout 20m -tags otproot -run '^Test(OTPRoot|Node|Modes)' ./otpdist/ ./test/go/
 	cd elixir_shim && ../scripts/otp-root.sh $(REL) run -- sh -c '$(OTP_ROOT_MIX) mix compile --warnings-as-errors --force && \
 	  $(OTP_ROOT_MIX) MIX_ENV=test mix compile --warnings-as-errors --force && $(OTP_ROOT_MIX) mix test --warnings-as-errors'
 	@echo "=== passed: $$(./scripts/otp-root.sh $(REL) versions) ==="

@@ -333,7 +333,7 @@ var erlCommand = []string{"erl"}
 
 // erlOpts says how startErlNode runs erl.
 type erlOpts struct {
-	cmd         []string // the command that runs erl (default erlCommand)
+	cmd         []string // the command that runs erl (default erlCommand; erl with reliability)
 	host        string   // the node's host part (default 127.0.0.1)
 	ticktime    int      // net_ticktime in seconds (0: OTP's default)
 	env         []string // extra environment
@@ -360,7 +360,12 @@ func startErlWith(t *testing.T, erl []string, cookie, psName string) *erlNode {
 // 5 s later.
 func startErlNode(t *testing.T, cookie, psName string, o erlOpts) *erlNode {
 	t.Helper()
-	if o.cmd == nil {
+	switch {
+	case o.cmd != nil:
+	case o.reliability:
+		// The reliability suite's owners run the host's OTP always.
+		o.cmd = []string{"erl"}
+	default:
 		o.cmd = erlCommand
 	}
 	if o.host == "" {
@@ -492,6 +497,16 @@ func (e *erlNode) kill() {
 	e.cmd.Process.Kill()
 	<-e.waited
 }
+
+// erlStr quotes s as an Erlang string literal (on one line: erl reads an
+// expression a line).
+func erlStr(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// erlBin quotes s as an Erlang binary literal.
+func erlBin(s string) string { return "<<" + erlStr(s) + ">>" }
 
 // nodePair starts a ps_port node (flags extra, default --allow-any) and an
 // erl node with the same cookie.

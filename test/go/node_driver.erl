@@ -70,10 +70,15 @@ drain_exit(P, Timeout) ->
 %% seq_check(P, N, Timeout): P runs "seq 1 N"; checks that every line
 %% arrives in order, then the exit. Returns {ok, Messages, Micros} or a
 %% description of the first difference.
-seq_check(P, N, Timeout) ->
+seq_check(P, N, Timeout) -> seq_check(P, N, Timeout, false).
+
+%% seq_check_ack: like seq_check, acking each message's bytes (flow: ack).
+seq_check_ack(P, N, Timeout) -> seq_check(P, N, Timeout, true).
+
+seq_check(P, N, Timeout, Ack) ->
     T0 = erlang:monotonic_time(microsecond),
     Want = iolist_to_binary([[integer_to_list(I), $\n] || I <- lists:seq(1, N)]),
-    case seq_collect(P, Timeout, [], 0) of
+    case seq_collect(P, Timeout, Ack, [], 0) of
         {ok, Got, Msgs, normal} when Got =:= Want ->
             {ok, Msgs, erlang:monotonic_time(microsecond) - T0};
         {ok, Got, Msgs, R} ->
@@ -81,9 +86,11 @@ seq_check(P, N, Timeout) ->
         Other -> Other
     end.
 
-seq_collect(P, Timeout, Acc, Msgs) ->
+seq_collect(P, Timeout, Ack, Acc, Msgs) ->
     receive
-        {P, {data, D}} -> seq_collect(P, Timeout, [Acc, D], Msgs + 1);
+        {P, {data, D}} ->
+            Ack andalso (P ! {self(), {ack, byte_size(D)}}),
+            seq_collect(P, Timeout, Ack, [Acc, D], Msgs + 1);
         {'EXIT', P, R} -> {ok, iolist_to_binary(Acc), Msgs, R};
         {P, Other} -> {unexpected, Other}
     after Timeout -> {timeout, iolist_size(Acc)}
@@ -118,27 +125,6 @@ wait_msg(Pred, Timeout) ->
     after Timeout -> timeout
     end.
 
-%% seq_check_ack: like seq_check, acking each message's bytes (flow: ack).
-seq_check_ack(P, N, Timeout) ->
-    T0 = erlang:monotonic_time(microsecond),
-    Want = iolist_to_binary([[integer_to_list(I), $\n] || I <- lists:seq(1, N)]),
-    case seq_collect_ack(P, Timeout, [], 0) of
-        {ok, Got, Msgs, normal} when Got =:= Want ->
-            {ok, Msgs, erlang:monotonic_time(microsecond) - T0};
-        {ok, Got, Msgs, R} ->
-            {mismatch, byte_size(Got), byte_size(Want), Msgs, R, first_diff(Got, Want, 0)};
-        Other -> Other
-    end.
-
-seq_collect_ack(P, Timeout, Acc, Msgs) ->
-    receive
-        {P, {data, D}} ->
-            P ! {self(), {ack, byte_size(D)}},
-            seq_collect_ack(P, Timeout, [Acc, D], Msgs + 1);
-        {'EXIT', P, R} -> {ok, iolist_to_binary(Acc), Msgs, R};
-        {P, Other} -> {unexpected, Other}
-    after Timeout -> {timeout, iolist_size(Acc)}
-    end.
 
 %% open_many(N): N processes each open cat, echo their number through it
 %% and keep it open. Returns {ok, Workers} with Workers [{W, P, OsPid}], or

@@ -13,39 +13,20 @@ import (
 	"time"
 )
 
-func TestNodeEchoThroughCat(t *testing.T) {
+// TestNodeCommandForms: a command is any iodata, as a port's (nested
+// lists, charlists, an improper tail); open takes its program, arguments and
+// options as binaries or charlists, the options as a list or a map.
+// (What every mode shares: modes_test.go.)
+func TestNodeCommandForms(t *testing.T) {
 	_, e := nodePair(t)
-	e.expect(`{ok, P} = open(<<"cat">>, []), is_pid(P) andalso node(P) =:= ps_node()`, "true")
-	osPid := e.evalInt(`os_pid(P)`)
-	if !alive(osPid) {
-		t.Fatalf("cat (%d) is not running", osPid)
-	}
-	e.expect(`P ! {self(), {command, <<"hello\n">>}}, receive {P, {data, D1}} -> D1 after 10000 -> timeout end`, `<<"hello\n">>`)
-	// iodata: nested lists, charlists, an improper tail.
-	e.expect(`P ! {self(), {command, [$a, "bc", [<<"de">> | <<"f">>], 10]}}, receive {P, {data, D2}} -> D2 after 10000 -> timeout end`, `<<"abcdef\n">>`)
+	e.expect(`{ok, P} = open(<<"cat">>, []), P ! {self(), {command, [$a, "bc", [<<"de">> | <<"f">>], 10]}}, receive {P, {data, D2}} -> D2 after 10000 -> timeout end`, `<<"abcdef\n">>`)
 	e.expect(`P ! {self(), eof}, collect(P)`, `{<<>>,<<>>,[],normal}`)
-	waitGone(t, osPid, 5*time.Second)
-}
-
-func TestNodeStdoutAndStderr(t *testing.T) {
-	_, e := nodePair(t)
-	e.expect(`{ok, P1} = open(<<"sh">>, [<<"-c">>, <<"echo out; echo err >&2; echo out2">>]), collect(P1)`,
-		`{<<"out\nout2\n">>,<<"err\n">>,[],normal}`)
 	e.expect(`{ok, P2} = open("sh", ["-c", "echo out; echo err >&2"], [{stderr_to_stdout, true}]), collect(P2)`,
 		`{<<"out\nerr\n">>,<<>>,[],normal}`)
 	e.expect(`{ok, P3} = open(<<"sh">>, [<<"-c">>, <<"echo out; echo err >&2">>], #{capture_stderr_only => true}), collect(P3)`,
 		`{<<>>,<<"err\n">>,[],normal}`)
 	e.expect(`{ok, P4} = open(<<"sh">>, [<<"-c">>, <<"echo $FOO-$HOME-$0; pwd">>], [{env, [{"FOO", "bar"}, {<<"HOME">>, false}]}, {cd, <<"/tmp">>}, {arg0, <<"myname">>}]), collect(P4)`,
 		`{<<"bar--myname\n/tmp\n">>,<<>>,[],normal}`)
-}
-
-func TestNodeExitReasons(t *testing.T) {
-	_, e := nodePair(t)
-	e.expect(`{ok, A} = open(<<"true">>, []), collect(A)`, `{<<>>,<<>>,[],normal}`)
-	e.expect(`{ok, B} = open(<<"false">>, []), collect(B)`, `{<<>>,<<>>,[],{exit_status,1}}`)
-	e.expect(`{ok, C} = open(<<"sh">>, [<<"-c">>, <<"exit 42">>]), collect(C)`, `{<<>>,<<>>,[],{exit_status,42}}`)
-	e.expect(`{ok, D} = open(<<"sh">>, [<<"-c">>, <<"kill -TERM $$">>]), collect(D)`, `{<<>>,<<>>,[],{signal,15}}`)
-	e.expect(`{ok, S} = open(<<"sleep">>, [<<"100">>]), S ! {self(), {signal, 9}}, collect(S)`, `{<<>>,<<>>,[],{signal,9}}`)
 }
 
 func TestNodeFiftyThousandLines(t *testing.T) {

@@ -5,12 +5,13 @@ package blackbox
 // Node mode with the Erlang/OTP of another Debian release on the owner's
 // side, in a chroot that scripts/otp-root.sh makes; PS_OTP_ROOT names the
 // release (trixie: OTP 27, sid: the newest). Built with the tag otproot and
-// PS_OTP_ROOT set, every test that starts its owners with startErl — all
-// the TestNode* tests, today's and tomorrow's — runs them on the root's
+// PS_OTP_ROOT set, every test that starts its owners with startErl or
+// startErlNode (erlCommand) — all the TestNode* tests and the node case of
+// the TestModes* tables, today's and tomorrow's — runs them on the root's
 // OTP; the TestOTPRoot* tests below check that, and add what only matters
 // across versions (unlink from the owner's side, a cluster with owners of
 // the host's OTP and of the root's at once). "make test-otp REL=sid" runs
-// both (-run '^Test(OTPRoot|Node)').
+// them all (-run '^Test(OTPRoot|Node|Modes)').
 
 import (
 	"fmt"

@@ -46,10 +46,18 @@ func TestRawModeWaitsForTheLastAck(t *testing.T) {
 // Closing the port without acking ends the wait at once.
 func TestRawModeClosedPortEndsTheWait(t *testing.T) {
 	t.Parallel()
-	p := startRaw(t, "--capture-output", "--", "sh", "-c", "echo hello; exit 4")
-	if line, err := p.out.ReadString('\n'); err != nil || line != "hello\n" {
+	p := startRaw(t, "--capture-output", "--", "sh", "-c", "echo $$; exit 4")
+	line, err := p.out.ReadString('\n')
+	if err != nil {
 		t.Fatalf("read %q, %v", line, err)
 	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("child wrote %q", line)
+	}
+	// The child has exited (else closing the port stops it: exit 143), and
+	// ps_port waits for the ack of its line.
+	waitGone(t, pid, 5*time.Second)
 	p.stdin.Close()
 	select {
 	case err := <-p.exited:

@@ -18,15 +18,6 @@ import (
 	"time"
 )
 
-// erlStr quotes s as an Erlang string literal.
-func erlStr(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-	return `"` + r.Replace(s) + `"`
-}
-
-// erlBin quotes s as an Erlang binary literal.
-func erlBin(s string) string { return "<<" + erlStr(s) + ">>" }
-
 // erlArgLists renders [[arg, ...], ...] as an Erlang list of strings lists.
 func erlArgLists(lists [][]string) string {
 	var outer []string

@@ -1,0 +1,339 @@
+package blackbox
+
+// One behaviour, every mode: a test written once against modeOwner and
+// modeChild runs as a table over modes, each its own subtest, the way the
+// Elixir case modules run against :isolated, :shared and :node.
+//
+//   - port: one ps_port --packet per child, its options as flags;
+//   - shared: one ps_port --shared per test, a child per {open, id, opts};
+//   - node: one ps_port node per test and an erl node as the owner,
+//     driving it through node_driver.erl.
+
+import (
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/protonstream/ps_port/etf"
+)
+
+// childOpts are the options of one child, in every mode's own terms.
+type childOpts struct {
+	stderrToStdout    bool // --capture-stderr, {stderr_to_stdout, true}
+	captureStderrOnly bool // --capture-stderr-only, {capture_stderr_only, true}
+}
+
+// childExit is how a child ended: signal false with the exit status, or
+// signal true with the signal's number.
+type childExit struct {
+	signal bool
+	n      int
+}
+
+func (x childExit) String() string {
+	if x.signal {
+		return fmt.Sprintf("signal %d", x.n)
+	}
+	return fmt.Sprintf("status %d", x.n)
+}
+
+// childResult is what a child wrote after the last read, and how it ended.
+type childResult struct {
+	stdout, stderr string
+	others         int // messages or frames that are neither output nor the exit
+	exit           childExit
+}
+
+// modeChild is one running child, seen from its owner.
+type modeChild interface {
+	pid() int            // its OS pid
+	command(data string) // write data to its stdin
+	eof()                // close its stdin
+	signal(sig syscall.Signal)
+	read() string         // the next chunk of its stdout (acked)
+	collect() childResult // the rest of its output (acked) until its exit
+}
+
+// modeOwner opens children in one mode; close ends what the owner started
+// and checks that ps_port ended well where that is the owner's to see.
+type modeOwner interface {
+	open(program string, args []string, o childOpts) modeChild
+	close()
+}
+
+// modes are the ways an owner runs children; forModes runs f against each.
+var modes = []struct {
+	name  string
+	start func(t *testing.T) modeOwner
+}{
+	{"port", func(t *testing.T) modeOwner { return &portOwner{t: t} }},
+	{"shared", func(t *testing.T) modeOwner { return &sharedOwner{t: t, sp: startShared(t)} }},
+	{"node", func(t *testing.T) modeOwner { _, e := nodePair(t); return &nodeOwner{t: t, e: e} }},
+}
+
+// forModes runs f as a parallel subtest per mode, with an owner of that
+// mode; the owner is closed when f returns.
+func forModes(t *testing.T, f func(t *testing.T, o modeOwner)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			o := m.start(t)
+			f(t, o)
+			o.close()
+		})
+	}
+}
+
+// The port mode: one ps_port --packet per child.
+
+type portOwner struct {
+	t     *testing.T
+	ports []*portProc
+}
+
+type portChild struct {
+	p      *portProc
+	osPid  int
+	stdout string // read past by read, kept for collect
+}
+
+func (o *portOwner) open(program string, args []string, co childOpts) modeChild {
+	o.t.Helper()
+	argv := []string{"--packet"}
+	if co.stderrToStdout {
+		argv = append(argv, "--capture-stderr")
+	}
+	if co.captureStderrOnly {
+		argv = append(argv, "--capture-stderr-only")
+	}
+	p := startPort(o.t, append(append(argv, "--", program), args...)...)
+	o.ports = append(o.ports, p)
+	return &portChild{p: p, osPid: p.started()}
+}
+
+// close checks that every ps_port exits 0 once its port is closed.
+func (o *portOwner) close() {
+	o.t.Helper()
+	for _, p := range o.ports {
+		if code := p.exitCode(5 * time.Second); code != 0 {
+			o.t.Errorf("ps_port %v exit code %d, want 0; stderr: %s", p.cmd.Args[1:], code, p.stderr)
+		}
+	}
+}
+
+func (c *portChild) pid() int                  { return c.osPid }
+func (c *portChild) command(data string)       { c.p.send(etf.Tuple{atom("command"), []byte(data)}) }
+func (c *portChild) eof()                      { c.p.send(atom("eof")) }
+func (c *portChild) signal(sig syscall.Signal) { c.p.send(etf.Tuple{atom("signal"), int64(sig)}) }
+
+func (c *portChild) read() string {
+	c.p.t.Helper()
+	f := c.p.next(10 * time.Second)
+	tu, ok := etf.MatchTuple(f, "stdout", 2)
+	if !ok {
+		c.p.t.Fatalf("want {stdout, Data}, got %v", f)
+	}
+	c.p.ack(len(tu[1].([]byte)))
+	return string(tu[1].([]byte))
+}
+
+func (c *portChild) collect() childResult {
+	c.p.t.Helper()
+	out := c.p.collect(true, 10*time.Second)
+	return childResult{stdout: string(out.stdout), stderr: string(out.stderr), others: len(out.others), exit: portExit(c.p.t, out.exit)}
+}
+
+// portExit reads {status, N} or {signal, N}.
+func portExit(t *testing.T, x etf.Term) childExit {
+	t.Helper()
+	if tu, ok := etf.MatchTuple(x, "status", 2); ok {
+		return childExit{n: int(tu[1].(int64))}
+	}
+	if tu, ok := etf.MatchTuple(x, "signal", 2); ok {
+		return childExit{signal: true, n: int(tu[1].(int64))}
+	}
+	t.Fatalf("want {status, N} or {signal, N}, got %v", x)
+	return childExit{}
+}
+
+// The shared mode: one ps_port --shared, a child per id.
+
+type sharedOwner struct {
+	t    *testing.T
+	sp   *sharedPort
+	mu   sync.Mutex
+	last int64
+}
+
+type sharedChild struct {
+	sp    *sharedPort
+	id    int64
+	osPid int
+}
+
+func (o *sharedOwner) open(program string, args []string, co childOpts) modeChild {
+	o.t.Helper()
+	o.mu.Lock()
+	o.last++
+	id := o.last
+	o.mu.Unlock()
+	var opts []etf.Term
+	if co.stderrToStdout {
+		opts = append(opts, opt("stderr_to_stdout", atom("true")))
+	}
+	if co.captureStderrOnly {
+		opts = append(opts, opt("capture_stderr_only", atom("true")))
+	}
+	o.sp.open(id, program, args, opts...)
+	return &sharedChild{sp: o.sp, id: id, osPid: o.sp.started(id)}
+}
+
+// close checks that ps_port --shared exits 0 once its port is closed.
+func (o *sharedOwner) close() {
+	o.t.Helper()
+	if code := o.sp.waitExit(10 * time.Second); code != 0 {
+		o.t.Errorf("ps_port --shared exited %d, want 0; stderr: %s", code, o.sp.stderr)
+	}
+}
+
+func (c *sharedChild) pid() int { return c.osPid }
+func (c *sharedChild) command(data string) {
+	c.sp.sendTerm(etf.Tuple{atom("command"), c.id, []byte(data)})
+}
+func (c *sharedChild) eof() { c.sp.sendTerm(etf.Tuple{atom("eof"), c.id}) }
+func (c *sharedChild) signal(sig syscall.Signal) {
+	c.sp.sendTerm(etf.Tuple{atom("signal"), c.id, int64(sig)})
+}
+
+func (c *sharedChild) read() string {
+	c.sp.t.Helper()
+	f := c.sp.next(c.id, 10*time.Second)
+	if len(f) != 3 || f[0] != atom("stdout") {
+		c.sp.t.Fatalf("child %d: want {stdout, %d, Data}, got %v", c.id, c.id, f)
+	}
+	data := f[2].([]byte)
+	c.sp.sendTerm(etf.Tuple{atom("ack"), c.id, int64(len(data))})
+	return string(data)
+}
+
+func (c *sharedChild) collect() childResult {
+	c.sp.t.Helper()
+	out := c.sp.collect(c.id, true, 10*time.Second)
+	return childResult{stdout: string(out.stdout), stderr: string(out.stderr), others: len(out.others), exit: portExit(c.sp.t, out.exit)}
+}
+
+// The node mode: an erl node owns the children of one ps_port node.
+
+type nodeOwner struct {
+	t    *testing.T
+	e    *erlNode
+	mu   sync.Mutex
+	last int
+}
+
+type nodeChild struct {
+	e     *erlNode
+	v     string // the child's variable in the erl node's bindings
+	osPid int    // 0 until asked
+}
+
+func (o *nodeOwner) open(program string, args []string, co childOpts) modeChild {
+	o.t.Helper()
+	o.mu.Lock()
+	o.last++
+	c := &nodeChild{e: o.e, v: "C" + strconv.Itoa(o.last)}
+	o.mu.Unlock()
+	bins := make([]string, len(args))
+	for i, a := range args {
+		bins[i] = erlBin(a)
+	}
+	var opts []string
+	if co.stderrToStdout {
+		opts = append(opts, "{stderr_to_stdout, true}")
+	}
+	if co.captureStderrOnly {
+		opts = append(opts, "{capture_stderr_only, true}")
+	}
+	o.e.expect(fmt.Sprintf(`{ok, %s} = open(%s, [%s], [%s]), is_pid(%[1]s) andalso node(%[1]s) =:= ps_node()`,
+		c.v, erlBin(program), strings.Join(bins, ", "), strings.Join(opts, ", ")), "true")
+	return c
+}
+
+func (o *nodeOwner) close() {}
+
+// pid asks for the child's OS pid (a child that has exited has none to
+// give: ask while it runs).
+func (c *nodeChild) pid() int {
+	if c.osPid == 0 {
+		c.osPid = c.e.evalInt(fmt.Sprintf(`os_pid(%s)`, c.v))
+	}
+	return c.osPid
+}
+
+func (c *nodeChild) command(data string) {
+	c.e.expect(fmt.Sprintf(`%s ! {self(), {command, %s}}, ok`, c.v, erlBin(data)), "ok")
+}
+
+func (c *nodeChild) eof() { c.e.expect(fmt.Sprintf(`%s ! {self(), eof}, ok`, c.v), "ok") }
+
+func (c *nodeChild) signal(sig syscall.Signal) {
+	c.e.expect(fmt.Sprintf(`%s ! {self(), {signal, %d}}, ok`, c.v, sig), "ok")
+}
+
+// hexBin matches a binary printed by ~0tp that holds hex digits.
+var hexBin = `<<(?:"([0-9A-F]*)")?>>`
+
+func (c *nodeChild) read() string {
+	c.e.t.Helper()
+	got := c.e.eval(fmt.Sprintf(`receive {%s, {data, D}} -> binary:encode_hex(D) after 10000 -> timeout end`, c.v))
+	m := regexp.MustCompile(`^` + hexBin + `$`).FindStringSubmatch(got)
+	if m == nil {
+		c.e.t.Fatalf("%s: want {data, _}, got %s", c.v, got)
+	}
+	return unhex(c.e.t, m[1])
+}
+
+var collected = regexp.MustCompile(`^\{` + hexBin + `,` + hexBin + `,(\d+),(.*)\}$`)
+
+var exitReason = regexp.MustCompile(`^\{(exit_status|signal),(\d+)\}$`)
+
+func (c *nodeChild) collect() childResult {
+	t := c.e.t
+	t.Helper()
+	v := c.v
+	got := c.e.eval(fmt.Sprintf(`{%[1]sO, %[1]sE, %[1]sX, %[1]sR} = collect(%[1]s), {binary:encode_hex(%[1]sO), binary:encode_hex(%[1]sE), length(%[1]sX), %[1]sR}`, v))
+	m := collected.FindStringSubmatch(got)
+	if m == nil {
+		t.Fatalf("%s: want {Stdout, Stderr, Others, Reason}, got %s", v, got)
+	}
+	r := childResult{stdout: unhex(t, m[1]), stderr: unhex(t, m[2])}
+	r.others, _ = strconv.Atoi(m[3])
+	switch x := exitReason.FindStringSubmatch(m[4]); {
+	case m[4] == "normal":
+		r.exit = childExit{n: 0}
+	case x == nil:
+		t.Fatalf("%s: exit reason %s, want normal, {exit_status, N} or {signal, N}", v, m[4])
+	default:
+		n, _ := strconv.Atoi(x[2])
+		r.exit = childExit{signal: x[1] == "signal", n: n}
+		if !r.exit.signal && n == 0 {
+			t.Errorf("%s: exit reason {exit_status, 0}, want normal", v)
+		}
+	}
+	return r
+}
+
+func unhex(t *testing.T, s string) string {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatalf("not hex: %q", s)
+	}
+	return string(b)
+}

@@ -1,0 +1,95 @@
+package blackbox
+
+// Behaviours every mode shares, each run as a table over modes
+// (harness_modes_test.go): port, shared and node.
+
+import (
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestModesEchoThroughCat: cat's stdin is what the owner sends and its
+// stdout comes back in order; eof makes it exit 0, and its process is gone.
+func TestModesEchoThroughCat(t *testing.T) {
+	forModes(t, func(t *testing.T, o modeOwner) {
+		c := o.open("cat", nil, childOpts{})
+		pid := c.pid()
+		if !alive(pid) {
+			t.Fatalf("started pid %d is not a live process", pid)
+		}
+		c.command("hello\n")
+		if got := c.read(); got != "hello\n" {
+			t.Fatalf("cat echoed %q, want %q", got, "hello\n")
+		}
+		c.command("world\n")
+		c.eof()
+		r := c.collect()
+		if r.stdout != "world\n" || r.stderr != "" || r.others != 0 {
+			t.Errorf("then stdout %q stderr %q, %d other messages; want \"world\\n\" and nothing else", r.stdout, r.stderr, r.others)
+		}
+		if r.exit != (childExit{}) {
+			t.Errorf("eof should make cat exit 0, got %v", r.exit)
+		}
+		waitGone(t, pid, 5*time.Second)
+	})
+}
+
+// TestModesStdoutAndStderr: stdout and stderr are kept apart, or stderr is
+// merged into stdout (stderr_to_stdout), or only stderr is captured
+// (capture_stderr_only).
+func TestModesStdoutAndStderr(t *testing.T) {
+	cases := []struct {
+		name           string
+		script         string
+		opts           childOpts
+		stdout, stderr string
+	}{
+		{"apart", "echo out; echo err >&2; echo out2", childOpts{}, "out\nout2\n", "err\n"},
+		{"stderr_to_stdout", "echo out; echo err >&2", childOpts{stderrToStdout: true}, "out\nerr\n", ""},
+		{"capture_stderr_only", "echo out; echo err >&2", childOpts{captureStderrOnly: true}, "", "err\n"},
+	}
+	forModes(t, func(t *testing.T, o modeOwner) {
+		for _, c := range cases {
+			r := o.open("sh", []string{"-c", c.script}, c.opts).collect()
+			if r.stdout != c.stdout || r.stderr != c.stderr || r.others != 0 || r.exit != (childExit{}) {
+				t.Errorf("%s: stdout %q stderr %q, %d other messages, %v; want %q, %q, none, status 0",
+					c.name, r.stdout, r.stderr, r.others, r.exit, c.stdout, c.stderr)
+			}
+		}
+	})
+}
+
+// TestModesExitStatusAndSignals: how a child ends reaches its owner: its
+// exit status, or the signal that killed it, its own or one the owner sent.
+func TestModesExitStatusAndSignals(t *testing.T) {
+	cases := []struct {
+		program string
+		args    []string
+		send    syscall.Signal // sent by the owner once the child runs (0: none)
+		want    childExit
+	}{
+		{"sh", []string{"-c", "true"}, 0, childExit{n: 0}},
+		{"true", nil, 0, childExit{n: 0}},
+		{"false", nil, 0, childExit{n: 1}},
+		{"sh", []string{"-c", "exit 7"}, 0, childExit{n: 7}},
+		{"sh", []string{"-c", "exit 42"}, 0, childExit{n: 42}},
+		{"sh", []string{"-c", "kill -TERM $$"}, 0, childExit{signal: true, n: 15}},
+		{"sh", []string{"-c", "kill -KILL $$"}, 0, childExit{signal: true, n: 9}},
+		{"sh", []string{"-c", "kill -SEGV $$"}, 0, childExit{signal: true, n: 11}},
+		{"sleep", []string{"100"}, syscall.SIGUSR1, childExit{signal: true, n: int(syscall.SIGUSR1)}},
+		{"sleep", []string{"100"}, syscall.SIGKILL, childExit{signal: true, n: 9}},
+	}
+	forModes(t, func(t *testing.T, o modeOwner) {
+		for _, c := range cases {
+			ch := o.open(c.program, c.args, childOpts{})
+			if c.send != 0 {
+				ch.signal(c.send)
+			}
+			if r := ch.collect(); r.exit != c.want || r.stdout != "" || r.stderr != "" || r.others != 0 {
+				t.Errorf("%s %q (signal %d sent): exit %v, stdout %q, stderr %q, %d other messages; want %v and nothing else",
+					c.program, c.args, c.send, r.exit, r.stdout, r.stderr, r.others, c.want)
+			}
+		}
+	})
+}
