@@ -11,6 +11,8 @@ import (
 	"hash"
 	"io"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -172,6 +174,24 @@ func (p *portProc) started() int {
 		p.t.Fatalf("want {started, Pid}, got %v; stderr: %s", t, p.stderr)
 	}
 	return int(tu[1].(int64))
+}
+
+// nextPid reads the next frame, which must be {stdout, Data} with Data a
+// pid on a line (a child that reports its grandchild's), and acks it.
+func (p *portProc) nextPid(timeout time.Duration) int {
+	p.t.Helper()
+	f := p.next(timeout)
+	tu, ok := etf.MatchTuple(f, "stdout", 2)
+	if !ok {
+		p.t.Fatalf("want a pid on stdout, got %v", f)
+	}
+	out := tu[1].([]byte)
+	p.ack(len(out))
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		p.t.Fatalf("child wrote %q, want a pid", out)
+	}
+	return pid
 }
 
 // output is everything a child wrote, and how it ended.

@@ -120,18 +120,7 @@ func TestIsolatedManyClosedAtOnce(t *testing.T) {
 	}
 	for _, p := range ports {
 		hs = append(hs, openHandle(t, p.started()))
-		f := p.next(30 * time.Second)
-		tu, ok := etf.MatchTuple(f, "stdout", 2)
-		if !ok {
-			t.Fatalf("want the grandchild's pid, got %v", f)
-		}
-		out := tu[1].([]byte)
-		p.ack(len(out))
-		gpid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-		if err != nil {
-			t.Fatalf("child wrote %q", out)
-		}
-		hs = append(hs, openHandle(t, gpid))
+		hs = append(hs, openHandle(t, p.nextPid(30*time.Second)))
 	}
 	t0 := time.Now()
 	var wg sync.WaitGroup

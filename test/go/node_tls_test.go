@@ -133,17 +133,34 @@ func tlsErl(t *testing.T, dir string, server, client tlsSide, more ...string) []
 	return append(append(append([]string(nil), erlCommand...), "-proto_dist", "inet_tls", "-ssl_dist_optfile", opts), more...)
 }
 
-func TestNodeTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca")
-	psCert, psKey := ca.issue(t, dir, "ps")
-	erlCert, erlKey := ca.issue(t, dir, "erl")
-	cookie := randomCookie()
-	ps := startPsNode(t, cookie, "--allow-any", "--tls-cert", psCert, "--tls-key", psKey, "--tls-ca", ca.file)
+// tlsNode is a ps_port node on TLS distribution, with the certificates of
+// a CA that issued its own and an owner's.
+type tlsNode struct {
+	dir    string
+	ca     *testCA
+	ps     *psNode
+	cookie string
+	owner  tlsSide // the owner's certificate, key and the CA
+}
 
+// startTLSNode starts ps_port node with --tls-cert, --tls-key and --tls-ca.
+func startTLSNode(t *testing.T) tlsNode {
+	t.Helper()
+	n := tlsNode{dir: t.TempDir(), cookie: randomCookie()}
+	n.ca = newTestCA(t, n.dir, "ca")
+	psCert, psKey := n.ca.issue(t, n.dir, "ps")
+	erlCert, erlKey := n.ca.issue(t, n.dir, "erl")
+	n.ps = startPsNode(t, n.cookie, "--allow-any", "--tls-cert", psCert, "--tls-key", psKey, "--tls-ca", n.ca.file)
+	n.owner = tlsSide{erlCert, erlKey, n.ca.file}
+	return n
+}
+
+func TestNodeTLS(t *testing.T) {
+	n := startTLSNode(t)
+	dir, ps, cookie, full := n.dir, n.ps, n.cookie, n.owner
+	erlCert, erlKey := full.cert, full.key
 	// Both sides verify each other: the owner checks ps_port's certificate
 	// (and its host name, 127.0.0.1) as client, ps_port checks the owner's.
-	full := tlsSide{erlCert, erlKey, ca.file}
 	e := startErlWith(t, tlsErl(t, dir, full, full), cookie, ps.name)
 	e.expect(`{ok, P} = open(<<"cat">>, []), P ! {self(), {command, <<"over tls\n">>}}, receive {P, {data, D}} -> D after 10000 -> timeout end`,
 		`<<"over tls\n">>`)
@@ -184,14 +201,8 @@ func TestNodeTLS(t *testing.T) {
 // it (to monitor the owner) with its certificate, which that node checks
 // against the CA.
 func TestNodeTLSDial(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca")
-	psCert, psKey := ca.issue(t, dir, "ps")
-	erlCert, erlKey := ca.issue(t, dir, "erl")
-	cookie := randomCookie()
-	ps := startPsNode(t, cookie, "--allow-any", "--tls-cert", psCert, "--tls-key", psKey, "--tls-ca", ca.file)
-
-	full := tlsSide{erlCert, erlKey, ca.file}
+	n := startTLSNode(t)
+	dir, ps, cookie, full := n.dir, n.ps, n.cookie, n.owner
 	// No global mesh: B must not connect to ps_port by itself.
 	a := startErlWith(t, tlsErl(t, dir, full, full, "-connect_all", "false"), cookie, ps.name)
 	b := startErlWith(t, tlsErl(t, dir, full, full, "-connect_all", "false"), cookie, ps.name)

@@ -12,23 +12,6 @@ import (
 	"github.com/protonstream/ps_port/etf"
 )
 
-// grandchildOf reads the grandchild pid a sleeperScript child writes.
-func grandchildOf(t *testing.T, p *portProc) int {
-	t.Helper()
-	f := p.next(10 * time.Second)
-	tu, ok := etf.MatchTuple(f, "stdout", 2)
-	if !ok {
-		t.Fatalf("want the grandchild's pid, got %v", f)
-	}
-	out := tu[1].([]byte)
-	p.ack(len(out))
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatalf("child wrote %q", out)
-	}
-	return pid
-}
-
 // killPsPort SIGKILLs a ps_port and waits until its direct child is gone
 // (parent-death signal). The grandchild is then an orphan of init that
 // only the next ps_port can find, by its marker: any ps_port that starts
@@ -87,7 +70,7 @@ func TestKilledPsPortsCgroupRemovedByTheNext(t *testing.T) {
 	path := cgroupPath(t)
 	p := startPort(t, "--packet", "-c", "memory", "-g", path, "--", "sh", "-c", sleeperScript)
 	child := openHandle(t, p.started())
-	gc := openHandle(t, grandchildOf(t, p))
+	gc := openHandle(t, p.nextPid(10*time.Second))
 	killPsPort(t, p, child)
 	t0 := time.Now()
 	startNext(t)
@@ -143,11 +126,11 @@ func TestLivePsPortsChildrenUntouchedBySweep(t *testing.T) {
 	t.Parallel()
 	live := startPort(t, "--packet", "--", "sh", "-c", sleeperScript)
 	liveChild := openHandle(t, live.started())
-	liveGC := openHandle(t, grandchildOf(t, live))
+	liveGC := openHandle(t, live.nextPid(10*time.Second))
 
 	dead := startPort(t, "--packet", "--", "sh", "-c", sleeperScript)
 	deadChild := openHandle(t, dead.started())
-	deadGC := openHandle(t, grandchildOf(t, dead))
+	deadGC := openHandle(t, dead.nextPid(10*time.Second))
 	killPsPort(t, dead, deadChild)
 	startNext(t)
 	waitAllExited(t, []procHandle{deadGC}, time.Now(), 5*time.Second)
