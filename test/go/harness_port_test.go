@@ -96,6 +96,21 @@ func startRaw(t *testing.T, args ...string) *rawProc {
 	return p
 }
 
+// pidLine reads the child's first line, its pid, and returns it and the
+// line.
+func (p *rawProc) pidLine(t *testing.T) (int, string) {
+	t.Helper()
+	line, err := p.out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the child's output: %q, %v", line, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("child wrote %q, want its pid", line)
+	}
+	return pid, line
+}
+
 // packet is b as one {packet,4} frame: its length, big-endian, then b.
 func packet(b []byte) []byte {
 	return append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...)

@@ -3,7 +3,6 @@ package blackbox
 import (
 	"bytes"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,14 +14,7 @@ import (
 func TestRawModeWaitsForTheLastAck(t *testing.T) {
 	t.Parallel()
 	p := startRaw(t, "--capture-output", "--", "sh", "-c", "echo $$; exit 3")
-	line, err := p.out.ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the child's output: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("child wrote %q", line)
-	}
+	pid, line := p.pidLine(t)
 	waitGone(t, pid, 5*time.Second)
 	select {
 	case err := <-p.exited:
@@ -47,14 +39,7 @@ func TestRawModeWaitsForTheLastAck(t *testing.T) {
 func TestRawModeClosedPortEndsTheWait(t *testing.T) {
 	t.Parallel()
 	p := startRaw(t, "--capture-output", "--", "sh", "-c", "echo $$; exit 4")
-	line, err := p.out.ReadString('\n')
-	if err != nil {
-		t.Fatalf("read %q, %v", line, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("child wrote %q", line)
-	}
+	pid, _ := p.pidLine(t)
 	// The child has exited (else closing the port stops it: exit 143), and
 	// ps_port waits for the ack of its line.
 	waitGone(t, pid, 5*time.Second)
