@@ -12,6 +12,7 @@ package blackbox
 import (
 	"encoding/hex"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -64,6 +65,9 @@ type modeChild interface {
 // and checks that ps_port ended well where that is the owner's to see.
 type modeOwner interface {
 	open(program string, args []string, o childOpts) modeChild
+	// sigterm sends SIGTERM to the ps_port that runs c and returns what
+	// waits for that ps_port's exit code (after the child's exit).
+	sigterm(c modeChild) (exitCode func() int)
 	close()
 }
 
@@ -74,7 +78,7 @@ var modes = []struct {
 }{
 	{"port", func(t *testing.T) modeOwner { return &portOwner{t: t} }},
 	{"shared", func(t *testing.T) modeOwner { return &sharedOwner{t: t, sp: startShared(t)} }},
-	{"node", func(t *testing.T) modeOwner { _, e := nodePair(t); return &nodeOwner{t: t, e: e} }},
+	{"node", func(t *testing.T) modeOwner { ps, e := nodePair(t); return &nodeOwner{t: t, ps: ps, e: e} }},
 }
 
 // forModes runs f as a parallel subtest per mode, with an owner of that
@@ -125,6 +129,26 @@ func (o *portOwner) close() {
 			o.t.Errorf("ps_port %v exit code %d, want 0; stderr: %s", p.cmd.Args[1:], code, p.stderr)
 		}
 	}
+}
+
+func (o *portOwner) sigterm(c modeChild) func() int {
+	p := c.(*portChild).p
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	// A --packet ps_port exits once its owner closes the port, as a BEAM
+	// does after the exit frame.
+	return func() int { return p.exitCode(10*time.Second + testSlack()) }
+}
+
+// waitExited waits for a ps_port's exit (10 s + slack) and returns its
+// exit code.
+func waitExited(t *testing.T, waited <-chan struct{}, cmd *exec.Cmd, stderr fmt.Stringer) int {
+	t.Helper()
+	select {
+	case <-waited:
+	case <-time.After(10*time.Second + testSlack()):
+		t.Fatalf("%v still running 10 s (+ slack) after SIGTERM; stderr: %s", cmd.Args, stderr)
+	}
+	return cmd.ProcessState.ExitCode()
 }
 
 func (c *portChild) pid() int                  { return c.osPid }
@@ -202,6 +226,11 @@ func (o *sharedOwner) close() {
 	}
 }
 
+func (o *sharedOwner) sigterm(modeChild) func() int {
+	o.sp.cmd.Process.Signal(syscall.SIGTERM)
+	return func() int { return waitExited(o.t, o.sp.waited, o.sp.cmd, o.sp.stderr) }
+}
+
 func (c *sharedChild) pid() int { return c.osPid }
 func (c *sharedChild) command(data string) {
 	c.sp.sendTerm(etf.Tuple{atom("command"), c.id, []byte(data)})
@@ -232,6 +261,7 @@ func (c *sharedChild) collect() childResult {
 
 type nodeOwner struct {
 	t    *testing.T
+	ps   *psNode
 	e    *erlNode
 	mu   sync.Mutex
 	last int
@@ -266,6 +296,11 @@ func (o *nodeOwner) open(program string, args []string, co childOpts) modeChild 
 }
 
 func (o *nodeOwner) close() {}
+
+func (o *nodeOwner) sigterm(modeChild) func() int {
+	o.ps.cmd.Process.Signal(syscall.SIGTERM)
+	return func() int { return waitExited(o.t, o.ps.waited, o.ps.cmd, o.ps.stderr) }
+}
 
 // pid asks for the child's OS pid (a child that has exited has none to
 // give: ask while it runs).

@@ -93,3 +93,25 @@ func TestModesExitStatusAndSignals(t *testing.T) {
 		}
 	})
 }
+
+// TestModesSIGTERMToPsPort: SIGTERM to ps_port terminates its children
+// (SIGTERM first: a child's trap runs, and what it writes then and its exit
+// reach the owner), and ps_port exits 0.
+func TestModesSIGTERMToPsPort(t *testing.T) {
+	forModes(t, func(t *testing.T, o modeOwner) {
+		c := o.open("sh", []string{"-c", "trap 'echo bye; exit 7' TERM; echo hi; while :; do sleep 0.05; done"}, childOpts{})
+		if got := c.read(); got != "hi\n" {
+			t.Fatalf("read %q, want hi", got)
+		}
+		pid := c.pid()
+		exitCode := o.sigterm(c)
+		// sh may also say "Terminated" on stderr for its sleep.
+		if r := c.collect(); r.stdout != "bye\n" || r.others != 0 || r.exit != (childExit{n: 7}) {
+			t.Errorf("after SIGTERM: stdout %q, %d other messages, %v; want bye, none, status 7", r.stdout, r.others, r.exit)
+		}
+		if code := exitCode(); code != 0 {
+			t.Errorf("ps_port exit code %d after SIGTERM, want 0", code)
+		}
+		waitGone(t, pid, time.Second)
+	})
+}

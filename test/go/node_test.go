@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -268,24 +267,6 @@ func TestNodeStdinOverflowIsReported(t *testing.T) {
 	// A command larger than the limit reaches a child that reads, uncut.
 	e.expect(`{ok, W} = open(<<"wc">>, [<<"-c">>], [{stdin_limit, 1000}]), W ! {self(), {command, binary:copy(<<"z">>, 3000000)}}, W ! {self(), eof}, collect(W)`,
 		`{<<"3000000\n">>,<<>>,[],normal}`)
-}
-
-func TestNodeSIGTERMTerminatesChildren(t *testing.T) {
-	ps, e := nodePair(t)
-	e.expect(`{ok, T} = open(<<"sh">>, [<<"-c">>, <<"trap 'echo bye; exit 7' TERM; echo hi; while :; do sleep 0.05; done">>]), receive {T, {data, Hi}} -> Hi after 10000 -> timeout end`, `<<"hi\n">>`)
-	osPid := e.evalInt(`os_pid(T)`)
-	ps.cmd.Process.Signal(syscall.SIGTERM)
-	// sh may also say "Terminated" on stderr for its sleep.
-	e.expect(`{Bye, _, [], Why} = collect(T), {Bye, Why}`, `{<<"bye\n">>,{exit_status,7}}`)
-	select {
-	case <-ps.waited:
-		if ps.err != nil {
-			t.Fatalf("ps_port node exited with %v", ps.err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("ps_port node still running 10 s after SIGTERM")
-	}
-	waitGone(t, osPid, time.Second)
 }
 
 func TestNodeMaxChildren(t *testing.T) {
