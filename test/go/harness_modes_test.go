@@ -26,8 +26,50 @@ import (
 
 // childOpts are the options of one child, in every mode's own terms.
 type childOpts struct {
-	stderrToStdout    bool // --capture-stderr, {stderr_to_stdout, true}
-	captureStderrOnly bool // --capture-stderr-only, {capture_stderr_only, true}
+	stderrToStdout    bool   // --capture-stderr, {stderr_to_stdout, true}
+	captureStderrOnly bool   // --capture-stderr-only, {capture_stderr_only, true}
+	cd, uid, gid      string // --cd, --uid, --gid; {cd | uid | gid, Binary}
+}
+
+// flags are the options as ps_port --packet's flags.
+func (co childOpts) flags() []string {
+	var f []string
+	if co.stderrToStdout {
+		f = append(f, "--capture-stderr")
+	}
+	if co.captureStderrOnly {
+		f = append(f, "--capture-stderr-only")
+	}
+	for _, kv := range [][2]string{{"--cd", co.cd}, {"--uid", co.uid}, {"--gid", co.gid}} {
+		if kv[1] != "" {
+			f = append(f, kv[0], kv[1])
+		}
+	}
+	return f
+}
+
+// terms are the options as {Key, Value} pairs, for the shared and the
+// node mode (rendered with erlTerm there).
+func (co childOpts) terms() []etf.Term {
+	var opts []etf.Term
+	if co.stderrToStdout {
+		opts = append(opts, opt("stderr_to_stdout", atom("true")))
+	}
+	if co.captureStderrOnly {
+		opts = append(opts, opt("capture_stderr_only", atom("true")))
+	}
+	for _, kv := range [][2]string{{"cd", co.cd}, {"uid", co.uid}, {"gid", co.gid}} {
+		if kv[1] != "" {
+			opts = append(opts, opt(kv[0], []byte(kv[1])))
+		}
+	}
+	return opts
+}
+
+// spawnError is a refused open: the reason (an errno's name, baduser,
+// ...) and the message.
+type spawnError struct {
+	reason, message string
 }
 
 // childExit is how a child ended: signal false with the exit status, or
@@ -65,6 +107,8 @@ type modeChild interface {
 // and checks that ps_port ended well where that is the owner's to see.
 type modeOwner interface {
 	open(program string, args []string, o childOpts) modeChild
+	// openError opens a child that cannot start and returns the error.
+	openError(program string, args []string, o childOpts) spawnError
 	// sigterm sends SIGTERM to the ps_port that runs c and returns what
 	// waits for that ps_port's exit code (after the child's exit).
 	sigterm(c modeChild) (exitCode func() int)
@@ -109,16 +153,29 @@ type portChild struct {
 
 func (o *portOwner) open(program string, args []string, co childOpts) modeChild {
 	o.t.Helper()
-	argv := []string{"--packet"}
-	if co.stderrToStdout {
-		argv = append(argv, "--capture-stderr")
-	}
-	if co.captureStderrOnly {
-		argv = append(argv, "--capture-stderr-only")
-	}
-	p := startPort(o.t, append(append(argv, "--", program), args...)...)
+	p := o.start(program, args, co)
 	o.ports = append(o.ports, p)
 	return &portChild{p: p, osPid: p.started()}
+}
+
+func (o *portOwner) start(program string, args []string, co childOpts) *portProc {
+	argv := append(append([]string{"--packet"}, co.flags()...), "--", program)
+	return startPort(o.t, append(argv, args...)...)
+}
+
+// openError also checks that ps_port exits 3 (ExitSpawn) after the error.
+func (o *portOwner) openError(program string, args []string, co childOpts) spawnError {
+	o.t.Helper()
+	p := o.start(program, args, co)
+	f := p.next(5 * time.Second)
+	tu, ok := etf.MatchTuple(f, "spawn_error", 3)
+	if !ok {
+		o.t.Fatalf("%s %q %+v: want {spawn_error, Reason, Message}, got %v", program, args, co, f)
+	}
+	if code := p.exitCode(5 * time.Second); code != 3 {
+		o.t.Errorf("%s %q %+v: exit code %d, want 3", program, args, co, code)
+	}
+	return spawnError{string(tu[1].(etf.Atom)), string(tu[2].([]byte))}
 }
 
 // close checks that every ps_port exits 0 once its port is closed.
@@ -203,19 +260,28 @@ type sharedChild struct {
 
 func (o *sharedOwner) open(program string, args []string, co childOpts) modeChild {
 	o.t.Helper()
+	id := o.open1(program, args, co)
+	return &sharedChild{sp: o.sp, id: id, osPid: o.sp.started(id)}
+}
+
+// open1 sends {open, Id, Opts} with a fresh id and returns the id.
+func (o *sharedOwner) open1(program string, args []string, co childOpts) int64 {
 	o.mu.Lock()
 	o.last++
 	id := o.last
 	o.mu.Unlock()
-	var opts []etf.Term
-	if co.stderrToStdout {
-		opts = append(opts, opt("stderr_to_stdout", atom("true")))
+	o.sp.open(id, program, args, co.terms()...)
+	return id
+}
+
+func (o *sharedOwner) openError(program string, args []string, co childOpts) spawnError {
+	o.t.Helper()
+	id := o.open1(program, args, co)
+	f := o.sp.next(id, 10*time.Second)
+	if len(f) != 4 || f[0] != atom("spawn_error") {
+		o.t.Fatalf("%s %q %+v: want {spawn_error, %d, Reason, Message}, got %v", program, args, co, id, f)
 	}
-	if co.captureStderrOnly {
-		opts = append(opts, opt("capture_stderr_only", atom("true")))
-	}
-	o.sp.open(id, program, args, opts...)
-	return &sharedChild{sp: o.sp, id: id, osPid: o.sp.started(id)}
+	return spawnError{string(f[2].(etf.Atom)), string(f[3].([]byte))}
 }
 
 // close checks that ps_port --shared exits 0 once its port is closed.
@@ -279,20 +345,43 @@ func (o *nodeOwner) open(program string, args []string, co childOpts) modeChild 
 	o.last++
 	c := &nodeChild{e: o.e, v: "C" + strconv.Itoa(o.last)}
 	o.mu.Unlock()
+	o.e.expect(fmt.Sprintf(`{ok, %s} = %s, is_pid(%[1]s) andalso node(%[1]s) =:= ps_node()`, c.v, erlOpen(program, args, co)), "true")
+	return c
+}
+
+// erlOpen is the call to node_driver's open/3.
+func erlOpen(program string, args []string, co childOpts) string {
 	bins := make([]string, len(args))
 	for i, a := range args {
 		bins[i] = erlBin(a)
 	}
 	var opts []string
-	if co.stderrToStdout {
-		opts = append(opts, "{stderr_to_stdout, true}")
+	for _, o := range co.terms() {
+		kv := o.(etf.Tuple)
+		v := "true"
+		if b, ok := kv[1].([]byte); ok {
+			v = erlBin(string(b))
+		}
+		opts = append(opts, fmt.Sprintf("{%s, %s}", kv[0], v))
 	}
-	if co.captureStderrOnly {
-		opts = append(opts, "{capture_stderr_only, true}")
+	return fmt.Sprintf(`open(%s, [%s], [%s])`, erlBin(program), strings.Join(bins, ", "), strings.Join(opts, ", "))
+}
+
+var openError = regexp.MustCompile(`^\{error,\{([a-z_]+),` + hexBin + `\}\}$`)
+
+func (o *nodeOwner) openError(program string, args []string, co childOpts) spawnError {
+	o.t.Helper()
+	o.mu.Lock()
+	o.last++
+	v := "E" + strconv.Itoa(o.last) // the bindings persist: fresh names
+	o.mu.Unlock()
+	got := o.e.eval(fmt.Sprintf(`case %s of {error, {%[2]sR, %[2]sM}} when is_binary(%[2]sM) -> {error, {%[2]sR, binary:encode_hex(%[2]sM)}}; %[2]sX -> %[2]sX end`,
+		erlOpen(program, args, co), v))
+	m := openError.FindStringSubmatch(got)
+	if m == nil {
+		o.t.Fatalf("%s %q %+v: want {error, {Reason, Message}}, got %s", program, args, co, got)
 	}
-	o.e.expect(fmt.Sprintf(`{ok, %s} = open(%s, [%s], [%s]), is_pid(%[1]s) andalso node(%[1]s) =:= ps_node()`,
-		c.v, erlBin(program), strings.Join(bins, ", "), strings.Join(opts, ", ")), "true")
-	return c
+	return spawnError{m[1], unhex(o.t, m[2])}
 }
 
 func (o *nodeOwner) close() {}

@@ -4,6 +4,9 @@ package blackbox
 // (harness_modes_test.go): port, shared and node.
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -113,5 +116,41 @@ func TestModesSIGTERMToPsPort(t *testing.T) {
 			t.Errorf("ps_port exit code %d after SIGTERM, want 0", code)
 		}
 		waitGone(t, pid, time.Second)
+	})
+}
+
+// TestModesSpawnErrors: a child that cannot start is refused with the
+// reason and a message that says why (a --packet ps_port then exits 3), and
+// the next open works.
+func TestModesSpawnErrors(t *testing.T) {
+	noexec := filepath.Join(t.TempDir(), "noexec")
+	if err := os.WriteFile(noexec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(noexec), 0o755)
+	cases := []struct {
+		program string
+		opts    childOpts
+		reason  string
+		text    string
+	}{
+		{"no_such_program_xyz", childOpts{}, "enoent", `"no_such_program_xyz": no such file or directory: not found in PATH`},
+		{"/no/such/path", childOpts{}, "enoent", `"/no/such/path"`},
+		{noexec, childOpts{}, "eacces", noexec},
+		{"/etc/passwd", childOpts{}, "eacces", "/etc/passwd"},
+		{"true", childOpts{cd: "/no/such/dir"}, "enoent", `working directory (cd) "/no/such/dir"`},
+		{"true", childOpts{uid: "no_such_user_xyz"}, "baduser", "no such user"},
+		{"true", childOpts{gid: "no_such_group_xyz"}, "badgroup", "no such group"},
+	}
+	forModes(t, func(t *testing.T, o modeOwner) {
+		for _, c := range cases {
+			got := o.openError(c.program, nil, c.opts)
+			if got.reason != c.reason || !strings.Contains(got.message, c.text) {
+				t.Errorf("%s %+v: %s %q, want %s and a message with %q", c.program, c.opts, got.reason, got.message, c.reason, c.text)
+			}
+		}
+		if r := o.open("sh", []string{"-c", "echo ok"}, childOpts{}).collect(); r.stdout != "ok\n" || r.exit != (childExit{}) {
+			t.Errorf("open after spawn errors: %q %v", r.stdout, r.exit)
+		}
 	})
 }

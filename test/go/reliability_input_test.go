@@ -243,7 +243,7 @@ func TestReliabilityHugeEnv(t *testing.T) {
 
 // TestReliabilityUnknownUsersAndGroups: node mode refuses unknown users and
 // groups with baduser and badgroup, and starts nothing. (Port mode:
-// TestSpawnErrors.)
+// TestModesSpawnErrors.)
 func TestReliabilityUnknownUsersAndGroups(t *testing.T) {
 	ps, e := nodePair(t)
 	e.expect(`{error, {baduser, _}} = open(<<"true">>, [], [{uid, <<"no_such_user_xyz">>}]), ok`, `ok`)

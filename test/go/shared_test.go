@@ -243,30 +243,15 @@ func TestSharedBadFrames(t *testing.T) {
 	}
 }
 
-// TestSharedSpawnErrors: a child that cannot start is reported under its
-// id, and the next open works.
-func TestSharedSpawnErrors(t *testing.T) {
+// TestSharedSpawnErrorBadCgroup: a child in a controller that does not
+// exist is reported under its id with badcgroup, and the next open works.
+// (The other spawn errors, in every mode: TestModesSpawnErrors.)
+func TestSharedSpawnErrorBadCgroup(t *testing.T) {
 	sp := startShared(t)
-	cases := []struct {
-		program string
-		opts    []etf.Term
-		reason  string
-		text    string
-	}{
-		{"no_such_program_xyz", nil, "enoent", "not found in PATH"},
-		{"/etc/passwd", nil, "eacces", ""},
-		{"true", []etf.Term{opt("cd", []byte("/no/such/dir"))}, "enoent", "working directory (cd) \"/no/such/dir\""},
-		{"true", []etf.Term{opt("uid", []byte("no_such_user_xyz"))}, "baduser", "no such user"},
-		{"true", []etf.Term{opt("gid", []byte("no_such_group_xyz"))}, "badgroup", "no such group"},
-		{"true", []etf.Term{opt("cgroup_controllers", binList([]string{"no_such_controller"})), opt("cgroup_path", []byte("ps_port_shared_test/x"))}, "badcgroup", "no_such_controller"},
-	}
-	for i, c := range cases {
-		id := int64(100 + i)
-		sp.open(id, c.program, nil, c.opts...)
-		f := sp.next(id, 10*time.Second)
-		if len(f) != 4 || f[0] != atom("spawn_error") || f[2] != atom(c.reason) || !strings.Contains(string(f[3].([]byte)), c.text) {
-			t.Errorf("%s %v: want {spawn_error, %d, %s, \"...%s...\"}, got %v", c.program, c.opts, id, c.reason, c.text, f)
-		}
+	sp.open(100, "true", nil, opt("cgroup_controllers", binList([]string{"no_such_controller"})), opt("cgroup_path", []byte("ps_port_shared_test/x")))
+	f := sp.next(100, 10*time.Second)
+	if len(f) != 4 || f[0] != atom("spawn_error") || f[2] != atom("badcgroup") || !strings.Contains(string(f[3].([]byte)), "no_such_controller") {
+		t.Errorf("want {spawn_error, 100, badcgroup, \"...no_such_controller...\"}, got %v", f)
 	}
 	sp.open(1, "sh", []string{"-c", "echo ok"})
 	sp.started(1)
