@@ -10,6 +10,7 @@ package blackbox
 //     driving it through node_driver.erl.
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"os/exec"
@@ -29,6 +30,7 @@ type childOpts struct {
 	stderrToStdout    bool   // --capture-stderr, {stderr_to_stdout, true}
 	captureStderrOnly bool   // --capture-stderr-only, {capture_stderr_only, true}
 	cd, uid, gid      string // --cd, --uid, --gid; {cd | uid | gid, Binary}
+	stdinLimit        int    // --stdin-limit, {stdin_limit, N} (0: the default)
 }
 
 // flags are the options as ps_port --packet's flags.
@@ -44,6 +46,9 @@ func (co childOpts) flags() []string {
 		if kv[1] != "" {
 			f = append(f, kv[0], kv[1])
 		}
+	}
+	if co.stdinLimit > 0 {
+		f = append(f, "--stdin-limit", strconv.Itoa(co.stdinLimit))
 	}
 	return f
 }
@@ -63,11 +68,14 @@ func (co childOpts) terms() []etf.Term {
 			opts = append(opts, opt(kv[0], []byte(kv[1])))
 		}
 	}
+	if co.stdinLimit > 0 {
+		opts = append(opts, opt("stdin_limit", int64(co.stdinLimit)))
+	}
 	return opts
 }
 
-// spawnError is a refused open: the reason (an errno's name, baduser,
-// ...) and the message.
+// spawnError is a refused open or command: the reason (an errno's name,
+// baduser, stdin_overflow, ...) and the message.
 type spawnError struct {
 	reason, message string
 }
@@ -95,9 +103,11 @@ type childResult struct {
 
 // modeChild is one running child, seen from its owner.
 type modeChild interface {
-	pid() int            // its OS pid
-	command(data string) // write data to its stdin
-	eof()                // close its stdin
+	pid() int                  // its OS pid
+	command(data string)       // write data to its stdin
+	commandCopy(b byte, n int) // write n bytes b as one command
+	refusal() spawnError       // the next message, a refused command
+	eof()                      // close its stdin
 	signal(sig syscall.Signal)
 	read() string         // the next chunk of its stdout (acked)
 	collect() childResult // the rest of its output (acked) until its exit
@@ -208,9 +218,34 @@ func waitExited(t *testing.T, waited <-chan struct{}, cmd *exec.Cmd, stderr fmt.
 	return cmd.ProcessState.ExitCode()
 }
 
-func (c *portChild) pid() int                  { return c.osPid }
-func (c *portChild) command(data string)       { c.p.send(etf.Tuple{atom("command"), []byte(data)}) }
-func (c *portChild) eof()                      { c.p.send(atom("eof")) }
+func (c *portChild) pid() int            { return c.osPid }
+func (c *portChild) command(data string) { c.p.send(etf.Tuple{atom("command"), []byte(data)}) }
+func (c *portChild) eof()                { c.p.send(atom("eof")) }
+func (c *portChild) commandCopy(b byte, n int) {
+	c.p.send(etf.Tuple{atom("command"), bytes.Repeat([]byte{b}, n)})
+}
+
+func (c *portChild) refusal() spawnError {
+	c.p.t.Helper()
+	f := c.p.next(10 * time.Second)
+	tu, ok := etf.MatchTuple(f, "error", 3)
+	if !ok {
+		c.p.t.Fatalf("want {error, Reason, Message}, got %v", f)
+	}
+	return refused(c.p.t, tu[1:])
+}
+
+// refused reads [Reason, Message] of an error frame.
+func refused(t *testing.T, rm []etf.Term) spawnError {
+	t.Helper()
+	r, ok1 := rm[0].(etf.Atom)
+	m, ok2 := rm[1].([]byte)
+	if !ok1 || !ok2 {
+		t.Fatalf("want an atom and a binary, got %v", rm)
+	}
+	return spawnError{string(r), string(m)}
+}
+
 func (c *portChild) signal(sig syscall.Signal) { c.p.send(etf.Tuple{atom("signal"), int64(sig)}) }
 
 func (c *portChild) read() string {
@@ -302,6 +337,18 @@ func (c *sharedChild) command(data string) {
 	c.sp.sendTerm(etf.Tuple{atom("command"), c.id, []byte(data)})
 }
 func (c *sharedChild) eof() { c.sp.sendTerm(etf.Tuple{atom("eof"), c.id}) }
+func (c *sharedChild) commandCopy(b byte, n int) {
+	c.sp.sendTerm(etf.Tuple{atom("command"), c.id, bytes.Repeat([]byte{b}, n)})
+}
+
+func (c *sharedChild) refusal() spawnError {
+	c.sp.t.Helper()
+	f := c.sp.next(c.id, 10*time.Second)
+	if len(f) != 4 || f[0] != atom("error") {
+		c.sp.t.Fatalf("child %d: want {error, %d, Reason, Message}, got %v", c.id, c.id, f)
+	}
+	return refused(c.sp.t, f[2:])
+}
 func (c *sharedChild) signal(sig syscall.Signal) {
 	c.sp.sendTerm(etf.Tuple{atom("signal"), c.id, int64(sig)})
 }
@@ -337,6 +384,7 @@ type nodeChild struct {
 	e     *erlNode
 	v     string // the child's variable in the erl node's bindings
 	osPid int    // 0 until asked
+	n     int    // refusals read (for fresh variable names)
 }
 
 func (o *nodeOwner) open(program string, args []string, co childOpts) modeChild {
@@ -359,8 +407,11 @@ func erlOpen(program string, args []string, co childOpts) string {
 	for _, o := range co.terms() {
 		kv := o.(etf.Tuple)
 		v := "true"
-		if b, ok := kv[1].([]byte); ok {
-			v = erlBin(string(b))
+		switch x := kv[1].(type) {
+		case []byte:
+			v = erlBin(string(x))
+		case int64:
+			v = strconv.FormatInt(x, 10)
 		}
 		opts = append(opts, fmt.Sprintf("{%s, %s}", kv[0], v))
 	}
@@ -405,6 +456,25 @@ func (c *nodeChild) command(data string) {
 }
 
 func (c *nodeChild) eof() { c.e.expect(fmt.Sprintf(`%s ! {self(), eof}, ok`, c.v), "ok") }
+
+func (c *nodeChild) commandCopy(b byte, n int) {
+	c.e.expect(fmt.Sprintf(`%s ! {self(), {command, binary:copy(<<%d>>, %d)}}, ok`, c.v, b, n), "ok")
+}
+
+var nodeError = regexp.MustCompile(`^\{([a-z_]+),` + hexBin + `\}$`)
+
+func (c *nodeChild) refusal() spawnError {
+	t := c.e.t
+	t.Helper()
+	c.n++
+	v := fmt.Sprintf("%sR%d", c.v, c.n) // the bindings persist: fresh names
+	got := c.e.eval(fmt.Sprintf(`receive {%s, {error, %[2]sR, %[2]sM}} -> {%[2]sR, binary:encode_hex(%[2]sM)}; {%[1]s, %[2]sX} -> {unexpected, %[2]sX} after 10000 -> timeout end`, c.v, v))
+	m := nodeError.FindStringSubmatch(got)
+	if m == nil {
+		t.Fatalf("%s: want {error, Reason, Message}, got %s", c.v, got)
+	}
+	return spawnError{m[1], unhex(t, m[2])}
+}
 
 func (c *nodeChild) signal(sig syscall.Signal) {
 	c.e.expect(fmt.Sprintf(`%s ! {self(), {signal, %d}}, ok`, c.v, sig), "ok")

@@ -154,3 +154,54 @@ func TestModesSpawnErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestModesStdinLimit: a command meeting an empty stdin queue is taken
+// whole (sleep never reads: the pipe takes 64 KiB, the rest waits); the
+// next one that would pass stdin_limit is refused whole, loudly, and so is
+// every further one while the child does not read; a command after eof is
+// refused; a command larger than the limit reaches a child that reads,
+// uncut.
+func TestModesStdinLimit(t *testing.T) {
+	forModes(t, func(t *testing.T, o modeOwner) {
+		s := o.open("sleep", []string{"100"}, childOpts{stdinLimit: 1000})
+		s.commandCopy('x', 100000)
+		s.commandCopy('x', 2000)
+		want := spawnError{"stdin_overflow", "2000 bytes for stdin refused whole: 34464 bytes already wait for the child to read them and the stdin limit is 1000; send less at a time, wait for the child to read, or raise the limit"}
+		if got := s.refusal(); got != want {
+			t.Errorf("refused %+v, want %+v", got, want)
+		}
+		const more = 200
+		for range more {
+			s.commandCopy('y', 1000)
+		}
+		for i := range more {
+			if got := s.refusal(); got.reason != "stdin_overflow" {
+				t.Fatalf("command %d of %d to a child that does not read: %+v, want stdin_overflow", i+1, more, got)
+			}
+		}
+		s.signal(syscall.SIGKILL)
+		if r := s.collect(); r.others != 0 || r.exit != (childExit{signal: true, n: 9}) {
+			t.Errorf("sleep: %d other messages, %v; want none, signal 9", r.others, r.exit)
+		}
+
+		// A child still running after eof (cat, then sleep).
+		c := o.open("sh", []string{"-c", "cat; exec sleep 100"}, childOpts{})
+		c.eof()
+		c.command("late")
+		wantLate := spawnError{"stdin_closed", "4 bytes for stdin refused: stdin was closed by eof"}
+		if got := c.refusal(); got != wantLate {
+			t.Errorf("a command after eof: %+v, want %+v", got, wantLate)
+		}
+		c.signal(syscall.SIGKILL)
+		if r := c.collect(); r.stdout != "" || r.others != 0 || r.exit != (childExit{signal: true, n: 9}) {
+			t.Errorf("cat then sleep: stdout %q, %d other messages, %v; want none, signal 9", r.stdout, r.others, r.exit)
+		}
+
+		w := o.open("wc", []string{"-c"}, childOpts{stdinLimit: 1000})
+		w.commandCopy('z', 3000000)
+		w.eof()
+		if r := w.collect(); r.stdout != "3000000\n" || r.others != 0 || r.exit != (childExit{}) {
+			t.Errorf("3 MB in one command, limit 1000: wc says %q, %d other messages, %v", r.stdout, r.others, r.exit)
+		}
+	})
+}
