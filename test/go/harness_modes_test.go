@@ -54,7 +54,7 @@ func (co childOpts) flags() []string {
 }
 
 // terms are the options as {Key, Value} pairs, for the shared and the
-// node mode (rendered with erlTerm there).
+// node mode (rendered by erlOpen there).
 func (co childOpts) terms() []etf.Term {
 	var opts []etf.Term
 	if co.stderrToStdout {
