@@ -164,12 +164,7 @@ func TestCgroupLeftByKilledPsPortIsReclaimed(t *testing.T) {
 	script := `(setsid sh -c 'echo $$; exec sleep 1000' &); exec sleep 1000`
 	p := startPort(t, "--packet", "-c", "memory", "-g", path, "--", "sh", "-c", script)
 	child := p.started()
-	f := p.next(5 * time.Second)
-	tu, ok := etf.MatchTuple(f, "stdout", 2)
-	if !ok {
-		t.Fatalf("want the daemon's pid, got %v", f)
-	}
-	daemon, _ := strconv.Atoi(strings.TrimSpace(string(tu[1].([]byte))))
+	daemon := p.nextPid(5 * time.Second)
 	p.cmd.Process.Kill()
 	waitGone(t, child, 2*time.Second) // parent-death signal
 	q := startPort(t, "--packet", "-c", "memory", "-g", base+"/next", "--", "true")

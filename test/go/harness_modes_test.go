@@ -177,11 +177,7 @@ func (o *portOwner) start(program string, args []string, co childOpts) *portProc
 func (o *portOwner) openError(program string, args []string, co childOpts) spawnError {
 	o.t.Helper()
 	p := o.start(program, args, co)
-	f := p.next(5 * time.Second)
-	tu, ok := etf.MatchTuple(f, "spawn_error", 3)
-	if !ok {
-		o.t.Fatalf("%s %q %+v: want {spawn_error, Reason, Message}, got %v", program, args, co, f)
-	}
+	tu := p.nextTuple("spawn_error", 3, 5*time.Second)
 	if code := p.exitCode(5 * time.Second); code != 3 {
 		o.t.Errorf("%s %q %+v: exit code %d, want 3", program, args, co, code)
 	}
@@ -227,12 +223,7 @@ func (c *portChild) commandCopy(b byte, n int) {
 
 func (c *portChild) refusal() spawnError {
 	c.p.t.Helper()
-	f := c.p.next(10 * time.Second)
-	tu, ok := etf.MatchTuple(f, "error", 3)
-	if !ok {
-		c.p.t.Fatalf("want {error, Reason, Message}, got %v", f)
-	}
-	return refused(c.p.t, tu[1:])
+	return refused(c.p.t, c.p.nextTuple("error", 3, 10*time.Second)[1:])
 }
 
 // refused reads [Reason, Message] of an error frame.
@@ -250,13 +241,7 @@ func (c *portChild) signal(sig syscall.Signal) { c.p.send(etf.Tuple{atom("signal
 
 func (c *portChild) read() string {
 	c.p.t.Helper()
-	f := c.p.next(10 * time.Second)
-	tu, ok := etf.MatchTuple(f, "stdout", 2)
-	if !ok {
-		c.p.t.Fatalf("want {stdout, Data}, got %v", f)
-	}
-	c.p.ack(len(tu[1].([]byte)))
-	return string(tu[1].([]byte))
+	return string(c.p.nextOutput(10 * time.Second))
 }
 
 func (c *portChild) collect() childResult {

@@ -191,17 +191,31 @@ func (p *portProc) started() int {
 	return int(tu[1].(int64))
 }
 
+// nextTuple returns the next frame, which must be a tuple of n elements
+// tagged tag, failing the test after timeout.
+func (p *portProc) nextTuple(tag string, n int, timeout time.Duration) etf.Tuple {
+	p.t.Helper()
+	f := p.next(timeout)
+	tu, ok := etf.MatchTuple(f, etf.Atom(tag), n)
+	if !ok {
+		p.t.Fatalf("want a {%s, ...} of %d elements, got %v", tag, n, f)
+	}
+	return tu
+}
+
+// nextOutput returns the next frame's {stdout, Data} and acks it.
+func (p *portProc) nextOutput(timeout time.Duration) []byte {
+	p.t.Helper()
+	out := p.nextTuple("stdout", 2, timeout)[1].([]byte)
+	p.ack(len(out))
+	return out
+}
+
 // nextPid reads the next frame, which must be {stdout, Data} with Data a
 // pid on a line (a child that reports its grandchild's), and acks it.
 func (p *portProc) nextPid(timeout time.Duration) int {
 	p.t.Helper()
-	f := p.next(timeout)
-	tu, ok := etf.MatchTuple(f, "stdout", 2)
-	if !ok {
-		p.t.Fatalf("want a pid on stdout, got %v", f)
-	}
-	out := tu[1].([]byte)
-	p.ack(len(out))
+	out := p.nextOutput(timeout)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
 	if err != nil {
 		p.t.Fatalf("child wrote %q, want a pid", out)

@@ -150,13 +150,7 @@ func startDaemon(t *testing.T, args ...string) (*portProc, int) {
 	p.started()
 	var out []byte
 	for !bytes.Contains(out, []byte("done\n")) {
-		f := p.next(5 * time.Second)
-		tu, ok := etf.MatchTuple(f, "stdout", 2)
-		if !ok {
-			t.Fatalf("unexpected frame %v", f)
-		}
-		out = append(out, tu[1].([]byte)...)
-		p.ack(len(tu[1].([]byte)))
+		out = append(out, p.nextOutput(5*time.Second)...)
 	}
 	pid, err := strconv.Atoi(strings.Fields(string(out))[0])
 	if err != nil || !alive(pid) {

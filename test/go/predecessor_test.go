@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/protonstream/ps_port/etf"
 )
 
 // killPsPort SIGKILLs a ps_port and waits until its direct child is gone
@@ -44,15 +42,11 @@ func TestKilledPsPortsLeftoversKilledByTheNext(t *testing.T) {
 	child := openHandle(t, p.started())
 	var left []procHandle
 	for len(left) < 2 {
-		f := p.next(10 * time.Second)
-		tu, ok := etf.MatchTuple(f, "stdout", 2)
-		if !ok {
-			t.Fatalf("want pids, got %v", f)
-		}
-		for _, s := range strings.Fields(string(tu[1].([]byte))) {
+		out := p.nextOutput(10 * time.Second)
+		for _, s := range strings.Fields(string(out)) {
 			pid, err := strconv.Atoi(s)
 			if err != nil {
-				t.Fatalf("child wrote %q", tu[1])
+				t.Fatalf("child wrote %q", out)
 			}
 			left = append(left, openHandle(t, pid))
 		}
