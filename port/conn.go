@@ -222,6 +222,9 @@ func (c *Conn) MoveStderr(fd, n int) error { return c.move("stderr", noID, fd, n
 func (c *Conn) move(tag etf.Atom, id int64, fd, n int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if n <= smallMove {
+		return c.moveSmall(tag, id, fd, n)
+	}
 	if err := c.writev(c.header(tag, id, n), nil); err != nil {
 		return err
 	}
@@ -261,6 +264,26 @@ func (c *Conn) move(tag etf.Atom, id int64, fd, n int) error {
 	return nil
 }
 
+// smallMove is the largest frame move copies instead of splicing.
+const smallMove = 64 << 10
+
+// moveSmall reads the n bytes and writes the whole frame with one writev.
+// Written apart, the header alone wakes the owner's VM for a frame it
+// cannot take yet, and the payload wakes it again: for small frames that
+// second wake-up costs more than the copy (a round trip through cat is
+// mostly wake-ups). c.mu is held.
+func (c *Conn) moveSmall(tag etf.Atom, id int64, fd, n int) error {
+	buf := c.copyBuffer()[:n]
+	for got := 0; got < n; {
+		k, err := readIn(fd, buf[got:])
+		if err != nil {
+			return err
+		}
+		got += k
+	}
+	return c.writev(c.header(tag, id, n), buf)
+}
+
 // pipeHolds reports whether the pipe fd has bytes to read.
 func pipeHolds(fd int) bool {
 	avail, err := rawio.Queued(fd)
@@ -287,22 +310,38 @@ func (c *Conn) toPort(write func(wfd int) bool) error {
 
 // copyOut reads up to n bytes from fd and writes them to the port.
 func (c *Conn) copyOut(fd, n int) (int, error) {
-	if c.copyBuf == nil {
-		c.copyBuf = make([]byte, 64<<10)
+	buf := c.copyBuffer()
+	k, err := readIn(fd, buf[:min(n, len(buf))])
+	if err != nil {
+		return 0, err
 	}
+	return k, c.writev(buf[:k], nil)
+}
+
+// copyBuffer is move's buffer when it copies; c.mu is held.
+func (c *Conn) copyBuffer() []byte {
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, smallMove)
+	}
+	return c.copyBuf
+}
+
+// readIn reads at most len(p) bytes from the child's pipe fd, which holds
+// some: see move, a frame never waits for the child.
+func readIn(fd int, p []byte) (int, error) {
 	for {
-		k, err := unix.Read(fd, c.copyBuf[:min(n, len(c.copyBuf))])
+		k, err := rawio.Read(fd, p)
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EAGAIN: // see move: never wait for the child
-			return 0, fmt.Errorf("the child's pipe holds nothing of the %d bytes still due in a frame", n)
+		case err == unix.EAGAIN:
+			return 0, fmt.Errorf("the child's pipe holds nothing of the %d bytes still due in a frame", len(p))
 		case err != nil:
 			return 0, fmt.Errorf("reading the child's output: %w", err)
 		case k == 0:
-			return 0, fmt.Errorf("the child's pipe ended %d bytes short of a frame", n)
+			return 0, fmt.Errorf("the child's pipe ended %d bytes short of a frame", len(p))
 		}
-		return k, c.writev(c.copyBuf[:k], nil)
+		return k, nil
 	}
 }
 

@@ -134,3 +134,45 @@ func TestPollableOnlyPipes(t *testing.T) {
 		t.Fatal("pollable made a regular file non-blocking")
 	}
 }
+
+// move sends what waits in a child's pipe as one {stdout, Id, Bytes}
+// frame, copied with one writev when small, spliced when large.
+func TestConnMoveSmallAndLarge(t *testing.T) {
+	outR, outW := pollPipe(t)
+	c := NewConn(nil, outW)
+	for _, n := range []int{1, 100, smallMove, smallMove + 1, 600 << 10} {
+		childR, childW := pollPipe(t)
+		unix.FcntlInt(childW.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+		payload := bytes.Repeat([]byte{byte(n)}, n)
+		if _, err := childW.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		sent := make(chan error, 1)
+		rc, _ := childR.SyscallConn()
+		go rc.Control(func(fd uintptr) { sent <- c.move("stdout", 7, int(fd), n) })
+		var got bytes.Buffer
+		buf := make([]byte, 64<<10)
+		for got.Len() < 4 || got.Len() < 4+int(binary.BigEndian.Uint32(got.Bytes())) {
+			outR.SetReadDeadline(time.Now().Add(10 * time.Second))
+			k, err := outR.Read(buf)
+			if err != nil {
+				t.Fatalf("%d bytes: reading the port: %v", n, err)
+			}
+			got.Write(buf[:k])
+		}
+		if err := <-sent; err != nil {
+			t.Fatalf("%d bytes: move: %v", n, err)
+		}
+		term, err := etf.Decode(got.Bytes()[4:])
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		tu, ok := term.(etf.Tuple)
+		if !ok || len(tu) != 3 || tu[0] != etf.Atom("stdout") || tu[1] != int64(7) || !bytes.Equal(tu[2].([]byte), payload) {
+			t.Fatalf("%d bytes: got a frame that is not {stdout, 7, payload}", n)
+		}
+		if k, _ := unix.IoctlGetInt(int(childR.Fd()), unix.TIOCINQ); k != 0 {
+			t.Fatalf("%d bytes: %d left in the child's pipe", n, k)
+		}
+	}
+}
