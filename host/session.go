@@ -22,8 +22,9 @@ type Output interface {
 	// "stdin_overflow", "stdin_closed" or "signal", message says why and
 	// what to do. Or, with reason "output_lost", right before Exit (and
 	// OOMKilled), that the child's output could not all be delivered: a
-	// Sink call failed (status.OutputErr says how), so the child was
-	// terminated and the rest of its output thrown away.
+	// Sink call failed (status.OutputErr says how; not reported for EPIPE,
+	// an owner gone), so the child was terminated and the rest of its
+	// output thrown away.
 	Error(reason, message string)
 	// StdinWritten reports, in a session started with Request.StdinAck,
 	// that n more bytes of stdin were written to the child's pipe since
@@ -133,7 +134,9 @@ func (s *Session) finish() {
 		s.deleteGroup() // the exit report says the cgroup is gone
 	}
 	s.mu.Lock()
-	if st.OutputErr != nil {
+	// EPIPE: the owner is gone (the port closed), as it may be; nobody is
+	// left to tell.
+	if st.OutputErr != nil && !errors.Is(st.OutputErr, syscall.EPIPE) {
 		s.out.Error("output_lost", fmt.Sprintf("output of child %d could not be delivered (%v): it was terminated and the rest of its output thrown away", s.child.Pid(), st.OutputErr))
 	}
 	if oom > 0 {

@@ -432,6 +432,14 @@ func (f failingOutput) Stdout(p []byte) error {
 	return errors.New("the port is broken")
 }
 
+// epipeOutput is a recorder whose port was closed by its owner.
+type epipeOutput struct{ *recorder }
+
+func (f epipeOutput) Stdout(p []byte) error {
+	f.add("stdout refused")
+	return &os.PathError{Op: "write", Path: "|1", Err: syscall.EPIPE}
+}
+
 // Output that cannot be delivered is not silently lost: the child is
 // terminated, the session reports output_lost right before the exit, and
 // the exit status carries the sink's error.
@@ -455,6 +463,23 @@ func TestLostOutputReportedWithTheExit(t *testing.T) {
 	if n < 2 || !strings.HasPrefix(ev[n-2], "error output_lost: ") || !strings.Contains(ev[n-2], "the port is broken") ||
 		!strings.HasPrefix(ev[n-1], "exit ") {
 		t.Fatalf("events %q: want output_lost (naming the sink's error) right before the exit", ev)
+	}
+	// A closed port (EPIPE) is an owner gone: the exit carries it, but
+	// nobody is left to tell.
+	r3 := newRecorder()
+	s3, err := Start(Request{Program: "sh", Args: []string{"-c", "echo hi; exec sleep 600"},
+		BaseEnv: []string{"PATH=" + os.Getenv("PATH")}}, epipeOutput{r3}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s3.Abandon(); s3.Wait() })
+	if st := wait(t, r3); !errors.Is(st.OutputErr, syscall.EPIPE) {
+		t.Errorf("exit %v: want EPIPE as OutputErr", st)
+	}
+	for _, e := range r3.log() {
+		if strings.Contains(e, "output_lost") {
+			t.Errorf("events %q: output_lost reported for a closed port", r3.log())
+		}
 	}
 	// Delivered output leaves OutputErr nil.
 	_, r2 := start(t, Request{Program: "sh", Args: []string{"-c", "echo ok"}, BaseEnv: []string{"PATH=" + os.Getenv("PATH")}})
