@@ -59,15 +59,16 @@ type Conn struct {
 // poller (a non-blocking pipe, see PortFiles), a writer that finds the port
 // full waits there, not in a thread blocked in poll(2).
 //
-// Frames are read through a 64 KiB buffer: a frame's length prefix and its
-// term (and, when the owner is quick, the next frames) take one read(2).
+// Frames are read through a 4 KiB buffer: a small frame's length prefix
+// and its term (and, when the owner is quick, the next frames) take one
+// read(2); the rest of a larger frame is read straight into it.
 func NewConn(r io.Reader, w *os.File) *Conn {
 	c := &Conn{w: w, hdr: make([]byte, 0, 64)}
 	if f, ok := r.(*os.File); ok {
 		r = polledReader(f)
 	}
 	if r != nil {
-		c.r = bufio.NewReaderSize(r, 64<<10)
+		c.r = bufio.NewReaderSize(r, 4<<10)
 	}
 	// Not w.Fd(): it would put a non-blocking w back into blocking mode.
 	c.wrc, _ = w.SyscallConn()
