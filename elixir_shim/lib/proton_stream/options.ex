@@ -118,10 +118,12 @@ defmodule ProtonStream.Options do
   Validates `opts` for running `command` with `args` and returns the
   normalized map (see `t:t/0`).
 
-  The first argument is the context: `:stream` (open/start_link; the options
-  of `ProtonStream.Node` are checked by `validate/2`). Raises `ArgumentError` for an unknown option, a value of the
-  wrong type, a non-binary argument, a NUL byte in the command or an
-  argument, or both `:cgroup_path` and `:cgroup_base`; raises `ErlangError`
+  The first argument is the context: `:stream` for `ProtonStream.open/3`,
+  `:callback` for `ProtonStream.start_link/5`, which also refuses `:flow`
+  with `:node` (callback mode always uses `flow: :ack`: the callbacks
+  acknowledge); `validate/2` checks the options of `ProtonStream.Node`.
+  Raises `ArgumentError` for an unknown option, a value of the wrong type,
+  a non-binary argument, a NUL byte in the command or an argument, or both `:cgroup_path` and `:cgroup_base`; raises `ErlangError`
   with reason `:enoent`, and the program and the `PATH` searched in its
   message, when there is no `command` to run (looked up as `execvp(3)`
   does, on `:env`'s `PATH` when it sets one, relative paths from `:cd`; see
@@ -129,7 +131,18 @@ defmodule ProtonStream.Options do
   node looks the command up. With `pty: true` the result runs `script`
   (see `ProtonStream.Pty`).
   """
-  @spec validate(:stream, binary(), [binary()], keyword()) :: t()
+  @spec validate(:stream | :callback, binary(), [binary()], keyword()) :: t()
+  def validate(:callback, command, args, opts) do
+    case validate(:stream, command, args, opts) do
+      %{node: _, flow: _} ->
+        raise ArgumentError,
+              "invalid option :flow: callback mode always uses flow: :ack (the callbacks acknowledge)"
+
+      options ->
+        options
+    end
+  end
+
   def validate(:stream, command, args, opts) do
     check_command!(command)
     check_args!(args)

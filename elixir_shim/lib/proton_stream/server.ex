@@ -87,13 +87,7 @@ defmodule ProtonStream.Server do
   @spec start_callback(module(), binary(), [binary()], term(), keyword()) :: GenServer.on_start()
   def start_callback(module, command, args, init_arg, opts) do
     {gen_opts, ps_opts} = split_opts(opts)
-    options = ProtonStream.Options.validate(:stream, command, args, ps_opts)
-
-    if Map.has_key?(options, :node) and Map.has_key?(options, :flow) do
-      raise ArgumentError,
-            "invalid option :flow: callback mode always uses flow: :ack (the callbacks acknowledge)"
-    end
-
+    options = ProtonStream.Options.validate(:callback, command, args, ps_opts)
     gen_opts = Keyword.put_new(gen_opts, :timeout, @start_timeout)
 
     case GenServer.start_link(__MODULE__, {:callback, module, init_arg, options}, gen_opts) do
