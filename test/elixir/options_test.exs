@@ -224,6 +224,15 @@ defmodule ProtonStreamTest.OptionsTest do
       end
     end
 
+    test "the :callback context (start_link/5) refuses :flow with :node, as callback mode always acks" do
+      assert_raise ArgumentError, ~r/:flow: callback mode always uses flow: :ack/, fn ->
+        Options.validate(:callback, "cat", [], node: :ps@host, flow: :queue_len)
+      end
+
+      assert %{node: :ps@host} = Options.validate(:callback, "cat", [], node: :ps@host)
+      assert %{flow: :ack} = Options.validate(:stream, "cat", [], node: :ps@host, flow: :ack)
+    end
+
     test "a node's limits are checked here, naming the option" do
       for {key, value} <- [
             delay_to_sigkill: 600_001,
