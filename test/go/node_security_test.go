@@ -358,17 +358,12 @@ func TestNodeSecUnmarkedEscapeeKilled(t *testing.T) {
 	_, e := nodePair(t, "--allow", "/usr/bin/*", "--allow", "/bin/*", "--max-children", "1")
 	// The child starts the escapee, says its pid, and exits when told.
 	pid := e.evalInt(`{ok, P} = open(<<"sh">>, [<<"-c">>, <<"env -u PS_PORT_CHILD setsid sleep 1000 < /dev/null > /dev/null 2>&1 & echo $!; read x">>]), receive {P, {data, Out}} -> binary_to_integer(string:trim(Out)) after 10000 -> timeout end`)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && strings.HasPrefix(string(b), "sleep\x00") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the escapee %d did not start: %q %v", pid, b, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var b []byte
+	var err error
+	waitFor(t, 5*time.Second, func() string { return fmt.Sprintf("the escapee %d did not start: %q %v", pid, b, err) }, func() bool {
+		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return err == nil && strings.HasPrefix(string(b), "sleep\x00")
+	})
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err != nil || strings.Contains(string(b), "PS_PORT_CHILD") {
 		t.Fatalf("the escapee still carries the marker (%v): the test proves nothing", err)
 	}

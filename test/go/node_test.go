@@ -132,13 +132,7 @@ func TestNodeLogsQuiet(t *testing.T) {
 	ps, e := nodePair(t)
 	e.expect(`{ok, P} = open(<<"echo">>, [<<"hi">>]), collect(P)`, `{<<"hi\n">>,<<>>,[],normal}`)
 	e.kill()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(ps.stderr.String(), "the connection to "+e.name+" is gone") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no line saying the connection to %s is gone:\n%s", e.name, ps.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, ps.stderr, 20*time.Second, "the connection to "+e.name+" is gone")
 	log := ps.stderr.String()
 	for _, noise := range []string{"WARNING", "map key", "ergo:", "%!"} {
 		if strings.Contains(log, noise) {
@@ -157,18 +151,13 @@ const treeCmd = `<<"sh">>, [<<"-c">>, <<"trap '' TERM; setsid sleep 1000 & sleep
 // treePids waits until the tree of osPid has its three processes.
 func treePids(t *testing.T, osPid int) []int {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		pids := descendantsOf(osPid)
-		if len(pids) >= 3 {
-			t.Cleanup(func() { killAll(pids) })
-			return pids
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tree of %d: %v", osPid, pids)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var pids []int
+	waitFor(t, 5*time.Second, func() string { return fmt.Sprintf("tree of %d: %v", osPid, pids) }, func() bool {
+		pids = descendantsOf(osPid)
+		return len(pids) >= 3
+	})
+	t.Cleanup(func() { killAll(pids) })
+	return pids
 }
 
 func TestNodeOwnerKilledTakesTreeDown(t *testing.T) {
