@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 
 	"github.com/protonstream/ps_port/cgroup"
@@ -53,9 +52,6 @@ func run(args []string) int {
 	}
 	defer reg.Close()
 
-	if (cfg.shared || cfg.packet) && os.Getenv("GOMAXPROCS") == "" {
-		oneProc()
-	}
 	if cfg.shared {
 		return port.ServeShared(port.NewConn(port.PortFiles()), port.SharedConfig{
 			StdinLimit: cfg.stdinLimit, Window: cfg.window, DelayToSIGKILL: cfg.delay, Logf: logf,
@@ -95,17 +91,6 @@ func serveOne(cfg *config, stop <-chan os.Signal) int {
 	s.Wait() // and its cgroup is gone
 	return code
 }
-
-// oneProc runs ps_port's Go code on one P. Port mode does little work per
-// byte or frame (system calls on non-blocking descriptors, splice) and
-// much waiting; with a second P, every goroutine made runnable (an ack
-// waking a pump, a frame waking the reader) wakes a second thread to spin
-// for work. Measured on the shared ps_port (2 cores, 8 x 256 MiB at once):
-// 22 000-31 000 context switches instead of 43 000-52 000, and 15-16 µs of
-// CPU per 100-byte round trip through cat instead of 19-35 µs. Blocking
-// system calls (forks run on the forker thread; /proc scans) still hand
-// the P over. GOMAXPROCS in the environment overrides this.
-func oneProc() { runtime.GOMAXPROCS(1) }
 
 // logf is where the host layer's lines go: ps_port's stderr.
 func logf(format string, args ...any) {
