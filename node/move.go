@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/ergo-services/ergo/etf"
+	"github.com/protonstream/ps_port/internal/rawio"
 	"github.com/protonstream/ps_port/otpdist"
 	"golang.org/x/sys/unix"
 )
@@ -121,7 +122,7 @@ func (c *child) moveNow(tag etf.Atom, fd, n int) error {
 func readPipe(fd, n, room int) ([]byte, error) {
 	buf := make([]byte, room+n)
 	for got := room; got < len(buf); {
-		k, err := unix.Read(fd, buf[got:])
+		k, err := rawio.Read(fd, buf[got:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -139,7 +140,7 @@ func readPipe(fd, n, room int) ([]byte, error) {
 func skipPipe(fd, n int) error {
 	var scratch [16 << 10]byte
 	for n > 0 {
-		k, err := unix.Read(fd, scratch[:min(n, len(scratch))])
+		k, err := rawio.Read(fd, scratch[:min(n, len(scratch))])
 		switch {
 		case err == unix.EINTR:
 			continue

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ergo-services/ergo/lib"
@@ -28,6 +29,7 @@ const DefaultNetTickTime = 60 * time.Second
 // the 4-byte length prefixes to send ticks only between two packets.
 type tickConn struct {
 	lib.NetReadWriter
+	raw     syscall.RawConn // the socket's, for rawRead and rawWrite; nil over TLS
 	timeout time.Duration
 
 	mu        sync.Mutex
@@ -44,7 +46,7 @@ var errTickClosed = errors.New("connection closed")
 
 // newTickConn wraps conn and starts its ticker; timeout is the tick time.
 func newTickConn(conn lib.NetReadWriter, timeout time.Duration) *tickConn {
-	c := &tickConn{NetReadWriter: conn, timeout: timeout, lastWrite: time.Now()}
+	c := &tickConn{NetReadWriter: conn, raw: rawSocket(conn), timeout: timeout, lastWrite: time.Now()}
 	go c.ticker()
 	return c
 }
@@ -52,7 +54,13 @@ func newTickConn(conn lib.NetReadWriter, timeout time.Duration) *tickConn {
 // Read implements io.Reader: each read waits at most the tick time.
 func (c *tickConn) Read(p []byte) (int, error) {
 	c.NetReadWriter.SetReadDeadline(time.Now().Add(c.timeout))
-	n, err := c.NetReadWriter.Read(p)
+	var n int
+	var err error
+	if c.raw != nil {
+		n, err = rawRead(c.raw, p)
+	} else {
+		n, err = c.NetReadWriter.Read(p)
+	}
 	if err != nil {
 		c.mu.Lock()
 		c.closed = true
@@ -69,7 +77,7 @@ func (c *tickConn) SetReadDeadline(time.Time) error { return nil }
 func (c *tickConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, err := c.NetReadWriter.Write(p)
+	n, err := c.write(p)
 	c.lastWrite = time.Now()
 	for q := p[:n]; len(q) > 0; {
 		if c.body > 0 {
@@ -90,6 +98,15 @@ func (c *tickConn) Write(p []byte) (int, error) {
 		c.closed = true
 	}
 	return n, err
+}
+
+// write writes p to the socket (rawsock.go when it is a plain one); c.mu
+// is held.
+func (c *tickConn) write(p []byte) (int, error) {
+	if c.raw != nil {
+		return rawWrite(c.raw, p)
+	}
+	return c.NetReadWriter.Write(p)
 }
 
 func (c *tickConn) ticker() {
@@ -113,7 +130,7 @@ func (c *tickConn) tick() error {
 	if time.Since(c.lastWrite) < c.timeout/4 || c.body > 0 || c.hn > 0 {
 		return nil
 	}
-	_, err := c.NetReadWriter.Write(tickPacket)
+	_, err := c.write(tickPacket)
 	c.lastWrite = time.Now()
 	if err != nil {
 		c.closed = true
