@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/protonstream/ps_port/internal/rawio"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +75,7 @@ func spliceOut(rc syscall.RawConn, head []byte, fd, n int) error {
 	var opErr error
 	err := rc.Write(func(sfd uintptr) bool {
 		for len(head) > 0 {
-			k, err := unix.SendmsgN(int(sfd), head, nil, nil, unix.MSG_MORE|unix.MSG_NOSIGNAL)
+			k, err := sendMore(int(sfd), head)
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -87,14 +88,14 @@ func spliceOut(rc syscall.RawConn, head []byte, fd, n int) error {
 			head = head[k:]
 		}
 		for n > 0 {
-			k, err := unix.Splice(fd, nil, int(sfd), nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			k, err := rawio.Splice(fd, int(sfd), n)
 			switch {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
 				// The socket is full, or the pipe empty; only the first
 				// is worth waiting for (the caller saw n bytes in it).
-				if avail, e := unix.IoctlGetInt(fd, unix.TIOCINQ); e != nil || avail == 0 {
+				if avail, e := rawio.Queued(fd); e != nil || avail == 0 {
 					opErr = fmt.Errorf("the child's pipe holds nothing of the %d bytes still due in a packet", n)
 					return true
 				}
@@ -106,7 +107,7 @@ func spliceOut(rc syscall.RawConn, head []byte, fd, n int) error {
 				opErr = fmt.Errorf("the child's pipe ended with %d bytes still due in a packet", n)
 				return true
 			}
-			n -= int(k)
+			n -= k
 		}
 		return true
 	})
