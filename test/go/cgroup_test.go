@@ -2,8 +2,6 @@ package blackbox
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,37 +11,6 @@ import (
 
 	"github.com/protonstream/ps_port/etf"
 )
-
-// cgroupPath returns a unique group path and fails the test when this host
-// cannot run cgroup tests (they need root and the v1 memory controller).
-func cgroupPath(t *testing.T) string {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Fatal("cgroup tests need root (CI runs as root); run the others with -skip Cgroup")
-	}
-	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
-		t.Fatalf("no cgroup v1 memory controller at /sys/fs/cgroup/memory: %v", err)
-	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	return "ps_port_bb_" + hex.EncodeToString(b) + "/child"
-}
-
-func groupDir(controller, path string) string {
-	return filepath.Join("/sys/fs/cgroup", controller, path)
-}
-
-func assertGroupGone(t *testing.T, path string) {
-	t.Helper()
-	for _, ctl := range []string{"memory", "cpu", "pids", "unified"} {
-		for _, p := range []string{path, filepath.Dir(path)} {
-			if _, err := os.Stat(groupDir(ctl, p)); err == nil {
-				t.Errorf("cgroup directory %s left behind", groupDir(ctl, p))
-				os.Remove(groupDir(ctl, p))
-			}
-		}
-	}
-}
 
 func TestCgroupMemoryLimitApplied(t *testing.T) {
 	t.Parallel()

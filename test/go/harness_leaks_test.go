@@ -130,23 +130,59 @@ func relKill(pids []int) {
 // relControllers are the hierarchies a group of the suite may appear in.
 var relControllers = []string{"memory", "pids", "cpu", "unified"}
 
+// needCgroups fails the test unless this host can run cgroup tests: they
+// need root and the cgroup v1 controllers named (CI runs as root on a
+// hybrid v1 host).
+func needCgroups(t *testing.T, controllers ...string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Fatal("cgroup tests need root (CI runs as root); run the others with -skip Cgroup")
+	}
+	for _, ctl := range controllers {
+		if _, err := os.Stat(groupDir(ctl, "cgroup.procs")); err != nil {
+			t.Fatalf("no cgroup v1 %s controller at %s: %v", ctl, groupDir(ctl, ""), err)
+		}
+	}
+}
+
+// groupDir is the directory of the group path in a v1 hierarchy (or
+// "unified").
+func groupDir(controller, path string) string {
+	return filepath.Join("/sys/fs/cgroup", controller, path)
+}
+
+// cgroupPath returns a unique group path, BASE/child, for a test that
+// checks itself that both are gone (assertGroupGone).
+func cgroupPath(t *testing.T) string {
+	t.Helper()
+	needCgroups(t, "memory")
+	return "ps_port_bb_" + relTag()[3:] + "/child"
+}
+
+// assertGroupGone fails the test if the group path or its parent is left
+// in any hierarchy, and removes what it finds.
+func assertGroupGone(t *testing.T, path string) {
+	t.Helper()
+	for _, ctl := range relControllers {
+		for _, p := range []string{path, filepath.Dir(path)} {
+			if _, err := os.Stat(groupDir(ctl, p)); err == nil {
+				t.Errorf("cgroup directory %s left behind", groupDir(ctl, p))
+				os.Remove(groupDir(ctl, p))
+			}
+		}
+	}
+}
+
 // relCgroupBase returns a fresh cgroup base path for a test; it fails the
 // test when the host cannot run cgroup tests, and removes whatever is left
 // under the base when the test ends (after the test looked at it).
 func relCgroupBase(t *testing.T) string {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Fatal("cgroup tests need root (CI runs as root)")
-	}
-	for _, ctl := range []string{"memory", "pids"} {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", ctl, "cgroup.procs")); err != nil {
-			t.Fatalf("no cgroup v1 %s controller: %v", ctl, err)
-		}
-	}
+	needCgroups(t, "memory", "pids")
 	base := "ps_port_rel_" + relTag()[3:]
 	t.Cleanup(func() {
 		for _, ctl := range relControllers {
-			relRemoveTree(filepath.Join("/sys/fs/cgroup", ctl, base))
+			relRemoveTree(groupDir(ctl, base))
 		}
 	})
 	return base
@@ -171,7 +207,7 @@ func relRemoveTree(dir string) {
 func relGroupsLeft(base string) []string {
 	var left []string
 	for _, ctl := range relControllers {
-		root := filepath.Join("/sys/fs/cgroup", ctl, base)
+		root := groupDir(ctl, base)
 		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() && p != root {
 				left = append(left, p)
@@ -203,7 +239,7 @@ func relWaitGroupsGone(t *testing.T, base string, timeout time.Duration) {
 // relGroupDirsUnder counts the group directories directly below base in a
 // v1 hierarchy.
 func relGroupDirsUnder(ctl, base string) int {
-	ents, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, base))
+	ents, _ := os.ReadDir(groupDir(ctl, base))
 	n := 0
 	for _, e := range ents {
 		if e.IsDir() {

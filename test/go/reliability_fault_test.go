@@ -295,7 +295,7 @@ func TestReliabilityForkBombUnderPidsMax(t *testing.T) {
 		p := startPort(t, "--packet", "--env", relTagEnv+"="+tag, "-c", "pids", "-g", path, "-s", fmt.Sprintf("pids.max=%d", max),
 			"--delay-to-sigkill", "100", "--", "bash", "-c", relForkBomb)
 		p.started()
-		relExpectBomb(t, tag, filepath.Join("/sys/fs/cgroup/pids", path), max)
+		relExpectBomb(t, tag, groupDir("pids", path), max)
 		start := time.Now()
 		p.send(atom("stop"))
 		o := p.collect(true, 10*time.Second)
@@ -312,7 +312,7 @@ func TestReliabilityForkBombUnderPidsMax(t *testing.T) {
 		tag, base, ps, e := r.tag, r.base, r.ps, r.e
 		e.expect(fmt.Sprintf(`{ok, B} = open(<<"bash">>, [<<"-c">>, %s], [{delay_to_sigkill, 100}, {cgroup_controllers, [<<"pids">>]}, {cgroup_path, <<"bomb">>}, {cgroup_sets, [{<<"pids">>, <<"pids.max">>, %d}]}]), receive {B, {data, Bm}} -> Bm after 5000 -> timeout end`, erlBin(relForkBomb), max),
 			`<<"bombing\n">>`)
-		relExpectBomb(t, tag, filepath.Join("/sys/fs/cgroup/pids", base, "bomb"), max)
+		relExpectBomb(t, tag, groupDir("pids", base+"/bomb"), max)
 		e.expect(`B ! {self(), close}, reliability_driver:bytes_of(B, 10000)`, `{<<>>,normal}`)
 		// The exit message comes after the whole tree is gone.
 		if live := relTaggedExcept(tag, ps.pid()); len(live) > 0 {
