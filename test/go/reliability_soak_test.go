@@ -184,22 +184,8 @@ func (s *soak) group() string {
 // gone checks that nothing but the node carries the tag any more.
 func (s *soak) gone(what string, timeout time.Duration) {
 	s.t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout + testSlack())
-	for {
-		live := relTaggedExcept(s.tag, s.ps.pid())
-		if len(live) == 0 {
-			if took := time.Since(start); took > timeout {
-				s.t.Logf("%s: gone after %v (goal %v; a loaded machine?)", what, took.Round(time.Millisecond), timeout)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Errorf("%s: left running after %v: %s", what, time.Since(start).Round(time.Millisecond), describe(live))
-			relKill(live)
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
+	if took := relWaitUntagged(s.t, s.tag, timeout, s.ps.pid()); took > timeout {
+		s.t.Logf("%s: waited %v for its processes to go (goal %v; a loaded machine?)", what, took.Round(time.Millisecond), timeout)
 	}
 }
 
