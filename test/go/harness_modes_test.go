@@ -27,10 +27,13 @@ import (
 
 // childOpts are the options of one child, in every mode's own terms.
 type childOpts struct {
-	stderrToStdout    bool   // --capture-stderr, {stderr_to_stdout, true}
-	captureStderrOnly bool   // --capture-stderr-only, {capture_stderr_only, true}
-	cd, uid, gid      string // --cd, --uid, --gid; {cd | uid | gid, Binary}
-	stdinLimit        int    // --stdin-limit, {stdin_limit, N} (0: the default)
+	stderrToStdout    bool     // --capture-stderr, {stderr_to_stdout, true}
+	captureStderrOnly bool     // --capture-stderr-only, {capture_stderr_only, true}
+	cd, uid, gid      string   // --cd, --uid, --gid; {cd | uid | gid, Binary}
+	stdinLimit        int      // --stdin-limit, {stdin_limit, N} (0: the default)
+	arg0              string   // --arg0, {arg0, Binary}
+	env               []string // KEY=VALUE: --env, {env, [{Key, Value}]}
+	unset             []string // KEY: --unset, {env, [{Key, false}]}
 }
 
 // flags are the options as ps_port --packet's flags.
@@ -49,6 +52,15 @@ func (co childOpts) flags() []string {
 	}
 	if co.stdinLimit > 0 {
 		f = append(f, "--stdin-limit", strconv.Itoa(co.stdinLimit))
+	}
+	if co.arg0 != "" {
+		f = append(f, "--arg0", co.arg0)
+	}
+	for _, kv := range co.env {
+		f = append(f, "--env", kv)
+	}
+	for _, k := range co.unset {
+		f = append(f, "--unset", k)
 	}
 	return f
 }
@@ -70,6 +82,20 @@ func (co childOpts) terms() []etf.Term {
 	}
 	if co.stdinLimit > 0 {
 		opts = append(opts, opt("stdin_limit", int64(co.stdinLimit)))
+	}
+	if co.arg0 != "" {
+		opts = append(opts, opt("arg0", []byte(co.arg0)))
+	}
+	if len(co.env)+len(co.unset) > 0 {
+		env := etf.List{}
+		for _, kv := range co.env {
+			k, v, _ := strings.Cut(kv, "=")
+			env = append(env, etf.Tuple{[]byte(k), []byte(v)})
+		}
+		for _, k := range co.unset {
+			env = append(env, etf.Tuple{[]byte(k), atom("false")})
+		}
+		opts = append(opts, opt("env", env))
 	}
 	return opts
 }
@@ -388,19 +414,32 @@ func erlOpen(program string, args []string, co childOpts) string {
 	for i, a := range args {
 		bins[i] = erlBin(a)
 	}
-	var opts []string
-	for _, o := range co.terms() {
-		kv := o.(etf.Tuple)
-		v := "true"
-		switch x := kv[1].(type) {
-		case []byte:
-			v = erlBin(string(x))
-		case int64:
-			v = strconv.FormatInt(x, 10)
+	return fmt.Sprintf(`open(%s, [%s], %s)`, erlBin(program), strings.Join(bins, ", "), erlTerm(etf.List(co.terms())))
+}
+
+// erlTerm writes a term as Erlang source: atoms, binaries, integers,
+// tuples and lists (what childOpts.terms makes).
+func erlTerm(x etf.Term) string {
+	var parts []string
+	switch x := x.(type) {
+	case etf.Atom:
+		return string(x)
+	case []byte:
+		return erlBin(string(x))
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case etf.Tuple:
+		for _, e := range x {
+			parts = append(parts, erlTerm(e))
 		}
-		opts = append(opts, fmt.Sprintf("{%s, %s}", kv[0], v))
+		return "{" + strings.Join(parts, ", ") + "}"
+	case etf.List:
+		for _, e := range x {
+			parts = append(parts, erlTerm(e))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
 	}
-	return fmt.Sprintf(`open(%s, [%s], [%s])`, erlBin(program), strings.Join(bins, ", "), strings.Join(opts, ", "))
+	panic(fmt.Sprintf("erlTerm: %T", x))
 }
 
 var openError = regexp.MustCompile(`^\{error,\{([a-z_]+),` + hexBin + `\}\}$`)

@@ -205,3 +205,16 @@ func TestModesStdinLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestModesEnvCdArg0: a child runs with the environment set and unset
+// (HOME, which ps_port has, removed), in the working directory and with the
+// argv[0] it was given.
+func TestModesEnvCdArg0(t *testing.T) {
+	co := childOpts{env: []string{"FOO=bar"}, unset: []string{"HOME"}, cd: "/tmp", arg0: "myname"}
+	forModes(t, func(t *testing.T, o modeOwner) {
+		r := o.open("sh", []string{"-c", `echo "$FOO-${HOME-unset}-$0"; pwd`}, co).collect()
+		if r.stdout != "bar-unset-myname\n/tmp\n" || r.stderr != "" || r.others != 0 || r.exit != (childExit{}) {
+			t.Errorf("stdout %q stderr %q, %d other messages, %v; want \"bar-unset-myname\\n/tmp\\n\", nothing else, status 0", r.stdout, r.stderr, r.others, r.exit)
+		}
+	})
+}

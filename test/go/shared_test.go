@@ -261,7 +261,8 @@ func TestSharedSpawnErrorBadCgroup(t *testing.T) {
 }
 
 // TestSharedEnvironAndOptions: {environ, _} replaces the base environment of
-// later opens; env sets and unsets over it; cd, arg0 and exit statuses.
+// later opens; env sets and unsets over it; cd and arg0 too. (Exit
+// statuses, signals and capture_stderr_only in every mode: modes_test.go.)
 func TestSharedEnvironAndOptions(t *testing.T) {
 	sp := startShared(t)
 	sp.sendTerm(etf.Tuple{atom("environ"), etf.List{
@@ -276,22 +277,6 @@ func TestSharedEnvironAndOptions(t *testing.T) {
 	o := sp.collect(1, true, 10*time.Second)
 	if got := string(o.stdout); got != "base/set/unset//tmp/myname\n" || !equal(o.exit, status(7)) {
 		t.Errorf("got %q exit %v; want \"base/set/unset//tmp/myname\\n\" and status 7", got, o.exit)
-	}
-	sp.open(2, "sh", []string{"-c", "kill -9 $$"})
-	sp.started(2)
-	if o := sp.collect(2, true, 10*time.Second); !equal(o.exit, signal(9)) {
-		t.Errorf("kill -9 $$: exit %v, want {signal, 9}", o.exit)
-	}
-	sp.open(3, "sh", []string{"-c", "echo out; echo err >&2"}, opt("capture_stderr_only", atom("true")))
-	sp.started(3)
-	if o := sp.collect(3, true, 10*time.Second); string(o.stdout) != "" || string(o.stderr) != "err\n" {
-		t.Errorf("capture_stderr_only: stdout %q stderr %q", o.stdout, o.stderr)
-	}
-	sp.open(4, "sleep", []string{"600"})
-	sp.started(4)
-	sp.sendTerm(etf.Tuple{atom("signal"), int64(4), int64(syscall.SIGUSR1)})
-	if o := sp.collect(4, true, 10*time.Second); !equal(o.exit, signal(int64(syscall.SIGUSR1))) {
-		t.Errorf("{signal, 4, SIGUSR1}: exit %v", o.exit)
 	}
 }
 
