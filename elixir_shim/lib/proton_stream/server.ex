@@ -22,11 +22,18 @@ defmodule ProtonStream.Server do
       `terminate/2` stops the program without waiting (its tree goes down
       after SIGTERM, then SIGKILL after `:delay_to_sigkill`), so a stopping
       server never blocks on it.
-    * Output is acknowledged right after it was sent to the owner or after
-      the callback returned. With the shared port in message mode, the
+    * Output is acknowledged once it was sent to the owner or the callback
+      returned, in batches: the program is opened with an explicit window
+      (`:stdio_window`, `ProtonStream.Transport.default_window/0` when not
+      given) and the server acks once half of it has been passed on since
+      the last ack, so a round trip of small chunks costs no ack per chunk
+      and the program never waits for an ack held back (it keeps at least
+      half its window of credit). Acks held back when the server stops are
+      returned before it closes the program; after the exit there is
+      nothing to return them to. With the shared port in message mode, the
       output does not pass through this process at all:
-      `ProtonStream.SharedPort` sends it to the owner, acknowledges it, and
-      sends `{:EXIT, ps, reason}` after it.
+      `ProtonStream.SharedPort` sends it to the owner, acknowledges it (in
+      the same batches), and sends `{:EXIT, ps, reason}` after it.
     * ps_port removes the child's cgroup before it reports the exit, so the
       exit is reported as soon as it arrives.
   """
@@ -51,11 +58,15 @@ defmodule ProtonStream.Server do
     :command,
     :cgroup_path,
     port_open: true,
+    unacked: 0,
+    ack_at: 1,
     oom_kills: 0,
     output_bytes: 0
   ]
 
-  # `port_open` says the program is still ours to stop.
+  # `port_open` says the program is still ours to stop. `unacked` is output
+  # passed on and not acknowledged yet; an ack goes once it reaches `ack_at`
+  # (half the program's window).
   @typep t :: %__MODULE__{
            transport: module(),
            handle: ProtonStream.Transport.handle(),
@@ -66,6 +77,8 @@ defmodule ProtonStream.Server do
            command: binary(),
            cgroup_path: binary() | nil,
            port_open: boolean(),
+           unacked: non_neg_integer(),
+           ack_at: pos_integer(),
            oom_kills: non_neg_integer(),
            output_bytes: non_neg_integer()
          }
@@ -163,6 +176,8 @@ defmodule ProtonStream.Server do
 
   defp spawn_child(options, owner) do
     transport = Transport.for_options(options)
+    # Explicit, so that the batches below match the window ps_port keeps.
+    options = Map.put_new(options, :stdio_window, Transport.default_window())
 
     case transport.open(options, owner) do
       {:ok, handle, os_pid} ->
@@ -172,7 +187,8 @@ defmodule ProtonStream.Server do
            handle: handle,
            os_pid: os_pid,
            command: options.command,
-           cgroup_path: Map.get(options, :cgroup_path)
+           cgroup_path: Map.get(options, :cgroup_path),
+           ack_at: Transport.ack_at(options.stdio_window)
          }}
 
       {:error, _} = error ->
@@ -248,8 +264,7 @@ defmodule ProtonStream.Server do
   end
 
   defp handle_request(from, :close, state) do
-    state.transport.close(state.handle, from)
-    {:stop, :normal, %{state | port_open: false}}
+    {:stop, :normal, close_program(state, from)}
   end
 
   # Upstream ignores :connect in callback mode; so do we.
@@ -313,21 +328,21 @@ defmodule ProtonStream.Server do
   # Message mode: pass output on, then acknowledge it.
   defp handle_event({:stdout, data}, %{module: nil} = state) do
     send(state.owner, {self(), {:data, data}})
-    state.transport.ack(state.handle, byte_size(data))
-    {:noreply, %{state | output_bytes: state.output_bytes + byte_size(data)}}
+    {:noreply, passed_on(data, state)}
   end
 
   defp handle_event({:stderr, data}, %{module: nil} = state) do
     send(state.owner, {self(), {:error, data}})
-    state.transport.ack(state.handle, byte_size(data))
-    {:noreply, %{state | output_bytes: state.output_bytes + byte_size(data)}}
+    {:noreply, passed_on(data, state)}
   end
 
   defp handle_event({:stdout, data}, state), do: output_callback(:handle_stdout, data, state)
   defp handle_event({:stderr, data}, state), do: output_callback(:handle_stderr, data, state)
 
-  # The program, its process tree and its cgroup are gone.
-  defp handle_event({:exit, reason}, state), do: finish(reason, %{state | port_open: false})
+  # The program, its process tree and its cgroup are gone (acks held back
+  # have nobody to go to).
+  defp handle_event({:exit, reason}, state),
+    do: finish(reason, %{state | port_open: false, unacked: 0})
 
   # ... and the owner has already been told, after the output it was sent.
   defp handle_event({:exit_sent, _reason}, state) do
@@ -417,11 +432,24 @@ defmodule ProtonStream.Server do
   end
 
   defp output_callback(fun, data, %{module: module} = state) do
-    state = %{state | output_bytes: state.output_bytes + byte_size(data)}
-
     result = optional(module, fun, [data, state.mod_state], fn -> {:noreply, state.mod_state} end)
-    state.transport.ack(state.handle, byte_size(data))
-    wrap(result, state)
+    wrap(result, passed_on(data, state))
+  end
+
+  # `data` was passed on: counted, and acknowledged in batches of half the
+  # window (see the moduledoc). Never more than was passed on is acked, so
+  # the program never has more than its window out.
+  defp passed_on(data, state) do
+    bytes = byte_size(data)
+    unacked = state.unacked + bytes
+    state = %{state | output_bytes: state.output_bytes + bytes}
+
+    if unacked >= state.ack_at do
+      state.transport.ack(state.handle, unacked)
+      %{state | unacked: 0}
+    else
+      %{state | unacked: unacked}
+    end
   end
 
   # Everything the child wrote has been passed on; report the exit.
@@ -494,13 +522,21 @@ defmodule ProtonStream.Server do
   def terminate(reason, state) do
     # Close first: ps_port starts taking the child down while the callback
     # module's terminate/2 runs.
-    if state.port_open, do: state.transport.close(state.handle, nil)
+    if state.port_open, do: close_program(state, nil)
 
     if state.module != nil do
       optional(state.module, :terminate, [reason, state.mod_state], fn -> :ok end)
     end
 
     :ok
+  end
+
+  # Stops the program. Acks held back go first: a program that ignores
+  # SIGTERM and still writes does not wait on them until its SIGKILL.
+  defp close_program(state, reply_to) do
+    if state.unacked > 0, do: state.transport.ack(state.handle, state.unacked)
+    state.transport.close(state.handle, reply_to)
+    %{state | port_open: false, unacked: 0}
   end
 
   @impl GenServer

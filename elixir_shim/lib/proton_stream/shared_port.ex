@@ -57,11 +57,6 @@ defmodule ProtonStream.SharedPort do
 
   @max_id 2_147_483_647
 
-  # ps_port's default window (procctl.DefaultWindow). Every open frame
-  # carries the window, so what the router batches acks against is what
-  # ps_port enforces, whatever ps_port's own default.
-  @default_window 256 * 1024
-
   # One program on the port.
   #   ps       - its ProtonStream.Server
   #   owner    - message mode: the process output goes to; nil in callback mode
@@ -479,14 +474,16 @@ defmodule ProtonStream.SharedPort do
   defp start_child(state, options, %Child{ps: ps, owner: owner} = child, {hash, environ}) do
     id = state.next_id
     if hash != state.environ_hash, do: send_environ(state.port, hash, environ)
-    options = Map.put_new(options, :stdio_window, @default_window)
+    # Every open frame carries the window, so what the router batches acks
+    # against is what ps_port enforces, whatever ps_port's own default.
+    options = Map.put_new(options, :stdio_window, ProtonStream.Transport.default_window())
     Port.command(state.port, Frames.open(id, options))
 
     ps_ref = Process.monitor(ps)
     owner_ref = if owner, do: Process.monitor(owner)
     refs = Map.put(state.refs, ps_ref, id)
     refs = if owner_ref, do: Map.put(refs, owner_ref, id), else: refs
-    ack_at = div(options.stdio_window + 1, 2)
+    ack_at = ProtonStream.Transport.ack_at(options.stdio_window)
     child = %{child | ps_ref: ps_ref, owner_ref: owner_ref, ack_at: ack_at}
 
     %{

@@ -135,6 +135,24 @@ defmodule ProtonStream.Transport do
        "frame limit); send the data as several commands, each taken or refused whole"}
   end
 
+  @doc """
+  ps_port's default output window in bytes (procctl.DefaultWindow, 256 KiB).
+  Whoever acks output (the server, or the shared port's router in message
+  mode) opens the program with an explicit window, this one unless the
+  options name one, and batches its acks against it: what it batches against
+  is then what ps_port (or a node started with another default) enforces.
+  """
+  @spec default_window() :: pos_integer()
+  def default_window, do: 256 * 1024
+
+  @doc """
+  How many bytes of passed-on output make an ack for a program opened with
+  `window`: half the window, rounded up. The program then always keeps at
+  least half its window of credit, so it never waits for an ack held back.
+  """
+  @spec ack_at(pos_integer()) :: pos_integer()
+  def ack_at(window), do: div(window + 1, 2)
+
   @doc "The transport module for validated options."
   @spec for_options(ProtonStream.Options.t()) :: module()
   def for_options(%{node: _}), do: ProtonStream.Transport.Remote
