@@ -77,29 +77,6 @@ defmodule ProtonStreamTest.LocalTest do
       assert wait_until(fn -> not os_pid_alive?(os_pid) end, 5000)
     end
 
-    # The router acks message mode's output in batches of half the window:
-    # many small chunks, more than a window in all, must flow (an ack held
-    # back for good would stop the program once its window is out), with
-    # an odd and a tiny window too.
-    test "acks in batches: round trips of small chunks never stall, whatever the window",
-         %{m: m} do
-      for window <- [1, 999, nil] do
-        opts = if window, do: [stdio_window: window] ++ m, else: m
-        {:ok, ps} = ProtonStream.open("cat", [], opts)
-        # 3 000 × 100 B: 300 000 bytes, more than the default window (256 KiB).
-        count = if window == 1, do: 300, else: 3000
-
-        for i <- 1..count do
-          msg = <<i::32, :binary.copy("x", 96)::binary>>
-          send(ps, {self(), {:command, msg}})
-          assert receive_bytes(ps, 100, []) == msg, "window #{inspect(window)}, chunk #{i}"
-        end
-
-        ProtonStream.close(ps)
-        assert_receive {^ps, :closed}, 5000
-      end
-    end
-
     # Batching does not loosen the window: with the router suspended, what
     # a program that writes without pause got out is at most its window.
     test "acks in batches: a router that does not read holds at most one window", %{m: m} do
@@ -148,17 +125,6 @@ defmodule ProtonStreamTest.LocalTest do
       assert wait_until(fn -> byte_size(first) + mailbox_bytes(self(), ps) == total end, 20_000)
       ProtonStream.close(ps)
       assert_receive {^ps, :closed}, 5000
-    end
-
-    defp receive_bytes(_ps, 0, acc), do: IO.iodata_to_binary(acc)
-
-    defp receive_bytes(ps, left, acc) do
-      receive do
-        {^ps, {:data, d}} when byte_size(d) <= left ->
-          receive_bytes(ps, left - byte_size(d), [acc, d])
-      after
-        5000 -> flunk("no echo from cat for 5 s (#{left} bytes missing): a stalled window?")
-      end
     end
 
     test "its router killed: every owner is told, programs are gone, the next open works",

@@ -92,6 +92,28 @@ defmodule ProtonStreamTest.Cases.Callback do
     end
   end
 
+  # Counts the output it is given and, once it has had `limit` bytes, tells
+  # the test and never returns: its program's window fills and stays full.
+  defmodule Blocker do
+    use GenServer
+    @behaviour ProtonStream
+
+    @impl GenServer
+    def init({test_pid, limit}), do: {:ok, {test_pid, limit, 0}}
+
+    @impl ProtonStream
+    def handle_stdout(data, {test_pid, limit, seen}) do
+      seen = seen + byte_size(data)
+
+      if seen >= limit do
+        send(test_pid, {:blocked, self(), seen})
+        Process.sleep(:infinity)
+      end
+
+      {:noreply, {test_pid, limit, seen}}
+    end
+  end
+
   defmodule InitVariants do
     use GenServer
     @behaviour ProtonStream
@@ -112,7 +134,7 @@ defmodule ProtonStreamTest.Cases.Callback do
   defmacro __using__(mode: mode) do
     quote do
       import ProtonStreamTest.Helpers
-      alias ProtonStreamTest.Cases.Callback.{Bare, InitVariants, Stopper, Worker}
+      alias ProtonStreamTest.Cases.Callback.{Bare, Blocker, InitVariants, Stopper, Worker}
 
       setup do
         Process.flag(:trap_exit, true)
@@ -256,6 +278,79 @@ defmodule ProtonStreamTest.Cases.Callback do
 
         assert_raise ErlangError, fn ->
           Worker.start_link({"no_such_program_xyz", [], self(), m})
+        end
+      end
+
+      # The server acks what its callbacks were given in batches of half
+      # the window: small chunks, more than a window in all, must flow,
+      # with an odd and a tiny window too.
+      test "acks in batches: round trips of small chunks never stall, whatever the window",
+           %{m: m} do
+        for window <- [1, 999, nil] do
+          opts = if window, do: [stdio_window: window] ++ m, else: m
+          {:ok, worker} = Worker.start_link({"cat", [], self(), opts})
+          assert_receive {:worker_started, ^worker}
+          # 3 000 × 100 B: 300 000 bytes, more than the default window (256 KiB).
+          count = if window == 1, do: 50, else: 3000
+
+          for i <- 1..count do
+            msg = <<i::32, :binary.copy("y", 96)::binary>>
+            ProtonStream.command(worker, msg)
+            assert receive_stdout(100, []) == msg, "window #{inspect(window)}, chunk #{i}"
+          end
+
+          ProtonStream.close(worker)
+          assert_receive {^worker, :closed}, 5000
+        end
+      end
+
+      # Batching does not loosen the window: a callback that stopped
+      # returning, after several batches were acked, holds at most one
+      # window in its server's mailbox.
+      test "acks in batches: a callback that never returns holds at most one window",
+           %{m: m} do
+        window = 65_536
+
+        {:ok, blocker} =
+          ProtonStream.start_link(
+            Blocker,
+            "sh",
+            ["-c", "read x; exec cat /dev/zero"],
+            {self(), 4 * window},
+            [stdio_window: window] ++ m
+          )
+
+        %{transport: transport, handle: handle} = :sys.get_state(blocker)
+        os_pid = ProtonStream.os_pid(blocker)
+        ProtonStream.command(blocker, "go\n")
+        assert_receive {:blocked, ^blocker, _seen}, 10_000
+
+        held = fn ->
+          {:messages, msgs} = Process.info(blocker, :messages)
+
+          for msg <- msgs,
+              {:event, {:stdout, data}} <- [transport.event(msg, handle)],
+              reduce: 0,
+              do: (n -> n + byte_size(data))
+        end
+
+        Process.sleep(200)
+        assert held.() <= window
+        Process.sleep(200)
+        assert held.() <= window
+
+        Process.unlink(blocker)
+        Process.exit(blocker, :kill)
+        if os_pid, do: assert(wait_until(fn -> not os_pid_alive?(os_pid) end, 5000))
+      end
+
+      defp receive_stdout(0, acc), do: IO.iodata_to_binary(acc)
+
+      defp receive_stdout(left, acc) do
+        receive do
+          {:stdout, d} when byte_size(d) <= left -> receive_stdout(left - byte_size(d), [acc, d])
+        after
+          5000 -> flunk("no echo from cat for 5 s (#{left} bytes missing): a stalled window?")
         end
       end
 

@@ -117,6 +117,56 @@ defmodule ProtonStreamTest.Cases.Local do
         end
       end
 
+      describe "acks in batches" do
+        # The server (isolated) or the router (shared) acks message mode's
+        # output in batches of half the window: many small chunks, more
+        # than a window in all, must flow (an ack held back for good would
+        # stop the program once its window is out), with an odd and a tiny
+        # window too.
+        test "round trips of small chunks never stall, whatever the window", %{m: m} do
+          for window <- [1, 999, nil] do
+            opts = if window, do: [stdio_window: window] ++ m, else: m
+            {:ok, ps} = ProtonStream.open("cat", [], opts)
+            # 3 000 × 100 B: 300 000 bytes, more than the default window (256 KiB).
+            count = if window == 1, do: 300, else: 3000
+
+            for i <- 1..count do
+              msg = <<i::32, :binary.copy("x", 96)::binary>>
+              send(ps, {self(), {:command, msg}})
+
+              assert receive_echo(ps, 100, []) == msg,
+                     "window #{inspect(window)}, chunk #{i}"
+            end
+
+            ProtonStream.close(ps)
+            assert_receive {^ps, :closed}, 5000
+          end
+        end
+
+        # Acks held back when the program is closed are returned (or have
+        # nobody to go to): closing with output in flight leaves nothing
+        # behind, and the next program starts as usual.
+        test "a program closed with acks held back stops cleanly", %{m: m} do
+          {:ok, ps} = ProtonStream.open("sh", ["-c", "echo ready; exec cat"], m)
+          assert_receive {^ps, {:data, "ready\n"}}, 5000
+          os_pid = ProtonStream.os_pid(ps)
+          ProtonStream.close(ps)
+          assert_receive {^ps, :closed}, 5000
+          assert wait_until(fn -> not os_pid_alive?(os_pid) end, 5000)
+        end
+      end
+
+      defp receive_echo(_ps, 0, acc), do: IO.iodata_to_binary(acc)
+
+      defp receive_echo(ps, left, acc) do
+        receive do
+          {^ps, {:data, d}} when byte_size(d) <= left ->
+            receive_echo(ps, left - byte_size(d), [acc, d])
+        after
+          5000 -> flunk("no echo from cat for 5 s (#{left} bytes missing): a stalled window?")
+        end
+      end
+
       describe "commands are taken or refused whole" do
         test "a 20 MB command into an empty queue arrives whole, past the stdin limit",
              %{m: m} do
