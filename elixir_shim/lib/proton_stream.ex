@@ -117,10 +117,11 @@ defmodule ProtonStream do
 
   ps_port stops reading the program's stdout and stderr when `:stdio_window`
   bytes (default 256 KiB) of output are unacknowledged; the program then
-  blocks in `write(2)`. The server acknowledges a chunk as soon as it has
-  passed it on: in message mode right after sending it to the owner (with
-  the shared ps_port, in batches of half the window), in callback mode
-  after `handle_stdout/2` or `handle_stderr/2` returned. So the
+  blocks in `write(2)`. The server acknowledges output once it has passed
+  it on: in message mode after sending it to the owner, in callback mode
+  after `handle_stdout/2` or `handle_stderr/2` returned; in batches, once
+  half the window has been passed on since the last acknowledgement, so the
+  program always keeps at least half its window of credit. So the
   window bounds the data queued in the *server's* mailbox, and in callback
   mode it is end-to-end backpressure: a slow callback slows the program down.
   In message mode, as with a plain `Port`, the owner's own mailbox is not
@@ -151,9 +152,9 @@ defmodule ProtonStream do
       follows ownership moved with `connect/2` (not a bare `{:connect, _}`
       message).
     * **Callback mode** (`start_link/5`): the local server owns the node's
-      pid, opened with `flow: :ack` and acknowledging each chunk after its
-      callback returned, so a slow callback slows the program down as in
-      port mode.
+      pid, opened with `flow: :ack` and acknowledging output after its
+      callback returned (in batches of half the window, as in port mode),
+      so a slow callback slows the program down as in port mode.
     * **Flow control** in message mode: with `flow: :queue_len` (default) the
       node watches the owner's `message_queue_len` and stops reading the
       program's output while `:stdio_window` bytes are unconsumed, so unlike
