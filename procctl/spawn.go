@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/protonstream/ps_port/internal/limits"
 )
 
 // Stdio says where one of the child's standard streams goes.
@@ -86,9 +88,10 @@ type Spec struct {
 	Logf func(format string, args ...any)
 }
 
-// DefaultWindow is the default flow-control window. See docs/protocol.md for
-// how it was chosen.
-const DefaultWindow = 256 << 10
+// DefaultWindow is the default flow-control window, from the limits table
+// the shim shares (internal/limits). See docs/protocol.md for how it was
+// chosen.
+var DefaultWindow = limits.StdioWindowDefault
 
 // MarkerEnv is set in every child's environment to a value unique to that
 // child, which starts with this program's instance id (see Register). A

@@ -26,6 +26,9 @@ var (
 	StdinLimitDefault = get("stdin_limit_default")
 	// StdinLimitMax is the most stdin_limit an owner may ask for.
 	StdinLimitMax = get("stdin_limit_max")
+	// StdioWindowDefault is a child's output window (bytes in flight to
+	// its owner) when the owner names none, in every mode.
+	StdioWindowDefault = get("stdio_window_default")
 	// StdioWindowMax is the most stdio_window an owner may ask for.
 	StdioWindowMax = get("stdio_window_max")
 	// DelayToSIGKILLMax is the most delay_to_sigkill an owner may ask for.

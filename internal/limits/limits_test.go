@@ -8,8 +8,8 @@ import (
 
 // TestTable: every value is read, and the defaults lie within their bounds.
 func TestTable(t *testing.T) {
-	if len(values) != 8 {
-		t.Errorf("limits.txt has %d values, the package reads 8: a value nobody reads, or one added without a variable", len(values))
+	if len(values) != 9 {
+		t.Errorf("limits.txt has %d values, the package reads 9: a value nobody reads, or one added without a variable", len(values))
 	}
 	if StdinLimitDefault != 16<<20 || StdinLimitDefault > StdinLimitMax {
 		t.Errorf("StdinLimitDefault %d (want 16 MiB, at most StdinLimitMax %d)", StdinLimitDefault, StdinLimitMax)
@@ -20,6 +20,9 @@ func TestTable(t *testing.T) {
 	// A command of the default stdin limit fits one frame and one request.
 	if StdinLimitDefault > MaxFrame || StdinLimitDefault > MaxRequestDefault {
 		t.Errorf("StdinLimitDefault %d exceeds MaxFrame %d or MaxRequestDefault %d", StdinLimitDefault, MaxFrame, MaxRequestDefault)
+	}
+	if StdioWindowDefault < 1 || StdioWindowDefault > StdioWindowMax {
+		t.Errorf("StdioWindowDefault %d outside 1..StdioWindowMax %d", StdioWindowDefault, StdioWindowMax)
 	}
 	if DelayToSIGKILLMax != 10*time.Minute {
 		t.Errorf("DelayToSIGKILLMax %v, want 10m", DelayToSIGKILLMax)

@@ -6,7 +6,7 @@ defmodule ProtonStream.Limits do
   embeds. Changing a value there changes both on their next build.
 
   The names are the table's: `:stdin_limit_default`, `:stdin_limit_max`,
-  `:stdio_window_max`, `:delay_to_sigkill_max_ms`, `:max_frame`,
+  `:stdio_window_default`, `:stdio_window_max`, `:delay_to_sigkill_max_ms`, `:max_frame`,
   `:max_request_default`, `:max_request_min`, `:max_request_max`.
   """
 
@@ -56,6 +56,7 @@ defmodule ProtonStream.Limits do
   @type name ::
           :stdin_limit_default
           | :stdin_limit_max
+          | :stdio_window_default
           | :stdio_window_max
           | :delay_to_sigkill_max_ms
           | :max_frame

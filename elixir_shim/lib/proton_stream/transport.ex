@@ -136,14 +136,15 @@ defmodule ProtonStream.Transport do
   end
 
   @doc """
-  ps_port's default output window in bytes (procctl.DefaultWindow, 256 KiB).
+  ps_port's default output window in bytes: `stdio_window_default` in the
+  limits table both read (`ProtonStream.Limits`; 256 KiB).
   Whoever acks output (the server, or the shared port's router in message
   mode) opens the program with an explicit window, this one unless the
   options name one, and batches its acks against it: what it batches against
   is then what ps_port (or a node started with another default) enforces.
   """
   @spec default_window() :: pos_integer()
-  def default_window, do: 256 * 1024
+  def default_window, do: ProtonStream.Limits.fetch!(:stdio_window_default)
 
   @doc """
   How many bytes of passed-on output make an ack for a program opened with
