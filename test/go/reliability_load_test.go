@@ -311,7 +311,11 @@ func TestReliabilityNodeGiBStdin(t *testing.T) {
 			case c.finish == "close" && accepted > int64(host.DefaultStdinLimit)+64<<10+65536:
 				t.Errorf("%d bytes accepted for a child that never reads", accepted)
 			}
-			if rss > 192<<10 { // measured 74-122 MiB: the GC's headroom at 500 MB/s of 64 KiB binaries, not the data
+			// Measured 74-122 MiB on an idle machine and 229 MiB once at load 20
+			// (the GC's headroom at 500 MB/s of 64 KiB binaries, which grows when
+			// the collector is starved of CPU), never the data: a node that held
+			// the GiB would be far past this bound.
+			if rss > 384<<10 {
 				t.Errorf("ps_port node peak RSS %d KiB", rss)
 			}
 		})
