@@ -3,11 +3,9 @@ package otpdist
 import (
 	"io"
 	"syscall"
-	"unsafe"
 
 	"github.com/ergo-services/ergo/lib"
 	"github.com/protonstream/ps_port/internal/rawio"
-	"golang.org/x/sys/unix"
 )
 
 // A plain TCP connection (not TLS) is read and written with internal/rawio's
@@ -87,19 +85,4 @@ func rawWrite(rc syscall.RawConn, p []byte) (int, error) {
 		err = opErr
 	}
 	return n, err
-}
-
-// sendMore is send(2) of p on the non-blocking socket fd with MSG_MORE
-// (the kernel holds it for what follows) and MSG_NOSIGNAL, made as
-// rawio's calls are.
-func sendMore(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
-		unix.MSG_MORE|unix.MSG_NOSIGNAL, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
 }

@@ -75,7 +75,7 @@ func spliceOut(rc syscall.RawConn, head []byte, fd, n int) error {
 	var opErr error
 	err := rc.Write(func(sfd uintptr) bool {
 		for len(head) > 0 {
-			k, err := sendMore(int(sfd), head)
+			k, err := rawio.SendMore(int(sfd), head)
 			switch {
 			case err == unix.EINTR:
 				continue

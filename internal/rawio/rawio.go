@@ -1,6 +1,7 @@
 // Package rawio holds the system calls of ps_port's hot paths on
 // non-blocking file descriptors (the port's pipes, the children's stdin,
-// stdout and stderr), made without telling Go's scheduler.
+// stdout and stderr, node mode's distribution socket), made without
+// telling Go's scheduler.
 //
 // A system call made through package syscall or x/sys/unix enters the
 // scheduler's "in syscall" state, and the first one after the process was
@@ -82,4 +83,18 @@ func Queued(fd int) (int, error) {
 	var v int32
 	_, _, e := syscall.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.TIOCINQ, uintptr(unsafe.Pointer(&v)))
 	return int(v), errnoErr(e)
+}
+
+// SendMore is send(2) of p on the non-blocking socket fd with MSG_MORE (the
+// kernel holds the bytes for what follows, e.g. a splice) and MSG_NOSIGNAL.
+func SendMore(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		unix.MSG_MORE|unix.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
