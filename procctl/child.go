@@ -85,7 +85,7 @@ type Child struct {
 	stdin  *stdinQueue
 
 	readers  sync.WaitGroup
-	pipes    []*os.File // read ends of stdout/stderr pipes
+	waits    []*pipeWait // how the readers of stdout/stderr wait for their pipes
 	draining atomic.Bool
 	lost     atomic.Bool // the sink failed: discard the rest
 	lostErr  error       // what the sink said, set once with lost
@@ -383,8 +383,8 @@ func (c *Child) supervise() {
 	c.stopLeftovers()
 	c.draining.Store(true)
 	c.window.kick()
-	for _, f := range c.pipes {
-		f.SetReadDeadline(time.Now()) // wake readers blocked on an empty pipe
+	for _, w := range c.waits {
+		w.kick() // wake readers blocked on an empty pipe
 	}
 	c.readers.Wait()
 	c.status.OutputErr = c.lostErr // no reader is left to set it
@@ -435,12 +435,21 @@ func (c *Child) reap() ExitStatus {
 // until it is empty) and hands what it reads to emit, within the window.
 // With move, what is in the pipe is handed over without being read.
 func (c *Child) startReader(f *os.File, emit func([]byte) error, move func(fd, n int) error) {
-	c.pipes = append(c.pipes, f)
+	// The descriptor is read with raw system calls: f is not in Go's
+	// poller (see outputPipe), and only the pump closes it.
+	pw, err := newPipeWait(int(f.Fd()))
+	if err != nil {
+		c.logf("child %d: %v; its output is not read", c.pid, err)
+		f.Close()
+		return
+	}
+	c.waits = append(c.waits, pw)
 	c.readers.Add(1)
 	go func() {
 		defer c.readers.Done()
 		defer f.Close()
-		c.pump(f, emit, move)
+		defer pw.close()
+		c.pump(pw, emit, move)
 	}()
 }
 
@@ -467,11 +476,7 @@ type outPipe struct {
 	n       int                   // bytes read into buf, or waiting to be moved
 }
 
-func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
+func (c *Child) pump(pw *pipeWait, emit func([]byte) error, move func(fd, n int) error) {
 	p := &outPipe{c: c, emit: emit, move: move, size: readBuf}
 	if c.spec.MaxRead > 0 && c.spec.MaxRead < readBuf {
 		p.size = c.spec.MaxRead
@@ -490,22 +495,27 @@ func (c *Child) pump(f *os.File, emit func([]byte) error, move func(fd, n int) e
 		if !c.window.wait() {
 			// Kicked without credit: the child is gone. A pipe with nothing
 			// left in it is finished; one with data waits for credit.
-			if !hasData(rc) {
+			if !pw.hasData() {
 				return
 			}
 			c.window.waitCredit()
 		}
-		res := readFailed
-		err := rc.Read(func(fd uintptr) bool {
-			var done bool
-			res, done = p.read(int(fd))
-			return done
-		})
+		var res readResult
+		var err error
+		for done := false; !done && err == nil; {
+			if res, done = p.read(pw.fd); !done {
+				err = pw.wait()
+			}
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			f.SetReadDeadline(time.Time{})
+			pw.unkick()
 			continue
 		}
-		if err != nil || !p.handOn(res, rc) {
+		if err != nil {
+			c.logf("child %d: %v; the rest of its output is not read", c.pid, err)
+			return
+		}
+		if !p.handOn(res, pw.fd) {
 			return
 		}
 	}
@@ -566,7 +576,7 @@ func (p *outPipe) read(fd int) (res readResult, done bool) {
 }
 
 // handOn gives what read found to the sink; false: the pipe is finished.
-func (p *outPipe) handOn(res readResult, rc syscall.RawConn) bool {
+func (p *outPipe) handOn(res readResult, fd int) bool {
 	c := p.c
 	switch res {
 	case readData:
@@ -580,11 +590,7 @@ func (p *outPipe) handOn(res readResult, rc syscall.RawConn) bool {
 			c.lose(err)
 		}
 	case readMove:
-		var merr error
-		if err := rc.Control(func(fd uintptr) { merr = p.move(int(fd), p.n) }); err != nil {
-			return false
-		}
-		if merr != nil {
+		if merr := p.move(fd, p.n); merr != nil {
 			c.lose(merr)
 		}
 	case readNoCred:
@@ -597,18 +603,6 @@ func (p *outPipe) handOn(res readResult, rc syscall.RawConn) bool {
 // testHookEmptyRead, when set by a test, runs when a read of a live child's
 // pipe found it empty, before the reader waits.
 var testHookEmptyRead func(c *Child)
-
-// hasData reports whether a read from the pipe would return data now.
-func hasData(rc syscall.RawConn) bool {
-	var revents int16
-	rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
-			revents = fds[0].Revents
-		}
-	})
-	return revents&unix.POLLIN != 0
-}
 
 // lose is called when the sink fails: nobody will read the output any more,
 // so the child is terminated and the rest of its output discarded.

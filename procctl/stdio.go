@@ -52,12 +52,10 @@ func (s *stdioSet) openStdin(mode Stdio) error {
 func (s *stdioSet) openOutput(name string, fd int, mode Stdio, r **os.File, own *os.File) error {
 	switch mode {
 	case Pipe:
-		pr, pw, err := os.Pipe()
+		pr, pw, err := outputPipe()
 		if err != nil {
 			return fmt.Errorf("%s pipe: %w", name, err)
 		}
-		// A large pipe means fewer wake-ups per MiB streamed.
-		unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, 1<<20)
 		*r, s.child[fd] = pr, pw
 		s.owned = append(s.owned, pw)
 		return nil
@@ -67,6 +65,27 @@ func (s *stdioSet) openOutput(name string, fd int, mode Stdio, r **os.File, own 
 	default:
 		return s.devNull(fd, os.O_WRONLY)
 	}
+}
+
+// outputPipe makes a pipe for a child's output. The read end is
+// non-blocking and deliberately not in Go's poller (its pump waits for it
+// through a pipeWait); the write end, the child's, is blocking. The pipe is
+// enlarged to 1 MiB: fewer wake-ups per MiB streamed.
+func outputPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20)
+	// os.NewFile leaves a blocking descriptor out of the poller; it is
+	// made non-blocking only afterwards.
+	r, w = os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1")
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		r.Close()
+		w.Close()
+		return nil, nil, err
+	}
+	return r, w, nil
 }
 
 // devNull gives the child's stream fd /dev/null.

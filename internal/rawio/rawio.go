@@ -98,3 +98,23 @@ func SendMore(fd int, p []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// EpollArm is epoll_ctl(EPOLL_CTL_MOD) of fd in the epoll instance ep, for
+// events.
+func EpollArm(ep, fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	_, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(ep), unix.EPOLL_CTL_MOD, uintptr(fd),
+		uintptr(unsafe.Pointer(&ev)), 0, 0)
+	return errnoErr(e)
+}
+
+// EpollPoll is epoll_pwait(2) on ep with a timeout of 0: the number of
+// ready events (at most one is taken), without waiting.
+func EpollPoll(ep int) (int, error) {
+	var ev unix.EpollEvent
+	n, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&ev)), 1, 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}

@@ -1,0 +1,123 @@
+package procctl
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/protonstream/ps_port/internal/rawio"
+)
+
+func newTestPipeWait(t *testing.T) (*pipeWait, *os.File) {
+	t.Helper()
+	r, w, err := outputPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := newPipeWait(int(r.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pw.close(); r.Close(); w.Close() })
+	return pw, w
+}
+
+// epollReady reports whether pw's epoll instance has an event queued.
+func epollReady(t *testing.T, pw *pipeWait) bool {
+	t.Helper()
+	var n int
+	var err error
+	pw.rc.Control(func(fd uintptr) { n, err = rawio.EpollPoll(int(fd)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+// TestPipeWaitDisarmedWhileNotWaiting: writes into a pipe whose pump is not
+// waiting for it queue no event (nothing is woken for them), and a wait
+// that starts when the pipe already holds data returns at once.
+func TestPipeWaitDisarmedWhileNotWaiting(t *testing.T) {
+	pw, w := newTestPipeWait(t)
+	for i := 0; i < 3; i++ {
+		if _, err := w.Write([]byte("data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if epollReady(t, pw) {
+		t.Fatal("writes into a pipe nobody waits for made its epoll instance ready")
+	}
+	done := make(chan error, 1)
+	go func() { done <- pw.wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("wait on a pipe holding data did not return")
+	}
+	if epollReady(t, pw) {
+		t.Fatal("the entry stayed armed after wait returned")
+	}
+}
+
+// TestPipeWaitWakesOnWriteAndClose: a waiter parked on an empty pipe is
+// woken by the next write, and by the write end's close (EOF).
+func TestPipeWaitWakesOnWriteAndClose(t *testing.T) {
+	pw, w := newTestPipeWait(t)
+	buf := make([]byte, 16)
+	for _, step := range []string{"write", "close"} {
+		done := make(chan error, 1)
+		go func() { done <- pw.wait() }()
+		select {
+		case err := <-done:
+			t.Fatalf("%s: wait on an empty pipe returned %v before anything happened", step, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if step == "write" {
+			w.Write([]byte("x"))
+		} else {
+			w.Close()
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", step, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not wake the waiter", step)
+		}
+		rawio.Read(pw.fd, buf) // empty the pipe for the next step
+	}
+}
+
+// TestPipeWaitKick: kick wakes a waiter with os.ErrDeadlineExceeded, and
+// after unkick waits park again.
+func TestPipeWaitKick(t *testing.T) {
+	pw, w := newTestPipeWait(t)
+	done := make(chan error, 1)
+	go func() { done <- pw.wait() }()
+	time.Sleep(20 * time.Millisecond)
+	pw.kick()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("kicked wait returned %v, want os.ErrDeadlineExceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("kick did not wake the waiter")
+	}
+	pw.unkick()
+	go func() { done <- pw.wait() }()
+	w.Write([]byte("x"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("write after unkick did not wake the waiter")
+	}
+}
