@@ -10,7 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/lib"
+	ergonode "github.com/ergo-services/ergo/node"
 	"github.com/protonstream/ps_port/internal/limits"
 )
 
@@ -49,6 +51,15 @@ type distConn struct {
 	maxReq   int    // largest message taken (weigh.go); 0: limits.MaxRequestDefault
 	rrefs    []span // scratch for walkTerms
 
+	// SENDs handled on the reader (local.go). local is nil until ergo
+	// serves the connection (and in tests that do not set it).
+	local      ergonode.CoreRouter // the connection's router, inside countingRouter
+	nodename   string              // this node's name: local processes' pids carry it
+	decodeOpts etf.DecodeOptions   // as ergo decodes this peer's terms
+	handed     uint64              // router calls owed by packets handed to ergo
+	routed     atomic.Uint64       // router calls ergo has made (countingRouter)
+	readerOff  bool                // ergo got a packet of unknown routing: no more
+
 	// write side
 	wmu      sync.Mutex
 	whead    []byte   // start of a packet whose head is not complete yet
@@ -81,6 +92,7 @@ type distStats struct {
 	unlinkIDIn, unlinkIDAckOut atomic.Uint64
 	unlinkIDOut, unlinkIDAckIn atomic.Uint64
 	refsExpanded               atomic.Uint64
+	onReader                   atomic.Uint64 // SENDs handled on the reader (local.go)
 }
 
 func newDistConn(conn lib.NetReadWriter, unlinkID bool, early []byte) *distConn {
@@ -289,6 +301,11 @@ func (c *distConn) readPacketHead() error {
 			return nil
 		}
 	}
+	if replaced == nil && msg > 0 && c.deliverOnReader(ctl, d[4+2+clen+1:4+l]) {
+		c.roff += 4 + l
+		return nil
+	}
+	c.handedToErgo(op)
 	if replaced != nil {
 		c.ready = binary.BigEndian.AppendUint32(c.ready, uint32(3+clen+len(replaced)))
 		c.ready = append(c.ready, versionMagic, distHeader, 0)
@@ -332,6 +349,7 @@ func (c *distConn) unlinkIn(ctl []byte, l int) error {
 	c.ready = append(c.ready, from...)
 	c.ready = append(c.ready, to...)
 	c.roff += 4 + l
+	c.handedToErgo(opUnlink)
 
 	n := 2 + 4 + len(id) + len(to) + len(from)
 	ack := make([]byte, 0, 4+n)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/lib"
 	ergonode "github.com/ergo-services/ergo/node"
 	"github.com/ergo-services/ergo/proto/dist"
@@ -88,6 +89,12 @@ func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.Core
 		l.byName[pc.name] = pc.dc
 	}
 	l.mu.Unlock()
+	if ok && pc.dc != nil {
+		// The peer's SENDs are handled on the reader when ergo is idle
+		// (local.go); set before ergo's reader, which runs here, reads.
+		pc.dc.local = router
+		router = countingRouter{CoreRouter: router, n: &pc.dc.routed}
+	}
 	p.ProtoInterface.Serve(conn, router)
 	l.mu.Lock()
 	delete(l.byConn, conn)
@@ -136,6 +143,8 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 	}
 	dc := newDistConn(conn, info.flags&dflagUnlinkID != 0, early)
 	dc.peer, dc.log, dc.maxReq = details.Name, p.log, p.maxRequest
+	dc.nodename = nodename
+	dc.decodeOpts = etf.DecodeOptions{AtomMapping: details.AtomMapping, FlagBigPidRef: details.Flags.EnableBigPidRef}
 	dc.closer, _ = raw.(io.Closer)
 	if onDistConn != nil {
 		onDistConn(details.Name, dc)

@@ -182,6 +182,8 @@ func (c *distConn) readHeaderPacket(d []byte, l int) error {
 		}
 	}
 	c.stats.packetsIn.Add(1)
+	op, _ := controlOp(pkt[3 : 3+clen])
+	c.handedToErgo(op)
 	if replaced != nil {
 		c.ready = binary.BigEndian.AppendUint32(c.ready, uint32(3+clen+len(replaced)))
 		c.ready = append(c.ready, pkt[:3+clen]...)
