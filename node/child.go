@@ -386,7 +386,8 @@ func (c *child) sender() {
 			}
 			c.sendData(it.tag, it.data, it.buf)
 			if c.flow != nil {
-				c.flow.sent(len(it.data))
+				_, direct := c.dist()
+				c.flow.sent(len(it.data), direct)
 			}
 		case outMsg:
 			if !gone {

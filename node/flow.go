@@ -36,6 +36,7 @@ type flowCtl struct {
 	polledAt   int   // sentBytes when the last poll was asked
 	inflight   int   // polls out
 	dest       etf.Pid
+	direct     bool // the last data went straight to dest's connection: so may polls
 	epoch      int  // bumped when the owner changes
 	stopped    bool // the child is done
 	waiting    bool // a retry timer is armed
@@ -53,9 +54,11 @@ func newFlowCtl(c *child, window int) *flowCtl {
 	return &flowCtl{c: c, dest: c.req.owner, threshold: max(1, window/4)}
 }
 
-// sent counts a data message of n bytes handed to the connection.
-func (f *flowCtl) sent(n int) {
+// sent counts a data message of n bytes handed to the connection;
+// direct: written to it straight (direct.go), not through ergo.
+func (f *flowCtl) sent(n int, direct bool) {
 	f.mu.Lock()
+	f.direct = direct
 	f.sizes = append(f.sizes, n)
 	f.total += n
 	f.counted++
@@ -74,14 +77,14 @@ func (f *flowCtl) maybePoll() {
 	}
 	f.inflight++
 	f.polledAt = f.sentBytes
-	go f.poll(f.counted, f.epoch, f.dest)
+	go f.poll(f.counted, f.epoch, f.dest, f.direct)
 }
 
 // reset starts over with a new owner: what the old one holds is its own.
 func (f *flowCtl) reset(dest etf.Pid) {
 	f.mu.Lock()
 	total := f.total
-	f.sizes, f.total, f.dest = nil, 0, dest
+	f.sizes, f.total, f.dest, f.direct = nil, 0, dest, false
 	f.consumed = f.counted
 	f.epoch++
 	f.stalled, f.checkEvery, f.pause = time.Time{}, 0, 0
@@ -112,10 +115,11 @@ const (
 )
 
 // poll asks for the owner's queue length; n messages were counted before
-// the request.
-func (f *flowCtl) poll(n, epoch int, dest etf.Pid) {
+// the request. direct: the request may go straight to the owner's
+// connection, behind the data (which went that way).
+func (f *flowCtl) poll(n, epoch int, dest etf.Pid, direct bool) {
 	rpc := f.c.n.rpc
-	q, err := rpc.queueLen(dest, rpcTimeout)
+	q, err := rpc.queueLen(dest, direct, rpcTimeout)
 	if err != nil || q < 0 {
 		// A dead or unreachable owner: its DOWN ends the child.
 		f.done(epoch, 0, 100*time.Millisecond)
@@ -132,7 +136,7 @@ func (f *flowCtl) poll(n, epoch int, dest etf.Pid) {
 		n = f.counted // counted before the next request: see the type's comment
 		f.mu.Unlock()
 		if look {
-			if mine, err := rpc.pendingFrom(dest, f.c.self, rpcTimeout); err == nil && mine >= 0 {
+			if mine, err := rpc.pendingFrom(dest, f.c.self, direct, rpcTimeout); err == nil && mine >= 0 {
 				freed = f.free(epoch, n-mine)
 				f.mu.Lock()
 				if mine < q {

@@ -98,7 +98,7 @@ func (c *child) moveNow(tag etf.Atom, fd, n int) error {
 			c.sendData(tag, buf[headroom:], buf)
 		}
 		if c.flow != nil {
-			c.flow.sent(n)
+			c.flow.sent(n, true)
 		}
 		return nil
 	}
@@ -110,7 +110,7 @@ func (c *child) moveNow(tag etf.Atom, fd, n int) error {
 		}
 		c.sendData(tag, buf, nil)
 		if c.flow != nil {
-			c.flow.sent(k)
+			c.flow.sent(k, false)
 		}
 		n -= k
 	}

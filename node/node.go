@@ -180,6 +180,12 @@ func (n *Node) spawnProcesses() error {
 	if n.rpc.proc, err = n.ergo.Spawn("", gen.ProcessOptions{MailboxSize: mainMailbox}, n.rpc.loop); err != nil {
 		return fmt.Errorf("starting the rpc process: %w", err)
 	}
+	if n.links != nil {
+		if n.rpc.selfEnc, err = encodeTerm(n.rpc.proc.Self()); err != nil {
+			return fmt.Errorf("encoding the rpc process's pid: %w", err)
+		}
+		n.rpc.links = n.links
+	}
 	n.dir.add(n.rpc.proc.Self(), "", n.rpc.loop)
 	sp := newLoopProc(n.handleSpawner, nil)
 	if n.spawner, err = n.ergo.Spawn(RegisteredName, gen.ProcessOptions{MailboxSize: mainMailbox}, sp); err != nil {

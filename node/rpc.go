@@ -8,6 +8,7 @@ import (
 
 	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/gen"
+	"github.com/protonstream/ps_port/otpdist"
 )
 
 // rpcClient calls functions on other nodes through their rex server, as
@@ -17,6 +18,11 @@ import (
 type rpcClient struct {
 	loop *loopProc
 	proc gen.Process
+	// links, when set, has the connections a request may be written to
+	// directly (otpdist.Direct), skipping ergo's sender goroutine and its
+	// flusher's timer: two goroutine hand-offs per request.
+	links   *otpdist.Links
+	selfEnc []byte // proc's pid, encoded (set with links)
 
 	mu      sync.Mutex
 	pending map[etf.Ref]chan etf.Term
@@ -51,8 +57,10 @@ func (c *rpcClient) handle(msg interface{}) {
 	}
 }
 
-// call runs M:F(A...) on node and returns its result.
-func (c *rpcClient) call(node string, m, f string, args etf.List, timeout time.Duration) (etf.Term, error) {
+// call runs M:F(A...) on node and returns its result. direct: the request
+// may be written straight to node's connection (the caller's messages to
+// that node that it must follow went the same way, or are on the wire).
+func (c *rpcClient) call(node string, direct bool, m, f string, args etf.List, timeout time.Duration) (etf.Term, error) {
 	ref := c.proc.MakeRef()
 	ch := make(chan etf.Term, 1)
 	c.mu.Lock()
@@ -65,7 +73,7 @@ func (c *rpcClient) call(node string, m, f string, args etf.List, timeout time.D
 	}()
 	req := etf.Tuple{etf.Atom("$gen_call"), etf.Tuple{c.proc.Self(), ref},
 		etf.Tuple{etf.Atom("call"), etf.Atom(m), etf.Atom(f), args, etf.Atom("user")}}
-	if err := c.proc.Send(gen.ProcessID{Name: "rex", Node: node}, req); err != nil {
+	if err := c.send(node, direct, req); err != nil {
 		return nil, fmt.Errorf("rpc to %s: %w", node, err)
 	}
 	t := time.NewTimer(timeout)
@@ -81,9 +89,24 @@ func (c *rpcClient) call(node string, m, f string, args etf.List, timeout time.D
 	}
 }
 
+// send sends req to rex on node: written to node's connection when direct
+// and ergo serves one, through ergo otherwise.
+func (c *rpcClient) send(node string, direct bool, req etf.Term) error {
+	if direct && c.links != nil && c.selfEnc != nil {
+		if dc := c.links.Direct(node); dc != nil {
+			body, err := encodeTerm(req)
+			if err != nil {
+				return err
+			}
+			return dc.WriteDirect(otpdist.RegSendPacket(c.selfEnc, "rex", body))
+		}
+	}
+	return c.proc.Send(gen.ProcessID{Name: "rex", Node: node}, req)
+}
+
 // queueLen returns the message_queue_len of pid, or -1 when pid is dead.
-func (c *rpcClient) queueLen(pid etf.Pid, timeout time.Duration) (int, error) {
-	r, err := c.call(string(pid.Node), "erlang", "process_info",
+func (c *rpcClient) queueLen(pid etf.Pid, direct bool, timeout time.Duration) (int, error) {
+	r, err := c.call(string(pid.Node), direct, "erlang", "process_info",
 		etf.List{pid, etf.Atom("message_queue_len")}, timeout)
 	if err != nil {
 		return 0, err
@@ -102,8 +125,8 @@ func (c *rpcClient) queueLen(pid etf.Pid, timeout time.Duration) (int, error) {
 // pendingFrom counts the data messages ({from, {:data | :error, binary}})
 // waiting in pid's queue. It copies the whole queue over the network, so
 // flow control uses it only when the queue is short and progress stalled.
-func (c *rpcClient) pendingFrom(pid, from etf.Pid, timeout time.Duration) (int, error) {
-	r, err := c.call(string(pid.Node), "erlang", "process_info",
+func (c *rpcClient) pendingFrom(pid, from etf.Pid, direct bool, timeout time.Duration) (int, error) {
+	r, err := c.call(string(pid.Node), direct, "erlang", "process_info",
 		etf.List{pid, etf.Atom("messages")}, timeout)
 	if err != nil {
 		return 0, err

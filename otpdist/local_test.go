@@ -2,6 +2,7 @@ package otpdist
 
 import (
 	"bytes"
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -163,4 +164,21 @@ type countProbe struct {
 func (p *countProbe) RouteSend(from, to etf.Pid, message etf.Term) error {
 	*p.seen = p.n.Load()
 	return nil
+}
+
+// RegSendPacket's packet is what an OTP node sends for a REG_SEND: the
+// reader turns it into the packet ergo reads, control and message intact.
+func TestRegSendPacketIsAWholePassThroughPacket(t *testing.T) {
+	msg := tuple(atomBytes("$gen_call"), tuple(ourPid, small(7)), atomBytes("ping"))
+	p := RegSendPacket(ourPid, "rex", msg)
+	if n := int(binary.BigEndian.Uint32(p)); n != len(p)-4 {
+		t.Fatalf("length field %d, packet of %d bytes after it", n, len(p)-4)
+	}
+	f := newFakeConn()
+	c := newDistConn(f, true, nil)
+	f.send(p, 0)
+	ctl := tuple(small(6), ourPid, atomBytes(""), atomBytes("rex"))
+	if got, want := readN(t, c, len(ergoPacket(ctl, msg)), 1<<16), ergoPacket(ctl, msg); !bytes.Equal(got, want) {
+		t.Fatalf("ergo got % x\nwant % x", got, want)
+	}
 }

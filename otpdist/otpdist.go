@@ -111,3 +111,20 @@ func SendHead(to []byte, extra, tail int) []byte {
 	head = append(head, to...)
 	return append(head, versionMagic)
 }
+
+// RegSendPacket is the whole pass-through packet of a REG_SEND {6, From,
+// ”, To}: msg (external term format without the 131) from the process
+// whose pid is encoded as from to the process registered as to (at most
+// 255 bytes) on the peer.
+func RegSendPacket(from []byte, to string, msg []byte) []byte {
+	ctl := 4 + len(from) + 2 + 2 + len(to) // 104 4 97 6, From, 119 0, 119 N To
+	n := 1 + 1 + ctl + 1 + len(msg)
+	p := make([]byte, 0, 4+n)
+	p = binary.BigEndian.AppendUint32(p, uint32(n))
+	p = append(p, passThrough, versionMagic, 104, 4, 97, 6)
+	p = append(p, from...)
+	p = append(p, 119, 0, 119, byte(len(to)))
+	p = append(p, to...)
+	p = append(p, versionMagic)
+	return append(p, msg...)
+}
