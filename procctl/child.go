@@ -444,6 +444,7 @@ func (c *Child) startReader(f *os.File, emit func([]byte) error, move func(fd, n
 		return
 	}
 	c.waits = append(c.waits, pw)
+	c.window.addBell(&pw.bell)
 	c.readers.Add(1)
 	go func() {
 		defer c.readers.Done()
@@ -492,16 +493,25 @@ func (c *Child) pump(pw *pipeWait, emit func([]byte) error, move func(fd, n int)
 		p.maxTake = moveMax
 	}
 	for {
-		if !c.window.wait() {
-			// Kicked without credit: the child is gone. A pipe with nothing
-			// left in it is finished; one with data waits for credit.
+		ok, err := c.window.waitBell(&pw.bell, pw.waitBell)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			pw.unkick() // kicked: ok is false, and the child is draining
+			err = nil
+		}
+		if err != nil {
+			c.logf("child %d: %v; the rest of its output is not read", c.pid, err)
+			return
+		}
+		if !ok {
+			// Kicked without credit: the child is gone (a deadline is only
+			// set after the kick). A pipe with nothing left in it is
+			// finished; one with data waits for credit.
 			if !pw.hasData() {
 				return
 			}
 			c.window.waitCredit()
 		}
 		var res readResult
-		var err error
 		for done := false; !done && err == nil; {
 			if res, done = p.read(pw.fd); !done {
 				err = pw.wait()

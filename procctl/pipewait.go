@@ -23,10 +23,14 @@ import (
 // EPOLLONESHOT, armed only while the pump waits for it, and that epoll
 // descriptor is what Go's poller watches: a write into a pipe nobody waits
 // for costs the child a check of a disarmed entry and wakes nobody.
+//
+// The same epoll instance holds the pump's bell (see Window.waitBell), so
+// that waiting for credit parks the pump in the poller too.
 type pipeWait struct {
-	fd int      // the pipe's read end (non-blocking, not in Go's poller)
-	ep *os.File // the private epoll instance, in Go's poller
-	rc syscall.RawConn
+	fd   int      // the pipe's read end (non-blocking, not in Go's poller)
+	ep   *os.File // the private epoll instance, in Go's poller
+	rc   syscall.RawConn
+	bell bell // its eventfd, level-triggered in ep
 }
 
 // newPipeWait returns a pipeWait for the non-blocking pipe fd.
@@ -41,17 +45,30 @@ func newPipeWait(fd int) (*pipeWait, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("epoll for an output pipe: %w", err)
 	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("eventfd for an output pipe: %w", err)
+	}
+	ev = unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(ep)
+		unix.Close(efd)
+		return nil, fmt.Errorf("epoll for an output pipe: %w", err)
+	}
 	if err := unix.SetNonblock(ep, true); err != nil {
 		unix.Close(ep)
+		unix.Close(efd)
 		return nil, fmt.Errorf("epoll for an output pipe: %w", err)
 	}
 	f := os.NewFile(uintptr(ep), "epoll")
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
+		unix.Close(efd)
 		return nil, fmt.Errorf("epoll for an output pipe: %w", err)
 	}
-	return &pipeWait{fd: fd, ep: f, rc: rc}, nil
+	return &pipeWait{fd: fd, ep: f, rc: rc, bell: bell{fd: efd}}, nil
 }
 
 // wait parks the calling goroutine until the pipe is readable (data, or
@@ -66,12 +83,20 @@ func (w *pipeWait) wait() error {
 			return true
 		}
 		for {
-			n, err := rawio.EpollPoll(int(ep))
-			if err == unix.EINTR {
+			n, efd, err := rawio.EpollPoll(int(ep))
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				perr = err
+				return true
+			case n == 0:
+				return false
+			case efd == w.bell.fd:
+				w.silence() // a late ring; the pipe's entry may be ready too
 				continue
 			}
-			perr = err
-			return n > 0 || err != nil
+			return true
 		}
 	})
 	if err != nil {
@@ -83,6 +108,23 @@ func (w *pipeWait) wait() error {
 	return nil
 }
 
+// waitBell parks the calling goroutine until the bell rings, or kick was
+// called (os.ErrDeadlineExceeded).
+func (w *pipeWait) waitBell() error {
+	return w.rc.Read(func(uintptr) bool { return w.silence() })
+}
+
+// silence resets the bell; it reports whether it had rung.
+func (w *pipeWait) silence() bool {
+	var b [8]byte
+	for {
+		n, err := rawio.Read(w.bell.fd, b[:])
+		if err != unix.EINTR {
+			return err == nil && n == 8
+		}
+	}
+}
+
 // kick wakes a goroutine parked in wait (and makes the next wait return
 // at once) until unkick.
 func (w *pipeWait) kick() { w.ep.SetReadDeadline(time.Now()) }
@@ -90,8 +132,11 @@ func (w *pipeWait) kick() { w.ep.SetReadDeadline(time.Now()) }
 // unkick undoes kick.
 func (w *pipeWait) unkick() { w.ep.SetReadDeadline(time.Time{}) }
 
-// close closes the epoll instance (not the pipe).
-func (w *pipeWait) close() { w.ep.Close() }
+// close closes the epoll instance and the bell (not the pipe).
+func (w *pipeWait) close() {
+	w.ep.Close()
+	unix.Close(w.bell.fd)
+}
 
 // hasData reports whether a read from the pipe would return data now.
 func (w *pipeWait) hasData() bool {

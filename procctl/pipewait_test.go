@@ -28,7 +28,7 @@ func epollReady(t *testing.T, pw *pipeWait) bool {
 	t.Helper()
 	var n int
 	var err error
-	pw.rc.Control(func(fd uintptr) { n, err = rawio.EpollPoll(int(fd)) })
+	pw.rc.Control(func(fd uintptr) { n, _, err = rawio.EpollPoll(int(fd)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,5 +119,53 @@ func TestPipeWaitKick(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("write after unkick did not wake the waiter")
+	}
+}
+
+// TestWindowBell: a pump waiting for credit in the poller is woken by an
+// ack, by Close and by kick, and sees the right answer each time.
+func TestWindowBell(t *testing.T) {
+	for _, how := range []string{"ack", "close", "kick"} {
+		pw, _ := newTestPipeWait(t)
+		w := NewWindow(10)
+		w.addBell(&pw.bell)
+		if got := w.take(10); got != 10 {
+			t.Fatalf("took %d of a fresh window of 10", got)
+		}
+		type result struct {
+			ok  bool
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			ok, err := w.waitBell(&pw.bell, pw.waitBell)
+			done <- result{ok, err}
+		}()
+		select {
+		case r := <-done:
+			t.Fatalf("%s: waitBell returned %v before anything happened", how, r)
+		case <-time.After(50 * time.Millisecond):
+		}
+		want := true
+		switch how {
+		case "ack":
+			w.Ack(3)
+		case "close":
+			w.Close()
+		case "kick":
+			w.kick()
+			want = false
+		}
+		select {
+		case r := <-done:
+			if r.err != nil || r.ok != want {
+				t.Fatalf("%s: waitBell = %v, %v; want %v, nil", how, r.ok, r.err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not wake a pump waiting for credit", how)
+		}
+		if pw.silence() {
+			t.Fatalf("%s: the bell was left ringing", how)
+		}
 	}
 }

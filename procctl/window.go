@@ -1,6 +1,10 @@
 package procctl
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/protonstream/ps_port/internal/rawio"
+)
 
 // Window is flow-control credit shared by a child's stdout and stderr: the
 // number of payload bytes that may be handed to the Sink before the owner
@@ -13,6 +17,61 @@ type Window struct {
 	avail  int // credit left
 	closed bool
 	kicked bool // the child is gone: waiters check whether their pipe is empty
+	bells  []*bell
+}
+
+// bell is how a pump that waits for credit in Go's poller is woken: an
+// eventfd in its pipeWait's epoll instance, written when credit comes back
+// while the pump waits. A goroutine woken through sync.Cond is made
+// runnable by the goroutine that acked, and Go then wakes a second thread
+// to run it (a futex wake and two context switches per frame on two
+// cores); one woken through the poller is found by the acking thread
+// itself once that goroutine parks, on the same thread.
+type bell struct {
+	fd      int  // the eventfd
+	waiting bool // the pump waits for credit (guarded by Window.mu)
+}
+
+var bellByte = []byte{1, 0, 0, 0, 0, 0, 0, 0}
+
+// ringLocked wakes the pumps that wait for credit; w.mu is held.
+func (w *Window) ringLocked() {
+	for _, b := range w.bells {
+		if b.waiting {
+			b.waiting = false
+			rawio.Write(b.fd, bellByte) // EAGAIN: the counter is full, it rings anyway
+		}
+	}
+}
+
+// addBell registers b, woken like the Cond's waiters.
+func (w *Window) addBell(b *bell) {
+	w.mu.Lock()
+	w.bells = append(w.bells, b)
+	w.mu.Unlock()
+}
+
+// waitBell is wait for a pump that waits in the poller: it reports whether
+// there is credit (true), or the window was kicked (false), as wait does;
+// park parks the pump until its bell rings.
+func (w *Window) waitBell(b *bell, park func() error) (bool, error) {
+	for {
+		w.mu.Lock()
+		if w.avail > 0 || w.closed || w.kicked {
+			b.waiting = false
+			ok := w.avail > 0 || w.closed
+			w.mu.Unlock()
+			return ok, nil
+		}
+		b.waiting = true
+		w.mu.Unlock()
+		if err := park(); err != nil {
+			w.mu.Lock()
+			b.waiting = false
+			w.mu.Unlock()
+			return false, err
+		}
+	}
 }
 
 // NewWindow returns a window of size bytes (at least 1).
@@ -46,6 +105,7 @@ func (w *Window) Ack(n int) bool {
 	ok := w.avail+n <= w.size
 	w.avail = min(w.avail+n, w.size)
 	w.cond.Broadcast()
+	w.ringLocked()
 	return ok
 }
 
@@ -55,6 +115,7 @@ func (w *Window) Close() {
 	w.mu.Lock()
 	w.closed = true
 	w.cond.Broadcast()
+	w.ringLocked()
 	w.mu.Unlock()
 }
 
@@ -96,6 +157,7 @@ func (w *Window) kick() {
 	w.mu.Lock()
 	w.kicked = true
 	w.cond.Broadcast()
+	w.ringLocked()
 	w.mu.Unlock()
 }
 
@@ -120,6 +182,7 @@ func (w *Window) giveBack(n int) {
 	if !w.closed {
 		w.avail += n
 		w.cond.Broadcast()
+		w.ringLocked()
 	}
 	w.mu.Unlock()
 }

@@ -109,12 +109,13 @@ func EpollArm(ep, fd int, events uint32) error {
 }
 
 // EpollPoll is epoll_pwait(2) on ep with a timeout of 0: the number of
-// ready events (at most one is taken), without waiting.
-func EpollPoll(ep int) (int, error) {
+// ready events (0 or 1: at most one is taken) and that event's fd (the Fd
+// it was registered with), without waiting.
+func EpollPoll(ep int) (n, fd int, err error) {
 	var ev unix.EpollEvent
-	n, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&ev)), 1, 0, 0, 0)
+	r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&ev)), 1, 0, 0, 0)
 	if e != 0 {
-		return 0, e
+		return 0, 0, e
 	}
-	return int(n), nil
+	return int(r), int(ev.Fd), nil
 }
