@@ -13,8 +13,11 @@ import (
 
 // rpcClient calls functions on other nodes through their rex server, as
 // rpc:call/4 does: {'$gen_call', {Self, Ref}, {call, M, F, A, user}} to
-// {rex, Node}, answered with {Ref, Result}. One ergo process serves every
-// call; callers wait on their own goroutines.
+// {rex, Node}, answered with {Ref, Result}; or as rpc:block_call/4 does
+// ({block_call, ...}), which rex runs itself instead of in a process it
+// spawns for the call: for a BIF that answers at once (flow control's
+// message_queue_len, thousands of times per second while a child streams).
+// One ergo process serves every call; callers wait on their own goroutines.
 type rpcClient struct {
 	loop *loopProc
 	proc gen.Process
@@ -60,7 +63,9 @@ func (c *rpcClient) handle(msg interface{}) {
 // call runs M:F(A...) on node and returns its result. direct: the request
 // may be written straight to node's connection (the caller's messages to
 // that node that it must follow went the same way, or are on the wire).
-func (c *rpcClient) call(node string, direct bool, m, f string, args etf.List, timeout time.Duration) (etf.Term, error) {
+// block: rex runs it itself (rpc:block_call/4), for functions that
+// return at once.
+func (c *rpcClient) call(node string, direct, block bool, m, f string, args etf.List, timeout time.Duration) (etf.Term, error) {
 	ref := c.proc.MakeRef()
 	ch := make(chan etf.Term, 1)
 	c.mu.Lock()
@@ -71,8 +76,12 @@ func (c *rpcClient) call(node string, direct bool, m, f string, args etf.List, t
 		delete(c.pending, ref)
 		c.mu.Unlock()
 	}()
+	kind := "call"
+	if block {
+		kind = "block_call"
+	}
 	req := etf.Tuple{etf.Atom("$gen_call"), etf.Tuple{c.proc.Self(), ref},
-		etf.Tuple{etf.Atom("call"), etf.Atom(m), etf.Atom(f), args, etf.Atom("user")}}
+		etf.Tuple{etf.Atom(kind), etf.Atom(m), etf.Atom(f), args, etf.Atom("user")}}
 	if err := c.send(node, direct, req); err != nil {
 		return nil, fmt.Errorf("rpc to %s: %w", node, err)
 	}
@@ -106,7 +115,7 @@ func (c *rpcClient) send(node string, direct bool, req etf.Term) error {
 
 // queueLen returns the message_queue_len of pid, or -1 when pid is dead.
 func (c *rpcClient) queueLen(pid etf.Pid, direct bool, timeout time.Duration) (int, error) {
-	r, err := c.call(string(pid.Node), direct, "erlang", "process_info",
+	r, err := c.call(string(pid.Node), direct, true, "erlang", "process_info",
 		etf.List{pid, etf.Atom("message_queue_len")}, timeout)
 	if err != nil {
 		return 0, err
@@ -126,7 +135,7 @@ func (c *rpcClient) queueLen(pid etf.Pid, direct bool, timeout time.Duration) (i
 // waiting in pid's queue. It copies the whole queue over the network, so
 // flow control uses it only when the queue is short and progress stalled.
 func (c *rpcClient) pendingFrom(pid, from etf.Pid, direct bool, timeout time.Duration) (int, error) {
-	r, err := c.call(string(pid.Node), direct, "erlang", "process_info",
+	r, err := c.call(string(pid.Node), direct, false, "erlang", "process_info",
 		etf.List{pid, etf.Atom("messages")}, timeout)
 	if err != nil {
 		return 0, err
