@@ -2,7 +2,9 @@ package procctl
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,5 +169,67 @@ func TestWindowBell(t *testing.T) {
 		if pw.silence() {
 			t.Fatalf("%s: the bell was left ringing", how)
 		}
+	}
+}
+
+// ackingMover is a Mover whose owner acks each move from another
+// goroutine, a little later, as the port's reader does.
+type ackingMover struct {
+	c        atomic.Pointer[Child]
+	out, err atomic.Int64
+}
+
+func (m *ackingMover) Stdout(p []byte) error { return m.took(&m.out, len(p)) }
+func (m *ackingMover) Stderr(p []byte) error { return m.took(&m.err, len(p)) }
+
+func (m *ackingMover) MoveStdout(fd, n int) error { return m.move(&m.out, fd, n) }
+func (m *ackingMover) MoveStderr(fd, n int) error { return m.move(&m.err, fd, n) }
+
+func (m *ackingMover) move(count *atomic.Int64, fd, n int) error {
+	buf := make([]byte, n)
+	for got := 0; got < n; {
+		k, err := rawio.Read(fd, buf[got:])
+		if err != nil || k == 0 {
+			return fmt.Errorf("pipe held %d of %d bytes: %v", got, n, err)
+		}
+		got += k
+	}
+	return m.took(count, n)
+}
+
+func (m *ackingMover) took(count *atomic.Int64, n int) error {
+	count.Add(int64(n))
+	go func() {
+		for m.c.Load() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		m.c.Load().Window().Ack(n)
+	}()
+	return nil
+}
+
+// TestStreamDeliveredWhileChildPauses: a child that writes far more than
+// its window on both streams and then pauses (alive, writing nothing) has
+// all of it delivered without a further write: pumps that wait for credit
+// are woken by the acks, and ones that find the pipe empty by the next
+// write or the close.
+func TestStreamDeliveredWhileChildPauses(t *testing.T) {
+	const size = 3_000_000
+	m := &ackingMover{}
+	c := start(t, Spec{Path: "sh", Args: []string{"-c",
+		"head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2; exec sleep 60"},
+		Stdout: Pipe, Stderr: Pipe, Window: 64 << 10}, m)
+	m.c.Store(c)
+	deadline := time.Now().Add(30 * time.Second)
+	for (m.out.Load() < size || m.err.Load() < size) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if m.out.Load() != size || m.err.Load() != size {
+		t.Fatalf("delivered %d bytes of stdout and %d of stderr, want %d each", m.out.Load(), m.err.Load(), size)
+	}
+	select {
+	case <-c.Done():
+		t.Fatal("the child exited: the output was not delivered while it paused")
+	default:
 	}
 }
