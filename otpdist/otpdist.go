@@ -21,7 +21,10 @@
 //   - tick.go: OTP's net_ticktime, which ergo hard-codes;
 //   - tls.go: distribution over TLS (TLSFiles), as inet_tls_dist;
 //   - splice.go: a local process's output spliced from its pipe into the
-//     socket as one packet (Direct.MoveDirect).
+//     socket as one packet (Direct.MoveDirect);
+//   - local.go: a peer's SEND to a local process handled on the
+//     connection's reader, not handed to ergo's handler goroutine, when
+//     ergo has routed everything before it.
 //
 // A release of ergo that changes its protocol or handshake means
 // revisiting this package only.
