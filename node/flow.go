@@ -22,8 +22,11 @@ import (
 // Two polls may be out at once (the second once another quarter window was
 // sent after the first), so the window does not sit idle for a whole round
 // trip; counts are absolute, so answers may come in any order. No goroutine
-// waits while nothing is sent: each poll runs on a goroutine of its own,
-// and a poll that freed nothing is retried from a timer.
+// waits for a poll: it is sent by the goroutine that sent the data (or,
+// when an answer makes the next one due, by a short goroutine; a poll that
+// freed nothing is retried from a timer), and its answer is taken on the
+// connection's reader, which frees the window there (a goroutine woken per
+// answer cost a thread wake-up per window sent).
 type flowCtl struct {
 	c *child
 
@@ -63,21 +66,34 @@ func (f *flowCtl) sent(n int, direct bool) {
 	f.total += n
 	f.counted++
 	f.sentBytes += n
-	f.maybePoll()
+	p, due := f.maybePoll()
 	f.mu.Unlock()
+	if due {
+		f.start(p) // the child's sender or pump: it may wait for the network
+	}
 }
 
-// maybePoll starts a poll when one is due; f.mu is held.
-func (f *flowCtl) maybePoll() {
+// pollReq is a poll that is due: n messages were counted before it.
+// direct: it may go straight to the owner's connection, behind the data
+// (which went that way).
+type pollReq struct {
+	n, epoch int
+	dest     etf.Pid
+	direct   bool
+}
+
+// maybePoll returns the poll that is due, if any, counted as out; f.mu is
+// held. The caller starts it once f.mu is released.
+func (f *flowCtl) maybePoll() (pollReq, bool) {
 	if f.stopped || f.waiting || f.total < f.threshold {
-		return
+		return pollReq{}, false
 	}
 	if f.inflight >= maxInflight || (f.inflight > 0 && f.sentBytes-f.polledAt < f.threshold) {
-		return
+		return pollReq{}, false
 	}
 	f.inflight++
 	f.polledAt = f.sentBytes
-	go f.poll(f.counted, f.epoch, f.dest, f.direct)
+	return pollReq{n: f.counted, epoch: f.epoch, dest: f.dest, direct: f.direct}, true
 }
 
 // reset starts over with a new owner: what the old one holds is its own.
@@ -114,46 +130,64 @@ const (
 	maxStallCheck = time.Second
 )
 
-// poll asks for the owner's queue length; n messages were counted before
-// the request. direct: the request may go straight to the owner's
-// connection, behind the data (which went that way).
-func (f *flowCtl) poll(n, epoch int, dest etf.Pid, direct bool) {
-	rpc := f.c.n.rpc
-	q, err := rpc.queueLen(dest, direct, rpcTimeout)
+// start sends poll p, the owner's queue length asked of its node. Nothing
+// waits for the answer: polled handles it on the connection's reader.
+func (f *flowCtl) start(p pollReq) {
+	f.c.n.rpc.queueLen(p.dest, p.direct, rpcTimeout, func(q int, err error) { f.polled(p, q, err) })
+}
+
+// polled takes p's answer, a queue of q. It runs on the connection's
+// reader, which must not wait for the network: what would (another poll,
+// a look at the queue) goes to a goroutine.
+func (f *flowCtl) polled(p pollReq, q int, err error) {
 	if err != nil || q < 0 {
 		// A dead or unreachable owner: its DOWN ends the child.
-		f.done(epoch, 0, 100*time.Millisecond)
+		f.done(p.epoch, 0, 100*time.Millisecond)
 		return
 	}
-	freed := f.free(epoch, n-q)
-	if freed == 0 {
+	if freed := f.free(p.epoch, p.n-q); freed > 0 {
+		f.done(p.epoch, freed, 0)
+		return
+	}
+	f.mu.Lock()
+	now := time.Now()
+	if f.stalled.IsZero() {
+		f.stalled = now
+	}
+	look := f.epoch == p.epoch && !f.stopped && now.Sub(f.stalled) >= f.checkEvery && q <= stallQueue
+	n := f.counted // counted before the next request: see the type's comment
+	f.mu.Unlock()
+	if look {
+		go f.look(p, n, q)
+		return
+	}
+	f.retryLater(p.epoch)
+}
+
+// look counts this child's messages in the owner's queue of q messages,
+// n counted before asking (see stallQueue), and ends poll p.
+func (f *flowCtl) look(p pollReq, n, q int) {
+	freed := 0
+	if mine, err := f.c.n.rpc.pendingFrom(p.dest, f.c.self, p.direct, rpcTimeout); err == nil && mine >= 0 {
+		freed = f.free(p.epoch, n-mine)
 		f.mu.Lock()
-		now := time.Now()
-		if f.stalled.IsZero() {
-			f.stalled = now
+		if mine < q {
+			f.checkEvery = 0 // others' messages hold the queue: keep looking
+		} else {
+			f.checkEvery = min(max(2*f.checkEvery, 10*time.Millisecond), maxStallCheck)
 		}
-		look := f.epoch == epoch && !f.stopped && now.Sub(f.stalled) >= f.checkEvery && q <= stallQueue
-		n = f.counted // counted before the next request: see the type's comment
+		f.stalled = time.Now()
 		f.mu.Unlock()
-		if look {
-			if mine, err := rpc.pendingFrom(dest, f.c.self, direct, rpcTimeout); err == nil && mine >= 0 {
-				freed = f.free(epoch, n-mine)
-				f.mu.Lock()
-				if mine < q {
-					f.checkEvery = 0 // others' messages hold the queue: keep looking
-				} else {
-					f.checkEvery = min(max(2*f.checkEvery, 10*time.Millisecond), maxStallCheck)
-				}
-				f.stalled = time.Now()
-				f.mu.Unlock()
-			}
-		}
 	}
 	if freed > 0 {
-		f.done(epoch, freed, 0)
+		f.done(p.epoch, freed, 0)
 		return
 	}
-	// Nothing consumed yet: ask again a little later.
+	f.retryLater(p.epoch)
+}
+
+// retryLater ends a poll that freed nothing: ask again a little later.
+func (f *flowCtl) retryLater(epoch int) {
 	f.mu.Lock()
 	f.pause = min(max(f.pause*2, 200*time.Microsecond), 50*time.Millisecond)
 	pause := f.pause
@@ -186,20 +220,29 @@ func (f *flowCtl) free(epoch, upTo int) int {
 	return freed
 }
 
-// done ends a poll: the next one starts now when due, or after retry.
+// done ends a poll: the next one starts now when due, or after retry. It
+// may run on the connection's reader, so the next poll is sent from
+// another goroutine.
 func (f *flowCtl) done(epoch, freed int, retry time.Duration) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.inflight--
 	if retry > 0 && f.epoch == epoch && !f.stopped && f.inflight == 0 {
 		f.waiting = true
 		f.timer = time.AfterFunc(retry, func() {
 			f.mu.Lock()
 			f.waiting = false
-			f.maybePoll()
+			p, due := f.maybePoll()
 			f.mu.Unlock()
+			if due {
+				f.start(p)
+			}
 		})
+		f.mu.Unlock()
 		return
 	}
-	f.maybePoll()
+	p, due := f.maybePoll()
+	f.mu.Unlock()
+	if due {
+		go f.start(p)
+	}
 }

@@ -28,13 +28,22 @@ type rpcClient struct {
 	selfEnc []byte // proc's pid, encoded (set with links)
 
 	mu      sync.Mutex
-	pending map[etf.Ref]chan etf.Term
+	pending map[etf.Ref]pendingCall
+}
+
+// pendingCall is where a call's answer goes: ch for call, done for
+// callAsync (with the timer that ends it).
+type pendingCall struct {
+	ch    chan etf.Term
+	done  func(etf.Term, error)
+	timer *time.Timer
+	node  string // whom done's call went to
 }
 
 var errRPCTimeout = errors.New("rpc timed out")
 
 func newRPCClient() *rpcClient {
-	c := &rpcClient{pending: make(map[etf.Ref]chan etf.Term)}
+	c := &rpcClient{pending: make(map[etf.Ref]pendingCall)}
 	c.loop = newLoopProc(c.handle, nil)
 	// A reply wakes its caller straight from the connection's reader: one
 	// goroutine hand-off less on flow control's round trip.
@@ -52,12 +61,25 @@ func (c *rpcClient) handle(msg interface{}) {
 		return
 	}
 	c.mu.Lock()
-	ch := c.pending[ref]
+	pc, ok := c.pending[ref]
 	delete(c.pending, ref)
 	c.mu.Unlock()
-	if ch != nil {
-		ch <- tu[1]
+	switch {
+	case !ok:
+	case pc.done != nil:
+		pc.timer.Stop()
+		pc.done(rpcResult(pc.node, tu[1]))
+	default:
+		pc.ch <- tu[1]
 	}
+}
+
+// rpcResult is a rex answer as call returns it.
+func rpcResult(node string, r etf.Term) (etf.Term, error) {
+	if tu, ok := r.(etf.Tuple); ok && len(tu) == 2 && isAtom(tu[0], "badrpc") {
+		return nil, fmt.Errorf("rpc to %s: badrpc %s", node, describe(tu[1]))
+	}
+	return r, nil
 }
 
 // call runs M:F(A...) on node and returns its result. direct: the request
@@ -69,33 +91,63 @@ func (c *rpcClient) call(node string, direct, block bool, m, f string, args etf.
 	ref := c.proc.MakeRef()
 	ch := make(chan etf.Term, 1)
 	c.mu.Lock()
-	c.pending[ref] = ch
+	c.pending[ref] = pendingCall{ch: ch}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		delete(c.pending, ref)
 		c.mu.Unlock()
 	}()
-	kind := "call"
-	if block {
-		kind = "block_call"
-	}
-	req := etf.Tuple{etf.Atom("$gen_call"), etf.Tuple{c.proc.Self(), ref},
-		etf.Tuple{etf.Atom(kind), etf.Atom(m), etf.Atom(f), args, etf.Atom("user")}}
-	if err := c.send(node, direct, req); err != nil {
+	if err := c.send(node, direct, c.request(ref, block, m, f, args)); err != nil {
 		return nil, fmt.Errorf("rpc to %s: %w", node, err)
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case r := <-ch:
-		if tu, ok := r.(etf.Tuple); ok && len(tu) == 2 && isAtom(tu[0], "badrpc") {
-			return nil, fmt.Errorf("rpc to %s: badrpc %s", node, describe(tu[1]))
-		}
-		return r, nil
+		return rpcResult(node, r)
 	case <-t.C:
 		return nil, errRPCTimeout
 	}
+}
+
+// callAsync is call without waiting: done gets the result or the error,
+// once, on the connection's reader (which must not block: done may not
+// send to the network) or, past timeout, on a timer's goroutine. The
+// request is sent on the caller's goroutine, which may wait for room on the
+// connection.
+func (c *rpcClient) callAsync(node string, direct, block bool, m, f string, args etf.List,
+	timeout time.Duration, done func(etf.Term, error)) {
+	ref := c.proc.MakeRef()
+	c.mu.Lock()
+	c.pending[ref] = pendingCall{done: done, node: node,
+		timer: time.AfterFunc(timeout, func() { c.abandon(ref, errRPCTimeout) })}
+	c.mu.Unlock()
+	if err := c.send(node, direct, c.request(ref, block, m, f, args)); err != nil {
+		c.abandon(ref, fmt.Errorf("rpc to %s: %w", node, err))
+	}
+}
+
+// abandon ends callAsync's call ref with err, unless its answer came.
+func (c *rpcClient) abandon(ref etf.Ref, err error) {
+	c.mu.Lock()
+	pc, ok := c.pending[ref]
+	delete(c.pending, ref)
+	c.mu.Unlock()
+	if ok {
+		pc.timer.Stop()
+		pc.done(nil, err)
+	}
+}
+
+// request is the $gen_call to rex for M:F(A...) with tag ref.
+func (c *rpcClient) request(ref etf.Ref, block bool, m, f string, args etf.List) etf.Term {
+	kind := "call"
+	if block {
+		kind = "block_call"
+	}
+	return etf.Tuple{etf.Atom("$gen_call"), etf.Tuple{c.proc.Self(), ref},
+		etf.Tuple{etf.Atom(kind), etf.Atom(m), etf.Atom(f), args, etf.Atom("user")}}
 }
 
 // send sends req to rex on node: written to node's connection when direct
@@ -113,10 +165,17 @@ func (c *rpcClient) send(node string, direct bool, req etf.Term) error {
 	return c.proc.Send(gen.ProcessID{Name: "rex", Node: node}, req)
 }
 
-// queueLen returns the message_queue_len of pid, or -1 when pid is dead.
-func (c *rpcClient) queueLen(pid etf.Pid, direct bool, timeout time.Duration) (int, error) {
-	r, err := c.call(string(pid.Node), direct, true, "erlang", "process_info",
-		etf.List{pid, etf.Atom("message_queue_len")}, timeout)
+// queueLen asks for the message_queue_len of pid and gives done the
+// answer, -1 when pid is dead (see callAsync for where done runs).
+func (c *rpcClient) queueLen(pid etf.Pid, direct bool, timeout time.Duration, done func(int, error)) {
+	c.callAsync(string(pid.Node), direct, true, "erlang", "process_info",
+		etf.List{pid, etf.Atom("message_queue_len")}, timeout, func(r etf.Term, err error) {
+			done(queueLenOf(r, err))
+		})
+}
+
+// queueLenOf reads process_info's answer for message_queue_len.
+func queueLenOf(r etf.Term, err error) (int, error) {
 	if err != nil {
 		return 0, err
 	}
