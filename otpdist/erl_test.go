@@ -49,10 +49,21 @@ loop() ->
             receive {'DOWN', Ref, process, Pid, R} -> From ! {down, R}
             after 5000 -> From ! no_down
             end;
+        {From, flood, Pid, N} -> flood(Pid, 1, N), From ! flooded;
         stop -> halt(0);
         _ -> ok
     end,
     loop().
+%% N messages to Pid, a monitor and a link set and removed among them.
+flood(Pid, I, N) when I > N -> Pid ! {seq, done};
+flood(Pid, I, N) ->
+    Pid ! {seq, I},
+    case I rem 50 of
+        0 -> demonitor(monitor(process, Pid));
+        25 -> link(Pid), unlink(Pid);
+        _ -> ok
+    end,
+    flood(Pid, I + 1, N).
 `
 
 // erlPeer is an erl node running unlink_peer.
@@ -357,6 +368,35 @@ func testDistWithErlang(t *testing.T, erlCmd []string, wantRelease string) {
 		g2.stop <- "normal"
 		if r := g.next(t, "DOWN"); !termIs(r, `{down,normal}`) {
 			t.Fatalf("the DOWN of a monitor with an alias: %#v", r)
+		}
+	})
+
+	t.Run("sends in order, on the reader and through ergo", func(t *testing.T) {
+		// The SENDs between the monitors and links go on the reader
+		// once ergo has routed those (local.go); the others through
+		// ergo. Either way they arrive in the order sent.
+		before := dc.stats.onReader.Load()
+		const n = 500
+		g.proc.Send(peerName, etf.Tuple{self, etf.Atom("flood"), self, n})
+		for i := 1; i <= n; i++ {
+			m, ok := g.next(t, "a flooded message").(etf.Tuple)
+			if !ok || len(m) != 2 || m[0] != etf.Atom("seq") || fmt.Sprint(m[1]) != fmt.Sprint(i) {
+				t.Fatalf("message %d: got %#v", i, m)
+			}
+		}
+		if m := g.next(t, "the flood's end"); !termIs(m, "{seq,done}") {
+			t.Fatalf("after %d messages: %#v", n, m)
+		}
+		if m := g.next(t, "flooded"); m != etf.Atom("flooded") {
+			t.Fatalf("want flooded, got %#v", m)
+		}
+		if got := dc.stats.onReader.Load() - before; got == 0 {
+			t.Fatalf("none of %d SENDs was handled on the connection's reader", n)
+		} else {
+			t.Logf("%d of %d SENDs handled on the reader", got, n+2)
+		}
+		if l := links(); hasSelf(l) {
+			t.Fatalf("links %v after the flood's link and unlink", l)
 		}
 	})
 
