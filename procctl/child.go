@@ -259,10 +259,10 @@ func (c *Child) run(st *stdioSet) {
 		moveOut, moveErr = mv.MoveStdout, mv.MoveStderr
 	}
 	if st.stdoutR != nil {
-		c.startReader(st.stdoutR, c.sink.Stdout, moveOut)
+		c.startReader(st.stdoutR, st.stdoutWait, c.sink.Stdout, moveOut)
 	}
 	if st.stderrR != nil {
-		c.startReader(st.stderrR, c.sink.Stderr, moveErr)
+		c.startReader(st.stderrR, st.stderrWait, c.sink.Stderr, moveErr)
 	}
 	go c.supervise()
 }
@@ -434,15 +434,9 @@ func (c *Child) reap() ExitStatus {
 // startReader reads one output pipe until EOF (or, once the child is gone,
 // until it is empty) and hands what it reads to emit, within the window.
 // With move, what is in the pipe is handed over without being read.
-func (c *Child) startReader(f *os.File, emit func([]byte) error, move func(fd, n int) error) {
-	// The descriptor is read with raw system calls: f is not in Go's
-	// poller (see outputPipe), and only the pump closes it.
-	pw, err := newPipeWait(int(f.Fd()))
-	if err != nil {
-		c.logf("child %d: %v; its output is not read", c.pid, err)
-		f.Close()
-		return
-	}
+// f is not in Go's poller (see outputPipe): the pump reads it with raw
+// system calls, waits for it through pw, and is the only one to close it.
+func (c *Child) startReader(f *os.File, pw *pipeWait, emit func([]byte) error, move func(fd, n int) error) {
 	c.waits = append(c.waits, pw)
 	c.window.addBell(&pw.bell)
 	c.readers.Add(1)
@@ -450,6 +444,7 @@ func (c *Child) startReader(f *os.File, emit func([]byte) error, move func(fd, n
 		defer c.readers.Done()
 		defer f.Close()
 		defer pw.close()
+		defer c.window.removeBell(&pw.bell)
 		c.pump(pw, emit, move)
 	}()
 }

@@ -11,6 +11,7 @@ import (
 type stdioSet struct {
 	child                    [3]*os.File // the child's ends
 	stdinW, stdoutR, stderrR *os.File    // ps_port's ends
+	stdoutWait, stderrWait   *pipeWait   // how the pumps wait for stdoutR and stderrR
 	owned                    []*os.File  // child ends to close after the fork
 }
 
@@ -19,14 +20,14 @@ func (s *stdioSet) open(spec Spec) error {
 	if err := s.openStdin(spec.Stdin); err != nil {
 		return err
 	}
-	if err := s.openOutput("stdout", 1, spec.Stdout, &s.stdoutR, os.Stdout); err != nil {
+	if err := s.openOutput("stdout", 1, spec.Stdout, &s.stdoutR, &s.stdoutWait, os.Stdout); err != nil {
 		return err
 	}
 	if spec.Stderr == ToStdout {
 		s.child[2] = s.child[1]
 		return nil
 	}
-	return s.openOutput("stderr", 2, spec.Stderr, &s.stderrR, os.Stderr)
+	return s.openOutput("stderr", 2, spec.Stderr, &s.stderrR, &s.stderrWait, os.Stderr)
 }
 
 func (s *stdioSet) openStdin(mode Stdio) error {
@@ -48,12 +49,18 @@ func (s *stdioSet) openStdin(mode Stdio) error {
 }
 
 // openOutput makes the child's stream fd (1 or 2): a pipe whose read end
-// goes to *r, ps_port's own stream own, or /dev/null.
-func (s *stdioSet) openOutput(name string, fd int, mode Stdio, r **os.File, own *os.File) error {
+// goes to *r (and how to wait for it to *wait), ps_port's own stream own,
+// or /dev/null.
+func (s *stdioSet) openOutput(name string, fd int, mode Stdio, r **os.File, wait **pipeWait, own *os.File) error {
 	switch mode {
 	case Pipe:
 		pr, pw, err := outputPipe()
 		if err != nil {
+			return fmt.Errorf("%s pipe: %w", name, err)
+		}
+		if *wait, err = newPipeWait(int(pr.Fd())); err != nil {
+			pr.Close()
+			pw.Close()
 			return fmt.Errorf("%s pipe: %w", name, err)
 		}
 		*r, s.child[fd] = pr, pw
@@ -113,6 +120,11 @@ func (s *stdioSet) closeParentEnds() {
 	for _, f := range []*os.File{s.stdinW, s.stdoutR, s.stderrR} {
 		if f != nil {
 			f.Close()
+		}
+	}
+	for _, w := range []*pipeWait{s.stdoutWait, s.stderrWait} {
+		if w != nil {
+			w.close()
 		}
 	}
 }

@@ -51,6 +51,19 @@ func (w *Window) addBell(b *bell) {
 	w.mu.Unlock()
 }
 
+// removeBell unregisters b (its pump is finished, its eventfd about to be
+// closed).
+func (w *Window) removeBell(b *bell) {
+	w.mu.Lock()
+	for i, x := range w.bells {
+		if x == b {
+			w.bells = append(w.bells[:i], w.bells[i+1:]...)
+			break
+		}
+	}
+	w.mu.Unlock()
+}
+
 // waitBell is wait for a pump that waits in the poller: it reports whether
 // there is credit (true), or the window was kicked (false), as wait does;
 // park parks the pump until its bell rings.
