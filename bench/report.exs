@@ -10,10 +10,10 @@ defmodule Bench.Report do
   # {key, label, unit, better, goals}: goals maps an implementation to
   # {:ratio, x} (ratio to the plain Port in the same round) or {:abs, x}.
   # Shared: issue 11; isolated: issue 5's port mode goals plus issue 11's
-  # close and mass kill; node: issue 5 and 13.
+  # close and mass kill; node: issue 5, and issue 13 where it asks more (throughput ≥ 0.5×).
   @metrics [
     {:tp_default, "Throughput, `head -c 256MiB /dev/zero`, default options", "MB/s", :higher,
-     %{shared: {:ratio, 0.8}, isolated: {:ratio, 0.8}, node: {:ratio, 0.4}}},
+     %{shared: {:ratio, 0.8}, isolated: {:ratio, 0.8}, node: {:ratio, 0.5}}},
     {:tp_1m, "Throughput, `head -c 256MiB /dev/zero`, 1 MiB window", "MB/s", :higher, %{}},
     {:tp_par, "Throughput, 8 × `head -c 256MiB /dev/zero` at once (total)", "MB/s", :higher,
      %{shared: {:ratio, 0.8}}},
