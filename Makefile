@@ -14,10 +14,11 @@ deps:
 
 build: $(BIN)
 
-# Two binaries: ps_port (port mode, lean to start) and ps_port_node, which
-# "ps_port node" execs from the same directory.
+# Three binaries: ps_port (port mode), ps_port_lean (port mode without
+# cgroups, quicker to start: the shim's isolated children without a cgroup)
+# and ps_port_node, which "ps_port node" execs from the same directory.
 $(BIN): $(GO_FILES) go.mod go.sum
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o bin/ ./cmd/ps_port ./cmd/ps_port_node
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o bin/ ./cmd/ps_port ./cmd/ps_port_lean ./cmd/ps_port_node
 
 lint:
 	@unformatted=$$(gofmt -l $(GO_FILES)); \

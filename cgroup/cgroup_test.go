@@ -19,10 +19,10 @@ import (
 
 func TestParseSet(t *testing.T) {
 	good := map[string]Set{
-		"memory.limit_in_bytes=268435456": {"memory", "memory.limit_in_bytes", "268435456"},
-		"cpu.cfs_quota_us=-1":             {"cpu", "cpu.cfs_quota_us", "-1"},
-		"cpuset.cpus=0-1":                 {"cpuset", "cpuset.cpus", "0-1"},
-		"memory.high=a=b":                 {"memory", "memory.high", "a=b"},
+		"memory.limit_in_bytes=268435456": {Controller: "memory", Key: "memory.limit_in_bytes", Value: "268435456"},
+		"cpu.cfs_quota_us=-1":             {Controller: "cpu", Key: "cpu.cfs_quota_us", Value: "-1"},
+		"cpuset.cpus=0-1":                 {Controller: "cpuset", Key: "cpuset.cpus", Value: "0-1"},
+		"memory.high=a=b":                 {Controller: "memory", Key: "memory.high", Value: "a=b"},
 	}
 	for in, want := range good {
 		got, err := ParseSet(in)
@@ -41,7 +41,7 @@ func TestParseSet(t *testing.T) {
 			t.Errorf("ParseSet(%q): error %q does not say what failed", in, err)
 		}
 	}
-	if err := (Set{"cpu", "memory.x", "1"}).validate(); err == nil {
+	if err := (Set{Controller: "cpu", Key: "memory.x", Value: "1"}).Validate(); err == nil {
 		t.Error("a Set whose controller is not its key's prefix was accepted")
 	}
 }
@@ -149,11 +149,11 @@ func TestCreateErrors(t *testing.T) {
 		spec Spec
 		want []string // substrings of the error
 	}{
-		{Spec{Controllers: []string{"memory"}, Sets: []Set{{"memory", "memory.no_such_key", "1"}}},
+		{Spec{Controllers: []string{"memory"}, Sets: []Set{{Controller: "memory", Key: "memory.no_such_key", Value: "1"}}},
 			[]string{"memory.no_such_key=1", "memory:/" + path, "ENOENT"}},
-		{Spec{Controllers: []string{"memory"}, Sets: []Set{{"memory", "memory.limit_in_bytes", "lots"}}},
+		{Spec{Controllers: []string{"memory"}, Sets: []Set{{Controller: "memory", Key: "memory.limit_in_bytes", Value: "lots"}}},
 			[]string{"memory.limit_in_bytes=lots", "EINVAL"}},
-		{Spec{Controllers: []string{"memory", "cpu"}, Sets: []Set{{"memory", "memory.limit_in_bytes", "1048576"}, {"pids", "pids.max", "1"}}},
+		{Spec{Controllers: []string{"memory", "cpu"}, Sets: []Set{{Controller: "memory", Key: "memory.limit_in_bytes", Value: "1048576"}, {Controller: "pids", Key: "pids.max", Value: "1"}}},
 			[]string{"pids.max=1", "--controller pids"}},
 		{Spec{Controllers: []string{"memory", "no_such_controller"}},
 			[]string{`"no_such_controller" is not mounted`, "memory", "cpu"}},
@@ -193,7 +193,7 @@ func TestEnterThreadForkKillDelete(t *testing.T) {
 		}
 	}
 	g, pids := mustCreate(t, Spec{Controllers: present, Path: path,
-		Sets: []Set{{"memory", "memory.limit_in_bytes", "67108864"}}}, o)
+		Sets: []Set{{Controller: "memory", Key: "memory.limit_in_bytes", Value: "67108864"}}}, o)
 	pid := forkInGroup(t, g, pids, []string{"sleep", "30"})
 
 	in := procGroups(t, pid)
@@ -280,7 +280,7 @@ func TestOOMKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	g, pids := mustCreate(t, Spec{Controllers: []string{"memory"}, Path: path,
-		Sets: []Set{{"memory", "memory.limit_in_bytes", "33554432"}}}, o)
+		Sets: []Set{{Controller: "memory", Key: "memory.limit_in_bytes", Value: "33554432"}}}, o)
 	pid := forkInGroup(t, g, pids, []string{self, "-test.run=^$"}, helperEnv+"=alloc")
 	ws := reap(t, pid)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
@@ -311,7 +311,7 @@ func TestV2Paths(t *testing.T) {
 				deleteTimeout: time.Second, noKillFile: noKillFile}
 			path := randomPath(t)
 			g, pids := mustCreate(t, Spec{Controllers: []string{"cpuacct", "freezer"}, Path: path,
-				Sets: []Set{{"cgroup", "cgroup.max.descendants", "5"}}}, o)
+				Sets: []Set{{Controller: "cgroup", Key: "cgroup.max.descendants", Value: "5"}}}, o)
 			dir := filepath.Join(unified, path)
 			if got := readText(t, filepath.Join(dir, "cgroup.max.descendants")); got != "5" {
 				t.Errorf("cgroup.max.descendants = %q", got)
@@ -358,8 +358,8 @@ func TestV2Paths(t *testing.T) {
 		}{
 			{Spec{Controllers: []string{"memory"}}, `"memory" is not available`},
 			{Spec{Controllers: []string{"name=systemd"}}, "named hierarchies"},
-			{Spec{Sets: []Set{{"memory", "memory.max", "1"}}}, "--controller memory"},
-			{Spec{Sets: []Set{{"cgroup", "cgroup.no_such_file", "1"}}}, "ENOENT"},
+			{Spec{Sets: []Set{{Controller: "memory", Key: "memory.max", Value: "1"}}}, "--controller memory"},
+			{Spec{Sets: []Set{{Controller: "cgroup", Key: "cgroup.no_such_file", Value: "1"}}}, "ENOENT"},
 		} {
 			c.spec.Path = path
 			if _, err := create(c.spec, o); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -399,9 +399,9 @@ func TestTranslateV2(t *testing.T) {
 		{sets("memory.limit_in_bytes=67108864"), sets("memory.max=67108864")},
 		{sets("memory.limit_in_bytes=-1"), sets("memory.max=max")},
 		{sets("pids.max=10", "cpu.cfs_quota_us=25000", "memory.high=1000", "cpu.cfs_period_us=50000"),
-			[]Set{{"pids", "pids.max", "10"}, {"cpu", "cpu.max", "25000 50000"}, {"memory", "memory.high", "1000"}}},
-		{sets("cpu.cfs_quota_us=-1"), []Set{{"cpu", "cpu.max", "max 100000"}}},
-		{sets("cpu.cfs_period_us=20000"), []Set{{"cpu", "cpu.max", "max 20000"}}},
+			[]Set{{Controller: "pids", Key: "pids.max", Value: "10"}, {Controller: "cpu", Key: "cpu.max", Value: "25000 50000"}, {Controller: "memory", Key: "memory.high", Value: "1000"}}},
+		{sets("cpu.cfs_quota_us=-1"), []Set{{Controller: "cpu", Key: "cpu.max", Value: "max 100000"}}},
+		{sets("cpu.cfs_period_us=20000"), []Set{{Controller: "cpu", Key: "cpu.max", Value: "max 20000"}}},
 		{sets("cpu.shares=1024"), sets("cpu.weight=100")},
 		{sets("cpu.shares=2", "cpu.shares=262144"), sets("cpu.weight=1", "cpu.weight=10000")},
 		{sets("io.max=8:0 rbps=1"), sets("io.max=8:0 rbps=1")},
@@ -520,7 +520,7 @@ func TestPidsMaxOne(t *testing.T) {
 	o := testOptions(t)
 	path := randomPath(t)
 	g, pids := mustCreate(t, Spec{Controllers: []string{"pids"}, Path: path,
-		Sets: []Set{{"pids", "pids.max", "1"}}}, o)
+		Sets: []Set{{Controller: "pids", Key: "pids.max", Value: "1"}}}, o)
 	pid := forkInGroup(t, g, pids, []string{"sleep", "30"})
 	if got := readText(t, filepath.Join(o.v1Root, "pids", path, "pids.max")); got != "1" {
 		t.Errorf("pids.max after leave = %q, want 1", got)

@@ -123,7 +123,7 @@ func Create(spec Spec) (*Group, error) {
 }
 
 func create(spec Spec, o options) (*Group, error) {
-	spec, err := spec.normalized()
+	spec, err := normalized(spec)
 	if err != nil {
 		return nil, err
 	}

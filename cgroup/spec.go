@@ -4,79 +4,18 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/protonstream/ps_port/cgroup/cgspec"
 )
 
-// Set is one setting: Value is written to the file Key in the group of
-// Controller. It is MuonTrap's --set KEY=VALUE.
-type Set struct {
-	Controller string // the key's prefix before its first '.', e.g. "memory"
-	Key        string // a file of the group, e.g. "memory.limit_in_bytes"
-	Value      string // written as is, e.g. "268435456"
-}
+// Set is one setting (cgspec.Set): MuonTrap's --set KEY=VALUE.
+type Set = cgspec.Set
 
-// String returns the setting as KEY=VALUE.
-func (s Set) String() string { return s.Key + "=" + s.Value }
+// Spec describes a group to create (cgspec.Spec).
+type Spec = cgspec.Spec
 
-// Spec describes a group to create.
-type Spec struct {
-	// Controllers are the v1 controllers asked for (MuonTrap's
-	// --controller), e.g. "memory", "cpu" or "name=systemd". On a v2 host
-	// they are the controllers to enable for the group (see the package
-	// comment for how v1 names map).
-	Controllers []string
-	// Path is the group's path relative to each hierarchy's root, e.g.
-	// "proton_stream_test/abc123" (MuonTrap's --group).
-	Path string
-	// Sets are written in order right after the group is created.
-	Sets []Set
-	// Logf gets what Create does not return: groups of dead ps_ports it
-	// reclaimed, a lease it could not take. One line each, without a
-	// newline; when nil they go to stderr as ps_port's own lines
-	// ("ps_port: ...").
-	Logf func(format string, args ...any)
-}
-
-// ParseSet parses MuonTrap's --set argument "KEY=VALUE", for example
-// "memory.limit_in_bytes=268435456". The controller is the key's prefix
-// before its first '.'.
-func ParseSet(s string) (Set, error) {
-	key, value, ok := strings.Cut(s, "=")
-	if !ok {
-		return Set{}, fmt.Errorf("cgroup: setting %q: want KEY=VALUE, e.g. memory.limit_in_bytes=268435456", s)
-	}
-	controller, _, _ := strings.Cut(key, ".")
-	set := Set{Controller: controller, Key: key, Value: value}
-	if err := set.validate(); err != nil {
-		return Set{}, err
-	}
-	return set, nil
-}
-
-func (s Set) validate() error {
-	bad := func(why string) error {
-		return fmt.Errorf("cgroup: setting %q: %s", s.String(), why)
-	}
-	if s.Key == "" {
-		return bad("empty key; want KEY=VALUE, e.g. memory.limit_in_bytes=268435456")
-	}
-	if s.Key == "." || s.Key == ".." || strings.ContainsAny(s.Key, "/\x00\n\t ") {
-		return bad("the key must be a plain file name (no '/', \"..\", spaces or control characters)")
-	}
-	controller, rest, ok := strings.Cut(s.Key, ".")
-	if !ok || controller == "" || rest == "" {
-		return bad("the key must look like CONTROLLER.NAME, e.g. memory.limit_in_bytes")
-	}
-	if s.Controller != controller {
-		return bad(fmt.Sprintf("controller %q does not match the key's prefix %q", s.Controller, controller))
-	}
-	if s.Value == "" {
-		return bad("empty value")
-	}
-	if strings.ContainsAny(s.Value, "\x00\n") {
-		return bad("the value must be one line without NUL bytes")
-	}
-	return nil
-}
+// ParseSet parses MuonTrap's --set argument "KEY=VALUE" (cgspec.ParseSet).
+func ParseSet(s string) (Set, error) { return cgspec.ParseSet(s) }
 
 // validatePath checks that p is a clean relative path that stays inside the
 // hierarchy root.
@@ -115,7 +54,7 @@ func validateController(c string) error {
 }
 
 // normalized validates spec and returns it with duplicate controllers removed.
-func (spec Spec) normalized() (Spec, error) {
+func normalized(spec Spec) (Spec, error) {
 	if err := validatePath(spec.Path); err != nil {
 		return Spec{}, err
 	}
@@ -131,7 +70,7 @@ func (spec Spec) normalized() (Spec, error) {
 		}
 	}
 	for _, s := range out.Sets {
-		if err := s.validate(); err != nil {
+		if err := s.Validate(); err != nil {
 			return Spec{}, err
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/cgroup/cgspec"
 	"github.com/protonstream/ps_port/internal/limits"
 	"github.com/protonstream/ps_port/procctl"
 )
@@ -67,7 +67,7 @@ type Request struct {
 	// owner that keeps a bounded amount of stdin in flight.
 	StdinAck       bool
 	DelayToSIGKILL time.Duration // between SIGTERM and SIGKILL
-	Cgroup         cgroup.Spec   // no cgroup when Cgroup.Controllers is empty
+	Cgroup         cgspec.Spec   // no cgroup when Cgroup.Controllers is empty (made by NewGroup)
 	// Group, when set, is a cgroup the transport made itself (node mode's
 	// claimed groups); Cgroup is then ignored. The session deletes it.
 	Group Group
@@ -75,6 +75,17 @@ type Request struct {
 	// Sweep: this program runs this one child only (see procctl.Spec.Sweep).
 	Sweep bool
 }
+
+// NewGroup makes the cgroup of a Request whose Cgroup names controllers
+// (cgroup.Create). The binaries that have cgroups set it before starting
+// anything (cmd/ps_port, cmd/ps_port_node); it stays nil in ps_port_lean,
+// which links nothing of the cgroup backend so that it starts lean, and
+// where such a request is refused with reason "badcgroup". host does not
+// import package cgroup itself for the same reason.
+var NewGroup func(cgspec.Spec) (Group, error)
+
+// ErrNoCgroups is the error of a cgroup asked of a binary without NewGroup.
+var ErrNoCgroups = errors.New("this ps_port binary is built without cgroup support (ps_port_lean); run ps_port, beside it, for a cgroup")
 
 // Group is a cgroup a child runs in: where it is placed before its first
 // instruction, its OOM count, and its removal. *cgroup.Group is one.

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/protonstream/ps_port/cgroup"
 	"github.com/protonstream/ps_port/procctl"
 )
 
@@ -91,7 +90,10 @@ func Start(req Request, out Output, logf Logf) (*Session, error) {
 	}
 	spec.Logf = logf
 	if s.group == nil && len(req.Cgroup.Controllers) > 0 {
-		g, err := cgroup.Create(req.Cgroup)
+		if NewGroup == nil {
+			return nil, &procctl.SpawnError{Reason: "badcgroup", Path: req.Program, Err: ErrNoCgroups}
+		}
+		g, err := NewGroup(req.Cgroup)
 		if err != nil {
 			return nil, &procctl.SpawnError{Reason: "badcgroup", Path: req.Program, Err: err}
 		}

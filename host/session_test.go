@@ -246,6 +246,46 @@ func TestStartErrors(t *testing.T) {
 	}
 }
 
+// The tests run with cgroups, as ps_port does (cmd/ps_port sets NewGroup).
+func init() { NewGroup = newTestGroup }
+
+func newTestGroup(spec cgroup.Spec) (Group, error) {
+	g, err := cgroup.Create(spec)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// TestNoCgroupsRefused: in a binary without cgroups (ps_port_lean, where
+// NewGroup is nil) a child that asks for a cgroup is refused before it
+// starts, with reason badcgroup and words that say where cgroups are.
+func TestNoCgroupsRefused(t *testing.T) {
+	NewGroup = nil
+	defer func() { NewGroup = newTestGroup }()
+	r := newRecorder()
+	_, err := Start(Request{Program: "true", Cgroup: cgroup.Spec{Controllers: []string{"memory"}, Path: "ps_port_host_test/lean"}}, r, t.Logf)
+	var se *procctl.SpawnError
+	if !errors.As(err, &se) || se.Reason != "badcgroup" || !errors.Is(err, ErrNoCgroups) || !strings.Contains(err.Error(), "run ps_port") {
+		t.Fatalf("error %v, want a badcgroup SpawnError wrapping ErrNoCgroups", err)
+	}
+	if ev := r.log(); len(ev) != 0 {
+		t.Errorf("a child that did not start reported %q", ev)
+	}
+	// Without a cgroup it starts as ever.
+	r = newRecorder()
+	s, err := Start(Request{Program: "true"}, r, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.session = s
+	r.mu.Unlock()
+	if st := wait(t, r); st.Code != 0 {
+		t.Fatalf("true ended with %+v", st)
+	}
+}
+
 // TestCgroupRemovedBeforeExit: with a cgroup, the exit report comes after
 // the group is gone.
 func TestCgroupRemovedBeforeExit(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/protonstream/ps_port/cgroup"
+	"github.com/protonstream/ps_port/cgroup/cgspec"
 	"github.com/protonstream/ps_port/etf"
 	"github.com/protonstream/ps_port/host"
 	"github.com/protonstream/ps_port/internal/limits"
@@ -163,7 +163,7 @@ func (o *openOptions) finish() (host.Request, error) {
 		return req, optError("cgroup_sets", "needs {cgroup_controllers, [Binary]} and {cgroup_path, Binary}")
 	}
 	for _, s := range o.sets {
-		set, err := cgroup.ParseSet(s)
+		set, err := cgspec.ParseSet(s)
 		if err != nil {
 			return req, optError("cgroup_sets", "%v", err)
 		}

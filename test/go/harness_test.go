@@ -50,8 +50,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	psPort = filepath.Join(dir, "ps_port")
-	// Both binaries: "ps_port node" execs ps_port_node beside it.
-	build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/ps_port", "../../cmd/ps_port_node")
+	// Every binary: "ps_port node" execs ps_port_node beside it,
+	// ps_port_lean execs ps_port for a cgroup.
+	build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/ps_port", "../../cmd/ps_port_lean", "../../cmd/ps_port_node")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building ps_port:", err)

@@ -28,7 +28,7 @@ defmodule ProtonStream.Transport.Isolated do
   end
 
   defp start(options) do
-    path = PsPort.executable()
+    path = PsPort.executable(options)
 
     # The program's arguments and environment go on ps_port's own command
     # line: refused here, with the sizes, when the kernel would refuse it.

@@ -1,4 +1,4 @@
-package main
+package portcmd
 
 import (
 	"flag"
@@ -180,4 +180,11 @@ func (c *config) checkShared(fs *flag.FlagSet, delayMS int) error {
 		return err
 	}
 	return c.checkDefaults(delayMS)
+}
+
+// needsCgroups reports whether the command line asks for what only
+// ps_port, with cgroups, does: a cgroup, or --shared (whose children may
+// ask for one).
+func (c *config) needsCgroups() bool {
+	return c.shared || len(c.controllers) > 0 || c.group != "" || len(c.sets) > 0
 }
