@@ -273,8 +273,15 @@ defmodule ProtonStreamTest.Cases.Messages do
           assert File.read_link!("/proc/#{os_pid}/exe") ==
                    real_path(System.find_executable("sleep"))
 
-          # Node mode runs in ps_port_node (exec'd by `ps_port node`).
-          helper = if unquote(mode) == :node, do: "ps_port_node\n", else: "ps_port\n"
+          # Node mode runs in ps_port_node (exec'd by `ps_port node`), an
+          # isolated child without a cgroup under ps_port_lean.
+          helper =
+            case unquote(mode) do
+              :node -> "ps_port_node\n"
+              :isolated -> "ps_port_lean\n"
+              :shared -> "ps_port\n"
+            end
+
           parent = os_ppid(os_pid)
           assert File.read!("/proc/#{parent}/comm") == helper
           ProtonStream.close(ps)
