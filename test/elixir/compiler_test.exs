@@ -56,7 +56,7 @@ defmodule ProtonStreamTest.CompilerTest do
     while [ $# -gt 0 ]; do
       if [ "$1" = "-o" ]; then
         case "$2" in
-          */) echo fake > "$2ps_port"; echo fake > "$2ps_port_node" ;;
+          */) echo fake > "$2ps_port"; echo fake > "$2ps_port_lean"; echo fake > "$2ps_port_node" ;;
           *) echo fake > "$2" ;;
         esac
       fi
@@ -101,7 +101,7 @@ defmodule ProtonStreamTest.CompilerTest do
     assert [entry] = log_entries(ctx.log)
 
     assert entry =~
-             "build -trimpath -ldflags=-s -o #{Path.dirname(binary(ctx))}/ ./cmd/ps_port ./cmd/ps_port_node\n"
+             "build -trimpath -ldflags=-s -o #{Path.dirname(binary(ctx))}/ ./cmd/ps_port ./cmd/ps_port_lean ./cmd/ps_port_node\n"
 
     assert entry =~ "cwd: #{ctx.src}\n"
     # CGO_ENABLED defaults to 0.
@@ -147,6 +147,13 @@ defmodule ProtonStreamTest.CompilerTest do
     {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
     assert out =~ "Compiling ps_port"
     assert File.exists?(binary(ctx) <> "_node")
+
+    # And a missing ps_port_lean (what isolated children without a cgroup
+    # run).
+    File.rm!(binary(ctx) <> "_lean")
+    {out, 0} = mix_compile(ctx, [{"GOARCH", "riscv64"}, {"CGO_ENABLED", "1"}])
+    assert out =~ "Compiling ps_port"
+    assert File.exists?(binary(ctx) <> "_lean")
   end
 
   test "says what it builds and how long it takes; a cold cache is named as such", ctx do
