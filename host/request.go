@@ -77,8 +77,8 @@ type Request struct {
 }
 
 // NewGroup makes the cgroup of a Request whose Cgroup names controllers
-// (cgroup.Create). The binaries that have cgroups set it before starting
-// anything (cmd/ps_port, cmd/ps_port_node); it stays nil in ps_port_lean,
+// (cgroup.Create). ps_port (cmd/ps_port) sets it before starting anything
+// (node mode makes its groups itself: Request.Group); it stays nil in ps_port_lean,
 // which links nothing of the cgroup backend so that it starts lean, and
 // where such a request is refused with reason "badcgroup". host does not
 // import package cgroup itself for the same reason.

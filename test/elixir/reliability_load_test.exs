@@ -129,7 +129,8 @@ defmodule ProtonStreamTest.ReliabilityLoadTest do
       zombies: for({pid, _} <- kids, state(pid) == "Z", do: pid),
       helpers:
         Enum.count(kids, fn {pid, name} ->
-          name == :ps_port and helper_kind(pid) not in ["node", "--shared"]
+          # isolated: ps_port_lean, or ps_port for a child with a cgroup
+          name in [:ps_port, :ps_port_lean] and helper_kind(pid) not in ["node", "--shared"]
         end),
       programs:
         Enum.sum(
