@@ -1,10 +1,10 @@
 package procctl
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -52,10 +52,36 @@ var instance struct {
 func instanceID() string {
 	instance.once.Do(func() {
 		var b [8]byte
-		rand.Read(b[:])
+		randomRead(b[:])
 		instance.id = hex.EncodeToString(b[:])
 	})
 	return instance.id
+}
+
+// randomRead fills b from the kernel's random source: getrandom(2), which
+// crypto/rand reads too, without crypto/rand's first-use setup and without
+// linking Go's cryptography (about 14 packages with init work) into a
+// binary that starts once per isolated child; /dev/urandom on a kernel
+// without getrandom.
+func randomRead(b []byte) {
+	for len(b) > 0 {
+		n, err := unix.Getrandom(b, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			f, ferr := os.Open("/dev/urandom")
+			if ferr == nil {
+				_, ferr = io.ReadFull(f, b)
+				f.Close()
+			}
+			if ferr != nil {
+				panic(fmt.Sprintf("procctl: no random source: getrandom: %v; /dev/urandom: %v", err, ferr))
+			}
+			return
+		}
+		b = b[n:]
+	}
 }
 
 // Registration is this program's entry in StateDir.
@@ -98,10 +124,15 @@ func register(dir string) (*Registration, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".new-*")
+	// Named by the instance id, unique: no retry loop (os.CreateTemp),
+	// and opened without os.OpenFile's attempt to put a regular file in
+	// Go's poller.
+	tmpName := filepath.Join(dir, ".new-"+instanceID())
+	fd, err := unix.Open(tmpName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
+		return nil, fmt.Errorf("state directory: %w", &os.PathError{Op: "open", Path: tmpName, Err: err})
 	}
+	tmp := os.NewFile(uintptr(fd), tmpName)
 	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())

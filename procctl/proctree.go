@@ -2,7 +2,6 @@ package procctl
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"strconv"
@@ -149,7 +148,7 @@ func parseStat(pid int, b []byte) (procStat, bool) {
 // id, a dot and a random part.
 func newMarker() string {
 	var b [8]byte
-	rand.Read(b[:])
+	randomRead(b[:])
 	return instanceID() + "." + hex.EncodeToString(b[:])
 }
 
