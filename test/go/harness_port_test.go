@@ -24,7 +24,13 @@ import (
 // stderr collected, as a BEAM port runs it.
 func startPipes(t testing.TB, args ...string) (*exec.Cmd, io.WriteCloser, io.Reader, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(psPort, args...)
+	return startPipesOf(t, psPort, args...)
+}
+
+// startPipesOf is startPipes with another binary (ps_port_lean).
+func startPipesOf(t testing.TB, bin string, args ...string) (*exec.Cmd, io.WriteCloser, io.Reader, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +63,13 @@ type portProc struct {
 // when it has not exited 5 s later.
 func startPort(t *testing.T, args ...string) *portProc {
 	t.Helper()
-	cmd, stdin, out, stderr := startPipes(t, args...)
+	return startPortOf(t, psPort, args...)
+}
+
+// startPortOf is startPort with another binary (ps_port_lean).
+func startPortOf(t *testing.T, bin string, args ...string) *portProc {
+	t.Helper()
+	cmd, stdin, out, stderr := startPipesOf(t, bin, args...)
 	p := &portProc{t: t, cmd: cmd, stdin: stdin, stdout: bufio.NewReaderSize(out, 1<<20),
 		stderr: stderr, frames: make(chan etf.Term, 1024), waited: make(chan struct{})}
 	t.Cleanup(func() {

@@ -145,3 +145,35 @@ func TestClosedStderrDoesNotKill(t *testing.T) {
 		}
 	}
 }
+
+// A ps_port SIGKILLed with its child in a cgroup, and the next to start is
+// a ps_port_lean: it kills the grandchild by its marker and, once its own
+// child is done, has ps_port beside it ("ps_port reclaim-cgroups") remove
+// the abandoned group, which it cannot do itself.
+func TestKilledPsPortsCgroupRemovedByTheNextLean(t *testing.T) {
+	t.Parallel()
+	path := cgroupPath(t)
+	p := startPort(t, "--packet", "-c", "memory", "-g", path, "--", "sh", "-c", sleeperScript)
+	child := openHandle(t, p.started())
+	gc := openHandle(t, p.nextPid(10*time.Second))
+	killPsPort(t, p, child)
+	t0 := time.Now()
+	q := startPortOf(t, filepath.Join(filepath.Dir(psPort), "ps_port_lean"), "--packet", "--", "true")
+	q.started()
+	q.collect(true, 10*time.Second)
+	if code := q.exitCode(10 * time.Second); code != 0 {
+		t.Fatalf("ps_port_lean exited with %d (stderr %q)", code, q.stderr.String())
+	}
+	took := waitAllExited(t, []procHandle{gc}, t0, 5*time.Second)
+	for _, dir := range []string{groupDir("memory", path), groupDir("memory", filepath.Dir(path))} {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(dir); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cgroup %s left by the killed ps_port is still there (ps_port_lean's stderr %q)", dir, q.stderr.String())
+			}
+		}
+	}
+	t.Logf("the grandchild gone %v after ps_port_lean started; its cgroup removed", took)
+}
