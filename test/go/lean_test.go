@@ -41,21 +41,8 @@ func TestLeanHandsCgroupsToPsPort(t *testing.T) {
 	group := fmt.Sprintf("ps_port_lean_test_%d/child", os.Getpid())
 	dir := "/sys/fs/cgroup/memory/" + group
 	lean := filepath.Join(filepath.Dir(psPort), "ps_port_lean")
-	cmd := exec.Command(lean, "--capture-output", "-c", "memory", "-g", group, "--",
+	cmd, stdin, out, stderr := startPipesOf(t, lean, "--capture-output", "-c", "memory", "-g", group, "--",
 		"sh", "-c", "echo $$; grep memory /proc/self/cgroup")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	defer cmd.Process.Kill()
 	p := &rawProc{out: bufio.NewReader(out)}
 	pid, _ := p.pidLine(t)
@@ -144,36 +131,4 @@ func TestClosedStderrDoesNotKill(t *testing.T) {
 			t.Errorf("%s: exited with %v, want exit code 5 (a broken stderr must not kill it)", bin, err)
 		}
 	}
-}
-
-// A ps_port SIGKILLed with its child in a cgroup, and the next to start is
-// a ps_port_lean: it kills the grandchild by its marker and, once its own
-// child is done, has ps_port beside it ("ps_port reclaim-cgroups") remove
-// the abandoned group, which it cannot do itself.
-func TestKilledPsPortsCgroupRemovedByTheNextLean(t *testing.T) {
-	t.Parallel()
-	path := cgroupPath(t)
-	p := startPort(t, "--packet", "-c", "memory", "-g", path, "--", "sh", "-c", sleeperScript)
-	child := openHandle(t, p.started())
-	gc := openHandle(t, p.nextPid(10*time.Second))
-	killPsPort(t, p, child)
-	t0 := time.Now()
-	q := startPortOf(t, filepath.Join(filepath.Dir(psPort), "ps_port_lean"), "--packet", "--", "true")
-	q.started()
-	q.collect(true, 10*time.Second)
-	if code := q.exitCode(10 * time.Second); code != 0 {
-		t.Fatalf("ps_port_lean exited with %d (stderr %q)", code, q.stderr.String())
-	}
-	took := waitAllExited(t, []procHandle{gc}, t0, 5*time.Second)
-	for _, dir := range []string{groupDir("memory", path), groupDir("memory", filepath.Dir(path))} {
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if _, err := os.Stat(dir); os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cgroup %s left by the killed ps_port is still there (ps_port_lean's stderr %q)", dir, q.stderr.String())
-			}
-		}
-	}
-	t.Logf("the grandchild gone %v after ps_port_lean started; its cgroup removed", took)
 }

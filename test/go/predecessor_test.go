@@ -58,28 +58,40 @@ func TestKilledPsPortsLeftoversKilledByTheNext(t *testing.T) {
 	t.Logf("the grandchild and the daemon gone %v after the next ps_port started", took)
 }
 
-// The same with the child in a cgroup: the leftover group is removed too.
+// The same with the child in a cgroup: the leftover group is removed too,
+// whether the next to start is a ps_port or a ps_port_lean. ps_port_lean
+// links no cgroup backend: once its own child is done, it has ps_port
+// beside it ("ps_port reclaim-cgroups") remove the abandoned group.
 func TestKilledPsPortsCgroupRemovedByTheNext(t *testing.T) {
-	t.Parallel()
-	path := cgroupPath(t)
-	p := startPort(t, "--packet", "-c", "memory", "-g", path, "--", "sh", "-c", sleeperScript)
-	child := openHandle(t, p.started())
-	gc := openHandle(t, p.nextPid(10*time.Second))
-	killPsPort(t, p, child)
-	t0 := time.Now()
-	startNext(t)
-	took := waitAllExited(t, []procHandle{gc}, t0, 5*time.Second)
-	for _, dir := range []string{groupDir("memory", path), groupDir("memory", filepath.Dir(path))} {
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if _, err := os.Stat(dir); os.IsNotExist(err) {
-				break
+	for _, next := range []string{"ps_port", "ps_port_lean"} {
+		t.Run(next, func(t *testing.T) {
+			t.Parallel()
+			path := cgroupPath(t)
+			p := startPort(t, "--packet", "-c", "memory", "-g", path, "--", "sh", "-c", sleeperScript)
+			child := openHandle(t, p.started())
+			gc := openHandle(t, p.nextPid(10*time.Second))
+			killPsPort(t, p, child)
+			t0 := time.Now()
+			q := startPortOf(t, filepath.Join(filepath.Dir(psPort), next), "--packet", "--", "true")
+			q.started()
+			q.collect(true, 10*time.Second)
+			if code := q.exitCode(10 * time.Second); code != 0 {
+				t.Fatalf("%s exited with %d (stderr %q)", next, code, q.stderr.String())
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cgroup %s left by the killed ps_port is still there", dir)
+			took := waitAllExited(t, []procHandle{gc}, t0, 5*time.Second)
+			for _, dir := range []string{groupDir("memory", path), groupDir("memory", filepath.Dir(path))} {
+				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					if _, err := os.Stat(dir); os.IsNotExist(err) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("cgroup %s left by the killed ps_port is still there (%s's stderr %q)", dir, next, q.stderr.String())
+					}
+				}
 			}
-		}
+			t.Logf("the grandchild gone %v after %s started; its cgroup removed", took, next)
+		})
 	}
-	t.Logf("the grandchild gone %v after the next ps_port started; its cgroup removed", took)
 }
 
 // ps_port --shared SIGKILLed with children that have grandchildren: the
