@@ -468,7 +468,20 @@ func (c *child) Exit(st procctl.ExitStatus) {
 	default:
 		reason = etf.Tuple{etf.Atom("exit_status"), st.Code}
 	}
-	c.out.push(outItem{kind: outExit, term: reason})
+	// The exit goes out from this goroutine when nothing waits ahead of
+	// it (a child's output is usually all sent by now): starting a sender
+	// goroutine for it cost a hand-off between threads on every child's
+	// end, before its owner could hear of it.
+	c.out.mu.Lock()
+	if c.out.running || len(c.out.items) > 0 || c.out.ended {
+		c.out.add(outItem{kind: outExit, term: reason})
+		c.out.mu.Unlock()
+		return
+	}
+	c.out.running = true
+	c.out.items = append(c.out.items, outItem{kind: outExit, term: reason})
+	c.out.mu.Unlock()
+	c.sender()
 }
 
 // rpcTimeout bounds one rex call.

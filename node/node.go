@@ -64,16 +64,19 @@ type Config struct {
 
 // Node is a running ps_port node.
 type Node struct {
-	cfg      Config
-	log      *log.Logger
-	ergo     ergonode.Node
-	rpc      *rpcClient
-	spawner  gen.Process
-	allowUID *idSet
-	allowGID *idSet
-	dir      *directory     // loopProcs that take messages from the network directly
-	links    *otpdist.Links // connections to OTP peers (direct.go)
-	opens    chan struct{}  // bounds concurrent opens
+	cfg     Config
+	log     *log.Logger
+	ergo    ergonode.Node
+	rpc     *rpcClient
+	spawner gen.Process
+	// spawnerEnc is the spawner's pid, encoded (set with links): the
+	// From of the replies it writes itself (reply.go).
+	spawnerEnc []byte
+	allowUID   *idSet
+	allowGID   *idSet
+	dir        *directory     // loopProcs that take messages from the network directly
+	links      *otpdist.Links // connections to OTP peers (direct.go)
+	opens      chan struct{}  // bounds concurrent opens
 
 	mu       sync.Mutex
 	changed  time.Time // last child started or gone (memory.go)
@@ -188,10 +191,16 @@ func (n *Node) spawnProcesses() error {
 	}
 	n.dir.add(n.rpc.proc.Self(), "", n.rpc.loop)
 	sp := newLoopProc(n.handleSpawner, nil)
+	sp.inline = true // handleSpawner never blocks: an open runs on its own goroutine
 	if n.spawner, err = n.ergo.Spawn(RegisteredName, gen.ProcessOptions{MailboxSize: mainMailbox}, sp); err != nil {
 		return fmt.Errorf("registering %s: %w", RegisteredName, err)
 	}
 	n.dir.add(n.spawner.Self(), RegisteredName, sp)
+	if n.links != nil {
+		if n.spawnerEnc, err = encodeTerm(n.spawner.Self()); err != nil {
+			return fmt.Errorf("encoding the spawner's pid: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -219,7 +228,9 @@ func EnsureEPMD() error {
 	return errors.New("started epmd but it does not listen on port 4369")
 }
 
-// handleSpawner runs on the registered process's loop.
+// handleSpawner runs on the registered process's loop, or on the
+// connection's reader that delivered the request (loopProc.inline): it
+// never blocks, every reply is written from a goroutine of its own.
 func (n *Node) handleSpawner(msg interface{}) {
 	from, req, ok := parseCall(msg)
 	if !ok {
@@ -227,12 +238,12 @@ func (n *Node) handleSpawner(msg interface{}) {
 		return
 	}
 	if why, ok := tooLarge(req); ok {
-		n.reply(from, errorTerm(etf.Tuple{etf.Atom("too_large"), []byte(why)}))
+		go n.reply(from, errorTerm(etf.Tuple{etf.Atom("too_large"), []byte(why)}))
 		return
 	}
 	open, ok := tagged(req, "open", 5)
 	if !ok {
-		n.reply(from, errorTerm(etf.Tuple{etf.Atom("badcall"), req}))
+		go n.reply(from, errorTerm(etf.Tuple{etf.Atom("badcall"), req}))
 		return
 	}
 	go func() {
@@ -243,7 +254,12 @@ func (n *Node) handleSpawner(msg interface{}) {
 	}()
 }
 
+// reply answers a call of the spawner's: straight onto the caller's
+// connection when ergo serves one (replyDirect), else through ergo.
 func (n *Node) reply(from callFrom, reply etf.Term) {
+	if n.replyDirect(from, reply) {
+		return
+	}
 	to, msg := from.replyTo(reply)
 	if err := n.spawner.Send(to, msg); err != nil {
 		n.log.Printf("replying to %s: %v", from.pid, err)

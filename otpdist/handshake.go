@@ -60,6 +60,7 @@ const (
 const (
 	opSend         = 2
 	opUnlink       = 4
+	opRegSend      = 6
 	opDemonitor    = 20
 	opMonitorPExit = 21
 	opSendSender   = 22

@@ -42,7 +42,7 @@ func routeCalls(op int) (calls int, known bool) {
 		opSend,         // RouteSend
 		3,              // EXIT: RouteExit
 		opUnlink,       // RouteUnlink
-		6,              // REG_SEND: RouteSendReg
+		opRegSend,      // REG_SEND: RouteSendReg
 		19,             // MONITOR_P: RouteMonitor or RouteMonitorReg
 		opDemonitor,    // RouteDemonitor
 		opMonitorPExit, // RouteMonitorExit or RouteMonitorExitReg
@@ -74,14 +74,17 @@ func (c *distConn) ergoIdle() bool {
 	return !c.readerOff && c.routed.Load() == c.handed
 }
 
-// deliverOnReader handles the whole packet's SEND {2, ”, To} with message
-// body (external term format without the 131) itself, when To is a
-// process of this node and ergo is idle; false: ergo is to have it.
+// deliverOnReader handles the whole packet's SEND {2, ”, To} or REG_SEND
+// {6, From, ”, ToName} with message body (external term format without
+// the 131) itself, when To is a process of this node and ergo is idle;
+// false: ergo is to have it. A REG_SEND is how an owner's open request
+// reaches the node's registered spawner.
 func (c *distConn) deliverOnReader(ctl, body []byte) bool {
 	if c.local == nil || !c.ergoIdle() {
 		return false
 	}
-	if op, arity := controlOp(ctl); op != opSend || arity != 3 {
+	op, arity := controlOp(ctl)
+	if !(op == opSend && arity == 3) && !(op == opRegSend && arity == 4) {
 		return false
 	}
 	term, rest, err := etf.Decode(ctl, nil, c.decodeOpts)
@@ -89,18 +92,31 @@ func (c *distConn) deliverOnReader(ctl, body []byte) bool {
 		return false // ergo says what is wrong with it
 	}
 	t, ok := term.(etf.Tuple)
-	if !ok || len(t) != 3 {
+	if !ok || len(t) != arity {
 		return false
 	}
-	to, ok := t[2].(etf.Pid)
-	if !ok || string(to.Node) != c.nodename {
+	var from etf.Pid
+	var toName etf.Atom
+	var to etf.Pid
+	if op == opRegSend {
+		if from, ok = t[1].(etf.Pid); !ok {
+			return false
+		}
+		if toName, ok = t[3].(etf.Atom); !ok {
+			return false
+		}
+	} else if to, ok = t[2].(etf.Pid); !ok || string(to.Node) != c.nodename {
 		return false
 	}
 	msg, rest, err := etf.Decode(body, nil, c.decodeOpts)
 	if err != nil || len(rest) != 0 {
 		return false
 	}
-	c.local.RouteSend(etf.Pid{}, to, msg)
+	if op == opRegSend {
+		c.local.RouteSendReg(from, gen.ProcessID{Name: string(toName), Node: c.nodename}, msg)
+	} else {
+		c.local.RouteSend(etf.Pid{}, to, msg)
+	}
 	c.stats.onReader.Add(1)
 	return true
 }

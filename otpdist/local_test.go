@@ -8,17 +8,30 @@ import (
 	"testing"
 
 	"github.com/ergo-services/ergo/etf"
+	"github.com/ergo-services/ergo/gen"
 	ergonode "github.com/ergo-services/ergo/node"
 )
 
-// sendRecorder is a connection's router that keeps what RouteSend and
-// RouteLink were given (other methods are not called in these tests).
+// sendRecorder is a connection's router that keeps what RouteSend,
+// RouteSendReg and RouteLink were given (other methods are not called in
+// these tests).
 type sendRecorder struct {
 	ergonode.CoreRouter
 	mu    sync.Mutex
 	sends []etf.Term
 	to    []etf.Pid
+	named []gen.ProcessID // RouteSendReg's
+	from  []etf.Pid       // RouteSendReg's
 	links int
+}
+
+func (r *sendRecorder) RouteSendReg(from etf.Pid, to gen.ProcessID, message etf.Term) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sends = append(r.sends, message)
+	r.named = append(r.named, to)
+	r.from = append(r.from, from)
+	return nil
 }
 
 func (r *sendRecorder) RouteSend(from, to etf.Pid, message etf.Term) error {
@@ -113,7 +126,6 @@ func TestDistConnLeavesOtherSendsToErgo(t *testing.T) {
 	msg := tuple(atomBytes("command"), binBytes([]byte("x")))
 	for name, ctl := range map[string][]byte{
 		"another node's pid": tuple(small(opSend), atomBytes(""), peerPid),
-		"a registered name":  tuple(small(6), peerPid, atomBytes(""), atomBytes("proton_stream")),
 		"an alias":           tuple(small(opAliasSend), peerPid, longRef("ps@127.0.0.1", 1, 3)),
 	} {
 		f, c, rec, _ := localConn()
@@ -124,6 +136,47 @@ func TestDistConnLeavesOtherSendsToErgo(t *testing.T) {
 		if rec.count() != 0 {
 			t.Fatalf("%s: handled on the reader", name)
 		}
+	}
+}
+
+// A REG_SEND (an owner's open request to the registered spawner) is
+// handled on the reader too when ergo is idle, with its sender and the
+// name on this node; behind a packet ergo has not routed (the MONITOR of a
+// GenServer.call) it goes to ergo.
+func TestDistConnDeliversRegSendsOnTheReaderWhenErgoIsIdle(t *testing.T) {
+	f, c, rec, counting := localConn()
+	regSend := tuple(small(opRegSend), peerPid, atomBytes(""), atomBytes("proton_stream"))
+	call := tuple(atomBytes("$gen_call"), tuple(peerPid, small(7)), atomBytes("ping"))
+	f.send(append(otpPacket(regSend, call), tick...), 0)
+	if got := readN(t, c, len(tick), 1<<16); !bytes.Equal(got, tick) {
+		t.Fatalf("ergo got % x, want only the tick", got)
+	}
+	if rec.count() != 1 || c.stats.onReader.Load() != 1 {
+		t.Fatalf("%d messages routed, %d on the reader; want the REG_SEND, on the reader", rec.count(), c.stats.onReader.Load())
+	}
+	wantFrom := etf.Pid{Node: "peer@127.0.0.1", ID: 77, Creation: 1}
+	if rec.named[0] != (gen.ProcessID{Name: "proton_stream", Node: "ps@127.0.0.1"}) || rec.from[0] != wantFrom {
+		t.Fatalf("routed to %#v from %#v, want proton_stream on ps@127.0.0.1 from %#v", rec.named[0], rec.from[0], wantFrom)
+	}
+	if m, ok := rec.sends[0].(etf.Tuple); !ok || len(m) != 3 || m[0] != etf.Atom("$gen_call") || m[2] != etf.Atom("ping") {
+		t.Fatalf("routed %#v, want the call", rec.sends[0])
+	}
+
+	monitor := tuple(small(19), peerPid, atomBytes("proton_stream"), longRef("peer@127.0.0.1", 1, 3))
+	f.send(append(otpPacket(monitor, nil), otpPacket(regSend, call)...), 0)
+	want := append(ergoPacket(monitor, nil), ergoPacket(regSend, call)...)
+	if got := readN(t, c, len(want), 1<<16); !bytes.Equal(got, want) {
+		t.Fatalf("ergo got % x\nwant the MONITOR then the REG_SEND % x", got, want)
+	}
+	if c.stats.onReader.Load() != 1 {
+		t.Fatal("a REG_SEND was handled on the reader while ergo still held a MONITOR before it")
+	}
+	// ergo routes both (the recorder stands in for its core; each call
+	// counts one packet).
+	counting.RouteLink(etf.Pid{}, etf.Pid{})
+	counting.RouteSendReg(etf.Pid{}, gen.ProcessID{}, nil)
+	if !c.ergoIdle() {
+		t.Fatal("ergo not idle after routing both")
 	}
 }
 
@@ -181,4 +234,32 @@ func TestRegSendPacketIsAWholePassThroughPacket(t *testing.T) {
 	if got, want := readN(t, c, len(ergoPacket(ctl, msg)), 1<<16), ergoPacket(ctl, msg); !bytes.Equal(got, want) {
 		t.Fatalf("ergo got % x\nwant % x", got, want)
 	}
+}
+
+// A reply the node writes itself to a call made with an alias: the
+// ALIAS_SEND head carries the alias as the peer sent it (WholeRef puts
+// back the words ergo cut from an OTP 26+ reference it saw in the call's
+// MONITOR), and the packet is whole.
+func TestAliasSendHeadWithTheWholeReference(t *testing.T) {
+	ref5 := longRef("peer@127.0.0.1", 1, 5)
+	ref3 := longRef("peer@127.0.0.1", 1, 3) // ergo's encoding of ref5
+	binary.BigEndian.PutUint32(ref3[len(ref3)-12:], binary.BigEndian.Uint32(ref3[len(ref3)-12:])&(1<<18-1))
+	f := newFakeConn()
+	c := newDistConn(f, true, nil)
+	if got := c.WholeRef(ref3); !bytes.Equal(got, ref3) {
+		t.Fatalf("WholeRef before any long reference was seen: % x, want it unchanged", got)
+	}
+	monitor := tuple(small(19), peerPid, atomBytes("proton_stream"), ref5)
+	f.send(otpPacket(monitor, nil), 0)
+	readN(t, c, len(ergoPacket(monitor, nil)), 1<<16)
+	alias := c.WholeRef(ref3)
+	if !bytes.Equal(alias, ref5) {
+		t.Fatalf("WholeRef: % x\nwant the peer's % x", alias, ref5)
+	}
+	msg := tuple(aliasTag(alias), tuple(atomBytes("ok"), ourPid))
+	head := AliasSendHead(ourPid, alias, len(msg))
+	if err := c.WriteDirect(head, msg); err != nil {
+		t.Fatal(err)
+	}
+	waitWritten(t, f, otpPacket(tuple(small(opAliasSend), ourPid, ref5), msg))
 }

@@ -148,3 +148,15 @@ func (t *refTable) len() int {
 	defer t.mu.Unlock()
 	return len(t.m)
 }
+
+// WholeRef implements Direct: ref as the peer sent it, when it sent a
+// longer one than ergo keeps (see refTable).
+func (c *distConn) WholeRef(ref []byte) []byte {
+	if c.refs.len() == 0 {
+		return ref
+	}
+	if full, ok := c.refs.full(ref); ok {
+		return full
+	}
+	return ref
+}

@@ -99,6 +99,11 @@ type Direct interface {
 	// middle of a packet): the caller then reads the bytes and uses
 	// WriteDirect.
 	MoveDirect(head []byte, fd, n int) (bool, error)
+	// WholeRef is the reference ref (external term format, as ergo
+	// encodes it: 3 words) as the peer sent it: OTP 26+ make longer ones,
+	// which ergo cuts (longrefs.go). ref itself when the peer sent no
+	// longer one.
+	WholeRef(ref []byte) []byte
 }
 
 // SendHead starts the pass-through packet of a SEND {2, ”, To} to the
@@ -112,6 +117,21 @@ func SendHead(to []byte, extra, tail int) []byte {
 	head = binary.BigEndian.AppendUint32(head, uint32(n))
 	head = append(head, passThrough, versionMagic, 104, 3, 97, 2, 119, 0)
 	head = append(head, to...)
+	return append(head, versionMagic)
+}
+
+// AliasSendHead starts the pass-through packet of an ALIAS_SEND {33, From,
+// Alias} from the process whose pid is encoded as from to the alias (a
+// reference, whole: see Direct.WholeRef), whose message is the tail bytes
+// that follow the head.
+func AliasSendHead(from, alias []byte, tail int) []byte {
+	ctl := 4 + len(from) + len(alias) // 104 3 97 33, From, Alias
+	n := 1 + 1 + ctl + 1 + tail
+	head := make([]byte, 0, 4+1+1+ctl+1)
+	head = binary.BigEndian.AppendUint32(head, uint32(n))
+	head = append(head, passThrough, versionMagic, 104, 3, 97, opAliasSend)
+	head = append(head, from...)
+	head = append(head, alias...)
 	return append(head, versionMagic)
 }
 

@@ -54,13 +54,104 @@ defmodule ProtonStream.Remote do
   end
 
   defp call_open(node, request) do
-    case GenServer.call({:proton_stream, node}, request, @open_timeout) do
-      {:ok, pid} when is_pid(pid) -> {:ok, pid}
-      {:error, reason} -> open_error(reason, node)
-      other -> {:error, {:spawn_error, :badreply, "#{node} answered #{inspect(other)}"}}
+    case quick_call(node, request) do
+      :no -> monitored_call(node, request)
+      {:reply, reply} -> open_reply(reply, node)
+      {:error, reason} -> {:error, call_error(reason, node)}
     end
+  end
+
+  defp open_reply({:ok, pid}, _node) when is_pid(pid), do: {:ok, pid}
+  defp open_reply({:error, reason}, node), do: open_error(reason, node)
+
+  defp open_reply(other, node),
+    do: {:error, {:spawn_error, :badreply, "#{node} answered #{inspect(other)}"}}
+
+  # The first open over a connection to the node is a GenServer.call: its
+  # monitor of {:proton_stream, node} tells a node without that process
+  # (:noproc) from one that does not answer. Once that process has answered
+  # on this connection, it is known to be there for as long as the
+  # connection lasts (a ps_port node's spawner never exits while the node
+  # runs), and quick_call/2 asks without the monitor.
+  defp monitored_call(node, request) do
+    reply = GenServer.call({:proton_stream, node}, request, @open_timeout)
+    remember_connection(node)
+    open_reply(reply, node)
   catch
     :exit, {reason, {GenServer, :call, _}} -> {:error, call_error(reason, node)}
+  end
+
+  # A call without a process monitor: GenServer.call's monitor is two more
+  # distribution messages per open (MONITOR_P, DEMONITOR_P) that the node
+  # handles in order before the request, so the request could not be taken
+  # on the connection's reader (docs/benchmarks.md, "Spawn"). A lost
+  # connection still ends the wait ({:nodedown, node} from monitor_node/2,
+  # which sends nothing to the node). The tag is a plain reference, and only
+  # one of 3 words (ergo, which the node runs on, keeps no more of a
+  # reference it did not see in a monitor; OTP 26+ make longer ones for
+  # aliases). :no: this connection has not been seen to answer yet.
+  defp quick_call(node, request) do
+    ref = make_ref()
+
+    if short_ref?(ref) and known_connection?(node) do
+      true = :erlang.monitor_node(node, true)
+      send({:proton_stream, node}, {:"$gen_call", {self(), ref}, request})
+
+      receive do
+        {^ref, reply} ->
+          forget_nodedown(node)
+          {:reply, reply}
+
+        {:nodedown, ^node} ->
+          {:error, {:nodedown, node}}
+      after
+        @open_timeout ->
+          forget_nodedown(node)
+          {:error, :timeout}
+      end
+    else
+      :no
+    end
+  end
+
+  defp short_ref?(ref), do: match?(<<131, 90, 0, 3, _::binary>>, :erlang.term_to_binary(ref))
+
+  defp forget_nodedown(node) do
+    :erlang.monitor_node(node, false)
+
+    receive do
+      {:nodedown, ^node} -> :ok
+    after
+      0 -> :ok
+    end
+  end
+
+  defp known_connection?(node) do
+    case connection_id(node) do
+      nil -> false
+      id -> :persistent_term.get({__MODULE__, :answered, node}, nil) == id
+    end
+  end
+
+  # Written once per connection (a persistent_term update costs a global
+  # scan; a new connection to the same node is rare).
+  defp remember_connection(node) do
+    case connection_id(node) do
+      nil ->
+        :ok
+
+      id ->
+        key = {__MODULE__, :answered, node}
+        if :persistent_term.get(key, nil) != id, do: :persistent_term.put(key, id)
+        :ok
+    end
+  end
+
+  defp connection_id(node) do
+    Enum.find_value(:erlang.nodes(:connected, %{connection_id: true}), fn
+      {^node, %{connection_id: id}} -> id
+      _ -> nil
+    end)
   end
 
   defp call_error({:nodedown, _}, node) do
