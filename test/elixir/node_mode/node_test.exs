@@ -349,6 +349,34 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       assert message =~ "nobody_here@127.0.0.1"
     end
 
+    test "a node lost while an open waits, after opens over the same connection: :nodedown" do
+      {_sup, server} = start_node()
+      ps_node = ProtonStream.Node.name(server)
+      node_os_pid = ProtonStream.Node.os_pid(server)
+      assert %{exit: :normal} = run("true", [], node: ps_node)
+      # The spawner answered over this connection: later opens over it are
+      # calls without a process monitor (ProtonStream.Remote.quick_call/2).
+      assert :persistent_term.get({ProtonStream.Remote, :answered, ps_node}, nil) != nil
+
+      capture_log(fn ->
+        # A node that takes the request and never answers, then goes.
+        System.cmd("kill", ["-STOP", Integer.to_string(node_os_pid)])
+        test_pid = self()
+
+        opener =
+          spawn(fn -> send(test_pid, {:opened, ProtonStream.open("true", [], node: ps_node)}) end)
+
+        assert wait_until(fn ->
+                 Process.info(opener, :current_function) ==
+                   {:current_function, {ProtonStream.Remote, :quick_call, 2}}
+               end)
+
+        System.cmd("kill", ["-KILL", Integer.to_string(node_os_pid)])
+        assert_receive {:opened, {:error, {:spawn_error, :nodedown, message}}}, 10_000
+        assert message =~ Atom.to_string(ps_node)
+      end)
+    end
+
     test "a node that is no ps_port node: {:error, {:spawn_error, :noproc, _}}" do
       assert {:error, {:spawn_error, :noproc, _}} = ProtonStream.open("true", [], node: node())
     end
