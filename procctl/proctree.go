@@ -56,11 +56,41 @@ func orphanCandidates() (pids []int, ok bool) {
 	if f := int(forkerTid.Load()); f == 0 || f == self {
 		return ownChildren()
 	}
-	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(self) + "/children")
+	b, err := readChildren("/proc/self/task/" + strconv.Itoa(self) + "/children")
 	if err != nil {
 		return ownChildren()
 	}
 	return appendPids(nil, b)
+}
+
+// readChildren reads a children file of /proc with the four system calls
+// it takes (open, read until the end, close). os.ReadFile made ten: it
+// offers every file it opens to Go's poller (which refuses /proc files,
+// after two fcntls each way) and asks its size first. Every child's end
+// reads one (the orphan rounds), and so does every SIGCHLD.
+func readChildren(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
 }
 
 // appendPids appends the pids of a children file (space-separated) to pids;
@@ -91,7 +121,7 @@ func ownChildren() (pids []int, ok bool) {
 		return nil, false
 	}
 	for _, tid := range tids {
-		b, err := os.ReadFile("/proc/self/task/" + tid + "/children")
+		b, err := readChildren("/proc/self/task/" + tid + "/children")
 		if err != nil {
 			if os.IsNotExist(err) {
 				// The thread exited meanwhile, or the file does not exist at all.

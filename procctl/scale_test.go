@@ -1,11 +1,13 @@
 package procctl
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,5 +226,56 @@ func TestOrphanListingSkipsChildren(t *testing.T) {
 	daemonParent.Wait()
 	if !pidfdExited(dfd) {
 		t.Errorf("daemon %d survived its child's Wait", daemon)
+	}
+}
+
+// A SIGCHLD lists this program's children only when one of them is a
+// zombie (reapOrphans): zombieWaiting sees an exited child that nobody has
+// reaped yet, and stops seeing it once it is reaped.
+func TestZombieWaitingSeesAnUnreapedChild(t *testing.T) {
+	// Held so that the SIGCHLD reaper leaves the child to this test.
+	registry.Lock()
+	defer registry.Unlock()
+	pid, err := syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for z, _ := firstZombie(); z != pid; z, _ = firstZombie() {
+		if time.Now().After(deadline) {
+			syscall.Wait4(pid, nil, 0, nil)
+			t.Fatal("an exited, unreaped child is not seen")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var ws syscall.WaitStatus
+	if got, err := syscall.Wait4(pid, &ws, 0, nil); got != pid || err != nil {
+		t.Fatalf("reaping %d: %d, %v", pid, got, err)
+	}
+	// Other tests' zombies may wait for the lock held here; this one is gone.
+	if z, _ := firstZombie(); z == pid {
+		t.Fatalf("zombie %d is still seen after its reaping", pid)
+	}
+}
+
+// readChildren reads a children file as os.ReadFile does, and says a
+// missing one is missing.
+func TestReadChildrenReadsLikeReadFile(t *testing.T) {
+	c := start(t, Spec{Path: "sleep", Args: []string{"600"}}, &recorder{})
+	defer func() { c.Terminate(); c.Wait() }()
+	path := "/proc/self/task/" + strconv.Itoa(int(forkerTid.Load())) + "/children"
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readChildren(path)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("readChildren: %q, %v; os.ReadFile: %q", got, err, want)
+	}
+	if !bytes.Contains(got, []byte(strconv.Itoa(c.Pid()))) {
+		t.Fatalf("the forker's children %q do not list child %d", got, c.Pid())
+	}
+	if _, err := readChildren("/proc/self/task/0/children"); !os.IsNotExist(err) {
+		t.Fatalf("a missing file: %v, want not-exist", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -175,12 +177,44 @@ func BecomeSubreaper() error {
 }
 
 // reapOrphans reaps zombie children of this program that no Child owns.
+// Most SIGCHLDs are a Child's own exit, which its supervise reaps: when no
+// child of this program is a zombie by now, there is nothing to reap and
+// no need to list them (an orphan that dies later sends its own SIGCHLD).
 func reapOrphans() {
 	registry.Lock()
 	defer registry.Unlock()
+	if !zombieWaiting() {
+		return
+	}
 	for _, pid := range orphanPids() {
 		reapIfDead(pid)
 	}
+}
+
+// zombieWaiting reports whether a child of this program has exited and
+// not been reaped yet (or cannot tell), without reaping it.
+func zombieWaiting() bool {
+	_, waiting := firstZombie()
+	return waiting
+}
+
+// firstZombie is a child of this program that has exited and not been
+// reaped (pid 0 with waiting true: cannot tell).
+func firstZombie() (pid int, waiting bool) {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	for err == unix.EINTR {
+		err = unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	}
+	switch {
+	case err == unix.ECHILD:
+		return 0, false // no children at all
+	case err != nil:
+		return 0, true
+	case info == (unix.Siginfo{}):
+		return 0, false // none has exited
+	}
+	return int(siginfoPid(&info)), true
 }
 
 // reapIfDead reaps orphan pid if it has exited and reports whether it did.
@@ -193,4 +227,13 @@ func reapIfDead(pid int) bool {
 	}
 	delete(registry.markers, pid)
 	return true
+}
+
+// siginfoPid is si_pid of a waitid(2) result: the first field of the union
+// after si_signo, si_errno and si_code, aligned as a pointer (x/sys/unix
+// does not export it).
+func siginfoPid(info *unix.Siginfo) int32 {
+	const ptr = unsafe.Sizeof(uintptr(0))
+	const off = (3*4 + ptr - 1) &^ (ptr - 1)
+	return *(*int32)(unsafe.Add(unsafe.Pointer(info), off))
 }
