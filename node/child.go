@@ -25,7 +25,7 @@ type outKind int
 const (
 	outData    outKind = iota // {pid, {tag, bytes}} to the owner; counted by flow control
 	outMsg                    // {pid, term} to the owner
-	outRaw                    // term to an explicit destination (call replies)
+	outRaw                    // the reply term to a call from (direct.go: callReply)
 	outConnect                // {pid, :connected} to the old owner, then the new owner takes over
 	outExit                   // {:EXIT, pid, reason} to the owner; last item
 )
@@ -36,7 +36,7 @@ type outItem struct {
 	data []byte // outData: the bytes; buf[headroom:]
 	buf  []byte // outData: data with headroom bytes before it for the packet's head
 	term etf.Term
-	to   interface{}
+	from callFrom // outRaw: the call
 	pid  etf.Pid
 }
 
@@ -222,8 +222,7 @@ func (c *child) handleCall(from callFrom, req etf.Term) {
 		}
 		reply = errorTerm(etf.Tuple{etf.Atom("badcall"), req})
 	}
-	to, msg := from.replyTo(reply)
-	c.out.push(outItem{kind: outRaw, to: to, term: msg})
+	c.out.push(outItem{kind: outRaw, from: from, term: reply})
 }
 
 // errMsg queues {pid, {:error, reason, message}} for the owner.
@@ -394,7 +393,7 @@ func (c *child) sender() {
 				c.sendTerm(etf.Tuple{c.self, it.term})
 			}
 		case outRaw:
-			c.send(it.to, it.term)
+			c.callReply(it.from, it.term)
 		case outConnect:
 			if !gone {
 				c.sendTerm(etf.Tuple{c.self, etf.Atom("connected")})

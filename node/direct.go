@@ -19,9 +19,11 @@ import (
 // Order: every message of one child to one owner goes the same way, chosen
 // at the first one: direct when ergo serves a connection to the owner's
 // node by then, through ergo otherwise (the owner's node not connected
-// yet: ergo connects). Call replies and monitors still go through ergo;
-// nothing orders them against the data (they are told apart by tags, and
-// a monitor only needs to come before its owner's death).
+// yet: ergo connects). Call replies go the same way to the caller's node
+// (callReply), and so do the monitor signals of a connection to an OTP
+// peer (otpdist/monitors.go): the monitor of the owner, its removal, and
+// the DOWN of a monitor set on the child, which therefore never overtakes
+// anything the child sent before it.
 
 // encodeOpts is how ergo encodes for an OTP 25+ peer (big creations, big
 // pids and references).
@@ -119,6 +121,25 @@ func (c *child) dataHead(tag etf.Atom, n int) []byte {
 	head = append(head, enc...)
 	head = append(head, 109)
 	return binary.BigEndian.AppendUint32(head, uint32(n))
+}
+
+// callReply answers a call the child took (its os pid, its stdin queue):
+// written straight onto the caller's connection like everything else the
+// child sends, so that nothing of the child's waits in ergo's queue when
+// its end's monitor signals go out directly (otpdist/monitors.go); through
+// ergo when that cannot be.
+func (c *child) callReply(from callFrom, reply etf.Term) {
+	w := &c.way
+	if w.selfEnc == nil {
+		if enc, err := encodeTerm(c.self); err == nil {
+			w.selfEnc = enc
+		}
+	}
+	if c.n.writeReply(w.selfEnc, from, reply) {
+		return
+	}
+	to, msg := from.replyTo(reply)
+	c.send(to, msg)
 }
 
 // sendTerm sends msg to the owner.

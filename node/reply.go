@@ -17,18 +17,25 @@ import (
 // reach the owner's node after the reply; a DOWN for an owner that died
 // meanwhile then comes as noproc, which ends the child all the same.
 
-// replyDirect writes the reply to from's call straight onto the caller's
-// connection; false when ergo has to send it (no connection ergo serves
-// through otpdist, or the reply cannot be encoded here).
+// replyDirect writes the spawner's reply to from's call straight onto the
+// caller's connection; false when ergo has to send it.
 func (n *Node) replyDirect(from callFrom, reply etf.Term) bool {
-	if n.links == nil || n.spawnerEnc == nil {
+	return n.writeReply(n.spawnerEnc, from, reply)
+}
+
+// writeReply writes the reply to from's call, sent by the process whose
+// pid is encoded as self, straight onto the caller's connection; false
+// when ergo has to send it (no connection ergo serves through otpdist, or
+// the reply cannot be encoded here).
+func (n *Node) writeReply(self []byte, from callFrom, reply etf.Term) bool {
+	if n.links == nil || self == nil {
 		return false
 	}
 	dc := n.links.Direct(string(from.pid.Node))
 	if dc == nil {
 		return false
 	}
-	packet, ok := replyPacket(dc, n.spawnerEnc, from, reply)
+	packet, ok := replyPacket(dc, self, from, reply)
 	if !ok {
 		return false
 	}

@@ -79,7 +79,7 @@ func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.Core
 		router = p.route(router)
 	}
 	if p.links == nil {
-		p.ProtoInterface.Serve(conn, router)
+		p.ProtoInterface.Serve(unwrap(conn), router)
 		return
 	}
 	l := p.links
@@ -95,7 +95,7 @@ func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.Core
 		pc.dc.local = router
 		router = countingRouter{CoreRouter: router, n: &pc.dc.routed}
 	}
-	p.ProtoInterface.Serve(conn, router)
+	p.ProtoInterface.Serve(unwrap(conn), router)
 	l.mu.Lock()
 	delete(l.byConn, conn)
 	if ok && l.byName[pc.name] == pc.dc {
@@ -105,6 +105,11 @@ func (p distProto) Serve(conn ergonode.ConnectionInterface, router ergonode.Core
 	if ok && p.log != nil {
 		p.log.Printf("the connection to %s is gone", pc.name)
 	}
+}
+
+// Terminate implements ergonode.ProtoInterface.
+func (p distProto) Terminate(conn ergonode.ConnectionInterface) {
+	p.ProtoInterface.Terminate(unwrap(conn))
 }
 
 func newDistProto(po ergonode.ProtoOptions) distProto {
@@ -150,6 +155,9 @@ func (p distProto) Init(ctx context.Context, conn lib.NetReadWriter, nodename st
 		onDistConn(details.Name, dc)
 	}
 	ci, err := p.ProtoInterface.Init(ctx, dc, nodename, details)
+	if err == nil {
+		ci = &directConn{ConnectionInterface: ci, dc: dc, creation: details.Creation} // monitors.go
+	}
 	if err == nil && p.links != nil {
 		p.links.mu.Lock()
 		p.links.byConn[ci] = peerConn{name: details.Name, dc: dc}
