@@ -248,9 +248,27 @@ func (n *Node) handleSpawner(msg interface{}) {
 	}
 	go func() {
 		n.opens <- struct{}{}
-		reply := n.open(open[1], open[2], open[3], open[4])
+		reply, c := n.open(open[1], open[2], open[3], open[4])
 		<-n.opens
+		if c == nil {
+			n.reply(from, reply)
+			return
+		}
+		// The child's monitor of its owner, then the reply: both written
+		// directly (otpdist/monitors.go, reply.go), in one write when the
+		// owner is the caller or on its node.
+		dc := n.direct(c.req.owner.Node)
+		if dc != nil {
+			dc.Cork()
+		}
+		c.monitor = c.proc.MonitorProcess(c.req.owner)
 		n.reply(from, reply)
+		if dc != nil {
+			if err := dc.Uncork(); err != nil {
+				n.log.Printf("replying to %s: distribution: %v", from.pid, err)
+			}
+		}
+		c.out.release() // the child may send now, after its monitor
 	}()
 }
 
@@ -266,27 +284,29 @@ func (n *Node) reply(from callFrom, reply etf.Term) {
 	}
 }
 
-// open starts a child and answers {:ok, pid} or {:error, reason}.
-func (n *Node) open(command, args, opts, owner etf.Term) etf.Term {
+// open starts a child and answers {:ok, pid} or {:error, reason}; a child
+// started is returned too, its monitor of its owner not set yet and its
+// queue held (see handleSpawner).
+func (n *Node) open(command, args, opts, owner etf.Term) (etf.Term, *child) {
 	req, err := parseOpen(command, args, opts, owner)
 	if err != nil {
-		return n.openError(err)
+		return n.openError(err), nil
 	}
 	if !n.reserve() {
 		n.mu.Lock()
 		stopping := n.stopping
 		n.mu.Unlock()
 		if stopping {
-			return errorTerm(etf.Atom("shutting_down"))
+			return errorTerm(etf.Atom("shutting_down")), nil
 		}
-		return errorTerm(etf.Tuple{etf.Atom("too_many_children"), n.cfg.MaxChildren})
+		return errorTerm(etf.Tuple{etf.Atom("too_many_children"), n.cfg.MaxChildren}), nil
 	}
 	c, err := n.start(req)
 	if err != nil {
 		n.release()
-		return n.openError(err)
+		return n.openError(err), nil
 	}
-	return etf.Tuple{atomOK, c.self}
+	return etf.Tuple{atomOK, c.self}, c
 }
 
 func (n *Node) openError(err error) etf.Term {
@@ -371,10 +391,18 @@ func (n *Node) start(req *openRequest) (*child, error) {
 	c.proc, c.self = proc, proc.Self()
 	n.dir.add(c.self, "", c.loop)
 	n.dir.watch(req.owner, c.loop) // before the monitor: its DOWN may come at once
-	c.monitor = proc.MonitorProcess(req.owner)
 	n.adopt(c)
-	c.out.release()
+	// The monitor of the owner is set, and c.out released, by the open's
+	// goroutine (handleSpawner), with the reply.
 	return c, nil
+}
+
+// direct is the connection ergo serves to node through otpdist, or nil.
+func (n *Node) direct(node etf.Atom) otpdist.Direct {
+	if n.links == nil {
+		return nil
+	}
+	return n.links.Direct(string(node))
 }
 
 // hostRequest is the session an open asks for, its program opened and

@@ -14,6 +14,8 @@ type longDirect struct{ short, whole []byte }
 
 func (d longDirect) WriteDirect(parts ...[]byte) error            { return nil }
 func (d longDirect) MoveDirect(h []byte, fd, n int) (bool, error) { return false, nil }
+func (d longDirect) Cork()                                        {}
+func (d longDirect) Uncork() error                                { return nil }
 func (d longDirect) WholeRef(ref []byte) []byte {
 	if bytes.Equal(ref, d.short) {
 		return d.whole

@@ -67,6 +67,7 @@ type distConn struct {
 	scratch  []byte   // converted heads of the current Write
 	segs     [][]byte // what the current Write sends
 	injected [][]byte // packets (acks) to send at the next packet boundary
+	corks    int      // Cork calls not yet undone: direct packets wait in direct
 	direct   [][]byte // pieces of whole packets from WriteDirect, waiting for the same
 	wrefs    []span
 	out      []byte // segs put together
@@ -500,12 +501,35 @@ func (c *distConn) flushInjected() {
 func (c *distConn) WriteDirect(parts ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) > 0 {
+	if c.corks > 0 || c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) > 0 {
 		c.direct = append(c.direct, parts...)
 		return nil
 	}
 	c.stats.packetsOut.Add(1)
 	c.segs = append(c.segs[:0], parts...)
+	return c.writeSegs()
+}
+
+// Cork holds the packets written directly from now on (WriteDirect,
+// MoveDirect's fallback) until the matching Uncork, which writes them
+// together with one system call: two packets that go out together wake the
+// peer once. ergo's next packet takes them along if it comes first.
+func (c *distConn) Cork() {
+	c.wmu.Lock()
+	c.corks++
+	c.wmu.Unlock()
+}
+
+// Uncork undoes a Cork and, with none left, writes what waits.
+func (c *distConn) Uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.corks--
+	if c.corks > 0 || c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) == 0 {
+		return nil
+	}
+	c.segs = append(c.segs[:0], c.direct...)
+	c.direct = nil
 	return c.writeSegs()
 }
 

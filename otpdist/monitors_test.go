@@ -70,3 +70,34 @@ func encodeForTest(t *testing.T, term etf.Term) []byte {
 	}
 	return append([]byte(nil), b.B...)
 }
+
+// Packets written directly while the connection is corked wait, in order,
+// and go out together at the last Uncork; a splice is refused meanwhile
+// (its caller falls back to WriteDirect, which keeps the order).
+func TestDistConnCorkHoldsDirectPackets(t *testing.T) {
+	f := newFakeConn()
+	c := newDistConn(f, true, nil)
+	a := otpPacket(tuple(small(opSend), atomBytes(""), peerPid), small(1))
+	b := otpPacket(tuple(small(opSend), atomBytes(""), peerPid), small(2))
+	c.Cork()
+	c.Cork()
+	if err := c.WriteDirect(a); err != nil {
+		t.Fatal(err)
+	}
+	if moved, err := c.MoveDirect(nil, -1, 1); moved || err != nil {
+		t.Fatalf("MoveDirect while corked: %v, %v; want false, nil", moved, err)
+	}
+	if err := c.WriteDirect(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Uncork(); err != nil {
+		t.Fatal(err)
+	}
+	if w := f.written(); len(w) != 0 {
+		t.Fatalf("written with a cork left: % x", w)
+	}
+	if err := c.Uncork(); err != nil {
+		t.Fatal(err)
+	}
+	waitWritten(t, f, append(append([]byte(nil), a...), b...))
+}

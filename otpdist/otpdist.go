@@ -104,6 +104,10 @@ type Direct interface {
 	// which ergo cuts (longrefs.go). ref itself when the peer sent no
 	// longer one.
 	WholeRef(ref []byte) []byte
+	// Cork holds the packets written directly until the matching Uncork,
+	// which writes them with one system call.
+	Cork()
+	Uncork() error
 }
 
 // SendHead starts the pass-through packet of a SEND {2, ”, To} to the

@@ -26,7 +26,7 @@ import (
 func (c *distConn) MoveDirect(head []byte, fd, n int) (bool, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) > 0 {
+	if c.corks > 0 || c.wbody > 0 || len(c.whead) > 0 || len(c.frag) > 0 || len(c.direct) > 0 {
 		return false, nil
 	}
 	tc, ok := c.NetReadWriter.(*tickConn)
