@@ -125,7 +125,7 @@ func Start(spec Spec, sink Sink) (*Child, error) {
 	defer st.closeChildEnds()
 	if err := st.open(spec); err != nil {
 		st.closeParentEnds()
-		return nil, &SpawnError{Reason: "badarg", Path: path, Err: err}
+		return nil, spawnError(path, err)
 	}
 	pidfd := -1
 	attr := c.procAttr(st.childFds(), &pidfd)

@@ -371,3 +371,64 @@ func TestWarningsGoToSpecLogf(t *testing.T) {
 		t.Errorf("Spec.Logf got %q, want [%q]", logged, want)
 	}
 }
+
+// A shared ps_port with many children first runs out of file descriptors:
+// the start that finds none left is a spawn error that says so and what to
+// do, and takes none with it.
+func TestOutOfDescriptorsIsAClearSpawnError(t *testing.T) {
+	openFds := func() int {
+		names, err := readNames("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(names)
+	}
+	var saved syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	before := openFds()
+	lowered := saved
+	lowered.Cur = uint64(before + 30) // room for three children of 8, not for ten
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
+		t.Fatal(err)
+	}
+	var children []*Child
+	var err error
+	for i := 0; i < 10 && err == nil; i++ {
+		var c *Child
+		c, err = Start(Spec{Path: "sleep", Args: []string{"60"}, Stdin: Pipe, Stdout: Pipe, Stderr: Pipe}, &recorder{})
+		if err == nil {
+			children = append(children, c)
+		}
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range children {
+		c.Window().Close()
+		c.Terminate()
+		c.Wait()
+	}
+	se, ok := err.(*SpawnError)
+	if !ok || se.Reason != "emfile" {
+		t.Fatalf("10 starts with room for about 3: last error %v (%T), want a SpawnError with reason emfile", err, err)
+	}
+	for _, want := range []string{"too many open files", fmt.Sprintf("RLIMIT_NOFILE (%d)", lowered.Cur), "LimitNOFILE="} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not contain %q", err.Error(), want)
+		}
+	}
+	if len(children) == 0 {
+		t.Errorf("no child started with %d descriptors to spare", lowered.Cur-uint64(before))
+	}
+	// Every descriptor of the refused start and of the stopped children is
+	// closed (the pumps close theirs as they finish).
+	deadline := time.Now().Add(10 * time.Second)
+	for openFds() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := openFds(); n > before {
+		t.Errorf("%d descriptors open after, %d before", n, before)
+	}
+}

@@ -125,6 +125,25 @@ func (e *SpawnError) Error() string {
 	return fmt.Sprintf("cannot start %q: %v", e.Path, e.Err)
 }
 
+// descriptorAdvice says what to do when a start failed for want of file
+// descriptors, the first limit a shared ps_port with many children meets.
+func descriptorAdvice(err error) string {
+	switch {
+	case errors.Is(err, syscall.EMFILE):
+		limit := "its RLIMIT_NOFILE"
+		var rl unix.Rlimit
+		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+			limit = fmt.Sprintf("its RLIMIT_NOFILE (%d)", rl.Cur)
+		}
+		return " (ps_port has as many file descriptors open as " + limit + " allows, and a child " +
+			"with stdin, stdout and stderr piped holds 8 of them: raise the hard limit where the VM " +
+			"starts, e.g. `ulimit -Hn` or LimitNOFILE= in its systemd unit, or run fewer children at once)"
+	case errors.Is(err, syscall.ENFILE):
+		return " (the system is out of file descriptors: raise fs.file-max with sysctl, or run fewer programs)"
+	}
+	return ""
+}
+
 func (e *SpawnError) Unwrap() error { return e.Err }
 
 func spawnError(path string, err error) *SpawnError {
@@ -135,6 +154,9 @@ func spawnError(path string, err error) *SpawnError {
 		if reason == "" {
 			reason = "errno" + strconv.Itoa(int(errno))
 		}
+	}
+	if advice := descriptorAdvice(err); advice != "" {
+		err = fmt.Errorf("%w%s", err, advice)
 	}
 	return &SpawnError{Reason: reason, Path: path, Err: err}
 }
