@@ -17,7 +17,7 @@
 
 Process.put(:ps_bench_main, true)
 
-for f <- ~w(impl.exs scenarios.exs report.exs node_scale.exs),
+for f <- ~w(impl.exs scenarios.exs report.exs node_scale.exs node_flow.exs),
     do: Code.require_file(f, __DIR__)
 
 defmodule Bench do
@@ -44,7 +44,8 @@ defmodule Bench do
     mem_big: 1000,
     mem_big_rounds: 1,
     par: 8,
-    integrity_bytes: 8 * 1024 * 1024
+    integrity_bytes: 8 * 1024 * 1024,
+    flow_lines: 2_000_000
   }
 
   @smoke %{
@@ -63,7 +64,8 @@ defmodule Bench do
     mem_big: 10,
     mem_big_rounds: 1,
     par: 2,
-    integrity_bytes: 300_000
+    integrity_bytes: 300_000,
+    flow_lines: 20_000
   }
 
   def main(argv) do
@@ -85,7 +87,7 @@ defmodule Bench do
 
     only =
       case opts[:only] do
-        nil -> @scenarios ++ [:node_scale]
+        nil -> @scenarios ++ [:node_scale, :node_flow]
         s -> s |> String.split(",") |> Enum.map(&String.to_existing_atom/1)
       end
 
@@ -104,13 +106,19 @@ defmodule Bench do
       samples = run(sizes, only, ps_port)
       rows = Report.summarize(samples)
       info = info(sizes, ps_port, load_before, root)
+      # Node mode's flow control (bench/node_flow.exs): its own section.
+      flow_md =
+        if :node_flow in only,
+          do: Bench.NodeFlow.markdown(Bench.NodeFlow.run(node, sizes.flow_lines, sizes.rounds)),
+          else: ""
+
       # Node mode at scale (bench/node_scale.exs): its own section.
-      md =
+      scale_md =
         if :node_scale in only,
-          do:
-            Report.markdown(rows, info) <>
-              Bench.NodeScale.markdown(Bench.NodeScale.run(ps_port, sizes.mass_kill)),
-          else: Report.markdown(rows, info)
+          do: Bench.NodeScale.markdown(Bench.NodeScale.run(ps_port, sizes.mass_kill)),
+          else: ""
+
+      md = Report.markdown(rows, info) <> flow_md <> scale_md
 
       IO.puts("\n" <> md)
       check_integrity!(only)
