@@ -49,6 +49,8 @@ type Conn struct {
 	noSplice bool   // splice(2) into w failed: move copies (guarded by mu)
 	copyBuf  []byte // move's buffer when it copies (guarded by mu)
 
+	room *roomWait // shared mode: output frames wait for room (room.go); nil: they do not
+
 	protocolErr atomic.Bool // the owner sent something ps_port cannot take
 	finished    atomic.Bool // the exit frame has been sent
 }
@@ -216,11 +218,15 @@ func (c *Conn) MoveStderr(fd, n int) error { return c.move("stderr", noID, fd, n
 // that pipe into the port's, so the bytes are never copied through this
 // program. Where splice cannot be used, they are read and written.
 //
-// The port's lock is held throughout, so move only ever waits for the
-// port to take bytes, never for the child's pipe: the caller saw n bytes
+// In shared mode the frame first waits, without the lock, for the port's
+// pipe to have room for all of it (roomWait, room.go). The port's lock is
+// then held throughout, so move only ever waits for the port to take bytes, never for the child's pipe: the caller saw n bytes
 // in it and is its only reader. A pipe found holding less (which would
 // leave the frame, and the port, waiting on a child) is an error.
 func (c *Conn) move(tag etf.Atom, id int64, fd, n int) error {
+	if c.room != nil {
+		c.room.enter(n)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n <= smallMove {

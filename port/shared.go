@@ -59,6 +59,7 @@ func ServeShared(c *Conn, cfg SharedConfig, stop <-chan os.Signal) int {
 		cfg.Logf = func(string, ...any) {}
 	}
 	sv := &shared{c: c, cfg: cfg, live: make(map[int32]*entry)}
+	c.room = newRoomWait(c.wfd)
 	readDone := make(chan struct{})
 	go func() {
 		sv.read()
@@ -90,6 +91,8 @@ func (sv *shared) read() {
 			return
 		}
 		sv.apply(frame)
+		// The owner read what it acked: room may be free for output.
+		sv.c.room.freed()
 	}
 }
 
