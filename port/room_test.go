@@ -24,7 +24,7 @@ func TestSharedRoomWithoutAcks(t *testing.T) {
 	inR, inW := pollPipe(t)
 	outR, outW := pollPipe(t)
 	c := NewConn(inR, outW)
-	if _, err := unix.FcntlInt(outW.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+	if _, err := unix.FcntlInt(uintptr(c.wfd), unix.F_SETPIPE_SZ, 4096); err != nil {
 		t.Fatalf("shrinking the port's pipe: %v", err)
 	}
 	served := make(chan int, 1)
