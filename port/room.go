@@ -122,9 +122,12 @@ func (r *roomWait) room() int {
 
 // enter returns once the pipe has room for a frame of n payload bytes, or
 // after roomFallback. Called without the Conn's lock, which the caller
-// takes next. Frames larger than the pipe wait for it to be empty.
+// takes next. A frame larger than half the pipe (a window of 1 MiB makes
+// frames as large as the pipe) waits only for half of it: waiting for an
+// empty pipe would leave it idle while the owner's VM takes the next frame,
+// and the rest of such a frame is spliced as the pipe takes it.
 func (r *roomWait) enter(n int) {
-	need := min(n+frameHeader, r.size)
+	need := r.need(n)
 	r.mu.Lock()
 	if len(r.queue) == 0 && r.room() >= need {
 		r.mu.Unlock()
@@ -157,6 +160,9 @@ func (r *roomWait) enter(n int) {
 	}
 	roomWaiters.Put(w)
 }
+
+// need is the room a frame of n payload bytes waits for (see enter).
+func (r *roomWait) need(n int) int { return min(n+frameHeader, r.size/2) }
 
 // freed lets through, in order, the waiters whose frames now fit; it is
 // called after each frame read from the owner.
