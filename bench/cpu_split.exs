@@ -10,7 +10,7 @@
 # process of its own, through N plain Ports and through ProtonStream.open/3
 # (the shared ps_port; `--window` sets :stdio_window), the order rotating.
 # Per run it prints MB/s and, in ms of CPU: the BEAM (every thread), the
-# shared ps_port, and the `head`s (the children's time of their parent:
+# shared ps_port (and its context switches), and the `head`s (the children's time of their parent:
 # erl_child_setup for the plain Ports, ps_port for the shared one, which
 # both reap them), and the whole machine's busy time from /proc/stat, then
 # the medians. On 2 cores the ratio of throughputs follows the ratio of the
@@ -52,12 +52,13 @@ defmodule Bench.CpuSplit do
   defp line(impl, s),
     do:
       "#{impl} #{round(s.mbps)} MB/s, CPU ms: BEAM #{s.beam} ps_port #{s.ps_port} " <>
-        "heads #{s.heads} machine #{s.machine}"
+        "(#{s.ps_port_cs} switches) heads #{s.heads} machine #{s.machine}"
 
   defp median_line(rows, impl) do
     m = fn key -> rows |> Enum.map(&Map.fetch!(&1[impl], key)) |> median() end
 
     "#{impl} #{round(m.(:mbps))} MB/s, BEAM #{m.(:beam)} ps_port #{m.(:ps_port)} " <>
+      "(#{m.(:ps_port_cs)} switches) " <>
       "heads #{m.(:heads)} machine #{m.(:machine)}"
   end
 
@@ -84,7 +85,8 @@ defmodule Bench.CpuSplit do
 
     Map.merge(diff, %{
       mbps: n * bytes / dt,
-      ps_port: if(impl == :plain, do: 0, else: diff.ps_port)
+      ps_port: if(impl == :plain, do: 0, else: diff.ps_port),
+      ps_port_cs: if(impl == :plain, do: 0, else: diff.ps_port_cs)
     })
   end
 
@@ -127,6 +129,7 @@ defmodule Bench.CpuSplit do
     %{
       beam: threads_cpu(beam),
       ps_port: threads_cpu(ps_port),
+      ps_port_cs: threads_switches(ps_port),
       heads: children_cpu(reaper),
       machine: machine_busy()
     }
@@ -147,6 +150,32 @@ defmodule Bench.CpuSplit do
 
       {:error, _} ->
         0
+    end
+  end
+
+  # Voluntary and involuntary context switches of every thread of pid.
+  defp threads_switches(nil), do: 0
+
+  defp threads_switches(pid) do
+    case File.ls("/proc/#{pid}/task") do
+      {:ok, tids} ->
+        Enum.reduce(tids, 0, fn tid, acc ->
+          case File.read("/proc/#{pid}/task/#{tid}/status") do
+            {:ok, status} -> acc + switches(status)
+            {:error, _} -> acc
+          end
+        end)
+
+      {:error, _} ->
+        0
+    end
+  end
+
+  defp switches(status) do
+    for line <- String.split(status, "\n"),
+        String.ends_with?(hd(String.split(line, ":")), "ctxt_switches"),
+        reduce: 0 do
+      acc -> acc + (line |> String.split() |> List.last() |> String.to_integer())
     end
   end
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 
@@ -91,11 +92,29 @@ func Run(args []string, cg *Cgroups) int {
 	}()
 
 	if cfg.shared {
+		sharedProcs()
 		return port.ServeShared(port.NewConn(port.PortFiles()), port.SharedConfig{
 			StdinLimit: cfg.stdinLimit, Window: cfg.window, DelayToSIGKILL: cfg.delay, Logf: logf,
 		}, stop)
 	}
 	return serveOne(cfg, stop)
+}
+
+// sharedProcs runs the shared host on one P unless $GOMAXPROCS says
+// otherwise. With eight children streaming, a second P cost about 2.5
+// context switches per output frame (a frame per window of each child, an
+// ack back for each): whenever the ack reader readied a pump, Go woke an
+// idle thread to spin for it, which found nothing and slept again, and the
+// poller's thread slept and woke in turn. On one P the thread that reads
+// the ack runs the pump it credits once the reader parks: about one
+// context switch per frame, and 30 % less CPU per byte
+// (docs/benchmarks.md, "Throughput, 8 at once (shared)"). Spawns lose
+// little: a fork holds the P while vfork waits for the child's execve
+// (about 0.2 ms), and forks are serialized by syscall.ForkLock anyway.
+func sharedProcs() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 // serveOne runs the one child of --packet or raw mode until it is done.
