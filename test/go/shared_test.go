@@ -477,3 +477,59 @@ func TestSharedCgroups(t *testing.T) {
 	}
 	assertGroupGone(t, calm)
 }
+
+// TestSharedStreamsOnOneAndTwoPs: ps_port --shared runs on one P unless
+// $GOMAXPROCS says otherwise (internal/portcmd sharedProcs). With either,
+// many children stream at once through tiny windows and small pipes'
+// worth of frames: every byte arrives, in order (md5), each child's
+// output before its exit, and nothing else comes.
+func TestSharedStreamsOnOneAndTwoPs(t *testing.T) {
+	for _, procs := range []string{"", "2"} {
+		t.Run("GOMAXPROCS="+procs, func(t *testing.T) {
+			t.Setenv("GOMAXPROCS", procs)
+			sp := startShared(t)
+			const n = 16
+			inputs := make([][]byte, n)
+			for i := range inputs {
+				inputs[i] = make([]byte, 256<<10+i*4099)
+				rand.Read(inputs[i])
+			}
+			for i := range n {
+				// Windows of 16 B to 256 KiB: frames of every size,
+				// most of them waiting for an ack.
+				window := int64(16) << (2 * (i % 8))
+				sp.open(int64(i+1), "cat", nil, opt("stdio_window", window))
+			}
+			var wg sync.WaitGroup
+			outs := make([]sharedOutput, n)
+			for i := range n {
+				id := int64(i + 1)
+				sp.started(id)
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					in := inputs[i]
+					for off := 0; off < len(in); off += 16 << 10 {
+						sp.sendTerm(etf.Tuple{atom("command"), id, in[off:min(off+16<<10, len(in))]})
+					}
+					sp.sendTerm(etf.Tuple{atom("eof"), id})
+				}()
+				go func() {
+					defer wg.Done()
+					outs[i] = sp.collect(id, true, 2*time.Minute)
+				}()
+			}
+			wg.Wait()
+			for i, o := range outs {
+				if want := md5hex(inputs[i]); o.stdoutMD5 != want || o.stdoutN != len(inputs[i]) ||
+					!equal(o.exit, status(0)) || len(o.others) > 0 {
+					t.Errorf("child %d (window %d): %d bytes md5 %s before its exit %v, want %d bytes md5 %s and status 0; other frames %v",
+						i+1, 16<<(2*(i%8)), o.stdoutN, o.stdoutMD5, o.exit, len(inputs[i]), want, o.others)
+				}
+			}
+			if code := sp.waitExit(10 * time.Second); code != 0 {
+				t.Errorf("ps_port --shared exited %d, want 0; stderr: %s", code, sp.stderr)
+			}
+		})
+	}
+}
