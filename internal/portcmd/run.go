@@ -101,16 +101,16 @@ func Run(args []string, cg *Cgroups) int {
 }
 
 // sharedProcs runs the shared host on one P unless $GOMAXPROCS says
-// otherwise. With eight children streaming, a second P cost about 2.5
-// context switches per output frame (a frame per window of each child, an
-// ack back for each): whenever the ack reader readied a pump, Go woke an
-// idle thread to spin for it, which found nothing and slept again, and the
-// poller's thread slept and woke in turn. On one P the thread that reads
-// the ack runs the pump it credits once the reader parks: about one
-// context switch per frame, and 30 % less CPU per byte
-// (docs/benchmarks.md, "Throughput, 8 at once (shared)"). Spawns lose
-// little: a fork holds the P while vfork waits for the child's execve
-// (about 0.2 ms), and forks are serialized by syscall.ForkLock anyway.
+// otherwise. With eight children streaming, two Ps cost about 2.5 context
+// switches per output frame: every goroutine the ack reader readied (the
+// pump its ack credited, the frames roomWait let through) made Go wake an
+// idle thread to look for it, which mostly found nothing and parked
+// again. On one P the thread that read the ack runs them itself once the
+// reader parks: about one context switch per frame and 27 % less CPU per
+// byte in ps_port, with the same round trip and spawn times
+// (docs/benchmarks.md, "Where the time goes", throughput 8 at once). A
+// fork holds the P while vfork waits for the child's execve, but forks are
+// serialized by syscall.ForkLock anyway.
 func sharedProcs() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
