@@ -120,6 +120,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting node %s: %w", cfg.Name, err)
 	}
+	dir.setErgo(en)
 	n := &Node{
 		cfg:      cfg,
 		log:      cfg.Log,

@@ -2,6 +2,7 @@ package node
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/ergo-services/ergo/etf"
 	"github.com/ergo-services/ergo/gen"
@@ -33,6 +34,19 @@ type directory struct {
 	byPid    map[etf.Pid]*loopProc
 	byName   map[string]*loopProc
 	watchers map[etf.Pid]map[*loopProc]struct{}
+
+	// ergo is the node's ergo, once started (setErgo): what ended asks.
+	ergo atomic.Pointer[ergonode.Node]
+}
+
+// setErgo tells the directory the node's ergo, for ended.
+func (d *directory) setErgo(en ergonode.Node) { d.ergo.Store(&en) }
+
+// ended reports whether pid is a process of this node that ergo no longer
+// knows: it has ended. false until setErgo.
+func (d *directory) ended(pid etf.Pid) bool {
+	en := d.ergo.Load()
+	return en != nil && string(pid.Node) == (*en).Name() && (*en).ProcessByPid(pid) == nil
 }
 
 func newDirectory() *directory {
@@ -143,6 +157,34 @@ func (r directRouter) RouteSend(from etf.Pid, to etf.Pid, message etf.Term) erro
 func (r directRouter) RouteMonitorExit(terminated etf.Pid, reason string, ref etf.Ref) error {
 	r.dir.down(terminated, reason, ref)
 	return r.CoreRouter.RouteMonitorExit(terminated, reason, ref)
+}
+
+// RouteMonitor implements ergonode.CoreRouter: a peer's monitor of a
+// process of this node, set through ergo, which loses the DOWN of a
+// process that ends while it sets the monitor. ergo checks that the
+// process is alive, then adds the monitor to its list; a process that
+// ends in between has already been taken out of ergo's registry and had
+// its list's DOWNs sent (ergo unregisters a process, then sends them), so
+// the monitor is added to a list nobody reads again and the peer waits
+// for a DOWN forever: a gen_server:call to a child that has just exited,
+// such as the shim's call for the child's OS pid, hung until its timeout
+// (about once in ten runs of test/elixir/node_mode/cmd_test.exs on OTP 29,
+// where a child that exits at once and the call cross).
+//
+// So once ergo has added it, a monitor of a process that has ended is
+// taken back, and, when it was still there (ergo's list had not sent its
+// DOWN), set again, which ergo now answers at once with a DOWN noproc, as
+// OTP does for a monitor of a process that is gone. Taking it back and
+// ergo's sending of the list's DOWNs hold the same lock, so the peer gets
+// exactly one DOWN.
+func (r directRouter) RouteMonitor(by etf.Pid, process etf.Pid, ref etf.Ref) error {
+	if err := r.CoreRouter.RouteMonitor(by, process, ref); err != nil || !r.dir.ended(process) {
+		return err
+	}
+	if r.CoreRouter.RouteDemonitor(by, ref) != nil {
+		return nil // its DOWN went out (or the monitor was answered at once)
+	}
+	return r.CoreRouter.RouteMonitor(by, process, ref)
 }
 
 // RouteSendReg implements ergonode.CoreRouter.
