@@ -106,8 +106,8 @@ func Run(args []string, cg *Cgroups) int {
 // pump its ack credited, the frames roomWait let through) made Go wake an
 // idle thread to look for it, which mostly found nothing and parked
 // again. On one P the thread that read the ack runs them itself once the
-// reader parks: about one context switch per frame and 27 % less CPU per
-// byte in ps_port, with the same round trip and spawn times
+// reader parks: about one context switch per frame and about 30 % less
+// CPU per byte in ps_port, with the same round trip and spawn times
 // (docs/benchmarks.md, "Where the time goes", throughput 8 at once). A
 // fork holds the P while vfork waits for the child's execve, but forks are
 // serialized by syscall.ForkLock anyway.
