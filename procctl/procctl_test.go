@@ -124,15 +124,22 @@ func TestOutputAndExitStatus(t *testing.T) {
 func TestWindowBoundsOutput(t *testing.T) {
 	r := &recorder{}
 	c := start(t, Spec{Path: "yes", Window: 1000}, r)
-	time.Sleep(100 * time.Millisecond)
-	if n := len(r.stdout()); n != 1000 {
-		t.Fatalf("%d bytes delivered without acks, want the window of 1000", n)
+	// yes never stops writing: what arrives is the window, then nothing
+	// more until an ack (the pause only gives a wrong pump time to send
+	// too much; it cannot make a right one fail).
+	delivered := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); len(r.stdout()) < want && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if n := len(r.stdout()); n != want {
+			t.Fatalf("%d bytes delivered, want %d (the window and the acks)", n, want)
+		}
 	}
+	delivered(1000)
 	c.Window().Ack(500)
-	time.Sleep(50 * time.Millisecond)
-	if n := len(r.stdout()); n != 1500 {
-		t.Fatalf("%d bytes after acking 500, want 1500", n)
-	}
+	delivered(1500)
 }
 
 func TestStdinQueueNeverBlocks(t *testing.T) {
