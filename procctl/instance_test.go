@@ -47,7 +47,7 @@ func TestSweepDeadByLockNotPid(t *testing.T) {
 	if len(names) != 1 || names[0] != self+".live0123" {
 		t.Errorf("entries left: %v, want only the live one", names)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !pidfdExited(leftover) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}

@@ -155,7 +155,7 @@ func TestStdinQueueNeverBlocks(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Second):
+	case <-time.After(20 * time.Second): // 16 MiB copied under -race on a loaded machine
 		t.Fatal("Write blocked on a child that does not read")
 	}
 	if q := c.StdinQueued(); q < 15<<20 {
@@ -186,7 +186,7 @@ func TestTerminateKillsEscapees(t *testing.T) {
 		Sweep:          true,
 	}, r)
 	var daemon int
-	for deadline := time.Now().Add(5 * time.Second); daemon == 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); daemon == 0 && time.Now().Before(deadline); {
 		daemon, _ = strconv.Atoi(strings.TrimSpace(r.stdout()))
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -200,7 +200,11 @@ func TestTerminateKillsEscapees(t *testing.T) {
 	if st.Signal != syscall.SIGKILL {
 		t.Errorf("status %v, want SIGKILL (the child ignores SIGTERM)", st)
 	}
-	if took < 100*time.Millisecond || took > 600*time.Millisecond {
+	// Never before the delay. The upper bound only catches a SIGKILL that
+	// never came (sleep 1000 ignores SIGTERM): how soon after the delay it
+	// comes is the bench's business, and a loaded CI machine can be seconds
+	// late.
+	if took < 100*time.Millisecond || took > 10*time.Second {
 		t.Errorf("terminated in %v, want the 100 ms delay plus a little", took)
 	}
 	if syscall.Kill(daemon, 0) == nil {
@@ -307,7 +311,7 @@ func TestTerminateFindsMarkedOrphans(t *testing.T) {
 		DelayToSIGKILL: 50 * time.Millisecond,
 	}, r)
 	var daemon int
-	for deadline := time.Now().Add(5 * time.Second); daemon == 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); daemon == 0 && time.Now().Before(deadline); {
 		daemon, _ = strconv.Atoi(strings.TrimSpace(r.stdout()))
 		time.Sleep(5 * time.Millisecond)
 	}
