@@ -142,7 +142,7 @@ func TestV2Backend(t *testing.T) {
 		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Errorf("the member ended with %v, want SIGKILL", ws)
 		}
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(10 * time.Second)
 		for busy, _ := v.populated(); busy && time.Now().Before(deadline); busy, _ = v.populated() {
 			time.Sleep(time.Millisecond)
 		}

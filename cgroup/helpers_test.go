@@ -255,7 +255,7 @@ func procGroups(t *testing.T, pid int) map[string]string {
 // waitProcs polls until the group has at least n processes.
 func waitProcs(t *testing.T, g *Group, n int) []int {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		procs, err := g.Procs()
 		if err != nil {
