@@ -155,15 +155,15 @@ func readN(t *testing.T, r io.Reader, n, max int) []byte {
 		if err != nil {
 			t.Fatalf("read %d of %d bytes: %v", len(got), n, err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("read: no %d bytes after 5 s", n)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("read: no %d bytes after 10 s", n)
 	}
 	return got
 }
 
 func waitWritten(t *testing.T, f *fakeConn, want []byte) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !bytes.Equal(f.written(), want) {
 		if time.Now().After(deadline) {
 			t.Fatalf("written:\n% x\nwant:\n% x", f.written(), want)
