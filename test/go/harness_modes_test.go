@@ -225,7 +225,7 @@ func (o *portOwner) sigterm(c modeChild) func() int {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	// A --packet ps_port exits once its owner closes the port, as a BEAM
 	// does after the exit frame.
-	return func() int { return p.exitCode(10*time.Second + testSlack()) }
+	return func() int { return p.exitCode(10 * time.Second) }
 }
 
 // waitExited waits for a ps_port's exit (10 s + slack) and returns its

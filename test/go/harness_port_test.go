@@ -177,7 +177,8 @@ func (p *portProc) ack(n int) {
 	p.stdin.Write(packet(b))
 }
 
-// next returns the next frame, failing the test after timeout.
+// next returns the next frame, failing the test after timeout (plus
+// testSlack: CI machines are shared and loaded).
 func (p *portProc) next(timeout time.Duration) etf.Term {
 	p.t.Helper()
 	select {
@@ -186,8 +187,8 @@ func (p *portProc) next(timeout time.Duration) etf.Term {
 			p.t.Fatalf("ps_port closed its stdout; stderr: %s", p.stderr)
 		}
 		return t
-	case <-time.After(timeout):
-		p.t.Fatalf("no frame within %v; stderr: %s", timeout, p.stderr)
+	case <-time.After(timeout + testSlack()):
+		p.t.Fatalf("no frame within %v (+ slack); stderr: %s", timeout, p.stderr)
 	}
 	return nil
 }
@@ -243,11 +244,12 @@ type output struct {
 }
 
 // collect reads frames until {exit, _}, acking output as it goes when ack is
-// set, and then waits for ps_port to exit.
+// set, and then waits for ps_port to exit. It fails the test after timeout
+// plus testSlack.
 func (p *portProc) collect(ack bool, timeout time.Duration) output {
 	p.t.Helper()
 	var o output
-	deadline := time.After(timeout)
+	deadline := time.After(timeout + testSlack())
 	for {
 		var t etf.Term
 		var ok bool
@@ -257,7 +259,7 @@ func (p *portProc) collect(ack bool, timeout time.Duration) output {
 				p.t.Fatalf("ps_port exited without an exit frame; stderr: %s", p.stderr)
 			}
 		case <-deadline:
-			p.t.Fatalf("no exit frame within %v (stdout so far %d bytes); stderr: %s", timeout, len(o.stdout), p.stderr)
+			p.t.Fatalf("no exit frame within %v (+ slack) (stdout so far %d bytes); stderr: %s", timeout, len(o.stdout), p.stderr)
 		}
 		if tu, ok := etf.MatchTuple(t, "stdout", 2); ok {
 			o.stdout = append(o.stdout, tu[1].([]byte)...)
@@ -282,7 +284,8 @@ func (p *portProc) collect(ack bool, timeout time.Duration) output {
 }
 
 // exitCode closes the port, as an owner does after the exit frame, waits for
-// ps_port to exit and returns its exit code.
+// ps_port to exit and returns its exit code. It fails the test when
+// ps_port runs on timeout plus testSlack after the port closed.
 func (p *portProc) exitCode(timeout time.Duration) int {
 	p.t.Helper()
 	p.stdin.Close()
@@ -290,8 +293,8 @@ func (p *portProc) exitCode(timeout time.Duration) int {
 	}
 	select {
 	case <-p.waited:
-	case <-time.After(timeout):
-		p.t.Fatalf("ps_port still running after %v", timeout)
+	case <-time.After(timeout + testSlack()):
+		p.t.Fatalf("ps_port still running after %v (+ slack)", timeout)
 	}
 	return p.cmd.ProcessState.ExitCode()
 }
@@ -426,12 +429,13 @@ func binList(ss []string) etf.List {
 	return l
 }
 
-// next returns child id's next frame, failing the test after timeout.
+// next returns child id's next frame, failing the test after timeout plus
+// testSlack.
 func (sp *sharedPort) next(id int64, timeout time.Duration) etf.Tuple {
 	sp.t.Helper()
-	f := sp.queue(id).pop(timeout)
+	f := sp.queue(id).pop(timeout + testSlack())
 	if f == nil {
-		sp.t.Fatalf("child %d: no frame within %v; stderr: %s", id, timeout, sp.stderr)
+		sp.t.Fatalf("child %d: no frame within %v (+ slack); stderr: %s", id, timeout, sp.stderr)
 	}
 	return f
 }
@@ -456,16 +460,16 @@ type sharedOutput struct {
 }
 
 // collect reads child id's frames until its exit, acking output when ack
-// is set.
+// is set. It fails the test after timeout plus testSlack.
 func (sp *sharedPort) collect(id int64, ack bool, timeout time.Duration) sharedOutput {
 	sp.t.Helper()
 	var o sharedOutput
 	hOut, hErr := md5.New(), md5.New()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(timeout + testSlack())
 	for {
 		f := sp.queue(id).pop(time.Until(deadline))
 		if f == nil {
-			sp.t.Fatalf("child %d: no exit frame within %v (stdout so far %d bytes); stderr: %s", id, timeout, o.stdoutN, sp.stderr)
+			sp.t.Fatalf("child %d: no exit frame within %v (+ slack) (stdout so far %d bytes); stderr: %s", id, timeout, o.stdoutN, sp.stderr)
 		}
 		switch {
 		case len(f) == 3 && (f[0] == atom("stdout") || f[0] == atom("stderr")):
@@ -496,14 +500,15 @@ func (sp *sharedPort) collect(id int64, ack bool, timeout time.Duration) sharedO
 	}
 }
 
-// waitExit closes the port (as a BEAM does), and returns ps_port's exit code.
+// waitExit closes the port (as a BEAM does), and returns ps_port's exit code;
+// it fails the test after timeout plus testSlack.
 func (sp *sharedPort) waitExit(timeout time.Duration) int {
 	sp.t.Helper()
 	sp.stdin.Close()
 	select {
 	case <-sp.waited:
-	case <-time.After(timeout):
-		sp.t.Fatalf("ps_port --shared still running %v after its port closed; stderr: %s", timeout, sp.stderr)
+	case <-time.After(timeout + testSlack()):
+		sp.t.Fatalf("ps_port --shared still running %v (+ slack) after its port closed; stderr: %s", timeout, sp.stderr)
 	}
 	return sp.cmd.ProcessState.ExitCode()
 }

@@ -40,19 +40,19 @@ func (h procHandle) exited() bool {
 }
 
 // waitAllExited waits until every process has exited, failing the test
-// after limit, and returns how long it took from since.
+// after limit plus testSlack, and returns how long it took from since.
 func waitAllExited(t *testing.T, hs []procHandle, since time.Time, limit time.Duration) time.Duration {
 	t.Helper()
 	for _, h := range hs {
 		for !h.exited() {
-			if time.Since(since) > limit {
+			if time.Since(since) > limit+testSlack() {
 				left := 0
 				for _, h := range hs {
 					if !h.exited() {
 						left++
 					}
 				}
-				t.Fatalf("%d of %d processes still running %v after the kill (pid %d, for one)", left, len(hs), limit, h.pid)
+				t.Fatalf("%d of %d processes still running %v (+ slack) after the kill (pid %d, for one)", left, len(hs), limit, h.pid)
 			}
 			time.Sleep(time.Millisecond)
 		}
