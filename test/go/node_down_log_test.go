@@ -28,7 +28,7 @@ func TestNodeDownReasonsLogged(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	e.stdin.Close()
 	<-e.waited
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5*time.Second + testSlack())
 	for strings.Count(ps.stderr.String(), "terminating it") < 22 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -174,8 +174,8 @@ func TestNodeOwnerKilledTakesTreeDown(t *testing.T) {
 			e.expect(fmt.Sprintf(`exit(O%d, kill)`, delay), `true`)
 			took := waitAllGone(t, pids, time.Duration(delay)*time.Millisecond+2*time.Second)
 			t.Logf("owner killed: tree of %d processes gone after %v (delay_to_sigkill %d ms)", len(pids), took, delay)
-			if limit := time.Duration(delay+100) * time.Millisecond; took > limit+200*time.Millisecond {
-				t.Errorf("took %v, more than delay_to_sigkill + 100 ms (+200 ms slack for the race detector)", took)
+			if limit := time.Duration(delay+100) * time.Millisecond; took > limit+200*time.Millisecond+testSlack() {
+				t.Errorf("took %v, more than delay_to_sigkill + 100 ms (+200 ms for the race detector, + slack for a loaded machine)", took)
 			}
 		})
 	}

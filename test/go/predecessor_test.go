@@ -80,7 +80,7 @@ func TestKilledPsPortsCgroupRemovedByTheNext(t *testing.T) {
 			}
 			took := waitAllExited(t, []procHandle{gc}, t0, 5*time.Second)
 			for _, dir := range []string{groupDir("memory", path), groupDir("memory", filepath.Dir(path))} {
-				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				for deadline := time.Now().Add(5*time.Second + testSlack()); ; time.Sleep(5 * time.Millisecond) {
 					if _, err := os.Stat(dir); os.IsNotExist(err) {
 						break
 					}
