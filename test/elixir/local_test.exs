@@ -40,7 +40,7 @@ defmodule ProtonStreamTest.LocalTest do
       assert os_ppid(ProtonStream.os_pid(iso)) != helper
 
       for ps <- [iso | handles], do: ProtonStream.close(ps)
-      for ps <- [iso | handles], do: assert_receive({^ps, :closed}, 2000)
+      for ps <- [iso | handles], do: assert_receive({^ps, :closed}, 2000 + slack_ms())
     end
 
     test "a program whose consumer never returns stops only itself (windows per child)",
@@ -56,7 +56,7 @@ defmodule ProtonStreamTest.LocalTest do
 
       os_pid = ProtonStream.os_pid(stuck)
       ProtonStream.command(stuck, "go\n")
-      assert_receive {:stuck, ^stuck}, 5000
+      assert_receive {:stuck, ^stuck}, 5000 + slack_ms()
 
       # 20 MB through the same ps_port meanwhile, byte-exact, twice at once.
       expected = Enum.map_join(1..200_000, &"#{&1}\n")
@@ -92,7 +92,7 @@ defmodule ProtonStreamTest.LocalTest do
 
       id = :sys.get_state(ps).handle.id
       # Some output has been passed on, so acks were due and sent.
-      assert_receive {^ps, {:data, first}}, 5000
+      assert_receive {^ps, {:data, first}}, 5000 + slack_ms()
       router = Process.whereis(SharedPort)
       :sys.suspend(router)
 
@@ -124,7 +124,7 @@ defmodule ProtonStreamTest.LocalTest do
       # Resumed, the router passes everything on: nothing was lost.
       assert wait_until(fn -> byte_size(first) + mailbox_bytes(self(), ps) == total end, 20_000)
       ProtonStream.close(ps)
-      assert_receive {^ps, :closed}, 5000
+      assert_receive {^ps, :closed}, 5000 + slack_ms()
     end
 
     test "its router killed: every owner is told, programs are gone, the next open works",
@@ -132,7 +132,7 @@ defmodule ProtonStreamTest.LocalTest do
       programs =
         for _ <- 1..3 do
           {:ok, ps} = ProtonStream.open("sh", ["-c", ~S(sleep 1000 & echo "ready $!"; wait)], m)
-          assert_receive {^ps, {:data, "ready " <> grandchild}}, 5000
+          assert_receive {^ps, {:data, "ready " <> grandchild}}, 5000 + slack_ms()
           {ps, ProtonStream.os_pid(ps), String.to_integer(String.trim(grandchild))}
         end
 
@@ -143,7 +143,8 @@ defmodule ProtonStreamTest.LocalTest do
         Process.exit(router, :kill)
 
         for {ps, _, _} <- programs do
-          assert_receive {:EXIT, ^ps, {:ps_port_exited, {:shared_port_down, :killed}}}, 5000
+          assert_receive {:EXIT, ^ps, {:ps_port_exited, {:shared_port_down, :killed}}},
+                         5000 + slack_ms()
         end
       end)
 

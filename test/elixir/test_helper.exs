@@ -408,4 +408,8 @@ System.put_env("PROTON_STREAM_TEST_INHERITED", "inherited")
 # with `mix test --exclude node`.
 ProtonStreamTest.Mode.start_node!()
 
-ExUnit.start(capture_log: true)
+# A bare `assert_receive pattern` waits ExUnit's default 100 ms: far too
+# short on a loaded CI machine for something that must come. It waits
+# slack_ms/0 instead (a refute_receive keeps its short default: a late
+# message cannot fail it falsely).
+ExUnit.start(capture_log: true, assert_receive_timeout: ProtonStreamTest.Helpers.slack_ms())

@@ -50,6 +50,6 @@ defmodule ProtonStreamTest.Isolated.LocalTest do
     # Resumed, the server passes everything on: nothing was lost.
     assert wait_until(fn -> mailbox_bytes(self(), ps) == total end, 20_000)
     ProtonStream.close(ps)
-    assert_receive {^ps, :closed}, 5000
+    assert_receive {^ps, :closed}, 5000 + slack_ms()
   end
 end

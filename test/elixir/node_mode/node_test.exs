@@ -50,11 +50,9 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       {:ok, ps} = ProtonStream.open("sh", ["-c", script], [stdio_window: window] ++ m)
 
       # We do not read for a while: the node stops once a window is out.
-      Process.sleep(300)
-      waiting = mailbox_bytes(self(), ps)
+      assert wait_until(fn -> mailbox_bytes(self(), ps) > 0 end)
+      waiting = settled_mailbox_bytes(ps, window)
       assert waiting > 0 and waiting <= window
-      Process.sleep(200)
-      assert mailbox_bytes(self(), ps) == waiting
 
       assert receive_bytes(ps, 0, 10_000_000, false) == 10_000_000
       ProtonStream.close(ps)
@@ -66,8 +64,8 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
 
       {:ok, ps} = ProtonStream.open("sh", ["-c", script], [stdio_window: window, flow: :ack] ++ m)
 
-      Process.sleep(300)
-      waiting = mailbox_bytes(self(), ps)
+      assert wait_until(fn -> mailbox_bytes(self(), ps) > 0 end)
+      waiting = settled_mailbox_bytes(ps, window)
       assert waiting > 0 and waiting <= window, "#{waiting} bytes wait"
       assert receive_bytes(ps, 0, 10_000_000, true) == 10_000_000
       ProtonStream.close(ps)
@@ -410,6 +408,31 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
 
   # Receives {ps, {:data, _}} until `total` bytes came, acknowledging each
   # when `ack?`.
+  # The bytes from ps waiting in our mailbox once they stopped growing (two
+  # looks 200 ms apart agree), every look at most `window`. Polled, not
+  # taken after a fixed sleep: on a loaded machine the window may still be
+  # on its way after any fixed time.
+  defp settled_mailbox_bytes(ps, window) do
+    deadline = System.monotonic_time(:millisecond) + 5000 + slack_ms()
+    settled_mailbox_bytes(ps, window, mailbox_bytes(self(), ps), deadline)
+  end
+
+  defp settled_mailbox_bytes(ps, window, last, deadline) do
+    assert last <= window, "#{last} bytes wait for the owner, more than the #{window} byte window"
+    Process.sleep(200)
+
+    case mailbox_bytes(self(), ps) do
+      ^last ->
+        last
+
+      now ->
+        if System.monotonic_time(:millisecond) > deadline,
+          do: flunk("the owner's mailbox still grows (#{now} bytes): the node does not stop")
+
+        settled_mailbox_bytes(ps, window, now, deadline)
+    end
+  end
+
   defp receive_bytes(_ps, bytes, total, _ack?) when bytes >= total, do: bytes
 
   defp receive_bytes(ps, bytes, total, ack?) do
@@ -418,7 +441,7 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
         if ack?, do: ProtonStream.ack(ps, byte_size(data))
         receive_bytes(ps, bytes + byte_size(data), total, ack?)
     after
-      5000 -> flunk("stalled after #{bytes} bytes")
+      5000 + slack_ms() -> flunk("stalled after #{bytes} bytes")
     end
   end
 end

@@ -17,10 +17,10 @@ defmodule ProtonStreamTest.NodeMode.TLSTest do
   ps_node = ProtonStream.Node.name(server)
   {:ok, ps} = ProtonStream.open("cat", [], node: ps_node)
   ProtonStream.command(ps, "over tls\n")
-  data = receive do {^ps, {:data, d}} -> d after 5000 -> :timeout end
+  data = receive do {^ps, {:data, d}} -> d after 30_000 -> :timeout end
   {:ok, info} = :net_kernel.node_info(ps_node)
   ProtonStream.eof(ps)
-  exit = receive do {:EXIT, ^ps, r} -> r after 5000 -> :timeout end
+  exit = receive do {:EXIT, ^ps, r} -> r after 30_000 -> :timeout end
 
   result = %{
     data: data,

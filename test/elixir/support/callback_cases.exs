@@ -300,7 +300,7 @@ defmodule ProtonStreamTest.Cases.Callback do
           end
 
           ProtonStream.close(worker)
-          assert_receive {^worker, :closed}, 5000
+          assert_receive {^worker, :closed}, 5000 + slack_ms()
         end
       end
 
@@ -350,7 +350,8 @@ defmodule ProtonStreamTest.Cases.Callback do
         receive do
           {:stdout, d} when byte_size(d) <= left -> receive_stdout(left - byte_size(d), [acc, d])
         after
-          5000 -> flunk("no echo from cat for 5 s (#{left} bytes missing): a stalled window?")
+          5000 + slack_ms() ->
+            flunk("no echo from cat for 5 s + slack (#{left} bytes missing): a stalled window?")
         end
       end
 

@@ -170,7 +170,7 @@ defmodule ProtonStreamTest.Cases.Cmd do
 
         defp stop_sampler(sampler) do
           send(sampler, {:stop, self()})
-          assert_receive {:peak, ^sampler, peak}, 5_000
+          assert_receive {:peak, ^sampler, peak}, 5_000 + slack_ms()
           peak
         end
 

@@ -59,7 +59,7 @@ defmodule ProtonStreamTest.Cases.Daemon do
                   ] ++ m
                 )
 
-              assert_receive {:EXIT, ^daemon, :normal}, 5000
+              assert_receive {:EXIT, ^daemon, :normal}, 5000 + slack_ms()
             end)
 
           assert log =~ "daemon_tag=t1 [warning] svc> ONE\n"
@@ -77,9 +77,9 @@ defmodule ProtonStreamTest.Cases.Daemon do
           log =
             capture_log(fn ->
               {:ok, d} = Daemon.start_link("echo", ["quiet"], m)
-              assert_receive {:EXIT, ^d, :normal}, 5000
+              assert_receive {:EXIT, ^d, :normal}, 5000 + slack_ms()
               {:ok, d} = Daemon.start_link("echo", ["loud"], [log_output: :info] ++ m)
-              assert_receive {:EXIT, ^d, :normal}, 5000
+              assert_receive {:EXIT, ^d, :normal}, 5000 + slack_ms()
             end)
 
           refute log =~ "quiet"
@@ -98,7 +98,7 @@ defmodule ProtonStreamTest.Cases.Daemon do
                   [log_output: :error, stderr_to_stdout: true] ++ m
                 )
 
-              assert_receive {:EXIT, ^d, :normal}, 5000
+              assert_receive {:EXIT, ^d, :normal}, 5000 + slack_ms()
             end)
 
           assert log =~ "sh: oops"
@@ -107,15 +107,15 @@ defmodule ProtonStreamTest.Cases.Daemon do
         test "the exit status becomes the stop reason (:exit_status_to_reason)", %{m: m} do
           Process.flag(:trap_exit, true)
           {:ok, d} = Daemon.start_link("sh", ["-c", "exit 3"], m)
-          assert_receive {:EXIT, ^d, {:exit_status, 3}}, 5000
+          assert_receive {:EXIT, ^d, {:exit_status, 3}}, 5000 + slack_ms()
 
           {:ok, d} =
             Daemon.start_link("sh", ["-c", "exit 4"], [exit_status_to_reason: &{:bad, &1}] ++ m)
 
-          assert_receive {:EXIT, ^d, {:bad, 4}}, 5000
+          assert_receive {:EXIT, ^d, {:bad, 4}}, 5000 + slack_ms()
 
           {:ok, d} = Daemon.start_link("sh", ["-c", "kill -KILL $$"], m)
-          assert_receive {:EXIT, ^d, {:exit_status, 137}}, 5000
+          assert_receive {:EXIT, ^d, {:exit_status, 137}}, 5000 + slack_ms()
         end
 
         test "supervised: restarted when the program dies, tree killed when stopped",
@@ -285,12 +285,12 @@ defmodule ProtonStreamTest.Cases.Daemon do
               [cgroup: %{pids_max: 10}, cgroup_base: base] ++ m
             )
 
-          assert_receive {^ps, {:data, "ready\n"}}, 5000
+          assert_receive {^ps, {:data, "ready\n"}}, 5000 + slack_ms()
           "/" <> path = cgroup_of(ProtonStream.os_pid(ps), "pids")
           assert path =~ ~r"\A#{cg}#{base}/"
           assert File.read!(cgroup_dir("pids", path) <> "/pids.max") == "10\n"
           ProtonStream.command(ps, "go\n")
-          assert_receive {:EXIT, ^ps, :normal}, 5000
+          assert_receive {:EXIT, ^ps, :normal}, 5000 + slack_ms()
           refute_group_left(path)
         end
 

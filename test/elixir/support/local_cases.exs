@@ -34,15 +34,15 @@ defmodule ProtonStreamTest.Cases.Local do
           {:ok, ps} = ProtonStream.open("cat", [], m)
           assert ps in elem(Process.info(self(), :links), 1)
           ProtonStream.close(ps)
-          assert_receive {^ps, :closed}, 1000
+          assert_receive {^ps, :closed}, 1000 + slack_ms()
         end
 
         test "{ps, :closed} comes once the server is gone, after all output sent before it",
              %{m: m} do
           {:ok, ps} = ProtonStream.open("sh", ["-c", "echo hi; exec cat"], m)
-          assert_receive {^ps, {:data, "hi\n"}}, 2000
+          assert_receive {^ps, {:data, "hi\n"}}, 2000 + slack_ms()
           ProtonStream.close(ps)
-          assert_receive {^ps, :closed}, 1000
+          assert_receive {^ps, :closed}, 1000 + slack_ms()
           refute Process.alive?(ps)
           refute_received {^ps, {:data, _}}
         end
@@ -51,7 +51,7 @@ defmodule ProtonStreamTest.Cases.Local do
           {:ok, ps} = ProtonStream.open("cat", [], m)
           new_owner = spawn_link(fn -> Process.sleep(:infinity) end)
           ProtonStream.connect(ps, new_owner)
-          assert_receive {^ps, :connected}, 1000
+          assert_receive {^ps, :connected}, 1000 + slack_ms()
 
           {:links, links} = Process.info(ps, :links)
           assert new_owner in links
@@ -60,7 +60,9 @@ defmodule ProtonStreamTest.Cases.Local do
           ref = Process.monitor(ps)
           Process.unlink(new_owner)
           Process.exit(new_owner, :kill)
-          assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :killed}}}, 1000
+
+          assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :killed}}},
+                         1000 + slack_ms()
         end
 
         test "the server stops with {:shutdown, {:owner_exited, reason}} when the owner crashes",
@@ -74,10 +76,12 @@ defmodule ProtonStreamTest.Cases.Local do
               Process.sleep(:infinity)
             end)
 
-          assert_receive {:ps, ps}, 2000
+          assert_receive {:ps, ps}, 2000 + slack_ms()
           ref = Process.monitor(ps)
           Process.exit(owner, :boom)
-          assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :boom}}}, 1000
+
+          assert_receive {:DOWN, ^ref, :process, ^ps, {:shutdown, {:owner_exited, :boom}}},
+                         1000 + slack_ms()
         end
 
         test "unexpected messages to the process are logged and ignored", %{m: m} do
@@ -88,7 +92,7 @@ defmodule ProtonStreamTest.Cases.Local do
               send(ps, :hello)
               send(ps, {self(), :bogus})
               ProtonStream.command(ps, "ok")
-              assert_receive {^ps, {:data, "ok"}}, 1000
+              assert_receive {^ps, {:data, "ok"}}, 1000 + slack_ms()
             end)
 
           assert log =~ "unexpected message: :hello"
@@ -113,7 +117,7 @@ defmodule ProtonStreamTest.Cases.Local do
           end
 
           ProtonStream.close(ps)
-          assert_receive {^ps, :closed}, 1000
+          assert_receive {^ps, :closed}, 1000 + slack_ms()
         end
       end
 
@@ -139,7 +143,7 @@ defmodule ProtonStreamTest.Cases.Local do
             end
 
             ProtonStream.close(ps)
-            assert_receive {^ps, :closed}, 5000
+            assert_receive {^ps, :closed}, 5000 + slack_ms()
           end
         end
 
@@ -148,13 +152,13 @@ defmodule ProtonStreamTest.Cases.Local do
         # behind, and the next program starts as usual.
         test "a program closed with acks held back stops cleanly", %{m: m, mode: mode} do
           {:ok, ps} = ProtonStream.open("sh", ["-c", "echo ready; exec cat"], m)
-          assert_receive {^ps, {:data, "ready\n"}}, 5000
+          assert_receive {^ps, {:data, "ready\n"}}, 5000 + slack_ms()
           os_pid = ProtonStream.os_pid(ps)
           # The 6 bytes are passed on and their ack is held back (half the
           # default window is far away), by whoever acks in this mode.
           assert held_acks(mode, ps) == 6
           ProtonStream.close(ps)
-          assert_receive {^ps, :closed}, 5000
+          assert_receive {^ps, :closed}, 5000 + slack_ms()
           assert wait_until(fn -> not os_pid_alive?(os_pid) end, 5000)
         end
       end
@@ -244,7 +248,7 @@ defmodule ProtonStreamTest.Cases.Local do
           started =
             for script <- scripts do
               {:ok, ps} = ProtonStream.open("sh", ["-c", script], m)
-              assert_receive {^ps, {:data, "ready " <> grandchild}}, 5000
+              assert_receive {^ps, {:data, "ready " <> grandchild}}, 5000 + slack_ms()
               {ps, ProtonStream.os_pid(ps), String.to_integer(String.trim(grandchild))}
             end
 
@@ -279,10 +283,10 @@ defmodule ProtonStreamTest.Cases.Local do
           for helper <- helpers, do: System.cmd("kill", ["-KILL", Integer.to_string(helper)])
 
           for {ps, _, _} <- started do
-            assert_receive {:EXIT, ^ps, {:ps_port_exited, 137}}, 5000
+            assert_receive {:EXIT, ^ps, {:ps_port_exited, 137}}, 5000 + slack_ms()
           end
 
-          assert_receive {:exit, {:ps_port_exited, 137}, ""}, 5000
+          assert_receive {:exit, {:ps_port_exited, 137}, ""}, 5000 + slack_ms()
 
           # The next open works (the shared helper is started again at once).
           assert %{stdout: "again\n", exit: :normal} = run("echo", ["again"], m)
