@@ -65,7 +65,7 @@ defmodule ProtonStreamTest.ReadmeTest do
     receive do
       {^ps, {:data, "4\n"}} -> :ok
     after
-      2000 -> flunk("bc did not answer 4")
+      2000 + slack_ms() -> flunk("bc did not answer 4")
     end
 
     send(ps, {self(), {:command, "10 * 10\n"}})
@@ -73,7 +73,7 @@ defmodule ProtonStreamTest.ReadmeTest do
     receive do
       {^ps, {:data, "100\n"}} -> :ok
     after
-      2000 -> flunk("bc did not answer 100")
+      2000 + slack_ms() -> flunk("bc did not answer 100")
     end
 
     send(ps, {self(), :close})
@@ -141,7 +141,7 @@ defmodule ProtonStreamTest.ReadmeTest do
             {^ps, {:data, data}} -> IO.write(data)
             {^ps, {:error, data}} -> IO.write(:stdio, "stderr: " <> data)
           after
-            2000 -> flunk("my_program said nothing")
+            2000 + slack_ms() -> flunk("my_program said nothing")
           end
         end
       end)

@@ -315,7 +315,7 @@ defmodule ProtonStreamTest.Cases.Daemon do
               )
 
             assert_receive {^ps, {:oom_killed, n}} when n >= 1, 30_000
-            assert %{stdout: out, exit: :normal} = collect(ps, 5000)
+            assert %{stdout: out, exit: :normal} = collect(ps, 5000 + slack_ms())
             assert out =~ "survived\n"
           end)
         end

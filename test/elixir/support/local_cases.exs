@@ -177,7 +177,8 @@ defmodule ProtonStreamTest.Cases.Local do
           {^ps, {:data, d}} when byte_size(d) <= left ->
             receive_echo(ps, left - byte_size(d), [acc, d])
         after
-          5000 -> flunk("no echo from cat for 5 s (#{left} bytes missing): a stalled window?")
+          5000 + slack_ms() ->
+            flunk("no echo from cat for 5 s + slack (#{left} bytes missing): a stalled window?")
         end
       end
 
