@@ -205,7 +205,7 @@ func TestNodeCloseAndConnect(t *testing.T) {
 	waitGone(t, osPid, 2*time.Second)
 
 	// connect hands the child to another process; the old owner is ignored.
-	e.expect(`{ok, C} = open(<<"cat">>, []), Self = self(), New = spawn(fun() -> receive go -> ok end, C ! {self(), {command, <<"from new\n">>}}, C ! {self(), eof}, Self ! {new, collect(C)} end), C ! {self(), {connect, New}}, receive {C, connected} -> connected after 5000 -> timeout end`, `connected`)
+	e.expect(`{ok, C} = open(<<"cat">>, []), Self = self(), New = spawn(fun() -> receive go -> ok end, C ! {self(), {command, <<"from new\n">>}}, C ! {self(), eof}, Self ! {new, collect(C)} end), C ! {self(), {connect, New}}, receive {C, connected} -> connected after 30000 -> timeout end`, `connected`)
 	e.expect(`C ! {self(), {command, <<"from old\n">>}}, C ! {self(), close}, New ! go, receive {new, R} -> R after 10000 -> timeout end`, `{<<"from new\n">>,<<>>,[],normal}`)
 	e.expect(`flush()`, `[]`)
 }
@@ -249,7 +249,7 @@ func TestNodeTwoHundredChildren(t *testing.T) {
 // (The stdin limit in every mode: TestModesStdinLimit.)
 func TestNodeStdinClosedAndClose(t *testing.T) {
 	_, e := nodePair(t)
-	e.expect(`{ok, S} = open(<<"sleep">>, [<<"100">>], [{stdin_limit, 1000}]), S ! {self(), {command, binary:copy(<<"x">>, 100000)}}, S ! {self(), {command, binary:copy(<<"x">>, 2000)}}, receive {S, {error, stdin_overflow, _}} -> refused after 5000 -> timeout end`, `refused`)
+	e.expect(`{ok, S} = open(<<"sleep">>, [<<"100">>], [{stdin_limit, 1000}]), S ! {self(), {command, binary:copy(<<"x">>, 100000)}}, S ! {self(), {command, binary:copy(<<"x">>, 2000)}}, receive {S, {error, stdin_overflow, _}} -> refused after 30000 -> timeout end`, `refused`)
 	e.expect(`S ! {self(), close}, collect(S)`, `{<<>>,<<>>,[closed],normal}`)
 	e.expect(`{ok, E} = open(<<"sleep">>, [<<"100">>]), E ! {self(), eof}, E ! {self(), {command, <<"late">>}}, E ! {self(), close}, collect(E)`,
 		`{<<>>,<<>>,[{error,stdin_closed,<<"4 bytes for stdin refused: stdin was closed by eof">>},closed],normal}`)

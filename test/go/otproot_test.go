@@ -123,7 +123,7 @@ func TestOTPRootOwners(t *testing.T) {
 	if got := erlRelease(e); got != rel {
 		t.Fatalf("an owner started with startErl runs %s, want %s", otpName(got), otpName(rel))
 	}
-	e.expect(`{ok, C} = open(<<"cat">>, []), C ! {self(), {command, <<"hi\n">>}}, receive {C, {data, D}} -> D after 5000 -> timeout end`, `<<"hi\n">>`)
+	e.expect(`{ok, C} = open(<<"cat">>, []), C ! {self(), {command, <<"hi\n">>}}, receive {C, {data, D}} -> D after 30000 -> timeout end`, `<<"hi\n">>`)
 	t.Logf("owners on %s", otpName(rel))
 }
 
@@ -152,7 +152,7 @@ func testLinks(t *testing.T, erl []string) {
 	e.expect(`timer:sleep(300), flush()`, `[]`)
 	// A process that links to a child, unlinks and dies does not take the
 	// child with it; the child still answers its owner.
-	e.expect(`{ok, K} = open(<<"cat">>, []), Me = self(), H = spawn(fun() -> link(K), unlink(K), Me ! unlinked, exit(boom) end), receive unlinked -> ok end, timer:sleep(200), K ! {self(), {command, <<"still\n">>}}, receive {K, {data, D}} -> D after 5000 -> timeout end`, `<<"still\n">>`)
+	e.expect(`{ok, K} = open(<<"cat">>, []), Me = self(), H = spawn(fun() -> link(K), unlink(K), Me ! unlinked, exit(boom) end), receive unlinked -> ok end, timer:sleep(200), K ! {self(), {command, <<"still\n">>}}, receive {K, {data, D}} -> D after 30000 -> timeout end`, `<<"still\n">>`)
 	e.expect(`K ! {self(), close}, collect(K)`, `{<<>>,<<>>,[closed],normal}`)
 }
 
@@ -186,7 +186,7 @@ func TestOTPRootMixedCluster(t *testing.T) {
 	for i, e := range []*erlNode{eHost, eRoot} {
 		osPid := e.evalInt(fmt.Sprintf(`{ok, T} = open(%s, [{delay_to_sigkill, 200}]), os_pid(T)`, treeCmd))
 		trees[i] = treePids(t, osPid)
-		e.expect(`{ok, C} = open(<<"cat">>, []), C ! {self(), {command, <<"hi\n">>}}, receive {C, {data, D}} -> D after 5000 -> timeout end`, `<<"hi\n">>`)
+		e.expect(`{ok, C} = open(<<"cat">>, []), C ! {self(), {command, <<"hi\n">>}}, receive {C, {data, D}} -> D after 30000 -> timeout end`, `<<"hi\n">>`)
 	}
 	t.Logf("nodes seen from %s: %s, from %s: %s", host, eHost.eval(`nodes()`), root, eRoot.eval(`nodes()`))
 	// 50 000 lines to each, at the same time.
@@ -211,12 +211,12 @@ func TestOTPRootMixedCluster(t *testing.T) {
 			t.Fatalf("the %s owner's tree lost %d when the %s node died", host, p, root)
 		}
 	}
-	eHost.expect(`C ! {self(), {command, <<"still\n">>}}, receive {C, {data, D2}} -> D2 after 5000 -> timeout end`, `<<"still\n">>`)
+	eHost.expect(`C ! {self(), {command, <<"still\n">>}}, receive {C, {data, D2}} -> D2 after 30000 -> timeout end`, `<<"still\n">>`)
 	// And a node of the root that comes back later works beside it.
 	eRootB := startErlWith(t, erlRoot, cookie, ps.name)
-	eRootB.expect(`{ok, C} = open(<<"cat">>, []), C ! {self(), {command, <<"back\n">>}}, receive {C, {data, D}} -> D after 5000 -> timeout end`, `<<"back\n">>`)
+	eRootB.expect(`{ok, C} = open(<<"cat">>, []), C ! {self(), {command, <<"back\n">>}}, receive {C, {data, D}} -> D after 30000 -> timeout end`, `<<"back\n">>`)
 	eHost.kill()
 	took = waitAllGone(t, trees[0], 3*time.Second)
 	t.Logf("%s erl SIGKILLed: its tree gone after %v", host, took)
-	eRootB.expect(`C ! {self(), {command, <<"last\n">>}}, receive {C, {data, D2}} -> D2 after 5000 -> timeout end`, `<<"last\n">>`)
+	eRootB.expect(`C ! {self(), {command, <<"last\n">>}}, receive {C, {data, D2}} -> D2 after 30000 -> timeout end`, `<<"last\n">>`)
 }

@@ -165,7 +165,7 @@ func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
 	took := waitAllGone(t, direct, time.Second)
 	t.Logf("ps_port node SIGKILLed: its %d children gone after %v", len(direct), took)
 	for i := 0; i < 6; i++ {
-		e.expect(fmt.Sprintf(`element(1, reliability_driver:down_reason(W%d, 5000))`, i), `noconnection`)
+		e.expect(fmt.Sprintf(`element(1, reliability_driver:down_reason(W%d, 30000))`, i), `noconnection`)
 	}
 	var grandIn, grandOut []int
 	for _, p := range inGroups {
@@ -199,8 +199,8 @@ func TestReliabilityNodeKilledChildrenDie(t *testing.T) {
 	if !strings.Contains(ps2.stderr.String(), "reclaimed") {
 		t.Logf("the new node did not reclaim the groups (another ps_port did):\n%s", ps2.stderr.String())
 	}
-	e.expect(`{ok, N2} = open(<<"cat">>, []), N2 ! {self(), {command, <<"again\n">>}}, receive {N2, {data, D}} -> D after 5000 -> timeout end`, `<<"again\n">>`)
-	e.expect(`N2 ! {self(), close}, reliability_driver:bytes_of(N2, 5000)`, `{<<>>,normal}`)
+	e.expect(`{ok, N2} = open(<<"cat">>, []), N2 ! {self(), {command, <<"again\n">>}}, receive {N2, {data, D}} -> D after 30000 -> timeout end`, `<<"again\n">>`)
+	e.expect(`N2 ! {self(), close}, reliability_driver:bytes_of(N2, 30000)`, `{<<>>,normal}`)
 	t.Logf("%d grandchildren in cgroups and %d outside killed and groups removed by the next ps_port (%v after the kill)",
 		len(grandIn), len(grandOut), reclaimed)
 }
@@ -266,14 +266,14 @@ func TestReliabilityNodeConnectionCut(t *testing.T) {
 				t.Errorf("took %v, more than delay_to_sigkill + 1 s (+ slack)", took)
 			}
 			for _, w := range []string{"W0", "W1", "W2", "W3", "WO"} {
-				e.expect(fmt.Sprintf(`element(1, reliability_driver:down_reason(%s, 5000))`, w), `noconnection`)
+				e.expect(fmt.Sprintf(`element(1, reliability_driver:down_reason(%s, 30000))`, w), `noconnection`)
 			}
 			if !strings.Contains(ps.stderr.String(), "terminating") && !strings.Contains(ps.stderr.String(), "not connected") {
 				t.Logf("ps_port node said:\n%s", ps.stderr.String())
 			}
 			// Reconnect: the next call sets the connection up again.
-			e.expect(`{ok, R} = open(<<"cat">>, []), R ! {self(), {command, <<"back\n">>}}, receive {R, {data, D}} -> D after 5000 -> timeout end`, `<<"back\n">>`)
-			e.expect(`R ! {self(), close}, reliability_driver:bytes_of(R, 5000)`, `{<<>>,normal}`)
+			e.expect(`{ok, R} = open(<<"cat">>, []), R ! {self(), {command, <<"back\n">>}}, receive {R, {data, D}} -> D after 30000 -> timeout end`, `<<"back\n">>`)
+			e.expect(`R ! {self(), close}, reliability_driver:bytes_of(R, 30000)`, `{<<>>,normal}`)
 		})
 	}
 }
@@ -310,7 +310,7 @@ func TestReliabilityForkBombUnderPidsMax(t *testing.T) {
 	t.Run("node", func(t *testing.T) {
 		r := startRelNode(t, true)
 		tag, base, ps, e := r.tag, r.base, r.ps, r.e
-		e.expect(fmt.Sprintf(`{ok, B} = open(<<"bash">>, [<<"-c">>, %s], [{delay_to_sigkill, 100}, {cgroup_controllers, [<<"pids">>]}, {cgroup_path, <<"bomb">>}, {cgroup_sets, [{<<"pids">>, <<"pids.max">>, %d}]}]), receive {B, {data, Bm}} -> Bm after 5000 -> timeout end`, erlBin(relForkBomb), max),
+		e.expect(fmt.Sprintf(`{ok, B} = open(<<"bash">>, [<<"-c">>, %s], [{delay_to_sigkill, 100}, {cgroup_controllers, [<<"pids">>]}, {cgroup_path, <<"bomb">>}, {cgroup_sets, [{<<"pids">>, <<"pids.max">>, %d}]}]), receive {B, {data, Bm}} -> Bm after 30000 -> timeout end`, erlBin(relForkBomb), max),
 			`<<"bombing\n">>`)
 		relExpectBomb(t, tag, groupDir("pids", base+"/bomb"), max)
 		e.expect(`B ! {self(), close}, reliability_driver:bytes_of(B, 10000)`, `{<<>>,normal}`)

@@ -226,7 +226,7 @@ func TestReliabilityHugeEnv(t *testing.T) {
 	cookie := randomCookie()
 	ps := startNode(t, nodeOpts{tag: relTag(), cookie: cookie})
 	e := startErlNode(t, cookie, ps.name, erlOpts{reliability: true})
-	e.expect(`{ok, H} = open(<<"sh">>, [<<"-c">>, <<"printf %s \"$BIG\" | wc -c">>], [{env, [{<<"BIG">>, binary:copy(<<"b">>, 102400)}]}]), reliability_driver:bytes_of(H, 5000)`,
+	e.expect(`{ok, H} = open(<<"sh">>, [<<"-c">>, <<"printf %s \"$BIG\" | wc -c">>], [{env, [{<<"BIG">>, binary:copy(<<"b">>, 102400)}]}]), reliability_driver:bytes_of(H, 30000)`,
 		`{<<"102400\n">>,normal}`)
 	e.expect(`{error, {e2big, M1}} = open(<<"true">>, [], [{env, [{<<"BIG">>, binary:copy(<<"b">>, 200000)}]}]), is_binary(M1) andalso byte_size(M1) > 10`, `true`)
 	e.expect(`{error, {e2big, _}} = open(<<"true">>, [], [{env, [{integer_to_binary(I), binary:copy(<<"v">>, 100000)} || I <- lists:seq(1, 30)]}]), ok`, `ok`)
@@ -300,8 +300,8 @@ func TestReliabilityUidZeroFromNonRoot(t *testing.T) {
 		cookie := randomCookie()
 		ps := startNode(t, nodeOpts{tag: tag, cookie: cookie, asUser: "nobody"})
 		e := startErlNode(t, cookie, ps.name, erlOpts{reliability: true})
-		e.expect(`{ok, Me} = open(<<"id">>, [<<"-u">>]), reliability_driver:bytes_of(Me, 5000)`, `{<<"65534\n">>,normal}`)
-		e.expect(`{ok, Me2} = open(<<"id">>, [<<"-u">>], [{uid, <<"nobody">>}]), reliability_driver:bytes_of(Me2, 5000)`, `{<<"65534\n">>,normal}`)
+		e.expect(`{ok, Me} = open(<<"id">>, [<<"-u">>]), reliability_driver:bytes_of(Me, 30000)`, `{<<"65534\n">>,normal}`)
+		e.expect(`{ok, Me2} = open(<<"id">>, [<<"-u">>], [{uid, <<"nobody">>}]), reliability_driver:bytes_of(Me2, 30000)`, `{<<"65534\n">>,normal}`)
 		for _, opt := range []string{`{uid, 0}`, `{uid, <<"root">>}`, `{gid, 0}`} {
 			got := e.eval(fmt.Sprintf(`open(<<"id">>, [], [%s])`, opt))
 			if !strings.HasPrefix(got, "{error,{eperm,<<") || !strings.Contains(got, "only root can") {
@@ -328,7 +328,7 @@ func TestReliabilityCookieNeverShown(t *testing.T) {
 			home := t.TempDir()
 			os.WriteFile(filepath.Join(home, ".erlang.cookie"), []byte(cookie), 0o400)
 			e := startErlNode(t, "", ps.name, erlOpts{reliability: true, env: []string{"HOME=" + home}})
-			e.expect(`{ok, P} = open(<<"sh">>, [<<"-c">>, <<"env; exec cat">>]), receive {P, {data, Env}} -> is_binary(Env) after 5000 -> timeout end`, `true`)
+			e.expect(`{ok, P} = open(<<"sh">>, [<<"-c">>, <<"env; exec cat">>]), receive {P, {data, Env}} -> is_binary(Env) after 30000 -> timeout end`, `true`)
 			env := e.eval(`Env`)
 			wrong := startErlNode(t, randomCookie(), ps.name, erlOpts{reliability: true})
 			wrong.expect(`catch gen_server:call({proton_stream, ps_node()}, what, 3000), ok`, `ok`)
@@ -349,7 +349,7 @@ func TestReliabilityCookieNeverShown(t *testing.T) {
 			if !strings.Contains(env, relTagEnv+"="+tag) || strings.Contains(env, "PS_PORT_COOKIE") {
 				t.Errorf("child environment: want the tag and no PS_PORT_COOKIE:\n%s", env)
 			}
-			e.expect(`P ! {self(), close}, reliability_driver:bytes_of(P, 5000)`, `{<<>>,normal}`)
+			e.expect(`P ! {self(), close}, reliability_driver:bytes_of(P, 30000)`, `{<<>>,normal}`)
 		})
 	}
 }
@@ -419,11 +419,11 @@ func TestReliabilityNodeMalformedRequests(t *testing.T) {
 	if left := relGroupsLeft(base); len(left) > 0 {
 		t.Errorf("refused requests left cgroups: %v", left)
 	}
-	e.expect(`{ok, Ok} = open(<<"echo">>, [<<"fine">>]), reliability_driver:bytes_of(Ok, 5000)`, `{<<"fine\n">>,normal}`)
+	e.expect(`{ok, Ok} = open(<<"echo">>, [<<"fine">>]), reliability_driver:bytes_of(Ok, 30000)`, `{<<"fine\n">>,normal}`)
 	// A leniency, not a refusal: ergo decodes an improper list with its
 	// tail as the last element, so [<<"a">> | <<"b">>] arrives as the
 	// arguments a and b (docs/reliability.md, "Known limits").
-	e.expect(`{ok, Imp} = open(<<"echo">>, [<<"a">> | <<"b">>]), reliability_driver:bytes_of(Imp, 5000)`, `{<<"a b\n">>,normal}`)
+	e.expect(`{ok, Imp} = open(<<"echo">>, [<<"a">> | <<"b">>]), reliability_driver:bytes_of(Imp, 30000)`, `{<<"a b\n">>,normal}`)
 	t.Logf("%d malformed requests refused, nothing started; the node still serves", len(cases))
 }
 
@@ -435,7 +435,7 @@ func TestReliabilityNodeNonOwnerIgnored(t *testing.T) {
 	ps, e := r.ps, r.e
 	osPid := e.evalInt(`{ok, P} = open(<<"cat">>, []), persistent_term:put(rel_child, P), os_pid(P)`)
 	intrude := `fun() -> [P ! {self(), M} || M <- [{command, <<"intruder\n">>}, close, eof, {signal, 9}, {connect, self()}, {ack, 100}]], timer:sleep(300), flush() end`
-	e.expect(fmt.Sprintf(`Self = self(), spawn(fun() -> Self ! {intruder, (%s)()} end), receive {intruder, Got} -> Got after 5000 -> timeout end`, intrude), `[]`)
+	e.expect(fmt.Sprintf(`Self = self(), spawn(fun() -> Self ! {intruder, (%s)()} end), receive {intruder, Got} -> Got after 30000 -> timeout end`, intrude), `[]`)
 	// A process on a third node, with its own connection to ps_port.
 	other := startErlNode(t, ps.cookie, ps.name, erlOpts{reliability: true})
 	other.expect(fmt.Sprintf(`P = rpc:call('%s', persistent_term, get, [rel_child]), node(P) =:= ps_node()`, e.name), `true`)
@@ -443,7 +443,7 @@ func TestReliabilityNodeNonOwnerIgnored(t *testing.T) {
 	if !alive(osPid) {
 		t.Fatal("a non-owner's close or signal reached the child")
 	}
-	e.expect(`P ! {self(), {command, <<"owner\n">>}}, receive {P, {data, D}} -> D after 5000 -> timeout end`, `<<"owner\n">>`)
+	e.expect(`P ! {self(), {command, <<"owner\n">>}}, receive {P, {data, D}} -> D after 30000 -> timeout end`, `<<"owner\n">>`)
 	e.expect(`P ! {self(), close}, collect(P)`, `{<<>>,<<>>,[closed],normal}`)
 	if n := strings.Count(ps.stderr.String(), "ignor"); n == 0 {
 		t.Logf("ps_port logged nothing about the ignored messages:\n%s", ps.stderr.String())
@@ -472,5 +472,5 @@ func TestReliabilityNodeMaxChildrenUnderLoad(t *testing.T) {
 	// The owners stop: the node takes their children down.
 	e.eval(`[O ! stop || O <- Os]`)
 	relWaitUntagged(t, tag, 5*time.Second, ps.pid())
-	e.expect(`{ok, Again} = open(<<"echo">>, [<<"again">>]), reliability_driver:bytes_of(Again, 5000)`, `{<<"again\n">>,normal}`)
+	e.expect(`{ok, Again} = open(<<"echo">>, [<<"again">>]), reliability_driver:bytes_of(Again, 30000)`, `{<<"again\n">>,normal}`)
 }

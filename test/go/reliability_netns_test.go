@@ -91,7 +91,7 @@ func TestReliabilityTwoHostsLinkDown(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		e.eval(fmt.Sprintf(`{ok, K%d} = open(<<"sh">>, [<<"-c">>, %s], [{delay_to_sigkill, 200}]), W%d = reliability_driver:watch(K%d)`, i, erlBin(nodeTree), i, i))
 	}
-	e.expect(`{ok, C} = open(<<"cat">>, []), WC = reliability_driver:watch(C), C ! {self(), {command, <<"across\n">>}}, receive {C, {data, D1}} -> D1 after 5000 -> timeout end`, `<<"across\n">>`)
+	e.expect(`{ok, C} = open(<<"cat">>, []), WC = reliability_driver:watch(C), C ! {self(), {command, <<"across\n">>}}, receive {C, {data, D1}} -> D1 after 30000 -> timeout end`, `<<"across\n">>`)
 	tagged := relSnapshot(t, tag, 11)
 	children := relTaggedExcept(tag, ps.pid())
 	if len(children) != len(tagged)-1 {
@@ -105,7 +105,7 @@ func TestReliabilityTwoHostsLinkDown(t *testing.T) {
 			t.Fatalf("child %d died while the link was up and idle; ps_port node said:\n%s", p, ps.stderr.String())
 		}
 	}
-	e.expect(`C ! {self(), {command, <<"still\n">>}}, receive {C, {data, D2}} -> D2 after 5000 -> timeout end`, `<<"still\n">>`)
+	e.expect(`C ! {self(), {command, <<"still\n">>}}, receive {C, {data, D2}} -> D2 after 30000 -> timeout end`, `<<"still\n">>`)
 
 	t0 := e.evalInt(`erlang:monotonic_time(millisecond)`)
 	if out, err := exec.Command("ip", "link", "set", hostIf, "down").CombinedOutput(); err != nil {
@@ -154,6 +154,6 @@ func TestReliabilityTwoHostsLinkDown(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	e.expect(`{ok, C2} = open(<<"cat">>, []), C2 ! {self(), {command, <<"back\n">>}}, receive {C2, {data, D3}} -> D3 after 5000 -> timeout end`, `<<"back\n">>`)
-	e.expect(`C2 ! {self(), close}, reliability_driver:bytes_of(C2, 5000)`, `{<<>>,normal}`)
+	e.expect(`{ok, C2} = open(<<"cat">>, []), C2 ! {self(), {command, <<"back\n">>}}, receive {C2, {data, D3}} -> D3 after 30000 -> timeout end`, `<<"back\n">>`)
+	e.expect(`C2 ! {self(), close}, reliability_driver:bytes_of(C2, 30000)`, `{<<>>,normal}`)
 }
