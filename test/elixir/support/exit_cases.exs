@@ -151,7 +151,10 @@ defmodule ProtonStreamTest.Cases.Exit do
           sleep_until(t0 + 100)
           alive? = os_pid_alive?(os_pid)
           elapsed = System.monotonic_time(:millisecond) - t0
-          assert alive?, "gone after #{elapsed} ms, before delay_to_sigkill (1000 ms)"
+          # A loaded machine may wake us after the delay: then the program
+          # is rightly gone and the look says nothing.
+          assert alive? or elapsed >= 1000,
+                 "gone after #{elapsed} ms, before delay_to_sigkill (1000 ms)"
 
           assert wait_until(fn -> not os_pid_alive?(os_pid) end, 1500),
                  "still alive #{1500 + slack_ms()} ms after its owner was killed"
