@@ -23,11 +23,7 @@ func opt(key string, v etf.Term) etf.Tuple { return etf.Tuple{atom(key), v} }
 func TestSharedManyChildrenInterleaved(t *testing.T) {
 	sp := startShared(t)
 	const n = 24
-	inputs := make([][]byte, n)
-	for i := range inputs {
-		inputs[i] = make([]byte, 512<<10+i*7919)
-		rand.Read(inputs[i])
-	}
+	inputs := randomInputs(n, 512<<10, 7919)
 	for i := range n {
 		id := int64(i + 1)
 		switch i % 3 {
@@ -489,11 +485,7 @@ func TestSharedStreamsOnOneAndTwoPs(t *testing.T) {
 			t.Setenv("GOMAXPROCS", procs)
 			sp := startShared(t)
 			const n = 16
-			inputs := make([][]byte, n)
-			for i := range inputs {
-				inputs[i] = make([]byte, 256<<10+i*4099)
-				rand.Read(inputs[i])
-			}
+			inputs := randomInputs(n, 256<<10, 4099)
 			for i := range n {
 				// Windows of 16 B to 256 KiB: frames of every size,
 				// most of them waiting for an ack.
@@ -532,4 +524,15 @@ func TestSharedStreamsOnOneAndTwoPs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// randomInputs returns n random payloads of base+i*step bytes, all of
+// different lengths.
+func randomInputs(n, base, step int) [][]byte {
+	inputs := make([][]byte, n)
+	for i := range inputs {
+		inputs[i] = make([]byte, base+i*step)
+		rand.Read(inputs[i])
+	}
+	return inputs
 }
