@@ -136,32 +136,22 @@ defmodule Bench.CpuSplit do
   end
 
   # utime + stime of every thread of pid, in ms.
-  defp threads_cpu(nil), do: 0
-
-  defp threads_cpu(pid) do
-    case File.ls("/proc/#{pid}/task") do
-      {:ok, tids} ->
-        Enum.reduce(tids, 0, fn tid, acc ->
-          case File.read("/proc/#{pid}/task/#{tid}/stat") do
-            {:ok, stat} -> acc + ticks(stat, 11) + ticks(stat, 12)
-            {:error, _} -> acc
-          end
-        end) * @clk_ms
-
-      {:error, _} ->
-        0
-    end
-  end
+  defp threads_cpu(pid),
+    do: sum_threads(pid, "stat", &(ticks(&1, 11) + ticks(&1, 12))) * @clk_ms
 
   # Voluntary and involuntary context switches of every thread of pid.
-  defp threads_switches(nil), do: 0
+  defp threads_switches(pid), do: sum_threads(pid, "status", &switches/1)
 
-  defp threads_switches(pid) do
+  # The sum of count.(file) over pid's threads (/proc/PID/task/TID/file);
+  # 0 for no pid or a thread that has gone.
+  defp sum_threads(nil, _file, _count), do: 0
+
+  defp sum_threads(pid, file, count) do
     case File.ls("/proc/#{pid}/task") do
       {:ok, tids} ->
         Enum.reduce(tids, 0, fn tid, acc ->
-          case File.read("/proc/#{pid}/task/#{tid}/status") do
-            {:ok, status} -> acc + switches(status)
+          case File.read("/proc/#{pid}/task/#{tid}/#{file}") do
+            {:ok, text} -> acc + count.(text)
             {:error, _} -> acc
           end
         end)

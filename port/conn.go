@@ -220,9 +220,10 @@ func (c *Conn) MoveStderr(fd, n int) error { return c.move("stderr", noID, fd, n
 //
 // In shared mode the frame first waits, without the lock, for the port's
 // pipe to have room for all of it (roomWait, room.go). The port's lock is
-// then held throughout, so move only ever waits for the port to take bytes, never for the child's pipe: the caller saw n bytes
-// in it and is its only reader. A pipe found holding less (which would
-// leave the frame, and the port, waiting on a child) is an error.
+// then held throughout, so move only ever waits for the port to take
+// bytes, never for the child's pipe: the caller saw n bytes in it and is
+// its only reader. A pipe found holding less (which would leave the frame,
+// and the port, waiting on a child) is an error.
 func (c *Conn) move(tag etf.Atom, id int64, fd, n int) error {
 	if c.room != nil {
 		c.room.enter(n)
