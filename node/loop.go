@@ -48,6 +48,13 @@ type loopProc struct {
 	// inbox, so a message handled inline never overtakes one taken before.
 	inline bool
 	run    sync.Mutex
+
+	// end is held while ergo links a peer to the process
+	// (directRouter.RouteLink) and when ProcessLoop returns, which sets
+	// ended: ergo sends the exit signals of a process's links after its
+	// loop has returned.
+	end   sync.Mutex
+	ended bool
 }
 
 func newLoopProc(handle func(interface{}), onStart func(gen.Process)) *loopProc {
@@ -86,6 +93,7 @@ func (l *loopProc) ProcessLoop(ps gen.ProcessState, started chan<- bool) string 
 		l.onStart(ps.Process)
 	}
 	started <- true
+	defer l.returned()
 	defer l.inbox.close()
 	var batch []etf.Term
 	// drain handles what the inbox holds. A mailbox message (an owner's
@@ -124,6 +132,14 @@ func (l *loopProc) ProcessLoop(ps gen.ProcessState, started chan<- bool) string 
 			return "kill"
 		}
 	}
+}
+
+// returned notes that ProcessLoop has returned; it waits for a link that
+// ergo is adding (see directRouter.RouteLink).
+func (l *loopProc) returned() {
+	l.end.Lock()
+	l.ended = true
+	l.end.Unlock()
 }
 
 // Stop ends the process with reason (from any goroutine, once).

@@ -49,6 +49,24 @@ func (d *directory) ended(pid etf.Pid) bool {
 	return en != nil && string(pid.Node) == (*en).Name() && (*en).ProcessByPid(pid) == nil
 }
 
+// loop is pid's process if it is a loopProc of this node that ergo knows,
+// and the loopProc; nil, nil otherwise.
+func (d *directory) loop(pid etf.Pid) (gen.Process, *loopProc) {
+	en := d.ergo.Load()
+	if en == nil || string(pid.Node) != (*en).Name() {
+		return nil, nil
+	}
+	p := (*en).ProcessByPid(pid)
+	if p == nil {
+		return nil, nil
+	}
+	l, _ := p.Behavior().(*loopProc)
+	if l == nil {
+		return nil, nil
+	}
+	return p, l
+}
+
 func newDirectory() *directory {
 	return &directory{byPid: make(map[etf.Pid]*loopProc), byName: make(map[string]*loopProc),
 		watchers: make(map[etf.Pid]map[*loopProc]struct{})}
@@ -185,6 +203,37 @@ func (r directRouter) RouteMonitor(by etf.Pid, process etf.Pid, ref etf.Ref) err
 		return nil // its DOWN went out (or the monitor was answered at once)
 	}
 	return r.CoreRouter.RouteMonitor(by, process, ref)
+}
+
+// RouteLink implements ergonode.CoreRouter: a peer's link to a process of
+// this node (Process.link/1 on a child), set through ergo, which has the
+// same gap as for a monitor: it checks that the process is alive, then
+// adds the link, and a process whose links' exit signals went out in
+// between keeps a link nobody reads, so the peer never gets an exit
+// signal, not even the noproc that OTP gives for a link to a process that
+// is gone. Unlike a monitor, such a link cannot be taken back afterwards:
+// ergo's RouteUnlink does not say whether the link was still there, and
+// linking again would then send a second exit signal.
+//
+// So ergo adds a link to a loopProc while its loop cannot return
+// (loopProc.end): ergo sends a process's exit signals only after its loop
+// has returned, and they include the link. When the loop has already
+// returned, the link waits for ergo to cancel the process's context, which
+// it does as soon as it has unregistered it: ergo then answers the link at
+// once with an exit signal noproc and adds nothing. Either way the peer
+// gets exactly one exit signal. (A process that is not a loopProc, none
+// that a peer links to, is left to ergo.)
+func (r directRouter) RouteLink(from etf.Pid, to etf.Pid) error {
+	if p, l := r.dir.loop(to); l != nil {
+		l.end.Lock()
+		if !l.ended {
+			defer l.end.Unlock()
+		} else {
+			l.end.Unlock()
+			<-p.Context().Done()
+		}
+	}
+	return r.CoreRouter.RouteLink(from, to)
 }
 
 // RouteSendReg implements ergonode.CoreRouter.

@@ -71,6 +71,30 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       ProtonStream.close(ps)
     end
 
+    # A regression guard, not a reproducer: ergo alone lost such a link
+    # rarely (the child ending between its check and its add), and then the
+    # linker waited forever (node/route.go, directRouter.RouteLink).
+    test "a process that links to a child exiting at once gets its exit signal", %{m: m} do
+      test_pid = self()
+
+      for _ <- 1..200 do
+        {:ok, ps} = ProtonStream.open("true", [], m)
+
+        spawn(fn ->
+          Process.flag(:trap_exit, true)
+          Process.link(ps)
+
+          receive do
+            {:EXIT, ^ps, reason} -> send(test_pid, {:link_exit, ps, reason})
+          end
+        end)
+
+        assert_receive {:link_exit, ^ps, reason}, 10_000
+        assert reason in [:normal, :noproc]
+        assert_receive {:EXIT, ^ps, _}, 10_000
+      end
+    end
+
     test "ack/2 does nothing for a local server" do
       {:ok, ps} = ProtonStream.open("cat", [])
       assert ProtonStream.ack(ps, 10) == :ok
