@@ -43,6 +43,7 @@ type flowCtl struct {
 	epoch      int  // bumped when the owner changes
 	stopped    bool // the child is done
 	waiting    bool // a retry timer is armed
+	counting   bool // others' messages sit in the owner's queue: polls count (see stallQueue)
 	timer      *time.Timer
 	threshold  int
 	pause      time.Duration // retry delay after a poll that freed nothing
@@ -80,6 +81,7 @@ type pollReq struct {
 	n, epoch int
 	dest     etf.Pid
 	direct   bool
+	count    bool // count this child's messages, not just the queue's
 }
 
 // maybePoll returns the poll that is due, if any, counted as out; f.mu is
@@ -93,7 +95,7 @@ func (f *flowCtl) maybePoll() (pollReq, bool) {
 	}
 	f.inflight++
 	f.polledAt = f.sentBytes
-	return pollReq{n: f.counted, epoch: f.epoch, dest: f.dest, direct: f.direct}, true
+	return pollReq{n: f.counted, epoch: f.epoch, dest: f.dest, direct: f.direct, count: f.counting}, true
 }
 
 // reset starts over with a new owner: what the old one holds is its own.
@@ -103,7 +105,7 @@ func (f *flowCtl) reset(dest etf.Pid) {
 	f.sizes, f.total, f.dest, f.direct = nil, 0, dest, false
 	f.consumed = f.counted
 	f.epoch++
-	f.stalled, f.checkEvery, f.pause = time.Time{}, 0, 0
+	f.stalled, f.checkEvery, f.pause, f.counting = time.Time{}, 0, 0, false
 	f.mu.Unlock()
 	f.c.window.Ack(total)
 }
@@ -119,26 +121,44 @@ func (f *flowCtl) stop() {
 }
 
 // When a poll frees nothing and the owner's queue holds at most stallQueue
-// messages, the messages themselves are looked at: an owner that
-// selectively receives from one child while another child's data waits in
-// its queue would otherwise stall the first forever (queue_len counts the
-// other child's messages too). That copies the queue, so while it finds
-// only this child's messages (an owner that is just slow) it is done ever
-// less often, up to once a second.
+// messages, the messages themselves are counted (on the owner's node, see
+// rpcClient.countFrom): an owner that selectively receives from one child
+// while another child's output waits in its queue would otherwise stall the
+// first forever (queue_len counts the other child's messages too), and so
+// would one that leaves a message it does not want in its queue (an
+// {'EXIT', ...} of a trapping owner, a late reply). While a count finds
+// others' messages, every poll counts instead of asking the queue's length:
+// a poll that can free nothing and a count after it would take two round
+// trips per window, and halve a stream. While counts find only the child's
+// own messages (an owner that is just slow), polls ask the length again and
+// counts become ever rarer, down to once a second, because each copies the
+// queue on the owner's node.
 const (
 	stallQueue    = 10000
 	maxStallCheck = time.Second
 )
 
-// start sends poll p, the owner's queue length asked of its node. Nothing
-// waits for the answer: polled handles it on the connection's reader.
+// start sends poll p: the owner's queue length, or the count of this
+// child's messages in it, asked of its node. Nothing waits for the answer:
+// polled or countAnswered takes it on the connection's reader.
 func (f *flowCtl) start(p pollReq) {
+	if p.count {
+		f.count(p)
+		return
+	}
 	f.c.n.rpc.queueLen(p.dest, p.direct, rpcTimeout, func(q int, err error) { f.polled(p, q, err) })
+}
+
+// count sends poll p as a count of this child's messages in the queue.
+func (f *flowCtl) count(p pollReq) {
+	f.c.n.rpc.countFrom(p.dest, f.c.self, p.direct, rpcTimeout, func(q, mine int, err error) {
+		f.countAnswered(p, q, mine, err)
+	})
 }
 
 // polled takes p's answer, a queue of q. It runs on the connection's
 // reader, which must not wait for the network: what would (another poll,
-// a look at the queue) goes to a goroutine.
+// a count) goes to a goroutine.
 func (f *flowCtl) polled(p pollReq, q int, err error) {
 	if err != nil || q < 0 {
 		// A dead or unreachable owner: its DOWN ends the child.
@@ -155,30 +175,34 @@ func (f *flowCtl) polled(p pollReq, q int, err error) {
 		f.stalled = now
 	}
 	look := f.epoch == p.epoch && !f.stopped && now.Sub(f.stalled) >= f.checkEvery && q <= stallQueue
-	n := f.counted // counted before the next request: see the type's comment
+	p.n = f.counted // counted before the count is asked: see the type's comment
 	f.mu.Unlock()
 	if look {
-		go f.look(p, n, q)
+		go f.count(p) // p stays out until the count is answered
 		return
 	}
 	f.retryLater(p.epoch)
 }
 
-// look counts this child's messages in the owner's queue of q messages,
-// n counted before asking (see stallQueue), and ends poll p.
-func (f *flowCtl) look(p pollReq, n, q int) {
-	freed := 0
-	if mine, err := f.c.n.rpc.pendingFrom(p.dest, f.c.self, p.direct, rpcTimeout); err == nil && mine >= 0 {
-		freed = f.free(p.epoch, n-mine)
-		f.mu.Lock()
+// countAnswered takes the answer to a count asked as poll p: a queue of q
+// messages, mine of them this child's.
+func (f *flowCtl) countAnswered(p pollReq, q, mine int, err error) {
+	if err != nil || q < 0 {
+		f.done(p.epoch, 0, 100*time.Millisecond)
+		return
+	}
+	freed := f.free(p.epoch, p.n-mine)
+	f.mu.Lock()
+	if f.epoch == p.epoch {
+		f.counting = mine < q && q <= stallQueue
 		if mine < q {
-			f.checkEvery = 0 // others' messages hold the queue: keep looking
+			f.checkEvery = 0 // others' messages hold the queue: keep counting
 		} else {
 			f.checkEvery = min(max(2*f.checkEvery, 10*time.Millisecond), maxStallCheck)
 		}
 		f.stalled = time.Now()
-		f.mu.Unlock()
 	}
+	f.mu.Unlock()
 	if freed > 0 {
 		f.done(p.epoch, freed, 0)
 		return

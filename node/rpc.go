@@ -190,37 +190,66 @@ func queueLenOf(r etf.Term, err error) (int, error) {
 	return 0, fmt.Errorf("process_info answered %s", describe(r))
 }
 
-// pendingFrom counts the data messages ({from, {:data | :error, binary}})
-// waiting in pid's queue. It copies the whole queue over the network, so
-// flow control uses it only when the queue is short and progress stalled.
-func (c *rpcClient) pendingFrom(pid, from etf.Pid, direct bool, timeout time.Duration) (int, error) {
-	r, err := c.call(string(pid.Node), direct, false, "erlang", "process_info",
-		etf.List{pid, etf.Atom("messages")}, timeout)
+// countFrom asks for the length of pid's queue and how many of its
+// messages are data from `from` ({from, {data | error, binary}}), and gives
+// done the two, or q = -1 when pid is dead (see callAsync for where done
+// runs). The counting runs on pid's node, as erl_eval:expr/5 of
+//
+//	case erlang:process_info(P, messages) of
+//	    {messages, L} -> {length(L), length([x || {F, {T, _}} <- L, F =:= M,
+//	                                              T =:= data orelse T =:= error])};
+//	    undefined -> undefined
+//	end
+//
+// so only the two counts cross the network, not the queue (whose data
+// messages are this child's own output). rex spawns a process for it (a
+// plain call): copying a long queue would hold rex up.
+func (c *rpcClient) countFrom(pid, from etf.Pid, direct bool, timeout time.Duration, done func(q, mine int, err error)) {
+	bindings := etf.List{etf.Tuple{etf.Atom("M"), from}, etf.Tuple{etf.Atom("P"), pid}} // an orddict: sorted
+	c.callAsync(string(pid.Node), direct, false, "erl_eval", "expr",
+		etf.List{countFromExpr, bindings, etf.Atom("none"), etf.Atom("none"), etf.Atom("value")},
+		timeout, func(r etf.Term, err error) {
+			done(countFromResult(r, err))
+		})
+}
+
+// countFromExpr is countFrom's expression in Erlang's abstract format.
+var countFromExpr = func() etf.Term {
+	atom := func(a string) etf.Term { return etf.Tuple{etf.Atom("atom"), 1, etf.Atom(a)} }
+	v := func(name string) etf.Term { return etf.Tuple{etf.Atom("var"), 1, etf.Atom(name)} }
+	tuple := func(es ...etf.Term) etf.Term { return etf.Tuple{etf.Atom("tuple"), 1, etf.List(es)} }
+	call := func(m, f string, args ...etf.Term) etf.Term {
+		return etf.Tuple{etf.Atom("call"), 1, etf.Tuple{etf.Atom("remote"), 1, atom(m), atom(f)}, etf.List(args)}
+	}
+	op := func(o string, a, b etf.Term) etf.Term { return etf.Tuple{etf.Atom("op"), 1, etf.Atom(o), a, b} }
+	clause := func(pat, body etf.Term) etf.Term {
+		return etf.Tuple{etf.Atom("clause"), 1, etf.List{pat}, etf.List{}, etf.List{body}}
+	}
+	mine := etf.Tuple{etf.Atom("lc"), 1, atom("x"), etf.List{
+		etf.Tuple{etf.Atom("generate"), 1, tuple(v("F"), tuple(v("T"), v("_"))), v("L")},
+		op("=:=", v("F"), v("M")),
+		op("orelse", op("=:=", v("T"), atom("data")), op("=:=", v("T"), atom("error"))),
+	}}
+	return etf.Tuple{etf.Atom("case"), 1, call("erlang", "process_info", v("P"), atom("messages")), etf.List{
+		clause(tuple(atom("messages"), v("L")), tuple(call("erlang", "length", v("L")), call("erlang", "length", mine))),
+		clause(atom("undefined"), atom("undefined")),
+	}}
+}()
+
+// countFromResult reads countFrom's answer.
+func countFromResult(r etf.Term, err error) (q, mine int, _ error) {
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if isAtom(r, "undefined") {
-		return -1, nil
+		return -1, 0, nil
 	}
-	tu, ok := r.(etf.Tuple)
-	if !ok || len(tu) != 2 {
-		return 0, fmt.Errorf("process_info answered %s", describe(r))
-	}
-	msgs, ok := tu[1].(etf.List)
-	if !ok {
-		return 0, fmt.Errorf("process_info answered %s", describe(r))
-	}
-	n := 0
-	for _, m := range msgs {
-		t, ok := m.(etf.Tuple)
-		if !ok || len(t) != 2 || t[0] != etf.Term(from) {
-			continue
-		}
-		if _, ok := tagged(t[1], "data", 2); ok {
-			n++
-		} else if _, ok := tagged(t[1], "error", 2); ok {
-			n++
+	if tu, ok := r.(etf.Tuple); ok && len(tu) == 2 {
+		q, ok1 := intOf(tu[0])
+		m, ok2 := intOf(tu[1])
+		if ok1 && ok2 {
+			return int(q), int(m), nil
 		}
 	}
-	return n, nil
+	return 0, 0, fmt.Errorf("counting the owner's messages answered %s", describe(r))
 }
