@@ -25,8 +25,8 @@ defmodule Bench do
 
   alias Bench.{Impl, Report, Scenarios}
 
-  @scenarios ~w(integrity throughput throughput_1m throughput_8 round_trip spawn_seq spawn_par
-                kill close mass_kill memory memory_1000)a
+  @scenarios ~w(integrity throughput throughput_1m throughput_stray throughput_8 round_trip
+                spawn_seq spawn_par kill close mass_kill memory memory_1000)a
 
   @full %{
     rounds: 7,
@@ -171,6 +171,16 @@ defmodule Bench do
     %{tp_1m: v}
   end
 
+  # An owner that leaves a message it does not want in its mailbox (a
+  # trapped exit, a late reply) while it reads the stream.
+  defp run_one(:throughput_stray, impl, s, _, _, _) do
+    stray = make_ref()
+    send(self(), {:stray, stray})
+    %{mbps: v} = Scenarios.throughput(impl, s.tp_bytes, [])
+    receive do: ({:stray, ^stray} -> :ok)
+    %{tp_stray: v}
+  end
+
   defp run_one(:throughput_8, impl, s, _, _, _) do
     %{mbps: v} = Scenarios.throughput_par(impl, s.tp_bytes, s.par)
     %{tp_par: v}
@@ -221,7 +231,14 @@ defmodule Bench do
     moving =
       Enum.any?(
         only,
-        &(&1 in [:integrity, :throughput, :throughput_1m, :throughput_8, :round_trip])
+        &(&1 in [
+            :integrity,
+            :throughput,
+            :throughput_1m,
+            :throughput_stray,
+            :throughput_8,
+            :round_trip
+          ])
       )
 
     for impl <- Impl.all(), moving do

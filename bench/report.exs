@@ -15,6 +15,9 @@ defmodule Bench.Report do
     {:tp_default, "Throughput, `head -c 256MiB /dev/zero`, default options", "MB/s", :higher,
      %{shared: {:ratio, 0.8}, isolated: {:ratio, 0.8}, node: {:ratio, 0.5}}},
     {:tp_1m, "Throughput, `head -c 256MiB /dev/zero`, 1 MiB window", "MB/s", :higher, %{}},
+    {:tp_stray,
+     "Throughput, `head -c 256MiB /dev/zero`, a message the owner leaves in its mailbox", "MB/s",
+     :higher, %{}},
     {:tp_par, "Throughput, 8 × `head -c 256MiB /dev/zero` at once (total)", "MB/s", :higher,
      %{shared: {:ratio, 0.8}}},
     {:rt_median, "Round trip, 10 000 × 100 B through `cat`, median", "µs", :lower,
@@ -253,6 +256,7 @@ defmodule Bench.Report do
   @chart_keys [
     :tp_default,
     :tp_1m,
+    :tp_stray,
     :rt_median,
     :rt_p99,
     :spawn_seq,
@@ -373,6 +377,7 @@ defmodule Bench.Report do
 
   defp short(:tp_default), do: "Throughput, default options"
   defp short(:tp_1m), do: "Throughput, 1 MiB window"
+  defp short(:tp_stray), do: "Throughput, a stray message"
   defp short(:rt_median), do: "Round trip through cat, median"
   defp short(:rt_p99), do: "Round trip through cat, p99"
   defp short(:spawn_seq), do: "Spawn true, in a row"

@@ -58,6 +58,25 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       ProtonStream.close(ps)
     end
 
+    test "flow: :queue_len with a message the owner leaves in its mailbox: bounded, and the stream goes on",
+         %{m: m} do
+      # queue_len counts the stray message too; ps_port then counts its own
+      # messages in the queue (on this node) instead of stalling.
+      stray = make_ref()
+      send(self(), {:stray, stray})
+      window = 65_536
+      script = "head -c 10000000 /dev/zero; exec sleep 10"
+      {:ok, ps} = ProtonStream.open("sh", ["-c", script], [stdio_window: window] ++ m)
+
+      assert wait_until(fn -> mailbox_bytes(self(), ps) > 0 end)
+      waiting = settled_mailbox_bytes(ps, window)
+      assert waiting > 0 and waiting <= window, "#{waiting} bytes wait"
+
+      assert receive_bytes(ps, 0, 10_000_000, false) == 10_000_000
+      assert_received {:stray, ^stray}
+      ProtonStream.close(ps)
+    end
+
     test "flow: :ack lets through what the owner acknowledged with ack/2", %{m: m} do
       window = 65_536
       script = "head -c 10000000 /dev/zero; exec sleep 10"
