@@ -151,9 +151,9 @@ func (f *flowCtl) start(p pollReq) {
 
 // count sends poll p as a count of this child's messages in the queue.
 func (f *flowCtl) count(p pollReq) {
-	f.c.n.rpc.countFrom(p.dest, f.c.self, p.direct, rpcTimeout, func(q, mine int, err error) {
+	f.c.n.rpc.count(p.dest, countReq{child: f.c.self, direct: p.direct, done: func(q, mine int, err error) {
 		f.countAnswered(p, q, mine, err)
-	})
+	}})
 }
 
 // polled takes p's answer, a queue of q. It runs on the connection's

@@ -29,6 +29,8 @@ type rpcClient struct {
 
 	mu      sync.Mutex
 	pending map[etf.Ref]pendingCall
+
+	counts ownerCounts // see count.go
 }
 
 // pendingCall is where a call's answer goes: ch for call, done for
@@ -44,6 +46,7 @@ var errRPCTimeout = errors.New("rpc timed out")
 
 func newRPCClient() *rpcClient {
 	c := &rpcClient{pending: make(map[etf.Ref]pendingCall)}
+	c.counts.owners = make(map[etf.Pid]*ownerCount)
 	c.loop = newLoopProc(c.handle, nil)
 	// A reply wakes its caller straight from the connection's reader: one
 	// goroutine hand-off less on flow control's round trip.
@@ -188,74 +191,4 @@ func queueLenOf(r etf.Term, err error) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("process_info answered %s", describe(r))
-}
-
-// countFrom asks for the length of pid's queue and how many of its
-// messages are data from `from` ({from, {data | error, binary}}), and gives
-// done the two, or q = -1 when pid is dead (see callAsync for where done
-// runs). The counting runs on pid's node, as erl_eval:expr/5 of
-//
-//	case erlang:process_info(P, messages) of
-//	    {messages, L} -> {length(L), length(ets:match_spec_run(L, ets:match_spec_compile(MS)))};
-//	    undefined -> undefined
-//	end
-//
-// with MS = [{{From, {'$1', '_'}}, [{'orelse', {'=:=', '$1', data}, {'=:=', '$1', error}}], [true]}]:
-// only the two counts cross the network, not the queue (whose data
-// messages are this child's own output), and the messages are matched by
-// the runtime's match-spec engine, not by the interpreter (an owner of 200
-// streaming children holds about 200 messages, and each of its children
-// counts them about once a window: interpreted, that took the owner's node
-// 12 s of CPU for 400 MB). rex spawns a process for it (a plain call):
-// copying a long queue would hold rex up.
-func (c *rpcClient) countFrom(pid, from etf.Pid, direct bool, timeout time.Duration, done func(q, mine int, err error)) {
-	ms := etf.List{etf.Tuple{
-		etf.Tuple{from, etf.Tuple{etf.Atom("$1"), etf.Atom("_")}},
-		etf.List{etf.Tuple{etf.Atom("orelse"),
-			etf.Tuple{etf.Atom("=:="), etf.Atom("$1"), etf.Atom("data")},
-			etf.Tuple{etf.Atom("=:="), etf.Atom("$1"), etf.Atom("error")}}},
-		etf.List{true},
-	}}
-	bindings := etf.List{etf.Tuple{etf.Atom("MS"), ms}, etf.Tuple{etf.Atom("P"), pid}} // an orddict: sorted
-	c.callAsync(string(pid.Node), direct, false, "erl_eval", "expr",
-		etf.List{countFromExpr, bindings, etf.Atom("none"), etf.Atom("none"), etf.Atom("value")},
-		timeout, func(r etf.Term, err error) {
-			done(countFromResult(r, err))
-		})
-}
-
-// countFromExpr is countFrom's expression in Erlang's abstract format.
-var countFromExpr = func() etf.Term {
-	atom := func(a string) etf.Term { return etf.Tuple{etf.Atom("atom"), 1, etf.Atom(a)} }
-	v := func(name string) etf.Term { return etf.Tuple{etf.Atom("var"), 1, etf.Atom(name)} }
-	tuple := func(es ...etf.Term) etf.Term { return etf.Tuple{etf.Atom("tuple"), 1, etf.List(es)} }
-	call := func(m, f string, args ...etf.Term) etf.Term {
-		return etf.Tuple{etf.Atom("call"), 1, etf.Tuple{etf.Atom("remote"), 1, atom(m), atom(f)}, etf.List(args)}
-	}
-	clause := func(pat, body etf.Term) etf.Term {
-		return etf.Tuple{etf.Atom("clause"), 1, etf.List{pat}, etf.List{}, etf.List{body}}
-	}
-	mine := call("ets", "match_spec_run", v("L"), call("ets", "match_spec_compile", v("MS")))
-	return etf.Tuple{etf.Atom("case"), 1, call("erlang", "process_info", v("P"), atom("messages")), etf.List{
-		clause(tuple(atom("messages"), v("L")), tuple(call("erlang", "length", v("L")), call("erlang", "length", mine))),
-		clause(atom("undefined"), atom("undefined")),
-	}}
-}()
-
-// countFromResult reads countFrom's answer.
-func countFromResult(r etf.Term, err error) (q, mine int, _ error) {
-	if err != nil {
-		return 0, 0, err
-	}
-	if isAtom(r, "undefined") {
-		return -1, 0, nil
-	}
-	if tu, ok := r.(etf.Tuple); ok && len(tu) == 2 {
-		q, ok1 := intOf(tu[0])
-		m, ok2 := intOf(tu[1])
-		if ok1 && ok2 {
-			return int(q), int(m), nil
-		}
-	}
-	return 0, 0, fmt.Errorf("counting the owner's messages answered %s", describe(r))
 }

@@ -77,6 +77,39 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
       ProtonStream.close(ps)
     end
 
+    @tag timeout: 180_000
+    test "1 000 children streaming to one owner: every byte, the owner's memory bounded by their windows",
+         %{m: m} do
+      # Each child's queue_len poll sees the others' messages: ps_port
+      # counts them on this node, once per round for all of an owner's
+      # children (counted per child, this ran the node out of memory).
+      {n, bytes, window} = {1000, 100_000, 65_536}
+      base = :erlang.memory(:total)
+      sampler = Task.async(fn -> peak_memory(base) end)
+
+      children =
+        for _ <- 1..n do
+          {:ok, ps} =
+            ProtonStream.open(
+              "head",
+              ["-c", "#{bytes}", "/dev/zero"],
+              [stdio_window: window] ++ m
+            )
+
+          ps
+        end
+
+      got = receive_all(Map.new(children, &{&1, 0}), n)
+      send(sampler.pid, :stop)
+      peak = Task.await(sampler)
+
+      assert Enum.all?(children, &(Map.fetch!(got, &1) == bytes))
+      # The windows allow n * window bytes in the mailbox (64 MiB); a count
+      # that copied the queue per child went far past that.
+      assert peak - base <= n * window + 128 * 1_048_576,
+             "the VM grew by #{div(peak - base, 1_048_576)} MiB"
+    end
+
     test "flow: :ack lets through what the owner acknowledged with ack/2", %{m: m} do
       window = 65_536
       script = "head -c 10000000 /dev/zero; exec sleep 10"
@@ -473,6 +506,30 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
           do: flunk("the owner's mailbox still grows (#{now} bytes): the node does not stop")
 
         settled_mailbox_bytes(ps, window, now, deadline)
+    end
+  end
+
+  # Bytes per child until every child of `got` exited.
+  defp receive_all(got, 0), do: got
+
+  defp receive_all(got, running) do
+    receive do
+      {ps, {:data, data}} when is_map_key(got, ps) ->
+        receive_all(Map.update!(got, ps, &(&1 + byte_size(data))), running)
+
+      {:EXIT, ps, :normal} when is_map_key(got, ps) ->
+        receive_all(got, running - 1)
+    after
+      30_000 + slack_ms() -> flunk("stalled with #{running} children running")
+    end
+  end
+
+  # The VM's largest memory total, sampled until :stop.
+  defp peak_memory(peak) do
+    receive do
+      :stop -> peak
+    after
+      20 -> peak_memory(max(peak, :erlang.memory(:total)))
     end
   end
 
