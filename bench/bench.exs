@@ -25,8 +25,8 @@ defmodule Bench do
 
   alias Bench.{Impl, Report, Scenarios}
 
-  @scenarios ~w(integrity throughput throughput_1m throughput_stray throughput_8 round_trip
-                spawn_seq spawn_par kill close mass_kill memory memory_1000)a
+  @scenarios ~w(integrity throughput throughput_1m throughput_stray throughput_8 fan_in
+                round_trip spawn_seq spawn_par kill close mass_kill memory memory_1000)a
 
   @full %{
     rounds: 7,
@@ -44,6 +44,7 @@ defmodule Bench do
     mem_big: 1000,
     mem_big_rounds: 1,
     par: 8,
+    fan_in: {200, 1_000_000},
     integrity_bytes: 8 * 1024 * 1024,
     flow_lines: 2_000_000
   }
@@ -64,6 +65,7 @@ defmodule Bench do
     mem_big: 10,
     mem_big_rounds: 1,
     par: 2,
+    fan_in: {5, 100_000},
     integrity_bytes: 300_000,
     flow_lines: 20_000
   }
@@ -186,6 +188,12 @@ defmodule Bench do
     %{tp_par: v}
   end
 
+  defp run_one(:fan_in, impl, s, _, _, _) do
+    {n, bytes} = s.fan_in
+    %{mbps: v} = Scenarios.fan_in(impl, n, bytes)
+    %{fan_in: v}
+  end
+
   defp run_one(:round_trip, impl, s, _, _, _),
     do: Scenarios.round_trip(impl, s.rt_count, 100, s.rt_warmup)
 
@@ -237,6 +245,7 @@ defmodule Bench do
             :throughput_1m,
             :throughput_stray,
             :throughput_8,
+            :fan_in,
             :round_trip
           ])
       )

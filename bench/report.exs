@@ -20,6 +20,8 @@ defmodule Bench.Report do
      :higher, %{}},
     {:tp_par, "Throughput, 8 × `head -c 256MiB /dev/zero` at once (total)", "MB/s", :higher,
      %{shared: {:ratio, 0.8}}},
+    {:fan_in, "Fan-in, 200 × `head -c 1MB /dev/zero` at once, all read by one owner (total)",
+     "MB/s", :higher, %{}},
     {:rt_median, "Round trip, 10 000 × 100 B through `cat`, median", "µs", :lower,
      %{shared: {:ratio, 2.0}, isolated: {:ratio, 1.2}, node: {:ratio, 2.5}}},
     {:rt_p99, "Round trip, 10 000 × 100 B through `cat`, p99", "µs", :lower, %{}},
@@ -261,7 +263,8 @@ defmodule Bench.Report do
     :rt_p99,
     :spawn_seq,
     :spawn_par,
-    :tp_par
+    :tp_par,
+    :fan_in
   ]
   @colors %{shared: "#4c78a8", isolated: "#54a24b", node: "#f58518"}
 
@@ -383,6 +386,7 @@ defmodule Bench.Report do
   defp short(:spawn_seq), do: "Spawn true, in a row"
   defp short(:spawn_par), do: "Spawn true, 50 at a time"
   defp short(:tp_par), do: "Throughput, 8 at once"
+  defp short(:fan_in), do: "Fan-in, 200 to one owner"
 
   defp min_pow2(v), do: :math.pow(2, Float.floor(:math.log2(v)))
   defp max_pow2(v), do: :math.pow(2, Float.ceil(:math.log2(v)))

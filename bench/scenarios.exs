@@ -94,6 +94,48 @@ defmodule Bench.Scenarios do
     %{mbps: n * bytes * 1000 / dt}
   end
 
+  ## 1c. Fan-in: N children at once, all read by one owner (this process):
+  ## total MB/s. In node mode every child's queue length counts the others'
+  ## messages, so flow control counts the owner's queue (docs/node.md).
+
+  def fan_in(impl, n, bytes) do
+    t0 = now()
+
+    handles =
+      for _ <- 1..n,
+          do: Impl.open(impl, "head", ["-c", Integer.to_string(bytes), "/dev/zero"], [])
+
+    got = fan_in_drain(impl, Map.new(handles, &{&1, 0}), n)
+    dt = now() - t0
+
+    for {_, g} <- got, do: Bench.Integrity.record!(impl, "fan-in of #{n}", bytes, g)
+    %{mbps: n * bytes * 1000 / dt}
+  end
+
+  defp fan_in_drain(_impl, got, 0), do: got
+
+  defp fan_in_drain(impl, got, running) do
+    receive do
+      {h, {:data, d}} when is_map_key(got, h) ->
+        fan_in_drain(impl, Map.update!(got, h, &(&1 + byte_size(d))), running)
+
+      {h, {:exit_status, 0}} when impl == :plain and is_map_key(got, h) ->
+        fan_in_drain(impl, got, running - 1)
+
+      {:EXIT, h, :normal} when impl != :plain and is_map_key(got, h) ->
+        fan_in_drain(impl, got, running - 1)
+
+      {h, {:exit_status, s}} when is_map_key(got, h) ->
+        raise "#{impl}: head exited with #{s}"
+
+      {:EXIT, h, reason} when is_map_key(got, h) ->
+        raise "#{impl}: head exited with #{inspect(reason)}"
+    after
+      @recv_timeout ->
+        raise "#{impl}: fan-in: no data for #{@recv_timeout} ms, #{running} running"
+    end
+  end
+
   ## 2. Round trip: SIZE-byte messages through `cat`, one at a time
 
   def round_trip(impl, count, size, warmup) do

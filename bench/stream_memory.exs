@@ -22,6 +22,9 @@ t0 = System.monotonic_time(:millisecond)
   end)
 
 ms = System.monotonic_time(:millisecond) - t0
-IO.puts("#{div(bytes, 1024 * 1024)} MiB in #{chunks} chunks over #{ms} ms; " <>
-  "VM total before #{div(before, 1024)} KiB, peak #{div(peak, 1024)} KiB, " <>
-  "growth #{div(peak - before, 1024)} KiB")
+
+IO.puts(
+  "#{div(bytes, 1024 * 1024)} MiB in #{chunks} chunks over #{ms} ms; " <>
+    "VM total before #{div(before, 1024)} KiB, peak #{div(peak, 1024)} KiB, " <>
+    "growth #{div(peak - before, 1024)} KiB"
+)
