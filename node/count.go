@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ergo-services/ergo/etf"
 )
@@ -36,21 +37,34 @@ type ownerCounts struct {
 	owners map[etf.Pid]*ownerCount
 }
 
-// ownerCount is one owner's: whether a count is out, and who waits for the
-// next.
+// ownerCount is one owner's: whether a count is out, who waits for the
+// next, and its children that count (flowCtl.counting): every count also
+// frees what it shows of theirs, so a child whose owner turns to it after
+// reading another does not sit out its retry pause.
 type ownerCount struct {
-	out     bool
+	out     bool // a count is out, or due (see pause)
 	waiting []countReq
+	members map[*flowCtl]struct{}
+
+	// While counts free nothing (an owner that reads none of the children
+	// that count: they all wait), they are spaced out by pause, up to
+	// maxCountPause, however many children ask: each copies the queue.
+	pause    time.Duration
+	lastDone time.Time
 }
 
+// maxCountPause is the most a count waits after one that freed nothing.
+const maxCountPause = 50 * time.Millisecond
+
 // countReq is a child's request: done gets the queue's length and how many
-// of its messages are the child's (see callAsync for where done runs).
+// of its messages are the child's, and returns the bytes that freed (see
+// callAsync for where done runs).
 // direct: the child's data went straight to the owner's connection, so the
 // count may too (behind it).
 type countReq struct {
 	child  etf.Pid
 	direct bool
-	done   func(q, mine int, err error)
+	done   func(q, mine int, err error) int
 }
 
 // count has the owner's node count r.child's messages in owner's queue,
@@ -68,53 +82,126 @@ func (c *rpcClient) count(owner etf.Pid, r countReq) {
 		oc.mu.Unlock()
 		return
 	}
-	batch := o.take()
+	o.out = true
+	wait := time.Until(o.lastDone.Add(o.pause))
 	oc.mu.Unlock()
-	c.sendCount(owner, batch)
+	if wait > 0 {
+		time.AfterFunc(wait, func() { c.fireCount(owner) })
+		return
+	}
+	c.fireCount(owner)
 }
 
-// take marks a count out and returns who it answers; oc.mu is held.
-func (o *ownerCount) take() []countReq {
-	o.out = true
+// fireCount sends owner's count that is due, for those waiting.
+func (c *rpcClient) fireCount(owner etf.Pid) {
+	oc := &c.counts
+	oc.mu.Lock()
+	o := oc.owners[owner]
 	batch := o.waiting
 	o.waiting = nil
-	return batch
+	members := o.memberList()
+	oc.mu.Unlock()
+	c.sendCount(owner, batch, members)
+}
+
+// setMember makes f one of owner's counting children, or not.
+func (c *rpcClient) setMember(owner etf.Pid, f *flowCtl, on bool) {
+	oc := &c.counts
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	o := oc.owners[owner]
+	switch {
+	case on && o == nil:
+		o = &ownerCount{}
+		oc.owners[owner] = o
+		fallthrough
+	case on:
+		if o.members == nil {
+			o.members = make(map[*flowCtl]struct{})
+		}
+		o.members[f] = struct{}{}
+	case o != nil:
+		delete(o.members, f)
+		oc.dropIdle(owner, o)
+	}
+}
+
+// dropIdle forgets owner when nothing of it is left; oc.mu is held.
+func (oc *ownerCounts) dropIdle(owner etf.Pid, o *ownerCount) {
+	if !o.out && len(o.waiting) == 0 && len(o.members) == 0 {
+		delete(oc.owners, owner)
+	}
+}
+
+// memberList returns the members; oc.mu is held.
+func (o *ownerCount) memberList() []*flowCtl {
+	fs := make([]*flowCtl, 0, len(o.members))
+	for f := range o.members {
+		fs = append(fs, f)
+	}
+	return fs
 }
 
 // sendCount sends the count that answers batch (every request in it was
-// made after its child's data was sent, so the count follows that data).
-func (c *rpcClient) sendCount(owner etf.Pid, batch []countReq) {
+// made after its child's data was sent, so the count follows that data)
+// and frees for members what it shows consumed of the messages they had
+// sent before it.
+func (c *rpcClient) sendCount(owner etf.Pid, batch []countReq, members []*flowCtl) {
 	direct := true
 	for _, r := range batch {
 		direct = direct && r.direct
+	}
+	snaps := make([]memberSnap, 0, len(members))
+	for _, f := range members {
+		if s, ok := f.snap(owner); ok {
+			snaps = append(snaps, s)
+			direct = direct && s.direct
+		}
 	}
 	args := etf.List{countExpr, countBindings(owner, batch[0].child.Node),
 		etf.Atom("none"), etf.Atom("none"), etf.Atom("value")}
 	c.callAsync(string(owner.Node), direct, false, "erl_eval", "expr", args, rpcTimeout,
 		func(r etf.Term, err error) {
 			q, mine, err := countResult(r, err)
-			for _, req := range batch {
-				req.done(q, mine[req.child], err)
+			freed := 0
+			if err == nil && q >= 0 {
+				for _, s := range snaps {
+					freed += s.f.free(s.epoch, s.n-mine[s.f.c.self])
+				}
 			}
-			c.countDone(owner)
+			for _, req := range batch {
+				freed += req.done(q, mine[req.child], err)
+			}
+			c.countDone(owner, freed > 0)
 		})
 }
 
 // countDone ends owner's count out: the next one starts for those who
 // asked meanwhile (on a goroutine of its own: this runs on the
 // connection's reader, which must not wait for the network).
-func (c *rpcClient) countDone(owner etf.Pid) {
+func (c *rpcClient) countDone(owner etf.Pid, progress bool) {
 	oc := &c.counts
 	oc.mu.Lock()
 	o := oc.owners[owner]
+	if progress {
+		o.pause = 0
+	} else {
+		o.pause = min(max(2*o.pause, time.Millisecond), maxCountPause)
+	}
+	o.lastDone = time.Now()
 	if len(o.waiting) == 0 {
-		delete(oc.owners, owner)
+		o.out = false
+		oc.dropIdle(owner, o)
 		oc.mu.Unlock()
 		return
 	}
-	batch := o.take()
+	wait := o.pause
 	oc.mu.Unlock()
-	go c.sendCount(owner, batch)
+	if wait > 0 {
+		time.AfterFunc(wait, func() { c.fireCount(owner) })
+		return
+	}
+	go c.fireCount(owner)
 }
 
 // countExpr is the count's expression in Erlang's abstract format.

@@ -98,9 +98,45 @@ func (f *flowCtl) maybePoll() (pollReq, bool) {
 	return pollReq{n: f.counted, epoch: f.epoch, dest: f.dest, direct: f.direct, count: f.counting}, true
 }
 
+// memberSnap is what a count sent now can free of a counting child's: the
+// messages counted before it (see the type's comment).
+type memberSnap struct {
+	f        *flowCtl
+	n, epoch int
+	direct   bool
+}
+
+// snap takes f's memberSnap for a count of owner; false when f is done or
+// no longer sends to owner.
+func (f *flowCtl) snap(owner etf.Pid) (memberSnap, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped || f.dest != owner || f.counted == f.consumed {
+		return memberSnap{}, false
+	}
+	return memberSnap{f: f, n: f.counted, epoch: f.epoch, direct: f.direct}, true
+}
+
+// setCounting turns counting on or off (f.mu is not held), and f's
+// membership of its owner's counts with it.
+func (f *flowCtl) setCounting(epoch int, on bool) {
+	f.mu.Lock()
+	if f.epoch != epoch || f.stopped || f.counting == on {
+		f.mu.Unlock()
+		return
+	}
+	f.counting = on
+	dest := f.dest
+	f.mu.Unlock()
+	f.c.n.rpc.setMember(dest, f, on)
+}
+
 // reset starts over with a new owner: what the old one holds is its own.
 func (f *flowCtl) reset(dest etf.Pid) {
 	f.mu.Lock()
+	if f.counting {
+		defer f.c.n.rpc.setMember(f.dest, f, false)
+	}
 	total := f.total
 	f.sizes, f.total, f.dest, f.direct = nil, 0, dest, false
 	f.consumed = f.counted
@@ -112,6 +148,9 @@ func (f *flowCtl) reset(dest etf.Pid) {
 
 func (f *flowCtl) stop() {
 	f.mu.Lock()
+	if f.counting {
+		defer f.c.n.rpc.setMember(f.dest, f, false)
+	}
 	f.stopped = true
 	if f.timer != nil {
 		f.timer.Stop()
@@ -151,8 +190,8 @@ func (f *flowCtl) start(p pollReq) {
 
 // count sends poll p as a count of this child's messages in the queue.
 func (f *flowCtl) count(p pollReq) {
-	f.c.n.rpc.count(p.dest, countReq{child: f.c.self, direct: p.direct, done: func(q, mine int, err error) {
-		f.countAnswered(p, q, mine, err)
+	f.c.n.rpc.count(p.dest, countReq{child: f.c.self, direct: p.direct, done: func(q, mine int, err error) int {
+		return f.countAnswered(p, q, mine, err)
 	}})
 }
 
@@ -185,16 +224,16 @@ func (f *flowCtl) polled(p pollReq, q int, err error) {
 }
 
 // countAnswered takes the answer to a count asked as poll p: a queue of q
-// messages, mine of them this child's.
-func (f *flowCtl) countAnswered(p pollReq, q, mine int, err error) {
+// messages, mine of them this child's. It returns the bytes freed.
+func (f *flowCtl) countAnswered(p pollReq, q, mine int, err error) int {
 	if err != nil || q < 0 {
 		f.done(p.epoch, 0, 100*time.Millisecond)
-		return
+		return 0
 	}
 	freed := f.free(p.epoch, p.n-mine)
+	f.setCounting(p.epoch, mine < q && q <= stallQueue)
 	f.mu.Lock()
 	if f.epoch == p.epoch {
-		f.counting = mine < q && q <= stallQueue
 		if mine < q {
 			f.checkEvery = 0 // others' messages hold the queue: keep counting
 		} else {
@@ -205,15 +244,20 @@ func (f *flowCtl) countAnswered(p pollReq, q, mine int, err error) {
 	f.mu.Unlock()
 	if freed > 0 {
 		f.done(p.epoch, freed, 0)
-		return
+		return freed
 	}
 	f.retryLater(p.epoch)
+	return 0
 }
 
 // retryLater ends a poll that freed nothing: ask again a little later.
 func (f *flowCtl) retryLater(epoch int) {
 	f.mu.Lock()
-	f.pause = min(max(f.pause*2, 200*time.Microsecond), 50*time.Millisecond)
+	maxPause := 50 * time.Millisecond
+	if f.counting {
+		maxPause = 10 * time.Millisecond
+	}
+	f.pause = min(max(f.pause*2, 200*time.Microsecond), maxPause)
 	pause := f.pause
 	f.mu.Unlock()
 	f.done(epoch, 0, pause)
@@ -250,7 +294,9 @@ func (f *flowCtl) free(epoch, upTo int) int {
 func (f *flowCtl) done(epoch, freed int, retry time.Duration) {
 	f.mu.Lock()
 	f.inflight--
-	if retry > 0 && f.epoch == epoch && !f.stopped && f.inflight == 0 {
+	// No retry while what is out is below a poll's due (a count for another
+	// child of the owner freed it meanwhile): the next send polls.
+	if retry > 0 && f.epoch == epoch && !f.stopped && f.inflight == 0 && f.total >= f.threshold {
 		f.waiting = true
 		f.timer = time.AfterFunc(retry, func() {
 			f.mu.Lock()
