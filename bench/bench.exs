@@ -17,7 +17,7 @@
 
 Process.put(:ps_bench_main, true)
 
-for f <- ~w(impl.exs scenarios.exs report.exs node_scale.exs node_flow.exs),
+for f <- ~w(impl.exs scenarios.exs report.exs node_scale.exs node_flow.exs node_owner.exs),
     do: Code.require_file(f, __DIR__)
 
 defmodule Bench do
@@ -45,6 +45,8 @@ defmodule Bench do
     mem_big_rounds: 1,
     par: 8,
     fan_in: {200, 1_000_000},
+    node_owner: %{at_once: {1000, 400_000}, one_by_one: {200, 2_000_000}, idle: {1000, 5000}},
+    owner_rounds: 2,
     integrity_bytes: 8 * 1024 * 1024,
     flow_lines: 2_000_000
   }
@@ -66,6 +68,8 @@ defmodule Bench do
     mem_big_rounds: 1,
     par: 2,
     fan_in: {5, 100_000},
+    node_owner: %{at_once: {10, 100_000}, one_by_one: {5, 100_000}, idle: {10, 200}},
+    owner_rounds: 1,
     integrity_bytes: 300_000,
     flow_lines: 20_000
   }
@@ -89,7 +93,7 @@ defmodule Bench do
 
     only =
       case opts[:only] do
-        nil -> @scenarios ++ [:node_scale, :node_flow]
+        nil -> @scenarios ++ [:node_scale, :node_flow, :node_owner]
         s -> s |> String.split(",") |> Enum.map(&String.to_existing_atom/1)
       end
 
@@ -114,13 +118,19 @@ defmodule Bench do
           do: Bench.NodeFlow.markdown(Bench.NodeFlow.run(node, sizes.flow_lines, sizes.rounds)),
           else: ""
 
+      # Node mode, many children of one owner (bench/node_owner.exs).
+      owner_md =
+        if :node_owner in only,
+          do: Bench.NodeOwner.markdown(Bench.NodeOwner.run(sizes.node_owner, sizes.owner_rounds)),
+          else: ""
+
       # Node mode at scale (bench/node_scale.exs): its own section.
       scale_md =
         if :node_scale in only,
           do: Bench.NodeScale.markdown(Bench.NodeScale.run(ps_port, sizes.mass_kill)),
           else: ""
 
-      md = Report.markdown(rows, info) <> flow_md <> scale_md
+      md = Report.markdown(rows, info) <> flow_md <> owner_md <> scale_md
 
       IO.puts("\n" <> md)
       check_integrity!(only)
