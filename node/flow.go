@@ -44,6 +44,7 @@ type flowCtl struct {
 	stopped    bool // the child is done
 	waiting    bool // a retry timer is armed
 	counting   bool // others' messages sit in the owner's queue: polls count (see stallQueue)
+	warned     bool // the owner's queue was too long to count, and the log said so
 	timer      *time.Timer
 	threshold  int
 	pause      time.Duration // retry delay after a poll that freed nothing
@@ -161,7 +162,7 @@ func (f *flowCtl) stop() {
 
 // When a poll frees nothing and the owner's queue holds at most stallQueue
 // messages, the messages themselves are counted (on the owner's node, see
-// rpcClient.countFrom): an owner that selectively receives from one child
+// count.go): an owner that selectively receives from one child
 // while another child's output waits in its queue would otherwise stall the
 // first forever (queue_len counts the other child's messages too), and so
 // would one that leaves a message it does not want in its queue (an
@@ -171,9 +172,12 @@ func (f *flowCtl) stop() {
 // trips per window, and halve a stream. While counts find only the child's
 // own messages (an owner that is just slow), polls ask the length again and
 // counts become ever rarer, down to once a second, because each copies the
-// queue on the owner's node.
+// queue on the owner's node. A count costs the owner's node about what one
+// selective receive past the same queue costs its owner; above stallQueue
+// (a copy of about 100 MB) the child waits for the queue to shrink, and
+// says so once.
 const (
-	stallQueue    = 10000
+	stallQueue    = 1_000_000
 	maxStallCheck = time.Second
 )
 
@@ -215,7 +219,14 @@ func (f *flowCtl) polled(p pollReq, q int, err error) {
 	}
 	look := f.epoch == p.epoch && !f.stopped && now.Sub(f.stalled) >= f.checkEvery && q <= stallQueue
 	p.n = f.counted // counted before the count is asked: see the type's comment
+	warn := q > stallQueue && !f.warned
+	f.warned = f.warned || warn
 	f.mu.Unlock()
+	if warn {
+		f.c.n.log.Printf("child %d (%s): owner %s holds %d messages, more than the %d flow control counts; "+
+			"the child's output waits until the owner's queue shrinks (or use flow: :ack)",
+			f.c.pc.Pid(), f.c.path, p.dest, q, stallQueue)
+	}
 	if look {
 		go f.count(p) // p stays out until the count is answered
 		return
