@@ -110,6 +110,13 @@ defmodule ProtonStreamTest.NodeMode.NodeTest do
              "the VM grew by #{div(peak - base, 1_048_576)} MiB"
     end
 
+    test "flow: :queue_len goes on when the owner holds 20 000 messages it does not take", %{m: m} do
+      for i <- 1..20_000, do: send(self(), {:stray, i})
+      {:ok, ps} = ProtonStream.open("head", ["-c", "2000000", "/dev/zero"], m)
+      assert receive_bytes(ps, 0, 2_000_000, false) == 2_000_000
+      for i <- 1..20_000, do: assert_received({:stray, ^i})
+    end
+
     test "flow: :ack lets through what the owner acknowledged with ack/2", %{m: m} do
       window = 65_536
       script = "head -c 10000000 /dev/zero; exec sleep 10"
