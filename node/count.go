@@ -35,6 +35,9 @@ import (
 type ownerCounts struct {
 	mu     sync.Mutex
 	owners map[etf.Pid]*ownerCount
+	// call sends a count: rpcClient.callAsync, or a test's.
+	call func(node string, direct, block bool, m, f string, args etf.List,
+		timeout time.Duration, done func(etf.Term, error))
 }
 
 // ownerCount is one owner's: whether a count is out, who waits for the
@@ -160,7 +163,11 @@ func (c *rpcClient) sendCount(owner etf.Pid, batch []countReq, members []*flowCt
 	}
 	args := etf.List{countExpr, countBindings(owner, batch[0].child.Node),
 		etf.Atom("none"), etf.Atom("none"), etf.Atom("value")}
-	c.callAsync(string(owner.Node), direct, false, "erl_eval", "expr", args, rpcTimeout,
+	call := c.counts.call
+	if call == nil {
+		call = c.callAsync
+	}
+	call(string(owner.Node), direct, false, "erl_eval", "expr", args, rpcTimeout,
 		func(r etf.Term, err error) {
 			q, mine, err := countResult(r, err)
 			freed := 0
