@@ -31,7 +31,9 @@ import (
 // ~3 000 queued messages once per child and window (16 s of its CPU for
 // 160 MB); 1 000 of them ran it out of memory.
 
-// ownerCounts has the counts out, by owner.
+// ownerCounts has the counts out, by owner. Its mu may be taken under a
+// flowCtl's (setMember), never the other way round: members are snapped
+// and freed after it is released.
 type ownerCounts struct {
 	mu     sync.Mutex
 	owners map[etf.Pid]*ownerCount

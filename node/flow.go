@@ -118,25 +118,25 @@ func (f *flowCtl) snap(owner etf.Pid) (memberSnap, bool) {
 	return memberSnap{f: f, n: f.counted, epoch: f.epoch, direct: f.direct}, true
 }
 
-// setCounting turns counting on or off (f.mu is not held), and f's
-// membership of its owner's counts with it.
+// setCounting turns counting on or off, and f's membership of its owner's
+// counts with it. The membership changes under f.mu (which the counts never
+// take while they hold theirs), so a stop or reset cannot come between and
+// leave f a member.
 func (f *flowCtl) setCounting(epoch int, on bool) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.epoch != epoch || f.stopped || f.counting == on {
-		f.mu.Unlock()
 		return
 	}
 	f.counting = on
-	dest := f.dest
-	f.mu.Unlock()
-	f.c.n.rpc.setMember(dest, f, on)
+	f.c.n.rpc.setMember(f.dest, f, on)
 }
 
 // reset starts over with a new owner: what the old one holds is its own.
 func (f *flowCtl) reset(dest etf.Pid) {
 	f.mu.Lock()
 	if f.counting {
-		defer f.c.n.rpc.setMember(f.dest, f, false)
+		f.c.n.rpc.setMember(f.dest, f, false)
 	}
 	total := f.total
 	f.sizes, f.total, f.dest, f.direct = nil, 0, dest, false
@@ -150,7 +150,7 @@ func (f *flowCtl) reset(dest etf.Pid) {
 func (f *flowCtl) stop() {
 	f.mu.Lock()
 	if f.counting {
-		defer f.c.n.rpc.setMember(f.dest, f, false)
+		f.c.n.rpc.setMember(f.dest, f, false)
 	}
 	f.stopped = true
 	if f.timer != nil {
