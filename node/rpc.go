@@ -17,7 +17,8 @@ import (
 // ({block_call, ...}), which rex runs itself instead of in a process it
 // spawns for the call: for a BIF that answers at once (flow control's
 // message_queue_len, thousands of times per second while a child streams).
-// One ergo process serves every call; callers wait on their own goroutines.
+// One ergo process serves every call; nobody waits for an answer: it goes
+// to the caller's function (callAsync).
 type rpcClient struct {
 	loop *loopProc
 	proc gen.Process
@@ -33,10 +34,8 @@ type rpcClient struct {
 	counts ownerCounts // see count.go
 }
 
-// pendingCall is where a call's answer goes: ch for call, done for
-// callAsync (with the timer that ends it).
+// pendingCall is where a call's answer goes, with the timer that ends it.
 type pendingCall struct {
-	ch    chan etf.Term
 	done  func(etf.Term, error)
 	timer *time.Timer
 	node  string // whom done's call went to
@@ -67,17 +66,13 @@ func (c *rpcClient) handle(msg interface{}) {
 	pc, ok := c.pending[ref]
 	delete(c.pending, ref)
 	c.mu.Unlock()
-	switch {
-	case !ok:
-	case pc.done != nil:
+	if ok {
 		pc.timer.Stop()
 		pc.done(rpcResult(pc.node, tu[1]))
-	default:
-		pc.ch <- tu[1]
 	}
 }
 
-// rpcResult is a rex answer as call returns it.
+// rpcResult is a rex answer as callAsync's done gets it.
 func rpcResult(node string, r etf.Term) (etf.Term, error) {
 	if tu, ok := r.(etf.Tuple); ok && len(tu) == 2 && isAtom(tu[0], "badrpc") {
 		return nil, fmt.Errorf("rpc to %s: badrpc %s", node, describe(tu[1]))
@@ -85,40 +80,14 @@ func rpcResult(node string, r etf.Term) (etf.Term, error) {
 	return r, nil
 }
 
-// call runs M:F(A...) on node and returns its result. direct: the request
-// may be written straight to node's connection (the caller's messages to
-// that node that it must follow went the same way, or are on the wire).
-// block: rex runs it itself (rpc:block_call/4), for functions that
-// return at once.
-func (c *rpcClient) call(node string, direct, block bool, m, f string, args etf.List, timeout time.Duration) (etf.Term, error) {
-	ref := c.proc.MakeRef()
-	ch := make(chan etf.Term, 1)
-	c.mu.Lock()
-	c.pending[ref] = pendingCall{ch: ch}
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, ref)
-		c.mu.Unlock()
-	}()
-	if err := c.send(node, direct, c.request(ref, block, m, f, args)); err != nil {
-		return nil, fmt.Errorf("rpc to %s: %w", node, err)
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		return rpcResult(node, r)
-	case <-t.C:
-		return nil, errRPCTimeout
-	}
-}
-
-// callAsync is call without waiting: done gets the result or the error,
+// callAsync runs M:F(A...) on node: done gets the result or the error,
 // once, on the connection's reader (which must not block: done may not
 // send to the network) or, past timeout, on a timer's goroutine. The
 // request is sent on the caller's goroutine, which may wait for room on the
-// connection.
+// connection. direct: the request may be written straight to node's
+// connection (the caller's messages to that node that it must follow went
+// the same way, or are on the wire). block: rex runs it itself
+// (rpc:block_call/4), for functions that return at once.
 func (c *rpcClient) callAsync(node string, direct, block bool, m, f string, args etf.List,
 	timeout time.Duration, done func(etf.Term, error)) {
 	ref := c.proc.MakeRef()
