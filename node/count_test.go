@@ -23,8 +23,7 @@ type countCall struct {
 
 func newCountClient() (*rpcClient, *countCalls) {
 	cc := &countCalls{ready: make(chan struct{}, 100)}
-	c := &rpcClient{pending: make(map[etf.Ref]pendingCall)}
-	c.counts.owners = make(map[etf.Pid]*ownerCount)
+	c := newRPCClient()
 	c.counts.call = func(_ string, direct, _ bool, m, f string, _ etf.List, _ time.Duration, done func(etf.Term, error)) {
 		cc.mu.Lock()
 		cc.sent = append(cc.sent, countCall{at: time.Now(), direct: direct, done: done})
