@@ -333,13 +333,10 @@ func (c *Child) prepareRound() {
 	}
 }
 
-// hasEnvPrefix reports whether an entry of pid's initial environment starts
-// with prefix.
+// hasEnvPrefix reports whether an entry of pid's environment starts with
+// prefix (read by readEnviron; a process exec'ing all along has none).
 func hasEnvPrefix(pid int, prefix []byte) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		return false
-	}
+	b, _ := readEnviron(pid)
 	for _, e := range bytes.Split(b, []byte{0}) {
 		if bytes.HasPrefix(e, prefix) {
 			return true

@@ -134,7 +134,7 @@ func markedLeft(trees []tree) []int {
 	}
 	var left []int
 	for _, p := range scanProcs() {
-		if !p.zombie && mine[markerOf(p.pid)] {
+		if m, _ := markerOf(p.pid); !p.zombie && mine[m] {
 			left = append(left, p.pid)
 		}
 	}
