@@ -24,7 +24,9 @@
 // child is reparented to its main thread, and /proc/self/task/PID/children
 // lists them; every Child is forked by another thread, so the list holds
 // orphans only) by the marker they inherited (MarkerEnv), or with
-// Spec.Sweep as the orphans of the one child.
+// Spec.Sweep as the orphans of the one child. A marker is read whole: not
+// while the process execs, when /proc/PID/environ reads empty or cut short
+// (readEnviron).
 // Terminations that happen together share those listings (one per round,
 // whatever the number of children), and orphans are signalled under the
 // lock their reaping takes, so a pid is never signalled after it could have
