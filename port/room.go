@@ -56,8 +56,6 @@ type roomWaiter struct {
 
 var roomWaiters sync.Pool // of *roomWaiter; eventfds are reused, never closed
 
-var ringByte = []byte{1, 0, 0, 0, 0, 0, 0, 0}
-
 // newRoomWait returns a roomWait for the pipe wfd, or nil when wfd is not
 // a pipe (nothing then waits).
 func newRoomWait(wfd int) *roomWait {
@@ -93,21 +91,10 @@ func (w *roomWaiter) park() bool {
 	w.f.SetReadDeadline(time.Now().Add(roomFallback))
 	rang := false
 	w.rc.Read(func(fd uintptr) bool {
-		rang = w.silence()
+		rang = rawio.Silence(w.efd)
 		return rang
 	})
 	return rang
-}
-
-// silence resets the eventfd; it reports whether it had been rung.
-func (w *roomWaiter) silence() bool {
-	var b [8]byte
-	for {
-		n, err := rawio.Read(w.efd, b[:])
-		if err != unix.EINTR {
-			return err == nil && n == 8
-		}
-	}
 }
 
 // room is the free space in the pipe, or the whole pipe when FIONREAD
@@ -155,7 +142,7 @@ func (r *roomWait) enter(n int) {
 		r.waiting.Store(int32(len(r.queue)))
 		r.mu.Unlock()
 		if rung { // let through just after its deadline: reset the eventfd
-			w.silence()
+			rawio.Silence(w.efd)
 		}
 	}
 	roomWaiters.Put(w)
@@ -175,7 +162,7 @@ func (r *roomWait) freed() {
 	i := 0
 	for ; i < len(r.queue) && r.queue[i].need <= room; i++ {
 		room -= r.queue[i].need
-		rawio.Write(r.queue[i].efd, ringByte) // EAGAIN: the counter is full, it rings anyway
+		rawio.Ring(r.queue[i].efd)
 	}
 	r.queue = r.queue[i:]
 	r.waiting.Store(int32(len(r.queue)))

@@ -115,15 +115,7 @@ func (w *pipeWait) waitBell() error {
 }
 
 // silence resets the bell; it reports whether it had rung.
-func (w *pipeWait) silence() bool {
-	var b [8]byte
-	for {
-		n, err := rawio.Read(w.bell.fd, b[:])
-		if err != unix.EINTR {
-			return err == nil && n == 8
-		}
-	}
-}
+func (w *pipeWait) silence() bool { return rawio.Silence(w.bell.fd) }
 
 // kick wakes a goroutine parked in wait (and makes the next wait return
 // at once) until unkick.

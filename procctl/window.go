@@ -32,14 +32,12 @@ type bell struct {
 	waiting bool // the pump waits for credit (guarded by Window.mu)
 }
 
-var bellByte = []byte{1, 0, 0, 0, 0, 0, 0, 0}
-
 // ringLocked wakes the pumps that wait for credit; w.mu is held.
 func (w *Window) ringLocked() {
 	for _, b := range w.bells {
 		if b.waiting {
 			b.waiting = false
-			rawio.Write(b.fd, bellByte) // EAGAIN: the counter is full, it rings anyway
+			rawio.Ring(b.fd)
 		}
 	}
 }

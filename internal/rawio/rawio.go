@@ -45,6 +45,25 @@ func rw(trap uintptr, fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
+// Ring adds one to the counter of the eventfd fd, which wakes whoever waits
+// for it to be readable. EAGAIN (the counter is full) is ignored: the
+// eventfd is readable anyway.
+func Ring(fd int) { Write(fd, one[:]) }
+
+var one = [8]byte{1} // the counter is a native uint64; any value but 0 rings
+
+// Silence reads the counter of the eventfd fd back to 0; it reports whether
+// it had been rung.
+func Silence(fd int) bool {
+	var b [8]byte
+	for {
+		n, err := Read(fd, b[:])
+		if err != unix.EINTR {
+			return err == nil && n == 8
+		}
+	}
+}
+
 // Writev is writev(2) of a then b on a non-blocking fd.
 func Writev(fd int, a, b []byte) (int, error) {
 	var iov [2]unix.Iovec
