@@ -91,7 +91,8 @@ func markerOf(pid int) (marker string, known bool) {
 }
 
 // readEnviron reads pid's environment whole, as /proc/PID/environ shows it:
-// NUL-terminated entries. It is nil, known, when pid is gone or a zombie.
+// NUL-terminated entries. It is nil, known, when pid is gone, a zombie or a
+// kernel thread (whose environ file does not open: ESRCH).
 // known is false when it could not be read whole for execWait: pid was
 // exec'ing all along.
 //

@@ -365,6 +365,19 @@ func TestMarkerReadWhileExecing(t *testing.T) {
 	t.Logf("%d reads: %d unknown; %d reads of the state came in the middle of an exec", reads, unknown, midExec)
 }
 
+// A kernel thread has no environment, and its bounds are 0 as in an exec,
+// for good: its marker must be told without waiting for the exec to end
+// (killMarked reads every process's).
+func TestMarkerOfAKernelThread(t *testing.T) {
+	b, err := os.ReadFile("/proc/2/stat")
+	if err != nil || !bytes.Contains(b, []byte("(kthreadd)")) {
+		t.Fatalf("this test needs the kernel's kthreadd visible as pid 2 (it is outside a PID namespace): %q, %v", b, err)
+	}
+	if m, known := markerOf(2); m != "" || !known {
+		t.Fatalf("kthreadd: marker %q (known %v), want \"\" known", m, known)
+	}
+}
+
 // A process whose environment is empty reads so.
 func TestMarkerOfAnEmptyEnvironment(t *testing.T) {
 	cmd := exec.Command("sleep", "600")
