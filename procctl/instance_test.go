@@ -60,7 +60,8 @@ func TestSweepDeadByLockNotPid(t *testing.T) {
 }
 
 // startMarked starts sleep with MarkerEnv=marker and returns a pidfd on it;
-// it is killed when the test ends.
+// it is killed and reaped when the test ends (left a zombie, it was the
+// first zombie TestZombieWaitingSeesAnUnreapedChild saw, for good).
 func startMarked(t *testing.T, marker string) int {
 	t.Helper()
 	cmd := exec.Command("sleep", "600")
@@ -75,6 +76,7 @@ func startMarked(t *testing.T, marker string) int {
 	t.Cleanup(func() {
 		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 		unix.Close(fd)
+		cmd.Wait()
 	})
 	return fd
 }

@@ -244,7 +244,8 @@ func TestZombieWaitingSeesAnUnreapedChild(t *testing.T) {
 	for z, _ := firstZombie(); z != pid; z, _ = firstZombie() {
 		if time.Now().After(deadline) {
 			syscall.Wait4(pid, nil, 0, nil)
-			t.Fatal("an exited, unreaped child is not seen")
+			st, _ := os.ReadFile("/proc/" + strconv.Itoa(z) + "/stat")
+			t.Fatalf("an exited, unreaped child is not seen; the first zombie is %d (a Child: %v): %s", z, registry.children[z] != nil, st)
 		}
 		time.Sleep(time.Millisecond)
 	}
