@@ -161,26 +161,10 @@ var envUnknown = envBounds{1, 0}
 // environBounds reads pid's envBounds; ok is false when pid is a zombie or
 // gone.
 func environBounds(pid int) (bounds envBounds, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	var buf [1024]byte // the whole line: the bounds are near its end
+	st, ok := readStat(pid, buf[:])
+	if !ok || st.zombie {
 		return envBounds{}, false
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return envUnknown, true
-	}
-	fields := bytes.Fields(b[i+2:]) // from field 3, the state
-	if len(fields) == 0 || fields[0][0] == 'Z' || fields[0][0] == 'X' {
-		return envBounds{}, false
-	}
-	const envStart = 50 - 3
-	if len(fields) <= envStart+1 {
-		return envUnknown, true
-	}
-	start, err1 := strconv.ParseUint(string(fields[envStart]), 10, 64)
-	end, err2 := strconv.ParseUint(string(fields[envStart+1]), 10, 64)
-	if err1 != nil || err2 != nil {
-		return envUnknown, true
-	}
-	return envBounds{start, end}, true
+	return st.env, true
 }

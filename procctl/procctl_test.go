@@ -66,6 +66,13 @@ func TestParseStat(t *testing.T) {
 	if !ok || st.ppid != 1 || st.pgrp != 42 || st.session != 7 || st.zombie {
 		t.Errorf("parseStat = %+v, %v", st, ok)
 	}
+	if st.env != envUnknown {
+		t.Errorf("environment bounds %+v from a line without them", st.env)
+	}
+	line := "9 (sh) R 1 9 9 0 -1 4194304" + strings.Repeat(" 0", 40) + " 140731986971234 140731986971300 0"
+	if st, ok := parseStat(9, []byte(line)); !ok || st.env != (envBounds{140731986971234, 140731986971300}) {
+		t.Errorf("environment bounds (fields 50, 51) = %+v, %v", st.env, ok)
+	}
 	if st, ok := parseStat(5, []byte("5 (x) Z 1 5 5")); !ok || !st.zombie {
 		t.Errorf("zombie not recognised: %+v", st)
 	}

@@ -17,6 +17,7 @@ import (
 type procStat struct {
 	pid, ppid, pgrp, session int
 	zombie                   bool
+	env                      envBounds // envUnknown when the line does not show them
 }
 
 // scanProcs reads /proc/*/stat for every process visible. Processes that
@@ -170,6 +171,15 @@ func parseStat(pid int, b []byte) (procStat, bool) {
 	}
 	if st.session, err = strconv.Atoi(string(fields[3])); err != nil {
 		return procStat{}, false
+	}
+	st.env = envUnknown
+	const envStart = 50 - 3 // fields 50 and 51, since Linux 3.5
+	if len(fields) > envStart+1 {
+		start, err1 := strconv.ParseUint(string(fields[envStart]), 10, 64)
+		end, err2 := strconv.ParseUint(string(fields[envStart+1]), 10, 64)
+		if err1 == nil && err2 == nil {
+			st.env = envBounds{start, end}
+		}
 	}
 	return st, true
 }
